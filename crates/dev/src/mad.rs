@@ -1,0 +1,33 @@
+use ibpoll_wire::{Lid, QKey, Qpn};
+
+use crate::Error;
+
+/// Every MAD is 256 bytes.
+pub const MAD_LEN: usize = 256;
+
+/// One management datagram.
+pub type Mad = [u8; MAD_LEN];
+
+/// The other end of a MAD: where a request goes, or where an answer came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MadAddr {
+    /// The remote LID (the SM's LID for the subnet administrator).
+    pub lid: Lid,
+    /// The remote QP (1 for the GSI).
+    pub qpn: Qpn,
+    /// The Q_Key (0x8001_0000 for the GSI).
+    pub qkey: QKey,
+    /// The service level.
+    pub sl: u8,
+    /// The P_Key index used.
+    pub pkey_index: u16,
+}
+
+/// A port's channel to the general services interface (QP1, libibumad's role).
+/// Non-blocking: the control core polls it.
+pub trait MadChannel: Send + std::fmt::Debug {
+    /// Sends one MAD. Fails only when it cannot be queued at all.
+    fn send(&mut self, mad: &Mad, to: MadAddr) -> Result<(), Error>;
+    /// The next MAD received, if any.
+    fn recv(&mut self) -> Option<(Mad, MadAddr)>;
+}

@@ -1,0 +1,99 @@
+use ibpoll_wire::{Gid, IbMtu, Lid, PKey, Rate};
+
+/// The logical state of a port (IBA 14.2.5.6 PortInfo.PortState).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PortState {
+    /// Link down.
+    Down,
+    /// Link up, not yet configured by the subnet manager.
+    Init,
+    /// Configured, data not yet allowed.
+    Armed,
+    /// Configured and passing data.
+    Active,
+}
+
+/// What a port reports about itself (ibv_query_port + ibv_query_gid/pkey).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortAttr {
+    /// The port number (1-based).
+    pub port_num: u8,
+    /// The logical state.
+    pub state: PortState,
+    /// The port's base LID.
+    pub lid: Lid,
+    /// The LID mask control (number of path bits).
+    pub lmc: u8,
+    /// The subnet manager's LID (where the subnet administrator answers).
+    pub sm_lid: Lid,
+    /// The service level to reach the subnet manager.
+    pub sm_sl: u8,
+    /// GID index 0: subnet prefix and port GUID.
+    pub gid: Gid,
+    /// The P_Key table; invalid entries are `PKey(0)`.
+    pub pkeys: Vec<PKey>,
+    /// The largest MTU the port supports.
+    pub max_mtu: IbMtu,
+    /// The MTU the link runs at.
+    pub active_mtu: IbMtu,
+    /// The link rate.
+    pub rate: Rate,
+}
+
+impl PortAttr {
+    /// The index of `pkey` in the P_Key table (membership bit ignored when looking for a
+    /// full-member entry that also covers limited membership).
+    pub fn pkey_index(&self, pkey: PKey) -> Option<u16> {
+        let exact = self.pkeys.iter().position(|p| *p == pkey);
+        let any = || {
+            self.pkeys
+                .iter()
+                .position(|p| p.base() != 0 && p.base() == pkey.base())
+        };
+        exact.or_else(any).map(|i| i as u16)
+    }
+}
+
+/// An asynchronous port event (the `IB_EVENT_*` a ULP handles).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PortEvent {
+    /// The port became Active.
+    Active,
+    /// The port left Active (link down or error).
+    Error,
+    /// The subnet manager assigned a new LID.
+    LidChange,
+    /// The P_Key table changed.
+    PkeyChange,
+    /// The subnet manager asks every client to re-register (it lost its state, e.g. it
+    /// restarted): multicast memberships must be joined again.
+    ClientReregister,
+    /// A different subnet manager took over.
+    SmChange,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pkey_index_prefers_exact_then_same_partition() {
+        let a = PortAttr {
+            port_num: 1,
+            state: PortState::Active,
+            lid: Lid(2),
+            lmc: 0,
+            sm_lid: Lid(1),
+            sm_sl: 0,
+            gid: Gid::default(),
+            pkeys: vec![PKey(0x7fff), PKey(0xffff), PKey(0), PKey(0x8001)],
+            max_mtu: IbMtu::Mtu4096,
+            active_mtu: IbMtu::Mtu2048,
+            rate: Rate::GBPS_10,
+        };
+        assert_eq!(a.pkey_index(PKey(0xffff)), Some(1));
+        assert_eq!(a.pkey_index(PKey(0x0001)), Some(3));
+        assert_eq!(a.pkey_index(PKey(0x8002)), None);
+        assert_eq!(a.pkey_index(PKey(0)), None);
+    }
+}

@@ -1,0 +1,867 @@
+//! The fabric: subnet manager, switch tables and the public control handle.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crossbeam::queue::ArrayQueue;
+use ibpoll_dev::{
+    AddressHandle, AhAttr, Clock, Device, Error, MadChannel, MonotonicClock, Port, PortAttr,
+    PortEvent, PortState, RxCounters, UdQp, UdQpConfig,
+};
+use ibpoll_mem::{Mbuf, Mempool};
+use ibpoll_wire::{Gid, IbMtu, Lid, PKey, QKey, Qpn, Rate};
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+
+use crate::fault::FaultConfig;
+use crate::mad::MadInbox;
+use crate::pcap::{PcapError, PcapWriter};
+use crate::sa::{SaConfig, SubnetAdmin};
+
+/// The LID of the subnet manager's own port, where the SA answers (as under ibsim).
+pub(crate) const SM_LID: Lid = Lid(1);
+/// QPNs handed to UD QPs start here (QP0 and QP1 are special; stay clear of them).
+const QPN_BASE: u32 = 0x48;
+/// Address handles per fabric (the index part of a handle is 16 bits).
+const AH_MAX: usize = 1 << 16;
+/// QPs per port.
+const QP_PER_PORT_MAX: usize = 1024;
+/// Multicast attachments per QP, as HCAs bound them (mlx5: thousands; keep it large).
+const ATTACH_PER_QP_MAX: usize = 1 << 14;
+
+/// How to build a simulated subnet.
+#[derive(Debug, Clone)]
+pub struct FabricConfig {
+    /// Seeds every random draw of the fabric (faults, reordering).
+    pub seed: u64,
+    /// The subnet prefix of every port GID.
+    pub subnet_prefix: u64,
+    /// Every port's initial P_Key table; each partition gets a broadcast group.
+    pub partitions: Vec<PKey>,
+    /// The MTU of the broadcast groups (sets the IPoIB MTU).
+    pub broadcast_mtu: IbMtu,
+    /// The active MTU of every link.
+    pub port_mtu: IbMtu,
+    /// The link rate of every port.
+    pub rate: Rate,
+    /// Faults to inject from the start.
+    pub faults: FaultConfig,
+    /// Where time comes from (SA answer delays).
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for FabricConfig {
+    fn default() -> Self {
+        FabricConfig {
+            seed: 0x1b_1b_1b,
+            subnet_prefix: Gid::DEFAULT_SUBNET_PREFIX,
+            partitions: vec![PKey::DEFAULT],
+            broadcast_mtu: IbMtu::Mtu2048,
+            port_mtu: IbMtu::Mtu4096,
+            rate: Rate::GBPS_10,
+            faults: FaultConfig::default(),
+            clock: Arc::new(MonotonicClock::new()),
+        }
+    }
+}
+
+/// A node (one simulated HCA) of the fabric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(pub u32);
+
+/// A port of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortId {
+    /// The node.
+    pub node: NodeId,
+    /// The port number (1-based).
+    pub port: u8,
+}
+
+/// Why the fabric dropped a packet. Each reason has its own counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(usize)]
+pub(crate) enum DropReason {
+    /// The receive queue had no free posted buffer (receiver overrun).
+    NoReceivePosted,
+    /// The receiver's pool was empty (`rx_nombuf`).
+    NoBuffer,
+    /// Q_Key mismatch.
+    QKey,
+    /// P_Key mismatch.
+    PKey,
+    /// Longer than the path or group MTU.
+    TooLong,
+    /// No port has the destination LID, or no group the MLID.
+    UnknownLid,
+    /// No QP with that number on the destination port.
+    UnknownQpn,
+    /// The sending or receiving port is not Active.
+    PortDown,
+    /// Sent to a group the sending port is not a member of.
+    McastNotMember,
+    /// The address handle was destroyed or never existed.
+    BadAh,
+    /// Lost by fault injection.
+    FaultLoss,
+    /// Shorter than an IPoIB header.
+    Malformed,
+}
+
+impl DropReason {
+    pub(crate) const ALL: [DropReason; 12] = [
+        DropReason::NoReceivePosted,
+        DropReason::NoBuffer,
+        DropReason::QKey,
+        DropReason::PKey,
+        DropReason::TooLong,
+        DropReason::UnknownLid,
+        DropReason::UnknownQpn,
+        DropReason::PortDown,
+        DropReason::McastNotMember,
+        DropReason::BadAh,
+        DropReason::FaultLoss,
+        DropReason::Malformed,
+    ];
+
+    /// The counter's name.
+    pub(crate) const fn name(self) -> &'static str {
+        match self {
+            DropReason::NoReceivePosted => "no_receive_posted",
+            DropReason::NoBuffer => "no_buffer",
+            DropReason::QKey => "qkey_mismatch",
+            DropReason::PKey => "pkey_mismatch",
+            DropReason::TooLong => "too_long",
+            DropReason::UnknownLid => "unknown_lid",
+            DropReason::UnknownQpn => "unknown_qpn",
+            DropReason::PortDown => "port_down",
+            DropReason::McastNotMember => "mcast_not_member",
+            DropReason::BadAh => "bad_ah",
+            DropReason::FaultLoss => "fault_loss",
+            DropReason::Malformed => "malformed",
+        }
+    }
+}
+
+/// What the fabric did, in counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FabricStats {
+    /// Packets handed to a transmit queue.
+    pub sent: u64,
+    /// Copies placed in a receive queue (a multicast packet counts once per receiver).
+    pub delivered: u64,
+    /// Drops, indexed like the reasons in [`FabricStats::drops`].
+    drop_counts: [u64; DropReason::ALL.len()],
+    /// MADs received by the subnet administrator.
+    pub sa_requests: u64,
+    /// Answers the subnet administrator queued.
+    pub sa_answers: u64,
+    /// Requests lost by fault injection before the SA saw them.
+    pub sa_requests_lost: u64,
+    /// Answers lost by fault injection after the SA acted.
+    pub sa_answers_lost: u64,
+    /// Answers delivered twice by fault injection.
+    pub sa_answers_duplicated: u64,
+    /// Requests answered with an injected error status (the SA did not act on them).
+    pub sa_errors_injected: u64,
+    /// Frames written to the pcap tap.
+    pub pcap_frames: u64,
+}
+
+impl FabricStats {
+    /// Every drop reason with its count, in a fixed order.
+    pub fn drops(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        DropReason::ALL
+            .iter()
+            .map(move |d| (d.name(), self.drop_counts[*d as usize]))
+    }
+
+    /// The count for one drop reason by name (`"qkey_mismatch"`, ...); 0 if unknown.
+    pub fn drop_count(&self, name: &str) -> u64 {
+        self.drops().find(|(n, _)| *n == name).map_or(0, |(_, c)| c)
+    }
+
+    /// All drops together.
+    pub fn dropped(&self) -> u64 {
+        self.drop_counts.iter().sum()
+    }
+
+    pub(crate) fn count(&mut self, why: DropReason, n: u64) {
+        self.drop_counts[why as usize] += n;
+    }
+}
+
+/// A port as the subnet manager sees it.
+#[derive(Debug)]
+pub(crate) struct PortData {
+    pub(crate) num: u8,
+    pub(crate) guid: u64,
+    pub(crate) lid: Lid,
+    pub(crate) state: PortState,
+    pub(crate) pkeys: Vec<PKey>,
+    pub(crate) mtu: IbMtu,
+    pub(crate) events: VecDeque<PortEvent>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Node {
+    pub(crate) name: String,
+    pub(crate) first_port: usize,
+    pub(crate) nports: u8,
+}
+
+/// One receive queue's posted buffers, shared by the senders that fill it and the lcore
+/// that drains it.
+#[derive(Debug)]
+pub(crate) struct RxRing {
+    /// Filled buffers waiting for `rx_burst`; its capacity is the number of posted
+    /// receive buffers.
+    pub(crate) inbox: ArrayQueue<Mbuf>,
+    /// Where the "DMA" takes its buffers from.
+    pub(crate) pool: Mempool,
+    pub(crate) counters: Arc<RxCounters>,
+}
+
+#[derive(Debug)]
+pub(crate) struct QpData {
+    pub(crate) qkey: QKey,
+    pub(crate) pkey_index: u16,
+    pub(crate) rx: Vec<Arc<RxRing>>,
+    pub(crate) attached: usize,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct AhSlot {
+    pub(crate) generation: u16,
+    pub(crate) ah: Option<(usize, AhAttr)>,
+}
+
+/// One multicast group in the switches' forwarding tables.
+#[derive(Debug)]
+pub(crate) struct MftEntry {
+    /// The group's MTU.
+    pub(crate) mtu: IbMtu,
+    /// Ports with any membership (they may send to the group).
+    pub(crate) members: Vec<usize>,
+    /// Ports that receive: FullMember or NonMember (send-only members do not).
+    pub(crate) receivers: Vec<usize>,
+}
+
+/// Everything mutable about the fabric, behind one lock.
+#[derive(Debug)]
+pub(crate) struct Control {
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) ports: Vec<PortData>,
+    pub(crate) sa: SubnetAdmin,
+    /// UD QPs by (port index, QPN).
+    pub(crate) qps: BTreeMap<(usize, u32), QpData>,
+    next_qpn: u32,
+    pub(crate) ahs: Vec<AhSlot>,
+    ah_free: Vec<u32>,
+    /// Multicast attachments by (port index, MGID).
+    pub(crate) attach: BTreeMap<(usize, Gid), Vec<Qpn>>,
+    pub(crate) mad_inboxes: Vec<Option<MadInbox>>,
+    pub(crate) faults: FaultConfig,
+    pub(crate) rng: SmallRng,
+    pub(crate) stats: FabricStats,
+    pub(crate) pcap: Option<PcapWriter>,
+    /// The switches' multicast forwarding tables, derived from the SA's groups.
+    pub(crate) mft: BTreeMap<Lid, MftEntry>,
+    /// Set when the SA's groups changed since `mft` was built.
+    pub(crate) mft_dirty: bool,
+    /// Reused by multicast replication so that it allocates nothing per packet.
+    pub(crate) scratch_ports: Vec<usize>,
+    pub(crate) scratch_rings: Vec<Arc<RxRing>>,
+    /// The fabric clock's reading at the start of the current send burst (pcap stamps).
+    pub(crate) clock_now: ibpoll_dev::Nanos,
+    next_lid: u16,
+    cfg_partitions: Vec<PKey>,
+    cfg_port_mtu: IbMtu,
+    pub(crate) rate: Rate,
+    pub(crate) subnet_prefix: u64,
+    next_tx_seed: u64,
+}
+
+/// The fabric's shared state.
+#[derive(Debug)]
+pub(crate) struct Fabric {
+    ctl: Mutex<Control>,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl Fabric {
+    /// Locks the control state. A panic while it was held (a bug, or an assertion in a
+    /// test) poisons it; the fabric's tables are still consistent at every unlock point,
+    /// so the poison is cleared rather than cascading into every other thread.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Control> {
+        self.ctl.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Control {
+    pub(crate) fn port_gid(&self, port: usize) -> Gid {
+        Gid::new(self.subnet_prefix, self.ports[port].guid)
+    }
+
+    /// The port with base LID `lid`, if any.
+    pub(crate) fn port_by_lid(&self, lid: Lid) -> Option<usize> {
+        self.ports.iter().position(|p| p.lid == lid)
+    }
+
+    /// The port with GID `gid`, if any.
+    pub(crate) fn port_by_gid(&self, gid: &Gid) -> Option<usize> {
+        if gid.subnet_prefix() != self.subnet_prefix {
+            return None;
+        }
+        self.ports.iter().position(|p| p.guid == gid.guid())
+    }
+
+    pub(crate) fn port_attr(&self, port: usize) -> PortAttr {
+        let p = &self.ports[port];
+        PortAttr {
+            port_num: p.num,
+            state: p.state,
+            lid: p.lid,
+            lmc: 0,
+            sm_lid: SM_LID,
+            sm_sl: 0,
+            gid: self.port_gid(port),
+            pkeys: p.pkeys.clone(),
+            max_mtu: IbMtu::Mtu4096,
+            active_mtu: p.mtu,
+            rate: self.rate,
+        }
+    }
+
+    pub(crate) fn push_event(&mut self, port: usize, ev: PortEvent) {
+        // Bounded like an HCA's async event queue: the oldest events go first.
+        let q = &mut self.ports[port].events;
+        if q.len() >= 64 {
+            q.pop_front();
+        }
+        q.push_back(ev);
+    }
+
+    pub(crate) fn alloc_qpn(&mut self) -> u32 {
+        let q = self.next_qpn;
+        self.next_qpn += 1;
+        if self.next_qpn > Qpn::MAX - 1 {
+            self.next_qpn = QPN_BASE;
+        }
+        q
+    }
+
+    pub(crate) fn qp_count(&self, port: usize) -> usize {
+        self.qps.range((port, 0)..(port + 1, 0)).count()
+    }
+
+    pub(crate) fn create_ah(&mut self, port: usize, attr: &AhAttr) -> Result<AddressHandle, Error> {
+        if attr.dlid == Lid(0) {
+            return Err(Error::AhAttr {
+                dlid: attr.dlid,
+                reason: "LID 0 is reserved",
+            });
+        }
+        if attr.dlid.is_multicast() && attr.grh.is_none() {
+            return Err(Error::AhAttr {
+                dlid: attr.dlid,
+                reason: "a multicast address handle needs global routing (a GRH with the MGID)",
+            });
+        }
+        let index = match self.ah_free.pop() {
+            Some(i) => i as usize,
+            None if self.ahs.len() < AH_MAX => {
+                self.ahs.push(AhSlot::default());
+                self.ahs.len() - 1
+            }
+            None => {
+                return Err(Error::Exhausted {
+                    what: "address handles",
+                    limit: AH_MAX,
+                })
+            }
+        };
+        let slot = &mut self.ahs[index];
+        slot.ah = Some((port, *attr));
+        Ok(AddressHandle::from_raw(
+            (u32::from(slot.generation) << 16) | index as u32,
+        ))
+    }
+
+    pub(crate) fn destroy_ah(&mut self, port: usize, ah: AddressHandle) -> Result<(), Error> {
+        let index = (ah.raw() & 0xFFFF) as usize;
+        let generation = (ah.raw() >> 16) as u16;
+        match self.ahs.get_mut(index) {
+            Some(slot)
+                if slot.generation == generation
+                    && matches!(slot.ah, Some((p, _)) if p == port) =>
+            {
+                slot.ah = None;
+                slot.generation = slot.generation.wrapping_add(1);
+                self.ah_free.push(index as u32);
+                Ok(())
+            }
+            _ => Err(Error::NoSuchAh(ah.raw())),
+        }
+    }
+
+    /// The live address handle `ah` created on `port`.
+    pub(crate) fn ah(&self, port: usize, ah: AddressHandle) -> Option<&AhAttr> {
+        let slot = self.ahs.get((ah.raw() & 0xFFFF) as usize)?;
+        match &slot.ah {
+            Some((p, attr)) if *p == port && slot.generation == (ah.raw() >> 16) as u16 => {
+                Some(attr)
+            }
+            _ => None,
+        }
+    }
+
+    pub(crate) fn attach(
+        &mut self,
+        port: usize,
+        qpn: Qpn,
+        mgid: &Gid,
+        mlid: Lid,
+    ) -> Result<(), Error> {
+        let err = |reason| Error::Mcast {
+            op: "attach",
+            qpn,
+            mgid: *mgid,
+            mlid,
+            reason,
+        };
+        if !mgid.is_multicast() {
+            return Err(err("not a multicast GID"));
+        }
+        if !mlid.is_multicast() {
+            return Err(err("not a multicast LID"));
+        }
+        let qp = self
+            .qps
+            .get_mut(&(port, qpn.get()))
+            .ok_or_else(|| err("no such UD QP on this port"))?;
+        let list = self.attach.entry((port, *mgid)).or_default();
+        if list.contains(&qpn) {
+            // ibv_attach_mcast of an attached QP succeeds and changes nothing.
+            return Ok(());
+        }
+        if qp.attached >= ATTACH_PER_QP_MAX {
+            return Err(err(
+                "the QP is attached to as many groups as the HCA allows",
+            ));
+        }
+        qp.attached += 1;
+        list.push(qpn);
+        Ok(())
+    }
+
+    pub(crate) fn detach(
+        &mut self,
+        port: usize,
+        qpn: Qpn,
+        mgid: &Gid,
+        mlid: Lid,
+    ) -> Result<(), Error> {
+        let err = |reason| Error::Mcast {
+            op: "detach",
+            qpn,
+            mgid: *mgid,
+            mlid,
+            reason,
+        };
+        let list = self
+            .attach
+            .get_mut(&(port, *mgid))
+            .ok_or_else(|| err("the QP is not attached to this group"))?;
+        let at = list
+            .iter()
+            .position(|q| *q == qpn)
+            .ok_or_else(|| err("the QP is not attached to this group"))?;
+        list.swap_remove(at);
+        if list.is_empty() {
+            self.attach.remove(&(port, *mgid));
+        }
+        if let Some(qp) = self.qps.get_mut(&(port, qpn.get())) {
+            qp.attached -= 1;
+        }
+        Ok(())
+    }
+
+    /// Removes a QP and its multicast attachments (its last queue was dropped).
+    pub(crate) fn destroy_qp(&mut self, port: usize, qpn: Qpn) {
+        self.qps.remove(&(port, qpn.get()));
+        self.attach.retain(|(p, _), list| {
+            if *p == port {
+                list.retain(|q| *q != qpn);
+            }
+            !list.is_empty()
+        });
+    }
+
+    /// Rebuilds the multicast forwarding tables if the SA's groups changed (as the SM
+    /// reprograms switches after a join or leave).
+    pub(crate) fn refresh_mft(&mut self) {
+        if !self.mft_dirty {
+            return;
+        }
+        self.mft_dirty = false;
+        let mut mft = BTreeMap::new();
+        for g in self.sa.groups() {
+            let mut e = MftEntry {
+                mtu: g.mtu,
+                members: Vec::new(),
+                receivers: Vec::new(),
+            };
+            for (gid, js) in g.members() {
+                let Some(p) = self.port_by_gid(&gid) else {
+                    continue;
+                };
+                e.members.push(p);
+                if js.receives() {
+                    e.receivers.push(p);
+                }
+            }
+            mft.insert(g.mlid, e);
+        }
+        self.mft = mft;
+    }
+
+    pub(crate) fn next_tx_seed(&mut self) -> u64 {
+        self.next_tx_seed = self.next_tx_seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        self.next_tx_seed
+    }
+
+    /// Adds a node and brings its ports up with fresh LIDs.
+    fn add_node(&mut self, name: &str, nports: u8, guid: u64) -> usize {
+        let node = self.nodes.len();
+        let first_port = self.ports.len();
+        for num in 1..=nports {
+            let lid = Lid(self.next_lid);
+            self.next_lid += 1;
+            self.ports.push(PortData {
+                num,
+                // As in ibsim: port GUID = node GUID + port number.
+                guid: guid + u64::from(num),
+                lid,
+                state: PortState::Active,
+                pkeys: self.cfg_partitions.clone(),
+                mtu: self.cfg_port_mtu,
+                events: VecDeque::new(),
+            });
+        }
+        self.nodes.push(Node {
+            name: name.to_owned(),
+            first_port,
+            nports,
+        });
+        node
+    }
+}
+
+/// The public handle to a simulated subnet: creates nodes and drives faults. Clones
+/// share the fabric.
+#[derive(Debug, Clone)]
+pub struct SimFabric {
+    inner: Arc<Fabric>,
+}
+
+impl SimFabric {
+    /// A subnet with a subnet manager and no hosts yet.
+    pub fn new(cfg: FabricConfig) -> SimFabric {
+        let sa = SubnetAdmin::new(SaConfig {
+            subnet_prefix: cfg.subnet_prefix,
+            partitions: cfg.partitions.clone(),
+            broadcast_mtu: cfg.broadcast_mtu,
+            broadcast_rate: cfg.rate,
+            // IBA 1.3 lets a SendOnlyFullMember join create a group (what IPoIB's
+            // send-only joins use); OpenSM 3.3 accepts only FullMember there.
+            send_only_full_member: true,
+            ..SaConfig::default()
+        });
+        let ctl = Control {
+            nodes: Vec::new(),
+            ports: Vec::new(),
+            sa,
+            qps: BTreeMap::new(),
+            next_qpn: QPN_BASE,
+            ahs: Vec::new(),
+            ah_free: Vec::new(),
+            attach: BTreeMap::new(),
+            mad_inboxes: Vec::new(),
+            faults: cfg.faults,
+            rng: SmallRng::seed_from_u64(cfg.seed),
+            stats: FabricStats::default(),
+            pcap: None,
+            mft: BTreeMap::new(),
+            mft_dirty: true,
+            scratch_ports: Vec::new(),
+            scratch_rings: Vec::new(),
+            clock_now: ibpoll_dev::Nanos::ZERO,
+            next_lid: SM_LID.0 + 1,
+            cfg_partitions: cfg.partitions,
+            cfg_port_mtu: cfg.port_mtu,
+            rate: cfg.rate,
+            subnet_prefix: cfg.subnet_prefix,
+            next_tx_seed: cfg.seed,
+        };
+        SimFabric {
+            inner: Arc::new(Fabric {
+                ctl: Mutex::new(ctl),
+                clock: cfg.clock,
+            }),
+        }
+    }
+
+    /// Adds a host with `nports` ports, all Active with LIDs from the subnet manager.
+    /// Node GUIDs are assigned in order from 0x0002_c903_00a0_0000 (a Mellanox OUI) in
+    /// steps of 0x100.
+    pub fn add_node(&self, name: &str, nports: u8) -> Arc<SimDevice> {
+        let nports = nports.max(1);
+        let mut ctl = self.inner.lock();
+        let guid = 0x0002_c903_00a0_0000 + 0x100 * ctl.nodes.len() as u64;
+        let node = ctl.add_node(name, nports, guid);
+        Arc::new(SimDevice {
+            fabric: self.inner.clone(),
+            node,
+            name: name.to_owned(),
+            guid,
+            nports,
+        })
+    }
+
+    /// Replaces the fault configuration.
+    pub fn set_faults(&self, faults: FaultConfig) {
+        self.inner.lock().faults = faults;
+    }
+
+    /// The fabric's counters.
+    pub fn stats(&self) -> FabricStats {
+        self.inner.lock().stats.clone()
+    }
+
+    /// The fabric's clock.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.inner.clock.clone()
+    }
+
+    /// Reads the subnet administrator's state (for checks and tests).
+    pub fn with_sa<R>(&self, f: impl FnOnce(&SubnetAdmin) -> R) -> R {
+        f(&self.inner.lock().sa)
+    }
+
+    fn port_index(ctl: &Control, port: PortId) -> usize {
+        let node = &ctl.nodes[port.node.0 as usize];
+        assert!(
+            port.port >= 1 && port.port <= node.nports,
+            "node {} has no port {}",
+            node.name,
+            port.port
+        );
+        node.first_port + usize::from(port.port) - 1
+    }
+
+    /// Takes a port's link down (PortEvent::Error) or brings it back (PortEvent::Active).
+    /// Memberships at the SA are kept, as when a link flaps faster than the SM sweeps.
+    pub fn set_port_up(&self, port: PortId, up: bool) {
+        let mut ctl = self.inner.lock();
+        let i = Self::port_index(&ctl, port);
+        let (state, ev) = if up {
+            (PortState::Active, PortEvent::Active)
+        } else {
+            (PortState::Down, PortEvent::Error)
+        };
+        if ctl.ports[i].state != state {
+            ctl.ports[i].state = state;
+            ctl.push_event(i, ev);
+        }
+    }
+
+    /// Restarts the subnet manager: every multicast group is wiped (each partition's
+    /// broadcast group is recreated, with `broadcast_mtu` if given) and every Active
+    /// port gets a ClientReregister event.
+    pub fn restart_sm(&self, broadcast_mtu: Option<IbMtu>) {
+        let mut ctl = self.inner.lock();
+        if let Some(mtu) = broadcast_mtu {
+            ctl.sa.set_broadcast_mtu(mtu);
+        }
+        ctl.sa.wipe();
+        ctl.mft_dirty = true;
+        for i in 0..ctl.ports.len() {
+            if ctl.ports[i].state == PortState::Active {
+                ctl.push_event(i, PortEvent::ClientReregister);
+            }
+        }
+    }
+
+    /// Gives a port a new P_Key table (PortEvent::PkeyChange).
+    pub fn set_pkeys(&self, port: PortId, pkeys: Vec<PKey>) {
+        let mut ctl = self.inner.lock();
+        let i = Self::port_index(&ctl, port);
+        ctl.ports[i].pkeys = pkeys;
+        ctl.push_event(i, PortEvent::PkeyChange);
+    }
+
+    /// Gives a port a new LID (PortEvent::LidChange). Panics if another port has it.
+    pub fn set_lid(&self, port: PortId, lid: Lid) {
+        let mut ctl = self.inner.lock();
+        let i = Self::port_index(&ctl, port);
+        assert!(
+            lid.is_unicast() && lid != SM_LID,
+            "LID {lid:?} is not assignable"
+        );
+        assert!(
+            ctl.port_by_lid(lid).is_none_or(|j| j == i),
+            "LID {lid:?} is already assigned"
+        );
+        ctl.ports[i].lid = lid;
+        ctl.push_event(i, PortEvent::LidChange);
+    }
+
+    /// The attributes of a port, as the port itself would report them.
+    pub fn port_attr(&self, port: PortId) -> PortAttr {
+        let ctl = self.inner.lock();
+        ctl.port_attr(Self::port_index(&ctl, port))
+    }
+
+    /// Starts writing every frame the switch forwards to a pcap file (native InfiniBand
+    /// frames in ERF records, link type 197). Replaces any earlier capture.
+    pub fn start_pcap(&self, path: &Path) -> Result<(), PcapError> {
+        let w = PcapWriter::create(path)?;
+        self.inner.lock().pcap = Some(w);
+        Ok(())
+    }
+
+    /// Flushes and closes the pcap capture, if one runs.
+    pub fn stop_pcap(&self) -> Result<(), PcapError> {
+        match self.inner.lock().pcap.take() {
+            Some(w) => w.finish(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A simulated HCA: one node of the fabric.
+#[derive(Debug)]
+pub struct SimDevice {
+    fabric: Arc<Fabric>,
+    node: usize,
+    name: String,
+    guid: u64,
+    nports: u8,
+}
+
+impl SimDevice {
+    /// The node's id in its fabric (for [`SimFabric`]'s fault controls).
+    pub fn node_id(&self) -> NodeId {
+        NodeId(self.node as u32)
+    }
+
+    /// The id of port `port` of this node.
+    pub fn port_id(&self, port: u8) -> PortId {
+        PortId {
+            node: self.node_id(),
+            port,
+        }
+    }
+}
+
+impl Device for SimDevice {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn node_guid(&self) -> u64 {
+        self.guid
+    }
+
+    fn port_count(&self) -> u8 {
+        self.nports
+    }
+
+    fn open_port(&self, port_num: u8) -> Result<Arc<dyn Port>, Error> {
+        if port_num == 0 || port_num > self.nports {
+            return Err(Error::NoSuchPort {
+                device: self.name.clone(),
+                port: port_num,
+                count: self.nports,
+            });
+        }
+        let index = {
+            let ctl = self.fabric.lock();
+            ctl.nodes[self.node].first_port + usize::from(port_num) - 1
+        };
+        Ok(Arc::new(SimPort {
+            fabric: self.fabric.clone(),
+            index,
+            num: port_num,
+        }))
+    }
+}
+
+/// A port of a simulated HCA.
+#[derive(Debug)]
+pub struct SimPort {
+    pub(crate) fabric: Arc<Fabric>,
+    pub(crate) index: usize,
+    num: u8,
+}
+
+impl Port for SimPort {
+    fn port_num(&self) -> u8 {
+        self.num
+    }
+
+    fn attr(&self) -> PortAttr {
+        self.fabric.lock().port_attr(self.index)
+    }
+
+    fn poll_event(&self) -> Option<PortEvent> {
+        self.fabric.lock().ports[self.index].events.pop_front()
+    }
+
+    fn create_ud_qp(&self, cfg: &UdQpConfig) -> Result<UdQp, Error> {
+        crate::setup::create_ud_qp(&self.fabric, self.index, self.num, cfg)
+    }
+
+    fn set_qp_qkey(&self, qpn: Qpn, qkey: QKey) -> Result<(), Error> {
+        let mut ctl = self.fabric.lock();
+        match ctl.qps.get_mut(&(self.index, qpn.get())) {
+            Some(qp) => {
+                qp.qkey = qkey;
+                Ok(())
+            }
+            None => Err(Error::NoSuchQp {
+                port: self.num,
+                qpn,
+            }),
+        }
+    }
+
+    fn create_ah(&self, attr: &AhAttr) -> Result<AddressHandle, Error> {
+        self.fabric.lock().create_ah(self.index, attr)
+    }
+
+    fn destroy_ah(&self, ah: AddressHandle) -> Result<(), Error> {
+        self.fabric.lock().destroy_ah(self.index, ah)
+    }
+
+    fn attach_mcast(&self, qpn: Qpn, mgid: &Gid, mlid: Lid) -> Result<(), Error> {
+        self.fabric.lock().attach(self.index, qpn, mgid, mlid)
+    }
+
+    fn detach_mcast(&self, qpn: Qpn, mgid: &Gid, mlid: Lid) -> Result<(), Error> {
+        self.fabric.lock().detach(self.index, qpn, mgid, mlid)
+    }
+
+    fn open_mad_channel(&self) -> Result<Box<dyn MadChannel>, Error> {
+        Ok(Box::new(crate::mad::SimMadChannel::open(
+            self.fabric.clone(),
+            self.index,
+        )))
+    }
+}
+
+pub(crate) fn qp_per_port_max() -> usize {
+    QP_PER_PORT_MAX
+}
