@@ -2,19 +2,4 @@
 //! buffer and parses it again: the result must be the same Repr.
 #![no_main]
 
-use ibpoll_wire::arp::{self, Packet, Repr};
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    let Ok(packet) = Packet::new_checked(data) else {
-        return;
-    };
-    let Ok(repr) = Repr::parse(&packet) else {
-        return;
-    };
-    let mut buf = [0u8; arp::PACKET_LEN];
-    let len = repr.buffer_len();
-    repr.emit(&mut Packet::new_unchecked(&mut buf[..len]));
-    let again = Packet::new_checked(&buf[..len]).expect("emitted bytes must check");
-    assert_eq!(Repr::parse(&again), Ok(repr));
-});
+ibpoll_wire_fuzz::header_roundtrip_target!(ibpoll_wire::arp, ibpoll_wire::arp::PACKET_LEN);
