@@ -1,0 +1,177 @@
+//! The control core's side: publish a snapshot, reclaim the ones no reader can still hold.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::ptr::NonNull;
+
+use crate::domain::{Domain, Retired, OFFLINE};
+use crate::error::Full;
+use crate::setup::Registry;
+use crate::sync::{fence, Arc, Ordering};
+
+/// What a [`Publisher`] has done so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PublisherStats {
+    /// Snapshots published (not counting the initial one).
+    pub published: u64,
+    /// Snapshots freed by `reclaim` (including its calls from `publish`).
+    pub reclaimed: u64,
+    /// `publish` calls that found the retire list full and handed their snapshot back.
+    pub publish_full: u64,
+}
+
+/// The one writer of a domain: swaps in new snapshots and frees old ones once every online
+/// reader has passed a quiescent point. Not `Clone`; `Send`, so it can live on any core.
+///
+/// Dropping it frees what it can; snapshots still held back are handed to the domain and
+/// freed when the last reader goes.
+pub struct Publisher<T> {
+    domain: Arc<Domain<T>>,
+    /// Retired snapshots, oldest first; tokens strictly increase front to back.
+    retired: VecDeque<Retired<T>>,
+    retired_max: usize,
+    /// The last token this publisher stored (the publisher is the only writer of it).
+    token: u64,
+    stats: PublisherStats,
+}
+
+impl<T> Publisher<T> {
+    pub(crate) fn new(domain: Arc<Domain<T>>, retired_max: usize) -> Self {
+        Publisher {
+            domain,
+            retired: VecDeque::with_capacity(retired_max),
+            retired_max,
+            token: 0,
+            stats: PublisherStats::default(),
+        }
+    }
+
+    /// Makes `snapshot` the one readers get from now on and retires the previous one,
+    /// then reclaims what it can. Returns how many retired snapshots are still pending.
+    ///
+    /// Never blocks. When `Config::retired_max` snapshots are pending even after a
+    /// reclaim, nothing is published, [`PublisherStats::publish_full`] counts it, and the
+    /// snapshot comes back in [`Full`]: some reader neither quiesces nor is offline.
+    pub fn publish(&mut self, snapshot: T) -> Result<usize, Full<T>> {
+        if self.retired.len() >= self.retired_max && self.reclaim() >= self.retired_max {
+            self.stats.publish_full += 1;
+            return Err(Full {
+                snapshot,
+                retired_max: self.retired_max,
+            });
+        }
+        let new = Box::into_raw(Box::new(snapshot));
+        // Release: pairs with the Acquire load in `Reader::get`: a reader that loads `new`
+        // sees the snapshot fully built. No Acquire needed on the old value: only this
+        // publisher (or `new()`, before it) ever stored `current`.
+        let old = self.domain.head.current.swap(new, Ordering::Release);
+        let old = NonNull::new(old).expect("current snapshot pointer is never null");
+        self.token += 1;
+        // Release: pairs with the Acquire loads of `token` in `Reader::quiescent` and
+        // `Domain::online`: a reader that sees this token (or a later one) then loads
+        // `current` gets `new` or later, never `old`. A store, not a read-modify-write:
+        // this publisher is the token's only writer.
+        self.domain.head.token.store(self.token, Ordering::Release);
+        if let Some(newest) = self.retired.back() {
+            // Tokens increase front to back: `reclaim` stops at the first one too new.
+            debug_assert!(newest.token < self.token);
+        }
+        self.retired.push_back(Retired {
+            snapshot: old,
+            token: self.token,
+        });
+        self.stats.published += 1;
+        Ok(self.reclaim())
+    }
+
+    /// Frees every retired snapshot that no reader can still hold: those retired at a
+    /// token that every online reader has observed at a quiescent point. Returns how many
+    /// are still pending. A few loads per registered slot; no lock.
+    pub fn reclaim(&mut self) -> usize {
+        if self.retired.is_empty() {
+            return 0;
+        }
+        // SeqCst: pairs with the SeqCst fence in `Domain::online` (a reader coming online
+        // or registering). Either its fence comes first in the single total order and the
+        // slot loads below see its token, or ours comes first and its loads of `current`
+        // see every swap made before this point, so it cannot hold what we free below.
+        fence(Ordering::SeqCst);
+        let mut passed = OFFLINE;
+        for slot in self.domain.slots.iter() {
+            // Acquire: pairs with the Release stores in `Reader::quiescent` and
+            // `Domain::online` / `Domain::offline`: the reader's reads of a snapshot
+            // before it announced this value happen before any free we base on it.
+            passed = passed.min(slot.load(Ordering::Acquire));
+        }
+        while let Some(oldest) = self.retired.front() {
+            if oldest.token > passed {
+                break;
+            }
+            let oldest = self.retired.pop_front().expect("front exists");
+            // SAFETY: every slot was OFFLINE or >= `oldest.token` after the fence above,
+            // which is `Retired::free`'s contract: an online reader that observed that
+            // token loads `current` only after the swap that retired this snapshot, and
+            // its reads from before happen before this free (Release/Acquire on its slot).
+            unsafe { oldest.free() };
+            self.stats.reclaimed += 1;
+        }
+        self.retired.len()
+    }
+
+    /// Retired snapshots not yet freed.
+    pub fn pending(&self) -> usize {
+        self.retired.len()
+    }
+
+    /// The snapshot readers get now: the last one published (or the initial one).
+    pub fn current(&self) -> &T {
+        // Relaxed: only this publisher stores `current`, so it reads its own last store.
+        let current = self.domain.head.current.load(Ordering::Relaxed);
+        // SAFETY: `current` is never retired while it is current, and only
+        // `publish(&mut self)` replaces it, which the returned borrow of `self` excludes;
+        // the domain (our `Arc`) owns it meanwhile.
+        unsafe { &*current }
+    }
+
+    /// The last token published: how many snapshots have been published.
+    pub fn token(&self) -> u64 {
+        self.token
+    }
+
+    /// Counters since creation.
+    pub fn stats(&self) -> PublisherStats {
+        self.stats
+    }
+
+    /// A registry for this domain, to register readers with.
+    pub fn registry(&self) -> Registry<T> {
+        Registry::new(self.domain.clone())
+    }
+}
+
+impl<T> Drop for Publisher<T> {
+    fn drop(&mut self) {
+        if self.reclaim() == 0 {
+            return;
+        }
+        // Readers still hold some of these back: the domain frees them once the last
+        // reader (the last `Arc`) is gone.
+        let mut orphans = self
+            .domain
+            .orphans
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        orphans.extend(self.retired.drain(..));
+    }
+}
+
+impl<T> fmt::Debug for Publisher<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Publisher")
+            .field("token", &self.token)
+            .field("pending", &self.retired.len())
+            .field("retired_max", &self.retired_max)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
