@@ -68,8 +68,10 @@ pub struct SaConfig {
     /// The highest MLID handed out (OpenSM `max_mcast_lid_ho`). Default 0xFFFE.
     pub mlid_max: Lid,
     /// IBA 1.3 SendOnlyFullMember support: when set, JoinState SendOnlyFullMember may
-    /// create a group and counts as a full member. OpenSM 3.3 (master included) only
-    /// counts FullMember, so the default is `false`.
+    /// create a group and counts as a full member (it keeps the group alive). OpenSM
+    /// 3.3.23 does both (checked against it under ibsim by `ibpoll-pmd-ibsim`'s
+    /// `tests/opensm.rs`), so the default is `true`; `false` gives the IBA 1.2 rules,
+    /// where only FullMember creates and counts.
     pub send_only_full_member: bool,
 }
 
@@ -86,7 +88,7 @@ impl Default for SaConfig {
             sa_key: 1,
             max_groups: 16384,
             mlid_max: Lid::MULTICAST_LAST,
-            send_only_full_member: false,
+            send_only_full_member: true,
         }
     }
 }
@@ -1767,7 +1769,11 @@ mod tests {
 
     #[test]
     fn creating_needs_a_full_member() {
-        let mut sa = sa();
+        // IBA 1.2 rules: only FullMember creates.
+        let mut sa = SubnetAdmin::new(SaConfig {
+            send_only_full_member: false,
+            ..SaConfig::default()
+        });
         for js in [
             JoinState::NON_MEMBER,
             JoinState::SEND_ONLY_NON_MEMBER,
@@ -1780,12 +1786,17 @@ mod tests {
             );
         }
         assert_eq!(sa.groups().count(), 1);
-        // With IBA 1.3 SendOnlyFullMember support switched on, a send-only full member
-        // creates the group and keeps it alive.
-        let mut sa13 = SubnetAdmin::new(SaConfig {
-            send_only_full_member: true,
-            ..SaConfig::default()
-        });
+        // IBA 1.3 SendOnlyFullMember support (the default, as in OpenSM 3.3.23): a
+        // send-only full member creates the group and keeps it alive; the other
+        // JoinStates still do not create.
+        let mut sa13 = SubnetAdmin::new(SaConfig::default());
+        for js in [JoinState::NON_MEMBER, JoinState::SEND_ONLY_NON_MEMBER] {
+            assert_eq!(
+                status(&join(&mut sa13, 1, ipv4_group(1), js)),
+                Status::ERR_REQ_INVALID,
+                "{js:?}"
+            );
+        }
         let m = join(
             &mut sa13,
             1,

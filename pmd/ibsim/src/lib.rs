@@ -1,0 +1,58 @@
+//! `ibpoll-pmd-ibsim`: a [`MadChannel`](ibpoll_dev::MadChannel) to the InfiniBand
+//! simulator `ibsim` (package `ibsim-utils`), so that a real subnet manager, OpenSM
+//! running under ibsim's `libumad2sim.so`, answers ibpoll's SA requests instead of the
+//! simulated SA of `ibpoll-pmd-sim`.
+//!
+//! ibsim simulates the management side of a fabric only: SMPs, and MADs routed by LID
+//! to the programs attached to its nodes. It carries no data traffic; IPoIB payloads
+//! stay on ibpoll's own fabric.
+//!
+//! [`IbsimMadChannel::connect`] attaches to ibsim as a client of one node of its
+//! topology (what `SIM_HOST` names for umad2sim), speaking ibsim's client protocol over
+//! AF_UNIX datagram sockets in the abstract namespace (see `proto`):
+//! - it binds its control socket `sim:ctl<id>` and connects it to ibsim's `sim:ctl`;
+//! - it binds its inbound data socket `sim:in<id>` **before** sending CONNECT (ibsim
+//!   connects back to that name at once and exits if it cannot);
+//! - CONNECT names the node and returns ibsim's client slot `n`; the data socket is
+//!   then connected to ibsim's `sim:out<n>`;
+//! - NodeInfo, PortInfo and the P_Key table come from control calls
+//!   ([`IbsimMadChannel::port_info`]): the LID, the SM's LID and the GID prefix are those
+//!   the subnet manager wrote during its sweeps;
+//! - DISCONNECT is sent on drop.
+//!
+//! Every abstract name includes its terminating NUL (`sim:ctl\0`, 8 bytes), as ibsim and
+//! umad2sim pass `strlen + 1` as the name length; without it nothing connects.
+//!
+//! `<id>` is the process ID for the first channel of a process, and
+//! `pid | (k << 22)` for the k-th (pid_max is at most 2^22), so several channels (one
+//! per simulated host) can live in one process without their socket names colliding.
+//! Only the local (abstract socket) mode is supported, not ibsim's TCP remote mode.
+//!
+//! Contract of the channel, as ibsim 0.10 (Debian 12) behaves:
+//! - [`send`](ibpoll_dev::MadChannel::send) and [`recv`](ibpoll_dev::MadChannel::recv)
+//!   never block. MADs are sent from QP1; ibsim fills in the source LID.
+//! - ibsim overwrites TransactionID bits 48..63 of every request with the sender's
+//!   client slot and routes the answer back by those bits (so several requests may be
+//!   outstanding; checked with 64). The SA echoes the rewritten TID. The channel
+//!   remembers the TIDs of its last [`TID_HISTORY`] requests as the caller sent them,
+//!   and gives an answer whose low 48 bits match one of them (the newest) that TID
+//!   back, so callers match answers on the TID they chose, all 64 bits
+//!   ([`IbsimCounters::tid_restored`] counts the rewrites undone). An answer matching
+//!   none is passed on as ibsim delivered it. Callers that keep more than
+//!   [`TID_HISTORY`] requests outstanding should match on the low 48 bits.
+//! - A request ibsim cannot route (no such LID, nobody attached there) comes back as
+//!   our own MAD with a non-zero status; it is counted
+//!   ([`IbsimCounters::rx_undeliverable`]) and not returned.
+//!
+//! Set-up errors are the typed [`Error`].
+#![forbid(unsafe_code)]
+
+mod error;
+mod mad;
+mod port;
+mod proto;
+mod setup;
+
+pub use error::Error;
+pub use port::{IbsimPort, NODE_TYPE_CA, NODE_TYPE_SWITCH};
+pub use setup::{IbsimCounters, IbsimMadChannel, DEFAULT_CTL_TIMEOUT, TID_HISTORY};
