@@ -1,0 +1,447 @@
+//! ARP over IPoIB and the neighbour table: IPv4 -> hardware address -> PathRecord ->
+//! address handle, with at most `neigh_queue_max` packets waiting per unresolved
+//! neighbour and ageing of unused entries.
+//!
+//! ```text
+//! Incomplete { tries, next_arp_at }   ARP request sent to the broadcast group
+//! Resolving  { hwaddr, tid, old }     hardware address known; PathRecord Get (tid)
+//! Reachable  { entry }                published: remote QPN + address handle
+//! ```
+//!
+//! All requests for one destination arrive on the control core, one after another, so
+//! two data cores asking for the same new destination at once make one entry. A
+//! ClientReregister revalidates every path (Reachable -> Resolving with the old entry
+//! still published until the new path replaces it); a normal or heavy flush drops the
+//! table.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use ibpoll_dev::{AhAttr, Nanos, TxDesc};
+use ibpoll_mem::Mbuf;
+use ibpoll_wire::ipoib::{self, HwAddr};
+use ibpoll_wire::mad::Method;
+use ibpoll_wire::sa::Attribute;
+use ibpoll_wire::{arp, path_record, QKey};
+
+use crate::controller::{Controller, FlushLevel};
+use crate::sa::{self, Tid, TxnKind};
+use crate::snapshot::{AhGuard, Neighbour};
+
+/// The resolution state of one neighbour.
+#[derive(Debug)]
+pub(crate) enum NeighState {
+    Incomplete {
+        tries: u8,
+        next_arp_at: Nanos,
+    },
+    Resolving {
+        hwaddr: HwAddr,
+        tid: Option<Tid>,
+        old: Option<Arc<Neighbour>>,
+    },
+    Reachable {
+        entry: Arc<Neighbour>,
+    },
+}
+
+/// One neighbour of the table.
+#[derive(Debug)]
+pub(crate) struct Neigh {
+    pub(crate) state: NeighState,
+    pub(crate) queue: VecDeque<Mbuf>,
+    pub(crate) last_used: Nanos,
+}
+
+impl Controller {
+    fn bcast_qkey(&self) -> QKey {
+        self.bcast_record.map_or(QKey::IPOIB_DEFAULT, |r| r.qkey)
+    }
+
+    fn path_allowed(&self) -> bool {
+        self.port_active && self.flush.is_none()
+    }
+
+    /// A packet for a next hop the data core had no neighbour for.
+    pub(crate) fn resolve_request(&mut self, ip: [u8; 4], mbuf: Mbuf, now: Nanos) {
+        let qmax = self.cfg.neigh_queue_max;
+        let sendable = match self.neighbours.get(&ip).map(|n| &n.state) {
+            Some(NeighState::Reachable { entry })
+            | Some(NeighState::Resolving {
+                old: Some(entry), ..
+            }) if self.flush.is_none_or(|f| f.level == FlushLevel::Light) => Some(entry.clone()),
+            _ => None,
+        };
+        if let Some(entry) = sendable {
+            entry.mark_used();
+            self.send_unicast(&entry, mbuf);
+            return;
+        }
+        let n = match self.neighbours.get_mut(&ip) {
+            Some(n) => n,
+            None => {
+                if self.neighbours.len() >= self.cfg.neigh_max {
+                    self.stats.neigh_table_full += 1;
+                    return;
+                }
+                self.neighbours.entry(ip).or_insert(Neigh {
+                    state: NeighState::Incomplete {
+                        tries: 0,
+                        next_arp_at: now,
+                    },
+                    queue: VecDeque::new(),
+                    last_used: now,
+                })
+            }
+        };
+        n.last_used = now;
+        if n.queue.len() >= qmax {
+            self.stats.neigh_queue_full += 1;
+            return;
+        }
+        n.queue.push_back(mbuf);
+    }
+
+    fn send_unicast(&mut self, entry: &Arc<Neighbour>, mbuf: Mbuf) {
+        let desc = TxDesc {
+            mbuf: Some(mbuf),
+            ah: entry.ah(),
+            remote_qpn: entry.qpn(),
+            remote_qkey: entry.qkey,
+        };
+        self.tx_push(desc, entry.ah.clone());
+    }
+
+    /// A received ARP packet (data from the IPoIB header on).
+    pub(crate) fn arp_input(&mut self, mbuf: Mbuf, now: Nanos) {
+        let Some(a) = parse_arp(mbuf.data()) else {
+            self.stats.arp_malformed += 1;
+            return;
+        };
+        drop(mbuf);
+        if a.source_hwaddr == self.hwaddr() || a.source_hwaddr.is_multicast() {
+            self.stats.arp_ignored += 1;
+            return;
+        }
+        let for_us = a.operation == arp::Operation::Request && self.cfg.ipv4 == Some(a.target_ip);
+        if !for_us && !self.neighbours.contains_key(&a.source_ip) {
+            self.stats.arp_ignored += 1;
+            return;
+        }
+        if !self.neighbours.contains_key(&a.source_ip) {
+            if self.neighbours.len() >= self.cfg.neigh_max {
+                self.stats.neigh_table_full += 1;
+                return;
+            }
+            self.neighbours.insert(
+                a.source_ip,
+                Neigh {
+                    state: NeighState::Incomplete {
+                        tries: 0,
+                        next_arp_at: now,
+                    },
+                    queue: VecDeque::new(),
+                    last_used: now,
+                },
+            );
+        }
+        self.learn(a.source_ip, a.source_hwaddr);
+        if for_us {
+            let reply = arp::Repr {
+                operation: arp::Operation::Reply,
+                source_hwaddr: self.hwaddr(),
+                source_ip: a.target_ip,
+                target_hwaddr: a.source_hwaddr,
+                target_ip: a.source_ip,
+            };
+            let Some(m) = self.build_arp(&reply) else {
+                return;
+            };
+            self.stats.arp_replies_sent += 1;
+            self.resolve_request(a.source_ip, m, now);
+        }
+    }
+
+    /// A neighbour's hardware address, from an ARP packet.
+    fn learn(&mut self, ip: [u8; 4], hwaddr: HwAddr) {
+        let Some(n) = self.neighbours.get_mut(&ip) else {
+            return;
+        };
+        let next = match &n.state {
+            NeighState::Incomplete { .. } => Some(NeighState::Resolving {
+                hwaddr,
+                tid: None,
+                old: None,
+            }),
+            NeighState::Resolving { hwaddr: h, .. } if *h == hwaddr => None,
+            NeighState::Resolving { old, .. } => Some(NeighState::Resolving {
+                hwaddr,
+                tid: None,
+                old: old.clone(),
+            }),
+            NeighState::Reachable { entry } if entry.hwaddr == hwaddr => None,
+            NeighState::Reachable { entry } => Some(NeighState::Resolving {
+                hwaddr,
+                tid: None,
+                old: Some(entry.clone()),
+            }),
+        };
+        if let Some(s) = next {
+            n.state = s;
+        }
+    }
+
+    /// ARP retries, path queries and the gratuitous ARP.
+    pub(crate) fn neigh_timers(&mut self, now: Nanos) -> usize {
+        let mut work = 0;
+        let bcast = self.snapshot_bcast();
+        if self.gratuitous_arp {
+            if let (Some(ip), Some(_)) = (self.cfg.ipv4, &bcast) {
+                self.gratuitous_arp = false;
+                self.send_arp_request(ip, ip);
+                work += 1;
+            } else if self.cfg.ipv4.is_none() {
+                self.gratuitous_arp = false;
+            }
+        }
+        let ips: Vec<[u8; 4]> = self.neighbours.keys().copied().collect();
+        for ip in ips {
+            let Some(n) = self.neighbours.get_mut(&ip) else {
+                continue;
+            };
+            match n.state {
+                NeighState::Incomplete { tries, next_arp_at } if next_arp_at <= now => {
+                    if bcast.is_none() || !self.link_up {
+                        continue;
+                    }
+                    if tries >= self.cfg.arp_tries {
+                        let n = self.neighbours.remove(&ip).expect("present");
+                        self.stats.neigh_unresolved_dropped += n.queue.len() as u64;
+                        work += 1;
+                        continue;
+                    }
+                    n.state = NeighState::Incomplete {
+                        tries: tries + 1,
+                        next_arp_at: now.saturating_add(self.cfg.arp_interval),
+                    };
+                    if let Some(src) = self.cfg.ipv4 {
+                        self.send_arp_request(src, ip);
+                    } else {
+                        self.send_arp_request([0; 4], ip);
+                    }
+                    work += 1;
+                }
+                NeighState::Resolving {
+                    hwaddr, tid: None, ..
+                } => {
+                    if !self.path_allowed() || !self.sa.has_room() {
+                        continue;
+                    }
+                    let rec = path_record::Repr {
+                        dgid: hwaddr.gid(),
+                        sgid: self.port_gid,
+                        numb_path: 1,
+                        pkey: self.cfg.pkey,
+                        ..path_record::Repr::default()
+                    };
+                    if let Some((t, _)) = self.sa.start(
+                        now,
+                        Method::GET,
+                        sa::path_mask(),
+                        Attribute::PathRecord(rec),
+                        TxnKind::Path(ip),
+                        &mut self.stats,
+                    ) {
+                        if let Some(NeighState::Resolving { tid, .. }) =
+                            self.neighbours.get_mut(&ip).map(|n| &mut n.state)
+                        {
+                            *tid = Some(t);
+                        }
+                        work += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        work
+    }
+
+    fn snapshot_bcast(&self) -> Option<Arc<crate::snapshot::McastEntry>> {
+        match self.groups.get(&self.bcast_mgid).map(|g| &g.state) {
+            Some(crate::mcast::GroupState::Joined { entry, .. }) => Some(entry.clone()),
+            _ => None,
+        }
+    }
+
+    fn send_arp_request(&mut self, src_ip: [u8; 4], target_ip: [u8; 4]) {
+        let Some(bcast) = self.snapshot_bcast() else {
+            return;
+        };
+        let req = arp::Repr {
+            operation: arp::Operation::Request,
+            source_hwaddr: self.hwaddr(),
+            source_ip: src_ip,
+            target_hwaddr: HwAddr::default(),
+            target_ip,
+        };
+        if let Some(m) = self.build_arp(&req) {
+            self.stats.arp_requests_sent += 1;
+            self.send_mcast(&bcast, m);
+        }
+    }
+
+    fn build_arp(&mut self, a: &arp::Repr) -> Option<Mbuf> {
+        let Some(mut m) = self.pool.alloc() else {
+            self.stats.tx_nombuf += 1;
+            return None;
+        };
+        let Some(d) = m.append(ipoib::HEADER_LEN + arp::PACKET_LEN) else {
+            self.stats.tx_nombuf += 1;
+            return None;
+        };
+        ipoib::Repr {
+            ethertype: ipoib::EtherType::ARP,
+        }
+        .emit(&mut ipoib::Packet::new_unchecked(
+            &mut d[..ipoib::HEADER_LEN],
+        ));
+        a.emit(&mut arp::Packet::new_unchecked(&mut d[ipoib::HEADER_LEN..]));
+        Some(m)
+    }
+
+    /// A path query ended.
+    pub(crate) fn on_path(
+        &mut self,
+        tid: Tid,
+        ip: [u8; 4],
+        path: Option<path_record::Repr>,
+        _now: Nanos,
+    ) {
+        let qkey = self.bcast_qkey();
+        let Some(n) = self.neighbours.get_mut(&ip) else {
+            return;
+        };
+        let NeighState::Resolving {
+            hwaddr,
+            tid: Some(t),
+            old,
+        } = &n.state
+        else {
+            return;
+        };
+        if *t != tid {
+            return;
+        }
+        let (hwaddr, old) = (*hwaddr, old.clone());
+        let ah = path.and_then(|p| {
+            self.port
+                .create_ah(&AhAttr {
+                    dlid: p.dlid,
+                    sl: p.sl,
+                    src_path_bits: 0,
+                    static_rate: p.rate,
+                    grh: None,
+                })
+                .map_err(|_| self.stats.ah_errors += 1)
+                .ok()
+        });
+        let entry = match (ah, old) {
+            (Some(ah), _) => {
+                self.stats.paths_ok += 1;
+                self.stats.ah_created += 1;
+                let guard = Arc::new(AhGuard::new(self.port.clone(), ah, self.ah_destroyed()));
+                Arc::new(Neighbour::new(ip, hwaddr, qkey, guard))
+            }
+            (None, Some(old)) => {
+                self.stats.paths_failed += 1;
+                old
+            }
+            (None, None) => {
+                self.stats.paths_failed += 1;
+                let n = self.neighbours.remove(&ip).expect("present");
+                self.stats.neigh_unresolved_dropped += n.queue.len() as u64;
+                return;
+            }
+        };
+        let n = self.neighbours.get_mut(&ip).expect("present");
+        n.state = NeighState::Reachable {
+            entry: entry.clone(),
+        };
+        let queue = std::mem::take(&mut n.queue);
+        self.dirty = true;
+        for m in queue {
+            self.stats.neigh_sent_from_queue += 1;
+            self.send_unicast(&entry, m);
+        }
+    }
+
+    /// Removes neighbours unused for `neigh_idle`.
+    pub(crate) fn neigh_expire(&mut self, now: Nanos) -> usize {
+        let idle = self.cfg.neigh_idle;
+        let mut expired = 0;
+        self.neighbours.retain(|_, n| {
+            if let NeighState::Reachable { entry } = &n.state {
+                if entry.take_used() {
+                    n.last_used = now;
+                } else if now.saturating_sub(n.last_used) >= idle {
+                    expired += 1;
+                    return false;
+                }
+            }
+            true
+        });
+        if expired > 0 {
+            self.stats.neigh_expired += expired;
+            self.dirty = true;
+        }
+        expired as usize
+    }
+
+    /// What the snapshot publishes.
+    pub(crate) fn neigh_entries(&self) -> HashMap<[u8; 4], Arc<Neighbour>> {
+        self.neighbours
+            .iter()
+            .filter_map(|(ip, n)| match &n.state {
+                NeighState::Reachable { entry }
+                | NeighState::Resolving {
+                    old: Some(entry), ..
+                } => Some((*ip, entry.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A normal or heavy flush: every neighbour goes (queued packets counted).
+    pub(crate) fn drop_neighbours(&mut self) {
+        let queued: usize = self.neighbours.values().map(|n| n.queue.len()).sum();
+        self.stats.neigh_unresolved_dropped += queued as u64;
+        if !self.neighbours.is_empty() {
+            self.dirty = true;
+        }
+        self.neighbours.clear();
+    }
+
+    /// A light flush (ClientReregister): query every path again; the old entry serves
+    /// until the new one replaces it.
+    pub(crate) fn revalidate_neighbours(&mut self) {
+        for n in self.neighbours.values_mut() {
+            if let NeighState::Reachable { entry } = &n.state {
+                n.state = NeighState::Resolving {
+                    hwaddr: entry.hwaddr,
+                    tid: None,
+                    old: Some(entry.clone()),
+                };
+            }
+        }
+    }
+}
+
+/// Parses an IPoIB ARP packet; `None` when anything is wrong with it.
+pub(crate) fn parse_arp(data: &[u8]) -> Option<arp::Repr> {
+    let hdr = ipoib::Packet::new_checked(data).ok()?;
+    if ipoib::Repr::parse(&hdr).ok()?.ethertype != ipoib::EtherType::ARP {
+        return None;
+    }
+    let p = arp::Packet::new_checked(hdr.payload()).ok()?;
+    arp::Repr::parse(&p).ok()
+}
