@@ -81,4 +81,30 @@ pub enum Error {
         /// What is wrong, and what would be accepted.
         reason: &'static str,
     },
+    /// A hybrid port's ibsim side has not been swept by the subnet manager yet.
+    #[error(
+        "the port of ibsim node \"{node}\" is not Active yet: wait for it \
+         (IbsimMadChannel::wait_active) before opening a hybrid port on it"
+    )]
+    NotActive {
+        /// The node.
+        node: String,
+    },
+    /// A hybrid port's two sides are not the same port.
+    #[error(
+        "ibsim node \"{node}\" has GID {ibsim} but the simulated port has {sim}: give the \
+         node the simulated device's node GUID in the ibsim topology (a line \
+         `caguid=0x<node GUID>` before its `Hca` line) and the same subnet prefix"
+    )]
+    Mismatch {
+        /// The node.
+        node: String,
+        /// The ibsim port's GID.
+        ibsim: ibpoll_wire::Gid,
+        /// The simulated port's GID.
+        sim: ibpoll_wire::Gid,
+    },
+    /// The simulated side refused an operation.
+    #[error("the simulated port refused")]
+    Device(#[source] ibpoll_dev::Error),
 }

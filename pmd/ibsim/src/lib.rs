@@ -45,14 +45,21 @@
 //!   ([`IbsimCounters::rx_undeliverable`]) and not returned.
 //!
 //! Set-up errors are the typed [`Error`].
+//!
+//! [`hybrid`] pairs an ibsim node with a port of `ibpoll-pmd-sim`'s simulated fabric into
+//! one [`Port`](ibpoll_dev::Port) ([`HybridPort`]): management MADs go to OpenSM, data
+//! goes over the simulated fabric. A test and interop device, so that the real control
+//! plane can be run against OpenSM.
 #![forbid(unsafe_code)]
 
 mod error;
+pub mod hybrid;
 mod mad;
 mod port;
 mod proto;
 mod setup;
 
 pub use error::Error;
+pub use hybrid::{HybridCounters, HybridFabric, HybridPort};
 pub use port::{IbsimPort, NODE_TYPE_CA, NODE_TYPE_SWITCH};
 pub use setup::{IbsimCounters, IbsimMadChannel, DEFAULT_CTL_TIMEOUT, TID_HISTORY};

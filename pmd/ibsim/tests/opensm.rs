@@ -9,11 +9,19 @@
 //! record must be the same bytes. The one exception, printed for the record, is our
 //! SA with `send_only_full_member = false` (the IBA 1.2 rules).
 //!
+//! A second test drives the real controller of `ibpoll-ctrl` against OpenSM: hostA and
+//! hostB each run a [`Controller`] on a [`HybridPort`] (SA transactions to OpenSM through
+//! ibsim, packets over a [`SimFabric`] whose hosts have the GUIDs the ibsim topology gives
+//! them). It checks the broadcast join (Q_Key 0x0B1B, MLID 0xC000), a full-member join
+//! and leave of 239.1.1.1, a send-only join started by a packet, path records asked for
+//! after ARP between the two controllers, and that after both interfaces went down OpenSM
+//! holds no membership of either port, each time with raw MCMemberRecord Gets to OpenSM.
+//!
 //! Skipped (with the reason printed) when ibsim, opensm or libumad2sim.so is missing,
 //! unless the environment variable `CI` is set: then a missing tool fails the test.
 //!
-//! ibsim's socket names are global to the machine, so one fabric runs at a time:
-//! every scenario is in the one test below, which also holds [`FABRIC`].
+//! ibsim's socket names are global to the machine, so one fabric runs at a time: every
+//! test that starts one holds [`FABRIC`] (and they are all in this one test binary).
 
 use std::fmt::Write as _;
 use std::io::Read as _;
@@ -21,18 +29,23 @@ use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ibpoll_dev::{Mad, MadChannel};
-use ibpoll_pmd_ibsim::{Error, IbsimMadChannel, IbsimPort};
+use ibpoll_ctrl::{Controller, CtrlConfig, DataCore, GroupAddr, GroupPhase, Poll, Request};
+use ibpoll_dev::{
+    Clock, Device, Mad, MadChannel, MonotonicClock, Port, RxQueue, TxDesc, TxQueue, UdQpConfig,
+};
+use ibpoll_mem::{HugepagePolicy, Mbuf, Mempool, MempoolConfig};
+use ibpoll_pmd_ibsim::{Error, HybridFabric, HybridPort, IbsimMadChannel, IbsimPort};
 use ibpoll_pmd_sim::sa::{PathEnd, Requester, SaConfig, SubnetAdmin};
-use ibpoll_wire::ipoib::{broadcast_mgid, ipv4_mcast_mgid, McastScope};
+use ibpoll_pmd_sim::{FabricConfig, SimFabric};
+use ibpoll_wire::ipoib::{self, broadcast_mgid, ipv4_mcast_mgid, EtherType, McastScope};
 use ibpoll_wire::mad::{Method, Status};
 use ibpoll_wire::mcmember::{self, mask as mcm, JoinState};
 use ibpoll_wire::path_record::{self, mask as prm};
 use ibpoll_wire::sa::{Attribute, ComponentMask, SaMad, Selector};
-use ibpoll_wire::{Gid, IbMtu, Lid, PKey, QKey};
+use ibpoll_wire::{Gid, IbMtu, Lid, PKey, QKey, Qpn};
 
 /// One ibsim fabric at a time in this process.
 static FABRIC: Mutex<()> = Mutex::new(());
@@ -121,6 +134,22 @@ fn find_tools() -> Result<Tools, String> {
     }
 }
 
+/// The tools, or `None` (the test is skipped, with the reason printed) when one is
+/// missing; with `CI` set a missing tool fails the test instead.
+fn tools_or_skip(test: &str) -> Option<Tools> {
+    match find_tools() {
+        Ok(t) => Some(t),
+        Err(missing) if std::env::var_os("CI").is_some() => panic!(
+            "CI is set but {missing} is missing: .ci/run must install the Debian packages \
+             opensm and ibsim-utils"
+        ),
+        Err(missing) => {
+            eprintln!("SKIPPED {test}: {missing} not found");
+            None
+        }
+    }
+}
+
 // ------------------------------------------------------------------ processes
 
 /// The processes and files of one fabric; dropping it kills exactly the processes it
@@ -134,6 +163,11 @@ struct Fabric {
 
 impl Fabric {
     fn start(tools: &Tools) -> Fabric {
+        Fabric::start_with(tools, TOPOLOGY)
+    }
+
+    /// Starts ibsim on `topology` (ibnetdiscover format) and OpenSM on its node "sm".
+    fn start_with(tools: &Tools, topology: &str) -> Fabric {
         assert!(
             !ibsim_listening(),
             "another ibsim is already running on this machine (the abstract socket \
@@ -148,7 +182,7 @@ impl Fabric {
                 .unwrap_or(0)
         ));
         std::fs::create_dir_all(&dir).expect("create the fabric's temp dir");
-        std::fs::write(dir.join("net.topo"), TOPOLOGY).expect("write net.topo");
+        std::fs::write(dir.join("net.topo"), topology).expect("write net.topo");
         // An empty config: OpenSM's defaults, whatever /etc/opensm holds.
         std::fs::write(dir.join("opensm.conf"), "").expect("write opensm.conf");
         let mut fabric = Fabric {
@@ -510,21 +544,35 @@ fn get_group_request(mgid: Gid) -> Mad {
     mcmember_request(Method::GET, mcm::MGID, rec)
 }
 
+/// The broadcast group's record, polled for: the SA answers once OpenSM's sweep is done.
+fn wait_for_broadcast(osm: &mut OpenSm, fabric: &mut Fabric) -> mcmember::Repr {
+    let up = Instant::now();
+    loop {
+        let m = osm.call(
+            &mut get_group_request(broadcast_mgid(PKey::DEFAULT)),
+            fabric,
+        );
+        if status(&m).is_ok() {
+            return mcmember_of(&m);
+        }
+        assert!(
+            up.elapsed() < SUBNET_UP_TIMEOUT,
+            "OpenSM's SA did not report the broadcast group within {SUBNET_UP_TIMEOUT:?} \
+             (last status {}):\n{}",
+            status(&m),
+            fabric.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 // ------------------------------------------------------------------ the test
 
 #[test]
 fn opensm_judges_the_simulated_sa() {
     let _one_fabric = FABRIC.lock().unwrap_or_else(|e| e.into_inner());
-    let tools = match find_tools() {
-        Ok(t) => t,
-        Err(missing) if std::env::var_os("CI").is_some() => panic!(
-            "CI is set but {missing} is missing: .ci/run must install the Debian packages \
-             opensm and ibsim-utils"
-        ),
-        Err(missing) => {
-            eprintln!("SKIPPED opensm_judges_the_simulated_sa: {missing} not found");
-            return;
-        }
+    let Some(tools) = tools_or_skip("opensm_judges_the_simulated_sa") else {
+        return;
     };
     let t0 = Instant::now();
     let mut fabric = Fabric::start(&tools);
@@ -559,22 +607,7 @@ fn opensm_judges_the_simulated_sa() {
 
     let bcast_mgid = broadcast_mgid(PKey::DEFAULT);
     let mut osm_a = OpenSm::new(host_a);
-    // The SA answers once OpenSM's sweep is done: poll for the broadcast group.
-    let up = Instant::now();
-    let bcast = loop {
-        let m = osm_a.call(&mut get_group_request(bcast_mgid), &mut fabric);
-        if status(&m).is_ok() {
-            break mcmember_of(&m);
-        }
-        assert!(
-            up.elapsed() < SUBNET_UP_TIMEOUT,
-            "OpenSM's SA did not report the broadcast group within {SUBNET_UP_TIMEOUT:?} \
-             (last status {}):\n{}",
-            status(&m),
-            fabric.logs()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let bcast = wait_for_broadcast(&mut osm_a, &mut fabric);
     println!(
         "subnet up after {:?}; broadcast group {bcast:?}",
         t0.elapsed()
@@ -946,6 +979,633 @@ fn opensm_judges_the_simulated_sa() {
     println!("total {:?}", t0.elapsed());
 }
 
+// ------------------------------------------------------------------ the real controller
+
+/// How long a controller may take to bring its link up (OpenSM answers in milliseconds).
+const LINK_UP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long any other controller step may take.
+const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// [`TOPOLOGY`] with hostA's and hostB's node GUIDs set (ibsim's `caguid=` sets the GUID
+/// of the next node), so that their ports have the GIDs of the simulated ports.
+fn topology_with_guids(host_a: u64, host_b: u64) -> String {
+    format!(
+        r#"Hca 1 "sm"
+[1] "Switch1"[1]
+
+Switch 8 "Switch1"
+[1] "sm"[1]
+[2] "hostA"[1]
+[3] "hostB"[1]
+
+caguid={host_a:#018x}
+Hca 1 "hostA"
+[1] "Switch1"[2]
+
+caguid={host_b:#018x}
+Hca 1 "hostB"
+[1] "Switch1"[3]
+"#
+    )
+}
+
+/// One IPoIB interface run by the real controller on a [`HybridPort`]: its SA is
+/// OpenSM, its packets travel on the simulated fabric. The test plays its data core.
+struct CtlHost {
+    name: &'static str,
+    ip: [u8; 4],
+    port: Arc<HybridPort>,
+    gid: Gid,
+    qpn: Qpn,
+    ctl: Controller,
+    cores: Vec<DataCore>,
+    rx: Box<dyn RxQueue>,
+    /// The data core's own send queue.
+    tx: Box<dyn TxQueue>,
+    pool: Mempool,
+    /// Sequence numbers of the IPv4 packets received (own looped-back ones excluded).
+    received: Vec<u32>,
+}
+
+impl CtlHost {
+    fn new(name: &'static str, ip: [u8; 4], port: Arc<HybridPort>, clock: Arc<dyn Clock>) -> Self {
+        let pool = Mempool::new(MempoolConfig {
+            name: format!("ctl-{name}"),
+            n_bufs: 1024,
+            data_room: 2048,
+            cache_size: 0,
+            hugepages: HugepagePolicy::Never,
+            ..MempoolConfig::default()
+        })
+        .expect("mempool");
+        let sim_attr = port.sim_port().attr();
+        let mut qp = port
+            .create_ud_qp(&UdQpConfig {
+                pkey_index: sim_attr
+                    .pkey_index(PKey::DEFAULT)
+                    .expect("the simulated port is in the default partition"),
+                qkey: QKey::IPOIB_DEFAULT,
+                rx_queues: 1,
+                tx_queues: 2,
+                rx_ring_size: 256,
+                tx_ring_size: 256,
+                pool: pool.clone(),
+            })
+            .expect("UD QP on the simulated port");
+        let ctl_tx = qp.tx.pop().expect("two send queues");
+        let tx = qp.tx.pop().expect("two send queues");
+        let rx = qp.rx.pop().expect("one receive queue");
+        let cfg = CtrlConfig {
+            ipv4: Some(ip),
+            ..CtrlConfig::default()
+        };
+        let dyn_port: Arc<dyn Port> = port.clone();
+        let (ctl, cores) = Controller::new(cfg, dyn_port, qp.qpn, ctl_tx, pool.clone(), clock)
+            .unwrap_or_else(|e| panic!("{name}: controller: {e}"));
+        CtlHost {
+            name,
+            ip,
+            gid: port.attr().gid,
+            port,
+            qpn: qp.qpn,
+            ctl,
+            cores,
+            rx,
+            tx,
+            pool,
+            received: Vec::new(),
+        }
+    }
+
+    /// Polls the controller until idle (bounded), lets the data core pass a quiescent
+    /// point, and drains the receive queue as the data core would: ARP to the
+    /// controller, IPv4 sequence numbers into `received`.
+    fn step(&mut self) {
+        for _ in 0..64 {
+            if self.ctl.poll() == Poll::Idle {
+                break;
+            }
+        }
+        for c in &mut self.cores {
+            c.reader.quiescent();
+        }
+        let mut pkts: [Option<Mbuf>; 32] = Default::default();
+        loop {
+            let n = self.rx.rx_burst(&mut pkts);
+            if n == 0 {
+                return;
+            }
+            for slot in &mut pkts[..n] {
+                let m = slot.take().expect("filled");
+                if m.meta().src_qpn == self.qpn.get() {
+                    continue;
+                }
+                let Ok(h) = ipoib::Packet::new_checked(m.data()) else {
+                    continue;
+                };
+                match ipoib::Repr::parse(&h).map(|r| r.ethertype) {
+                    Ok(EtherType::ARP) => {
+                        let _ = self.cores[0].requests.send(Request::Arp { mbuf: m });
+                    }
+                    Ok(EtherType::IPV4) => {
+                        let p = h.payload();
+                        if p.len() >= 4 {
+                            self.received
+                                .push(u32::from_be_bytes([p[0], p[1], p[2], p[3]]));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// A packet: IPoIB header (IPv4) and a 4-byte sequence number.
+    fn packet(&self, seq: u32) -> Mbuf {
+        let mut m = self.pool.alloc().expect("buffer");
+        let d = m.append(ipoib::HEADER_LEN + 4).expect("room");
+        ipoib::Repr {
+            ethertype: EtherType::IPV4,
+        }
+        .emit(&mut ipoib::Packet::new_unchecked(
+            &mut d[..ipoib::HEADER_LEN],
+        ));
+        d[ipoib::HEADER_LEN..].copy_from_slice(&seq.to_be_bytes());
+        m
+    }
+
+    /// Hands a request to the controller, as the data core does.
+    fn request(&mut self, req: Request) {
+        self.cores[0]
+            .requests
+            .send(req)
+            .expect("the request ring has room");
+    }
+
+    /// Sends packet `seq` to a group through the data core's snapshot (it must be
+    /// Joined there).
+    fn send_mcast(&mut self, mgid: Gid, seq: u32) {
+        let m = self.packet(seq);
+        let snap = self.cores[0].reader.get();
+        let e = snap.group(&mgid).expect("the group is in the snapshot");
+        let mut d = [TxDesc {
+            mbuf: Some(m),
+            ah: e.ah(),
+            remote_qpn: Qpn::MULTICAST,
+            remote_qkey: e.qkey,
+        }];
+        assert_eq!(self.tx.tx_burst(&mut d), 1, "{}: multicast send", self.name);
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{}: {:?}\n  stats {:?}\n  hybrid {:?}\n",
+            self.name,
+            self.ctl,
+            self.ctl.stats(),
+            self.port.counters()
+        )
+    }
+}
+
+/// Steps every host (with a 1 ms pause between rounds, in real time) until `done`
+/// holds; returns how long it took. Panics with the hosts' state and the fabric's logs
+/// after `timeout`.
+fn drive(
+    hosts: &mut [&mut CtlHost],
+    fabric: &mut Fabric,
+    what: &str,
+    timeout: Duration,
+    mut done: impl FnMut(&[&mut CtlHost]) -> bool,
+) -> Duration {
+    let start = Instant::now();
+    let mut next_check = start;
+    loop {
+        for h in hosts.iter_mut() {
+            h.step();
+        }
+        if done(hosts) {
+            let took = start.elapsed();
+            println!("{what}: {took:?}");
+            return took;
+        }
+        let now = Instant::now();
+        if now.duration_since(start) > timeout {
+            let state: String = hosts.iter().map(|h| h.describe()).collect();
+            panic!(
+                "{what}: not reached within {timeout:?}\n{state}{}",
+                fabric.logs()
+            );
+        }
+        if now >= next_check {
+            fabric.check_alive();
+            next_check = now + Duration::from_millis(500);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// OpenSM's record of `port_gid`'s membership of `mgid` (MCMemberRecord Get, mask
+/// MGID|PortGID, and JoinState when `js` is given: then only a membership with exactly
+/// those JoinState bits matches), or its status when there is none. OpenSM answers a
+/// request without an SM_Key (untrusted) with PortGID and JoinState zeroed (IBA p923),
+/// so the JoinState is checked by matching, not read.
+fn membership(
+    osm: &mut OpenSm,
+    fabric: &mut Fabric,
+    mgid: Gid,
+    port_gid: Gid,
+    js: Option<JoinState>,
+) -> Result<mcmember::Repr, Status> {
+    let rec = mcmember::Repr {
+        mgid,
+        port_gid,
+        join_state: js.unwrap_or(JoinState::NONE),
+        ..mcmember::Repr::default()
+    };
+    let mask = match js {
+        Some(_) => mcm::MGID | mcm::PORT_GID | mcm::JOIN_STATE,
+        None => mcm::MGID | mcm::PORT_GID,
+    };
+    let m = osm.call(&mut mcmember_request(Method::GET, mask, rec), fabric);
+    if status(&m).is_ok() {
+        Ok(mcmember_of(&m))
+    } else {
+        Err(status(&m))
+    }
+}
+
+/// Drives `ibpoll-ctrl`'s real [`Controller`] against OpenSM: two controllers, hostA and
+/// hostB, on [`HybridPort`]s (OpenSM through ibsim for every SA transaction, a
+/// [`SimFabric`] with the same port GUIDs for the packets), checked against OpenSM's own
+/// view with raw MCMemberRecord Gets from separate ibsim clients.
+#[test]
+fn opensm_answers_the_real_controller() {
+    let _one_fabric = FABRIC.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(tools) = tools_or_skip("opensm_answers_the_real_controller") else {
+        return;
+    };
+    let t0 = Instant::now();
+
+    // The data side first: its hosts' node GUIDs go into the ibsim topology.
+    let sim = SimFabric::new(FabricConfig::default());
+    let dev_a = sim.add_node("hostA", 1);
+    let dev_b = sim.add_node("hostB", 1);
+    let mut fabric = Fabric::start_with(
+        &tools,
+        &topology_with_guids(dev_a.node_guid(), dev_b.node_guid()),
+    );
+
+    // The test's own clients of OpenSM, one per host (requests about a port's
+    // membership are made from that port).
+    let mut raw_a = IbsimMadChannel::connect("hostA").expect("attach to ibsim as hostA");
+    let mut raw_b = IbsimMadChannel::connect("hostB").expect("attach to ibsim as hostB");
+    let a = raw_a
+        .wait_active(SUBNET_UP_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}\n{}", fabric.logs()));
+    let b = raw_b
+        .wait_active(SUBNET_UP_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}\n{}", fabric.logs()));
+    let mut raw_a = OpenSm::new(raw_a);
+    let mut raw_b = OpenSm::new(raw_b);
+    let bcast_osm = wait_for_broadcast(&mut raw_a, &mut fabric);
+    println!(
+        "subnet up after {:?}: hostA LID {} GID {}, hostB LID {} GID {}, SM LID {}",
+        t0.elapsed(),
+        a.lid.0,
+        a.gid(),
+        b.lid.0,
+        b.gid(),
+        a.sm_lid.0
+    );
+
+    let hybrid = HybridFabric::new(sim.clone());
+    let port_a = hybrid
+        .open_port("hostA", &dev_a, 1)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let port_b = hybrid
+        .open_port("hostB", &dev_b, 1)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (attr_a, sim_a) = (port_a.attr(), port_a.sim_port().attr());
+    println!(
+        "hostA hybrid port: LID {} (simulated {}), GID {} (simulated {})",
+        attr_a.lid.0, sim_a.lid.0, attr_a.gid, sim_a.gid
+    );
+    assert_eq!((attr_a.lid, attr_a.gid), (a.lid, a.gid()));
+    assert_eq!(attr_a.gid, sim_a.gid, "the two sides are the same port");
+
+    let clock: Arc<dyn Clock> = Arc::new(MonotonicClock::new());
+    let mut ha = CtlHost::new("hostA", [10, 0, 0, 1], port_a.clone(), clock.clone());
+    let mut hb = CtlHost::new("hostB", [10, 0, 0, 2], port_b.clone(), clock);
+    ha.ctl.set_admin_up(true);
+    hb.ctl.set_admin_up(true);
+
+    // (1) The broadcast join, answered by OpenSM: Q_Key 0x0B1B, MLID 0xC000.
+    drive(
+        &mut [&mut ha, &mut hb],
+        &mut fabric,
+        "(1) both links up (broadcast group Joined)",
+        LINK_UP_TIMEOUT,
+        |h| h.iter().all(|h| h.ctl.link_up()),
+    );
+    let bcast_mgid = broadcast_mgid(PKey::DEFAULT);
+    for (h, raw) in [(&ha, &mut raw_a), (&hb, &mut raw_b)] {
+        let r = *h.ctl.broadcast_record().expect("the link is up");
+        println!(
+            "    {}: broadcast record Q_Key {:#x} MLID {:#06x} MTU code {} rate {:?}",
+            h.name, r.qkey.0, r.mlid.0, r.mtu, r.rate
+        );
+        assert_eq!(r.qkey, QKey(0x0B1B));
+        assert_eq!(r.mlid, Lid(0xC000));
+        assert_eq!(r.mlid, bcast_osm.mlid);
+        let snap = h.ctl.snapshot();
+        assert!(snap.link_up);
+        assert_eq!(snap.broadcast.as_ref().map(|e| e.mlid), Some(Lid(0xC000)));
+        membership(
+            raw,
+            &mut fabric,
+            bcast_mgid,
+            h.gid,
+            Some(JoinState::FULL_MEMBER),
+        )
+        .unwrap_or_else(|s| {
+            panic!(
+                "OpenSM has no FullMember broadcast membership of {}: {s}",
+                h.name
+            )
+        });
+        println!(
+            "    OpenSM: {} is a FullMember of the broadcast group",
+            h.name
+        );
+    }
+
+    // (2) 239.1.1.1: both join as full members, hostA's packet reaches hostB over the
+    // simulated fabric, then both leave.
+    let g1 = GroupAddr::Ipv4([239, 1, 1, 1]);
+    let g1_mgid = ipv4_mcast_mgid([239, 1, 1, 1], PKey::DEFAULT, McastScope::LINK_LOCAL);
+    assert_eq!(ha.ctl.mgid_of(g1), Some(g1_mgid));
+    assert!(ha.ctl.join_group(g1));
+    assert!(hb.ctl.join_group(g1));
+    drive(
+        &mut [&mut ha, &mut hb],
+        &mut fabric,
+        "(2) 239.1.1.1 Joined by both",
+        STEP_TIMEOUT,
+        |h| {
+            h.iter()
+                .all(|h| h.ctl.group_phase(g1) == Some(GroupPhase::Joined))
+        },
+    );
+    let g1_mlid = {
+        let snap = ha.ctl.snapshot();
+        let e = snap.group(&g1_mgid).expect("Joined groups are published");
+        assert!(!e.send_only);
+        assert_eq!(e.qkey, QKey(0x0B1B));
+        e.mlid
+    };
+    for (h, raw) in [(&ha, &mut raw_a), (&hb, &mut raw_b)] {
+        let m = membership(
+            raw,
+            &mut fabric,
+            g1_mgid,
+            h.gid,
+            Some(JoinState::FULL_MEMBER),
+        )
+        .unwrap_or_else(|s| {
+            panic!(
+                "OpenSM has no FullMember 239.1.1.1 membership of {}: {s}",
+                h.name
+            )
+        });
+        println!(
+            "    OpenSM: {} is a FullMember of 239.1.1.1 ({}), MLID {:#06x}, Q_Key {:#x}",
+            h.name, g1_mgid, m.mlid.0, m.qkey.0
+        );
+        assert_eq!(m.mlid, g1_mlid);
+        assert_eq!(m.qkey, QKey(0x0B1B));
+    }
+    ha.step();
+    ha.send_mcast(g1_mgid, 11);
+    drive(
+        &mut [&mut ha, &mut hb],
+        &mut fabric,
+        "(2) hostB receives hostA's packet to 239.1.1.1 (simulated data path)",
+        STEP_TIMEOUT,
+        |h| h[1].received.contains(&11),
+    );
+    ha.ctl.leave_group(g1);
+    drive(
+        &mut [&mut ha, &mut hb],
+        &mut fabric,
+        "(2) hostA left 239.1.1.1",
+        STEP_TIMEOUT,
+        |h| h[0].ctl.group_phase(g1).is_none() && h[0].ctl.sa_in_flight() == 0,
+    );
+    let gone = membership(&mut raw_a, &mut fabric, g1_mgid, ha.gid, None)
+        .expect_err("OpenSM still lists hostA in 239.1.1.1 after its leave");
+    println!("    OpenSM: hostA's 239.1.1.1 membership after the leave: {gone}");
+    membership(&mut raw_b, &mut fabric, g1_mgid, hb.gid, None)
+        .expect("hostB is still a member of 239.1.1.1");
+    hb.ctl.leave_group(g1);
+    drive(
+        &mut [&mut ha, &mut hb],
+        &mut fabric,
+        "(2) hostB left 239.1.1.1",
+        STEP_TIMEOUT,
+        |h| h[1].ctl.group_phase(g1).is_none() && h[1].ctl.sa_in_flight() == 0,
+    );
+    let gone = membership(&mut raw_b, &mut fabric, g1_mgid, hb.gid, None)
+        .expect_err("OpenSM still lists hostB in 239.1.1.1 after its leave");
+    let group = status(&raw_a.call(&mut get_group_request(g1_mgid), &mut fabric));
+    println!(
+        "    OpenSM: hostB's 239.1.1.1 membership after the leave: {gone}; the group: {group}"
+    );
+    assert!(!group.is_ok(), "OpenSM keeps 239.1.1.1 without members");
+
+    // (3) A send-only join: the data core hands the controller a packet for a group
+    // nobody has joined (Request::Mcast).
+    let g9 = GroupAddr::Ipv4([239, 1, 1, 9]);
+    let g9_mgid = ipv4_mcast_mgid([239, 1, 1, 9], PKey::DEFAULT, McastScope::LINK_LOCAL);
+    let pkt = ha.packet(21);
+    ha.request(Request::Mcast {
+        group: g9,
+        mbuf: pkt,
+    });
+    drive(
+        &mut [&mut ha, &mut hb],
+        &mut fabric,
+        "(3) 239.1.1.9 published send-only",
+        STEP_TIMEOUT,
+        |h| {
+            h[0].ctl
+                .snapshot()
+                .group(&g9_mgid)
+                .is_some_and(|e| e.send_only)
+        },
+    );
+    assert_eq!(ha.ctl.group_phase(g9), Some(GroupPhase::Joined));
+    assert_eq!(ha.ctl.stats().mcast_sent_from_queue, 1);
+    let m = membership(
+        &mut raw_a,
+        &mut fabric,
+        g9_mgid,
+        ha.gid,
+        Some(JoinState::SEND_ONLY_FULL_MEMBER),
+    )
+    .unwrap_or_else(|s| {
+        panic!("OpenSM has no SendOnlyFullMember 239.1.1.9 membership of hostA: {s}")
+    });
+    let full = membership(
+        &mut raw_a,
+        &mut fabric,
+        g9_mgid,
+        ha.gid,
+        Some(JoinState::FULL_MEMBER),
+    );
+    println!(
+        "    OpenSM: hostA is a SendOnlyFullMember of 239.1.1.9 (MLID {:#06x}); as a \
+         FullMember: {}",
+        m.mlid.0,
+        full.as_ref()
+            .map_or_else(|s| s.to_string(), |_| "yes".into())
+    );
+    assert!(full.is_err(), "hostA holds 239.1.1.9 as a FullMember");
+
+    // (4) Path records: hostA sends to hostB's address; the controllers resolve each
+    // other by ARP over the simulated fabric and ask OpenSM for the paths.
+    let pkt = ha.packet(31);
+    ha.request(Request::Resolve {
+        next_hop: hb.ip,
+        mbuf: pkt,
+    });
+    drive(
+        &mut [&mut ha, &mut hb],
+        &mut fabric,
+        "(4) hostB receives hostA's unicast packet (ARP, then OpenSM's path records)",
+        STEP_TIMEOUT,
+        |h| h[1].received.contains(&31),
+    );
+    {
+        let snap = ha.ctl.snapshot();
+        let n = snap
+            .neighbour(&hb.ip)
+            .expect("hostB is a neighbour of hostA");
+        assert_eq!((n.hwaddr.gid(), n.qpn()), (hb.gid, hb.qpn));
+        let snap = hb.ctl.snapshot();
+        let n = snap
+            .neighbour(&ha.ip)
+            .expect("hostA is a neighbour of hostB");
+        assert_eq!((n.hwaddr.gid(), n.qpn()), (ha.gid, ha.qpn));
+    }
+    for h in [&ha, &hb] {
+        let s = h.ctl.stats();
+        println!(
+            "    {}: path queries sent {}, answered OK {}, failed {}",
+            h.name, s.sa_paths_sent, s.paths_ok, s.paths_failed
+        );
+        assert_eq!((s.paths_ok, s.paths_failed), (1, 0));
+    }
+    let path = raw_a.call(
+        &mut SaMad::request(
+            Method::GET,
+            0,
+            prm::SGID | prm::DGID,
+            Attribute::PathRecord(path_record::Repr {
+                sgid: ha.gid,
+                dgid: hb.gid,
+                ..path_record::Repr::default()
+            }),
+        )
+        .to_bytes(),
+        &mut fabric,
+    );
+    let Attribute::PathRecord(p) = SaMad::parse(&path).expect("an SA MAD").attribute else {
+        panic!("not a PathRecord");
+    };
+    println!(
+        "    OpenSM path hostA -> hostB: SLID {} DLID {} MTU code {} rate {:?}; hostA's \
+         address handle DLID {} -> simulated LID {}",
+        p.slid.0,
+        p.dlid.0,
+        p.mtu,
+        p.rate,
+        p.dlid.0,
+        dev_b.open_port(1).expect("port").attr().lid.0
+    );
+    assert_eq!((p.slid, p.dlid), (a.lid, b.lid));
+    assert!(port_a.counters().ah_unicast_translated >= 1);
+    assert!(port_b.counters().ah_unicast_translated >= 1);
+
+    // (5) Interface down on both: the flush leaves everything, and OpenSM holds no
+    // membership of either port.
+    ha.ctl.set_admin_up(false);
+    hb.ctl.set_admin_up(false);
+    drive(
+        &mut [&mut ha, &mut hb],
+        &mut fabric,
+        "(5) both flushes ended",
+        STEP_TIMEOUT,
+        |h| {
+            h.iter()
+                .all(|h| !h.ctl.is_flushing() && h.ctl.sa_in_flight() == 0)
+        },
+    );
+    for (h, raw) in [(&ha, &mut raw_a), (&hb, &mut raw_b)] {
+        assert!(!h.ctl.link_up());
+        for (what, mgid) in [
+            ("broadcast", bcast_mgid),
+            ("239.1.1.1", g1_mgid),
+            ("239.1.1.9", g9_mgid),
+        ] {
+            match membership(raw, &mut fabric, mgid, h.gid, None) {
+                Ok(m) => panic!(
+                    "after the flush OpenSM still lists {} in {what}: {m:?}",
+                    h.name
+                ),
+                Err(s) => println!("    OpenSM after the flush: {} in {what}: {s}", h.name),
+            }
+        }
+    }
+
+    println!();
+    for h in [&ha, &hb] {
+        let s = h.ctl.stats();
+        println!(
+            "{}: joins sent {} ok {} failed {}; leaves sent {} done {} abandoned {}; SA \
+             timeouts {}, answers late {} unknown {}",
+            h.name,
+            s.sa_joins_sent,
+            s.joins_ok,
+            s.joins_failed,
+            s.sa_leaves_sent,
+            s.leaves_done,
+            s.leaves_abandoned,
+            s.sa_timeouts,
+            s.sa_late_answers,
+            s.sa_unknown_answers
+        );
+        let c = h.port.counters();
+        println!("{}: hybrid port {c:?}", h.name);
+        assert_eq!(s.joins_failed, 0);
+        assert_eq!((s.leaves_abandoned, s.sa_timeouts), (0, 0));
+        assert_eq!(s.leaves_done, s.sa_leaves_sent);
+        assert_eq!(
+            (c.mirror_disagreed, c.mirror_unmatched, c.mirror_send_errors),
+            (0, 0, 0),
+            "the simulated SA answered {} as OpenSM did",
+            h.name
+        );
+    }
+    println!("simulated fabric: {:?}", sim.stats());
+    for (name, raw) in [("hostA", &raw_a), ("hostB", &raw_b)] {
+        let c = raw.ch.counters();
+        println!("{name} raw channel: {c:?}");
+        assert_eq!(c.rx_malformed + c.rx_undeliverable + c.rx_errors, 0);
+    }
+    println!("total {:?}", t0.elapsed());
+}
+
 #[test]
 fn errors_name_the_fix() {
     let _one_fabric = FABRIC.lock().unwrap_or_else(|e| e.into_inner());
@@ -964,5 +1624,11 @@ fn errors_name_the_fix() {
             assert!(msg.contains("ibsim -s net.topo"), "{msg}");
         }
         other => panic!("attaching without ibsim: {other:?}"),
+    }
+    let sim = SimFabric::new(FabricConfig::default());
+    let dev = sim.add_node("hostA", 1);
+    match HybridFabric::new(sim.clone()).open_port("hostA", &dev, 1) {
+        Err(Error::NotRunning { .. }) => {}
+        other => panic!("a hybrid port without ibsim: {other:?}"),
     }
 }
