@@ -221,6 +221,10 @@ pub(crate) struct RxRing {
     /// Where the "DMA" takes its buffers from.
     pub(crate) pool: Mempool,
     pub(crate) counters: Arc<RxCounters>,
+    /// The queue's index within its QP (`MbufMeta::queue` of what it receives).
+    pub(crate) queue_id: u16,
+    /// The receiving port's number (`MbufMeta::port` of what it receives).
+    pub(crate) port_num: u8,
 }
 
 #[derive(Debug)]
@@ -574,8 +578,8 @@ impl SimFabric {
             partitions: cfg.partitions.clone(),
             broadcast_mtu: cfg.broadcast_mtu,
             broadcast_rate: cfg.rate,
-            // IBA 1.3 lets a SendOnlyFullMember join create a group (what IPoIB's
-            // send-only joins use); OpenSM 3.3 accepts only FullMember there.
+            // A SendOnlyFullMember join may create a group (IBA 1.3; what IPoIB's
+            // send-only joins use), as OpenSM 3.3.23 allows.
             send_only_full_member: true,
             ..SaConfig::default()
         });
@@ -645,7 +649,9 @@ impl SimFabric {
         self.inner.clock.clone()
     }
 
-    /// Reads the subnet administrator's state (for checks and tests).
+    /// Reads the subnet administrator's state (for checks and tests). The fabric is
+    /// locked while `f` runs: calling back into the fabric (a port's `attr()`, a send)
+    /// from `f` deadlocks.
     pub fn with_sa<R>(&self, f: impl FnOnce(&SubnetAdmin) -> R) -> R {
         f(&self.inner.lock().sa)
     }

@@ -79,11 +79,13 @@ pub(crate) fn create_ud_qp(
     }
     let qpn = Qpn::from_bits(ctl.alloc_qpn());
     let rings: Vec<Arc<RxRing>> = (0..cfg.rx_queues)
-        .map(|_| {
+        .map(|queue_id| {
             Arc::new(RxRing {
                 inbox: ArrayQueue::new(cfg.rx_ring_size as usize),
                 pool: cfg.pool.clone(),
                 counters: Arc::new(RxCounters::default()),
+                queue_id,
+                port_num,
             })
         })
         .collect();

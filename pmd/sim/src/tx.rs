@@ -142,6 +142,12 @@ fn switch(
         return Err(DropReason::PortDown);
     }
     let ah = *ctl.ah(s.port, d.ah).ok_or(DropReason::BadAh)?;
+    // A UD message longer than the sending port's MTU fails in its HCA (a local length
+    // error): it never reaches the wire, so neither the tap nor the switch sees it (and
+    // an LRH could not describe it past 8 KiB).
+    if payload.len() > ctl.ports[s.port].mtu.bytes() {
+        return Err(DropReason::TooLong);
+    }
     // A Q_Key with the high bit set means "use the QP's own" (IBA 10.2.5).
     let qkey = if d.remote_qkey.is_controlled() {
         s.qkey
@@ -337,6 +343,8 @@ fn deliver(
     }
     *m.meta_mut() = MbufMeta {
         rss_hash: rss_hash(payload),
+        queue: ring.queue_id,
+        port: u16::from(ring.port_num),
         ..meta
     };
     if faults.packet_reorder > 0.0
