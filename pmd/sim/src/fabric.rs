@@ -308,6 +308,16 @@ impl Control {
         Gid::new(self.subnet_prefix, self.ports[port].guid)
     }
 
+    /// The P_Key a QP on `port` sends and accepts: its P_Key-table entry, or the invalid
+    /// P_Key (which matches nothing) when the table no longer has that index.
+    pub(crate) fn qp_pkey(&self, port: usize, qp: &QpData) -> PKey {
+        self.ports[port]
+            .pkeys
+            .get(usize::from(qp.pkey_index))
+            .copied()
+            .unwrap_or(PKey::INVALID)
+    }
+
     /// The port with base LID `lid`, if any.
     pub(crate) fn port_by_lid(&self, lid: Lid) -> Option<usize> {
         self.ports.iter().position(|p| p.lid == lid)

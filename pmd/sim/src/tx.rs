@@ -47,11 +47,7 @@ impl TxQueue for SimTxQueue {
             // The QP was destroyed under us; cannot happen while a queue lives.
             return 0;
         };
-        let pkey = ctl.ports[port]
-            .pkeys
-            .get(usize::from(qp.pkey_index))
-            .copied()
-            .unwrap_or(PKey::INVALID);
+        let pkey = ctl.qp_pkey(port, qp);
         let sender = Sender {
             port,
             qpn: self.qp.qpn,
@@ -187,11 +183,7 @@ fn switch(
         ctl.stats.count(DropReason::QKey, 1);
         return Ok(());
     }
-    let dst_pkey = ctl.ports[dst]
-        .pkeys
-        .get(usize::from(qp.pkey_index))
-        .copied()
-        .unwrap_or(PKey::INVALID);
+    let dst_pkey = ctl.qp_pkey(dst, qp);
     if !s.pkey.matches(dst_pkey) {
         ctl.stats.count(DropReason::PKey, 1);
         return Ok(());
@@ -283,11 +275,7 @@ fn multicast(
                 qkey_drops += 1;
                 continue;
             }
-            let pk = ctl.ports[p]
-                .pkeys
-                .get(usize::from(qp.pkey_index))
-                .copied()
-                .unwrap_or(PKey::INVALID);
+            let pk = ctl.qp_pkey(p, qp);
             if !s.pkey.matches(pk) {
                 pkey_drops += 1;
                 continue;
