@@ -44,6 +44,10 @@ impl PortAttr {
     /// The index of `pkey` in the P_Key table (membership bit ignored when looking for a
     /// full-member entry that also covers limited membership).
     pub fn pkey_index(&self, pkey: PKey) -> Option<u16> {
+        if pkey.base() == 0 {
+            // The invalid P_Key names no partition, even if unused table slots hold it.
+            return None;
+        }
         let exact = self.pkeys.iter().position(|p| *p == pkey);
         let any = || {
             self.pkeys

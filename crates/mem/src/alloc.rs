@@ -11,7 +11,9 @@
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
 
-use crate::mbuf::{Mbuf, MbufMeta, STATE_FREE, STATE_IN_USE};
+#[cfg(debug_assertions)]
+use crate::mbuf::STATE_FREE;
+use crate::mbuf::{Mbuf, MbufMeta, STATE_IN_USE};
 use crate::pool::{LcoreCache, PoolInner};
 use crate::{current_lcore, Mempool};
 
