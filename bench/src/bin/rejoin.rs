@@ -1,0 +1,124 @@
+//! Control-plane benchmark: how long one controller takes to rejoin every group after a
+//! subnet-manager restart, and how many SA transactions it keeps in flight meanwhile.
+//!
+//! One controller on the simulated fabric (embedded SA, zero answer delay, real time)
+//! joins `--groups` IPv4 groups and the broadcast group; then `SimFabric::restart_sm`
+//! wipes the SA's groups and sends ClientReregister. The controller runs its light flush
+//! (waits for nothing in flight, leaves every group, rejoins the broadcast group first,
+//! then the rest) and the clock stops when every group is Joined again and published.
+//! The peak of `Controller::sa_in_flight` after any poll is recorded; the join window
+//! (`--window`, CtrlConfig::sa_window) bounds it.
+//!
+//! Everything runs on the calling thread, the simulated SA included: the figure is the
+//! controller's and the simulated SA's CPU time, not a fabric's latency.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use ibpoll_bench::ctrl_host::{CtrlHost, Drive};
+use serde_json::json;
+
+/// Rejoin after a ClientReregister: time and SA transactions in flight.
+#[derive(Debug, Parser)]
+#[command(name = "rejoin")]
+struct Args {
+    /// IPv4 groups joined besides the broadcast group.
+    #[arg(long, default_value_t = 10_000)]
+    groups: u32,
+    /// SA transactions in flight at most (CtrlConfig::sa_window).
+    #[arg(long, default_value_t = 64)]
+    window: usize,
+    /// Give up (exit status 1) when a phase takes longer than this many seconds.
+    #[arg(long, default_value_t = 120.0)]
+    limit: f64,
+    /// Write one JSON object to FILE, or to stdout as the last line with `-`.
+    #[arg(long, value_name = "FILE|-")]
+    json: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.groups == 0 || args.groups >= 1 << 24 {
+        eprintln!("rejoin: --groups {} must be 1..16777216", args.groups);
+        return ExitCode::from(2);
+    }
+    if args.window == 0 {
+        eprintln!("rejoin: --window must be at least 1");
+        return ExitCode::from(2);
+    }
+    if !(args.limit.is_finite() && args.limit > 0.0) {
+        eprintln!(
+            "rejoin: --limit {} must be a positive number of seconds",
+            args.limit
+        );
+        return ExitCode::from(2);
+    }
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rejoin: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let limit = Duration::from_secs_f64(args.limit);
+    let mut host = CtrlHost::new(args.groups as usize, args.window);
+    host.join(args.groups);
+    let join = host.join_all(limit)?;
+    host.verify_joined()?;
+    let before = host.ctl.stats();
+    let rejoin = host.reregister(limit)?;
+    host.verify_joined()?;
+    let after = host.ctl.stats();
+
+    let ms = |d: &Drive| d.elapsed.as_secs_f64() * 1e3;
+    println!(
+        "rejoin: {} groups (+ broadcast), SA window {}, embedded SA with zero delay",
+        args.groups, args.window
+    );
+    println!(
+        "  initial join: {:.2} ms, peak SA in flight {}, {} polls",
+        ms(&join),
+        join.sa_in_flight_peak,
+        join.polls
+    );
+    println!(
+        "  after ClientReregister: all Joined again in {:.2} ms, peak SA in flight {}, {} polls",
+        ms(&rejoin),
+        rejoin.sa_in_flight_peak,
+        rejoin.polls
+    );
+    println!(
+        "  during the rejoin: {} joins and {} leaves sent, window full {} times",
+        after.sa_joins_sent - before.sa_joins_sent,
+        after.sa_leaves_sent - before.sa_leaves_sent,
+        after.sa_window_full - before.sa_window_full
+    );
+    println!("  load average {}", ibpoll_bench::loadavg_text());
+
+    let Some(dest) = &args.json else {
+        return Ok(());
+    };
+    let line = json!({
+        "groups": args.groups,
+        "window": args.window,
+        "join_ms": ms(&join),
+        "join_sa_in_flight_peak": join.sa_in_flight_peak,
+        "rejoin_ms": ms(&rejoin),
+        "sa_in_flight_peak": rejoin.sa_in_flight_peak,
+        "rejoin_polls": rejoin.polls,
+        "rejoin_joins_sent": after.sa_joins_sent - before.sa_joins_sent,
+        "rejoin_leaves_sent": after.sa_leaves_sent - before.sa_leaves_sent,
+        "loadavg": ibpoll_bench::loadavg_json(),
+    })
+    .to_string();
+    if dest == "-" {
+        println!("{line}");
+    } else {
+        std::fs::write(dest, format!("{line}\n"))?;
+    }
+    Ok(())
+}

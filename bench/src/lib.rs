@@ -1,0 +1,32 @@
+//! Shared pieces of ibpoll's benchmarks (see `bench/README.md`).
+//!
+//! * [`ctrl_host`]: one controller on the simulated fabric with many groups joined, used by
+//!   the `rejoin` binary and the `snapshot` criterion benchmark.
+//! * [`loadavg`]: the machine load, printed with every figure so that numbers taken on a
+//!   shared machine can be judged.
+
+pub mod ctrl_host;
+
+/// The 1-, 5- and 15-minute load averages from `/proc/loadavg`, or `None` where the file
+/// cannot be read (not Linux).
+pub fn loadavg() -> Option<[f64; 3]> {
+    let s = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let mut it = s.split_whitespace().map(|w| w.parse::<f64>().ok());
+    Some([it.next()??, it.next()??, it.next()??])
+}
+
+/// The load averages as `"1.00 0.50 0.25"` (or `"unknown"`).
+pub fn loadavg_text() -> String {
+    match loadavg() {
+        Some([a, b, c]) => format!("{a:.2} {b:.2} {c:.2}"),
+        None => String::from("unknown"),
+    }
+}
+
+/// The load averages as a JSON array (or `null`).
+pub fn loadavg_json() -> serde_json::Value {
+    match loadavg() {
+        Some(l) => serde_json::json!(l),
+        None => serde_json::Value::Null,
+    }
+}

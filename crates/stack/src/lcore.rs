@@ -1,0 +1,632 @@
+//! The lcores' loops: a data lcore's per-iteration pipeline, and the control core
+//! (hosted on its own lcore or on data lcore 0).
+//!
+//! Per iteration a data lcore: reports a quiescent point; runs the controller when it
+//! hosts it (a bounded poll plus at most [`COMMANDS_PER_ITERATION`] control messages);
+//! receives up to [`BURST_MAX`] packets per queue, classifies them and hands IP packets
+//! to the application; lets the application generate; resolves every queued packet
+//! against one snapshot; sends them in one `tx_burst`; and adds the iteration's time to
+//! the busy or idle counter. None of this takes a lock, allocates, makes a system call
+//! or does an atomic read-modify-write per packet (the time is read once per iteration).
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam::queue::ArrayQueue;
+use ibpoll_ctrl::{Controller, CtrlEvent, CtrlStats, DataCore, GroupAddr, Poll, Request, Snapshot};
+use ibpoll_dev::{Port, RxQueue, TxDesc, TxQueue};
+use ibpoll_mem::{Mbuf, MBUF_F_MCAST};
+use ibpoll_wire::ipoib::{self, EtherType};
+use ibpoll_wire::Qpn;
+
+use crate::app::{App, Dest, LcoreCtx, TxBuffer};
+use crate::stats::LcoreCounters;
+
+/// Packets received per `rx_burst`.
+pub const BURST_MAX: usize = 32;
+/// Packets an application may queue per iteration (its [`TxBuffer`]'s capacity).
+pub const TX_BUFFER_MAX: usize = 2 * BURST_MAX;
+/// Times a packet is offered to `tx_burst` before it is dropped (`tx_full`).
+pub const TX_TRIES: u8 = 4;
+/// Control messages (commands from the [`Stack`](crate::Stack) handle) run per iteration
+/// by the lcore that hosts the controller.
+pub const COMMANDS_PER_ITERATION: usize = 8;
+/// Slots of the command queue to the control core.
+pub(crate) const COMMANDS_MAX: usize = 64;
+/// Receive bursts drained at stop, per queue (bounds the stop).
+const STOP_DRAIN_BURSTS: usize = 4096;
+
+/// A control message: runs on the control core with the controller.
+pub(crate) type Command = Box<dyn FnOnce(&mut Controller) + Send>;
+
+/// What a data lcore does when an iteration found nothing to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IdlePolicy {
+    /// Spin (DPDK's default): lowest latency, one CPU at 100 %.
+    #[default]
+    Spin,
+    /// After `after` idle iterations in a row, yield the CPU once per idle iteration.
+    Yield {
+        /// Idle iterations before yielding.
+        after: u32,
+    },
+    /// After `after` idle iterations in a row, sleep `sleep` per idle iteration (the
+    /// lcore goes offline for the snapshot protocol while asleep, holding nothing back).
+    Sleep {
+        /// Idle iterations before sleeping.
+        after: u32,
+        /// How long to sleep.
+        sleep: Duration,
+    },
+}
+
+/// State shared by the lcores and the [`Stack`](crate::Stack) handle. Nothing here is
+/// written per packet.
+pub(crate) struct Shared {
+    /// Set once by `Stack::stop`; every lcore loads it (Relaxed) once per iteration. The
+    /// lcores' exit is synchronised by `JoinHandle::join`, not by this flag.
+    pub(crate) stop: AtomicBool,
+    /// The port's LID, to recognise our own looped-back multicast. Written by the
+    /// control core when the link comes up (a LID change flushes the link), read
+    /// (Relaxed) once per burst by the data lcores: it orders nothing.
+    pub(crate) own_lid: AtomicU32,
+    /// Commands for the control core (bounded; the producer waits when it is full).
+    pub(crate) commands: ArrayQueue<Command>,
+    /// Cleared (Release) by the control core when it stops; loaded (Acquire) by a
+    /// command's sender, to stop waiting for an answer that cannot come.
+    pub(crate) ctl_alive: AtomicBool,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("stop", &self.stop)
+            .field("own_lid", &self.own_lid)
+            .field("commands", &self.commands.len())
+            .field("ctl_alive", &self.ctl_alive)
+            .finish()
+    }
+}
+
+/// The controller and what it needs to run, on whichever lcore hosts it.
+#[derive(Debug)]
+pub(crate) struct CtlHost {
+    pub(crate) ctl: Controller,
+    pub(crate) port: Arc<dyn Port>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl CtlHost {
+    /// One bounded round: the controller's poll, up to `COMMANDS_PER_ITERATION`
+    /// commands, and its events. Whether anything was done.
+    pub(crate) fn poll(&mut self) -> bool {
+        let mut busy = self.ctl.poll() == Poll::Busy;
+        for _ in 0..COMMANDS_PER_ITERATION {
+            let Some(cmd) = self.shared.commands.pop() else {
+                break;
+            };
+            cmd(&mut self.ctl);
+            busy = true;
+        }
+        while let Some(ev) = self.ctl.take_event() {
+            busy = true;
+            match ev {
+                CtrlEvent::LinkUp => {
+                    let lid = self.port.attr().lid.0;
+                    self.shared.own_lid.store(u32::from(lid), Ordering::Relaxed);
+                    tracing::info!(lid, "ibpoll: link up");
+                }
+                CtrlEvent::LinkDown => tracing::info!("ibpoll: link down"),
+                CtrlEvent::RebuildQp { pkey_index } => {
+                    // Not supported yet: the data lcores own the QP's queues and would
+                    // all have to hand them over. The interface stays down.
+                    tracing::error!(
+                        pkey_index,
+                        "ibpoll: the P_Key table changed and the UD QP must be rebuilt; \
+                         not supported yet: restart the stack"
+                    );
+                }
+            }
+        }
+        busy
+    }
+
+    /// Stops hosting: says so to command senders and returns the final counters.
+    pub(crate) fn finish(mut self) -> CtrlStats {
+        // Run the commands still queued so that their senders get an answer; one that
+        // comes later finds `ctl_alive` false and stops waiting.
+        while let Some(cmd) = self.shared.commands.pop() {
+            cmd(&mut self.ctl);
+        }
+        let stats = self.ctl.stats();
+        // Release: pairs with the Acquire in `Stack::with_controller`.
+        self.shared.ctl_alive.store(false, Ordering::Release);
+        stats
+    }
+}
+
+/// Tracks idle iterations and applies the [`IdlePolicy`].
+#[derive(Debug)]
+pub(crate) struct Idler {
+    policy: IdlePolicy,
+    streak: u32,
+}
+
+impl Idler {
+    pub(crate) fn new(policy: IdlePolicy) -> Idler {
+        Idler { policy, streak: 0 }
+    }
+
+    /// Called after every iteration. Returns whether it gave the CPU away.
+    #[inline]
+    pub(crate) fn after(&mut self, worked: bool, offline: impl FnOnce(&dyn Fn())) -> bool {
+        if worked {
+            self.streak = 0;
+            return false;
+        }
+        self.streak = self.streak.saturating_add(1);
+        match self.policy {
+            IdlePolicy::Spin => {
+                std::hint::spin_loop();
+                false
+            }
+            IdlePolicy::Yield { after } if self.streak > after => {
+                std::thread::yield_now();
+                true
+            }
+            IdlePolicy::Sleep { after, sleep } if self.streak > after => {
+                offline(&|| std::thread::sleep(sleep));
+                true
+            }
+            _ => {
+                std::hint::spin_loop();
+                false
+            }
+        }
+    }
+}
+
+/// The control core on its own lcore.
+pub(crate) fn run_control(mut host: CtlHost, idle: IdlePolicy) -> CtrlStats {
+    let mut idler = Idler::new(idle);
+    // Relaxed: see `Shared::stop`.
+    while !host.shared.stop.load(Ordering::Relaxed) {
+        let worked = host.poll();
+        idler.after(worked, |f| f());
+    }
+    host.finish()
+}
+
+/// A packet on its way out: where it goes and how often it was offered.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    dest: Dest,
+    tries: u8,
+}
+
+/// One data lcore: its queues, its side of the control plane, its application.
+#[derive(Debug)]
+pub(crate) struct DataLcore<A> {
+    pub(crate) ctx: LcoreCtx,
+    pub(crate) rx: Vec<Box<dyn RxQueue>>,
+    pub(crate) tx: Box<dyn TxQueue>,
+    pub(crate) core: DataCore,
+    pub(crate) ctl: Option<CtlHost>,
+    pub(crate) app: A,
+    pub(crate) counters: Arc<LcoreCounters>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) qpn: Qpn,
+    pub(crate) idle: IdlePolicy,
+    ctl_interval: Duration,
+    ctl_next: Instant,
+    rx_pkts: [Option<Mbuf>; BURST_MAX],
+    app_pkts: [Option<Mbuf>; BURST_MAX],
+    txbuf: TxBuffer,
+    /// Packets the send queue handed back, offered again next iteration (resolved again
+    /// against that iteration's snapshot: a descriptor never outlives the snapshot its
+    /// address handle came from).
+    retry: Vec<(Mbuf, Pending)>,
+    descs: Vec<TxDesc>,
+    pending: Vec<Pending>,
+}
+
+/// Everything a data lcore is made of, before its buffers are allocated.
+pub(crate) struct DataLcoreParts<A> {
+    pub(crate) ctx: LcoreCtx,
+    pub(crate) rx: Vec<Box<dyn RxQueue>>,
+    pub(crate) tx: Box<dyn TxQueue>,
+    pub(crate) core: DataCore,
+    pub(crate) ctl: Option<CtlHost>,
+    pub(crate) app: A,
+    pub(crate) counters: Arc<LcoreCounters>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) qpn: Qpn,
+    pub(crate) idle: IdlePolicy,
+    pub(crate) ctl_interval: Duration,
+    pub(crate) pool: ibpoll_mem::Mempool,
+}
+
+impl<A: App> DataLcore<A> {
+    pub(crate) fn new(p: DataLcoreParts<A>) -> DataLcore<A> {
+        // A packet is offered at most TX_TRIES times, so the retry list holds at most
+        // TX_TRIES - 1 iterations' worth of packets, and one burst at most TX_TRIES.
+        let desc_max = usize::from(TX_TRIES) * TX_BUFFER_MAX;
+        DataLcore {
+            txbuf: TxBuffer::new(TX_BUFFER_MAX, p.pool, p.counters.clone()),
+            ctx: p.ctx,
+            rx: p.rx,
+            tx: p.tx,
+            core: p.core,
+            ctl: p.ctl,
+            app: p.app,
+            counters: p.counters,
+            shared: p.shared,
+            qpn: p.qpn,
+            idle: p.idle,
+            ctl_interval: p.ctl_interval,
+            ctl_next: Instant::now(),
+            rx_pkts: Default::default(),
+            app_pkts: Default::default(),
+            retry: Vec::with_capacity(desc_max),
+            descs: Vec::with_capacity(desc_max),
+            pending: Vec::with_capacity(desc_max),
+        }
+    }
+
+    /// The loop, until the stack stops; then the drain. Returns the controller's final
+    /// counters when this lcore hosted it.
+    pub(crate) fn run(mut self) -> Option<CtrlStats> {
+        let mut idler = Idler::new(self.idle);
+        let mut t0 = Instant::now();
+        // Relaxed: see `Shared::stop`.
+        while !self.shared.stop.load(Ordering::Relaxed) {
+            let worked = self.iteration(t0);
+            let t1 = Instant::now();
+            let dt = t1.duration_since(t0).as_nanos() as u64;
+            self.counters.iterations.inc();
+            if worked {
+                self.counters.busy_ns.add(dt);
+            } else {
+                self.counters.idle_ns.add(dt);
+            }
+            t0 = t1;
+            let reader = &mut self.core.reader;
+            if idler.after(worked, |f| reader.offline_while(f)) {
+                let t2 = Instant::now();
+                self.counters
+                    .idle_ns
+                    .add(t2.duration_since(t0).as_nanos() as u64);
+                t0 = t2;
+            }
+        }
+        self.drain();
+        self.ctl.take().map(CtlHost::finish)
+    }
+
+    /// One iteration of the pipeline. Whether it did any work.
+    #[inline]
+    fn iteration(&mut self, now: Instant) -> bool {
+        self.core.reader.quiescent();
+        let mut worked = false;
+        if let Some(host) = &mut self.ctl {
+            if now >= self.ctl_next {
+                self.ctl_next = now + self.ctl_interval;
+                worked |= host.poll();
+            }
+        }
+        self.ctx.now = now;
+        {
+            let snap = self.core.reader.get();
+            self.ctx.link_up = snap.link_up;
+            self.ctx.mtu = snap.mtu;
+        }
+        for q in 0..self.rx.len() {
+            worked |= self.rx_stage(q);
+        }
+        worked |= self.app.poll(&self.ctx, &mut self.txbuf);
+        worked |= self.tx_stage();
+        worked
+    }
+
+    /// Receives one burst from queue `q`, classifies it and hands the IP packets to the
+    /// application.
+    #[inline]
+    fn rx_stage(&mut self, q: usize) -> bool {
+        let n = self.rx[q].rx_burst(&mut self.rx_pkts);
+        if n == 0 {
+            return false;
+        }
+        let c = &*self.counters;
+        c.rx_packets.add(n as u64);
+        // Relaxed: see `Shared::own_lid`.
+        let own_lid = self.shared.own_lid.load(Ordering::Relaxed) as u16;
+        let own_qpn = self.qpn.get();
+        let mut n_app = 0;
+        let mut bytes = 0u64;
+        for slot in &mut self.rx_pkts[..n] {
+            let Some(mut m) = slot.take() else {
+                continue;
+            };
+            bytes += m.len() as u64;
+            let meta = *m.meta();
+            if meta.flags & MBUF_F_MCAST != 0 && meta.src_qpn == own_qpn && meta.slid == own_lid {
+                c.rx_loopback.inc();
+                continue;
+            }
+            match classify(m.data()) {
+                Class::Ip => {
+                    // Cannot fail: classify checked the length.
+                    m.adj(ipoib::HEADER_LEN);
+                    self.app_pkts[n_app] = Some(m);
+                    n_app += 1;
+                }
+                Class::Arp => match self.core.requests.send(Request::Arp { mbuf: m }) {
+                    Ok(()) => c.rx_arp.inc(),
+                    Err(_req) => c.rx_ctrl_full.inc(),
+                },
+                Class::Malformed => c.rx_malformed.inc(),
+                Class::Unknown => c.rx_unknown_ethertype.inc(),
+            }
+        }
+        c.rx_bytes.add(bytes);
+        if n_app > 0 {
+            c.app_rx.add(n_app as u64);
+            self.app
+                .on_burst(&self.ctx, &mut self.app_pkts[..n_app], &mut self.txbuf);
+            let mut left = 0;
+            for slot in &mut self.app_pkts[..n_app] {
+                if slot.take().is_some() {
+                    left += 1;
+                }
+            }
+            if left > 0 {
+                c.app_dropped.add(left);
+            }
+        }
+        true
+    }
+
+    /// Resolves the retried and newly queued packets against one snapshot and sends them
+    /// in one burst.
+    #[inline]
+    fn tx_stage(&mut self) -> bool {
+        if self.retry.is_empty() && self.txbuf.pkts.is_empty() {
+            return false;
+        }
+        let c = &*self.counters;
+        let mut bytes = 0u64;
+        {
+            let snap = self.core.reader.get();
+            let mut out = Out {
+                snap,
+                requests: &mut self.core.requests,
+                descs: &mut self.descs,
+                pending: &mut self.pending,
+                c,
+                bytes: &mut bytes,
+            };
+            for (m, p) in self.retry.drain(..) {
+                out.resolve(m, p);
+            }
+            for (m, dest) in self.txbuf.pkts.drain(..) {
+                out.resolve(m, Pending { dest, tries: 0 });
+            }
+        }
+        if !self.descs.is_empty() {
+            let n = self.tx.tx_burst(&mut self.descs);
+            c.tx_burst_consumed.add(n as u64);
+            for (d, p) in self.descs[n..].iter_mut().zip(&self.pending[n..]) {
+                let Some(mut m) = d.mbuf.take() else {
+                    continue;
+                };
+                bytes -= m.len() as u64;
+                if p.tries + 1 >= TX_TRIES {
+                    c.tx_full.inc();
+                    continue;
+                }
+                // Strip the IPoIB header again: the packet is resolved afresh next time.
+                m.adj(ipoib::HEADER_LEN);
+                c.tx_retries.inc();
+                self.retry.push((
+                    m,
+                    Pending {
+                        dest: p.dest,
+                        tries: p.tries + 1,
+                    },
+                ));
+            }
+            self.descs.clear();
+            self.pending.clear();
+        }
+        c.tx_bytes.add(bytes);
+        true
+    }
+
+    /// At stop: frees what is queued and drains the receive queues (bounded), counting
+    /// everything. The application is dropped with the lcore, on this thread.
+    fn drain(&mut self) {
+        let c = &*self.counters;
+        let queued = (self.txbuf.pkts.len() + self.retry.len()) as u64;
+        self.txbuf.pkts.clear();
+        self.retry.clear();
+        c.stop_dropped_tx.add(queued);
+        for q in 0..self.rx.len() {
+            for _ in 0..STOP_DRAIN_BURSTS {
+                let n = self.rx[q].rx_burst(&mut self.rx_pkts);
+                if n == 0 {
+                    break;
+                }
+                c.rx_packets.add(n as u64);
+                c.stop_dropped_rx.add(n as u64);
+                for slot in &mut self.rx_pkts[..n] {
+                    if let Some(m) = slot.take() {
+                        c.rx_bytes.add(m.len() as u64);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The send side of one iteration: the snapshot and where resolved packets go.
+struct Out<'a> {
+    snap: &'a Snapshot,
+    requests: &'a mut ibpoll_ctrl::RequestSender,
+    descs: &'a mut Vec<TxDesc>,
+    pending: &'a mut Vec<Pending>,
+    c: &'a LcoreCounters,
+    bytes: &'a mut u64,
+}
+
+impl Out<'_> {
+    /// Resolves one packet (data at its IP header): a descriptor, a request to the
+    /// control core, or a counted drop.
+    #[inline]
+    fn resolve(&mut self, mut m: Mbuf, p: Pending) {
+        let c = self.c;
+        if !self.snap.link_up {
+            c.tx_link_down.inc();
+            return;
+        }
+        let ethertype = match m.data().first().map(|b| b >> 4) {
+            Some(4) => EtherType::IPV4,
+            Some(6) => EtherType::IPV6,
+            _ => {
+                c.tx_malformed.inc();
+                return;
+            }
+        };
+        if m.len() > self.snap.mtu {
+            c.tx_too_long.inc();
+            return;
+        }
+        let Some(h) = m.prepend(ipoib::HEADER_LEN) else {
+            c.tx_malformed.inc();
+            return;
+        };
+        ipoib::Repr { ethertype }.emit(&mut ipoib::Packet::new_unchecked(h));
+        let (group, next_hop) = match p.dest {
+            Dest::Group(g) => (Some(g), [0; 4]),
+            Dest::NextHop([255, 255, 255, 255]) => {
+                if let Some(b) = &self.snap.broadcast {
+                    self.push(m, p, b.ah(), Qpn::MULTICAST, b.qkey);
+                } else {
+                    c.tx_link_down.inc();
+                }
+                return;
+            }
+            Dest::NextHop(ip) if ip[0] & 0xf0 == 0xe0 => (Some(GroupAddr::Ipv4(ip)), [0; 4]),
+            Dest::NextHop(ip) => (None, ip),
+        };
+        if let Some(g) = group {
+            let mgid = match g {
+                GroupAddr::Mgid(mgid) => mgid,
+                GroupAddr::Ipv4(ip) => self.snap.ipv4_mgid(ip),
+            };
+            if let Some(e) = self.snap.group(&mgid) {
+                e.mark_used();
+                let (ah, qkey) = (e.ah(), e.qkey);
+                self.push(m, p, ah, Qpn::MULTICAST, qkey);
+            } else {
+                match self.requests.send(Request::Mcast { group: g, mbuf: m }) {
+                    Ok(()) => c.to_ctrl_mcast.inc(),
+                    Err(_req) => c.tx_ctrl_full.inc(),
+                }
+            }
+        } else if let Some(n) = self.snap.neighbour(&next_hop) {
+            n.mark_used();
+            let (ah, qpn, qkey) = (n.ah(), n.qpn(), n.qkey);
+            self.push(m, p, ah, qpn, qkey);
+        } else {
+            let req = Request::Resolve { next_hop, mbuf: m };
+            match self.requests.send(req) {
+                Ok(()) => c.to_ctrl_resolve.inc(),
+                Err(_req) => c.tx_ctrl_full.inc(),
+            }
+        }
+    }
+
+    #[inline]
+    fn push(
+        &mut self,
+        m: Mbuf,
+        p: Pending,
+        ah: ibpoll_dev::AddressHandle,
+        remote_qpn: Qpn,
+        remote_qkey: ibpoll_wire::QKey,
+    ) {
+        *self.bytes += m.len() as u64;
+        // Within the capacity reserved at start-up (see `DataLcore::new`).
+        debug_assert!(
+            self.descs.len() < self.descs.capacity(),
+            "descriptor list full"
+        );
+        self.descs.push(TxDesc {
+            mbuf: Some(m),
+            ah,
+            remote_qpn,
+            remote_qkey,
+        });
+        self.pending.push(p);
+    }
+}
+
+/// What a received packet is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Ip,
+    Arp,
+    Malformed,
+    Unknown,
+}
+
+/// Classifies a received packet by its IPoIB header (data from the IPoIB header on).
+#[inline]
+fn classify(d: &[u8]) -> Class {
+    let Ok(h) = ipoib::Packet::new_checked(d) else {
+        return Class::Malformed;
+    };
+    let ip = h.payload();
+    match h.ethertype() {
+        EtherType::IPV4 => {
+            if ip.len() >= 20 && ip[0] >> 4 == 4 && ip[0] & 0x0f >= 5 {
+                Class::Ip
+            } else {
+                Class::Malformed
+            }
+        }
+        EtherType::IPV6 => {
+            if ip.len() >= 40 && ip[0] >> 4 == 6 {
+                Class::Ip
+            } else {
+                Class::Malformed
+            }
+        }
+        EtherType::ARP => Class::Arp,
+        _ => Class::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classify_by_ethertype_and_version() {
+        let mut v4 = [0u8; 24];
+        v4[..2].copy_from_slice(&[0x08, 0x00]);
+        v4[4] = 0x45;
+        assert_eq!(classify(&v4), Class::Ip);
+        v4[4] = 0x65;
+        assert_eq!(classify(&v4), Class::Malformed);
+        assert_eq!(classify(&v4[..10]), Class::Malformed);
+        assert_eq!(classify(&[0x08]), Class::Malformed);
+        let mut v6 = [0u8; 44];
+        v6[..2].copy_from_slice(&[0x86, 0xdd]);
+        v6[4] = 0x60;
+        assert_eq!(classify(&v6), Class::Ip);
+        assert_eq!(classify(&[0x08, 0x06, 0, 0]), Class::Arp);
+        assert_eq!(classify(&[0x88, 0xcc, 0, 0]), Class::Unknown);
+    }
+}

@@ -1,0 +1,94 @@
+//! `ibpoll`: the stack. Lcores (pinned threads) poll the queues of one InfiniBand UD
+//! queue pair in datagram-mode IPoIB, hand IP packets to an application in bursts and
+//! send what it queues, resolving destinations against the control plane's snapshots;
+//! the control core (`ibpoll-ctrl`) runs on its own lcore or is polled from data lcore 0.
+//!
+//! ```no_run
+//! use ibpoll::{Dest, Stack};
+//! let stack = Stack::builder()
+//!     .data_cores(1)
+//!     .ipv4([10, 0, 0, 1])
+//!     .start(|_lcore| {
+//!         // A forwarder: every IP packet goes back out to 10.0.0.2, zero copy.
+//!         |_ctx: &ibpoll::LcoreCtx, rx: &mut [Option<ibpoll_mem::Mbuf>], tx: &mut ibpoll::TxBuffer| {
+//!             for slot in rx {
+//!                 if let Some(m) = slot.take() {
+//!                     tx.push(m, Dest::NextHop([10, 0, 0, 2]));
+//!                 }
+//!             }
+//!         }
+//!     })?;
+//! let report = stack.run_until_ctrl_c(None)?;
+//! println!("{:?}", report.total());
+//! # Ok::<(), ibpoll::Error>(())
+//! ```
+//!
+//! # Lcores and queues
+//!
+//! The interface's UD QP has one receive and one send queue per data lcore (the driver
+//! spreads received packets over the receive queues by a flow hash, RSS) and one more
+//! send queue for the control core. Each queue is owned by one lcore. By default there
+//! is one data lcore per usable CPU and the controller is polled from data lcore 0
+//! ([`ControlCore::OnDataLcore0`]), so a 2-CPU machine does data work on both.
+//!
+//! # One iteration of a data lcore
+//!
+//! 1. report a quiescent point to the snapshot protocol (`Reader::quiescent`);
+//! 2. on the lcore that hosts the controller: `Controller::poll` (bounded) and at most
+//!    [`COMMANDS_PER_ITERATION`] control messages from the [`Stack`] handle (on data
+//!    lcore 0 at most once per `ctrl_poll_interval`, 20 µs by default);
+//! 3. `rx_burst` (up to [`BURST_MAX`]) on each of its receive queues, and classify: our
+//!    own looped-back multicast (by SLID and source QPN) is dropped; ARP goes to the
+//!    control core; IPv4/IPv6 go to the application with the IPoIB header stripped;
+//!    malformed packets and unknown ethertypes are dropped; every drop is counted;
+//! 4. [`App::on_burst`] per received burst, then [`App::poll`] (the generator hook);
+//! 5. resolve every queued packet against one snapshot: a group's address handle, QPN
+//!    0xFFFFFF and Q_Key, or a neighbour's address handle and QPN; a miss goes to the
+//!    control core with its packet; link down, too long and ring full are counted drops;
+//! 6. one `tx_burst`; what the queue hands back is retried next iteration (resolved
+//!    again, so no descriptor outlives its snapshot) up to [`TX_TRIES`] times, then
+//!    dropped and counted (`tx_full`);
+//! 7. the iteration's time (one `Instant::now()` per iteration) goes to `busy_ns` or
+//!    `idle_ns`; idle iterations follow the [`IdlePolicy`].
+//!
+//! No lock, allocation, system call or atomic read-modify-write happens per packet: the
+//! counters are single-writer [`Counter`](ibpoll_dev::Counter)s (load + store), the
+//! snapshot is one load per burst, the request rings are bounded, and every buffer
+//! (bursts, descriptors, the [`TxBuffer`]) is allocated at start-up.
+//!
+//! # Packets the application sees and sends
+//!
+//! Received packets start at their IP header: the stack strips the 4-byte IPoIB header
+//! (`Mbuf::adj`), so the headroom still holds it. Packets to send also start at their IP
+//! header: the stack prepends the IPoIB header in place, with the ethertype from the IP
+//! version. A forwarder can therefore send the very buffer it received.
+//!
+//! # smoltcp
+//!
+//! [`smol::IpDevice`] is a `smoltcp` device with `Medium::Ip` over the burst API, for
+//! applications that want sockets (an `Interface` and its sockets per data lcore; IPv4).
+//!
+//! # Counters and stop
+//!
+//! [`Stack::stats`] reads an lcore's [`LcoreCounters`] live. [`Stack::stop`] takes the
+//! interface down, waits for the flush (every membership left), stops the lcores (they
+//! free what they hold and drain their receive queues, counting it) and reports
+//! ([`StopReport`]); [`Stack::run_until_ctrl_c`] does so on Ctrl-C.
+
+mod app;
+mod error;
+mod lcore;
+mod setup;
+mod signal;
+pub mod smol;
+mod stack;
+mod stats;
+
+pub use app::{App, Dest, Discard, LcoreCtx, TxBuffer};
+pub use error::Error;
+pub use ibpoll_ctrl::{CtrlConfig, CtrlStats, GroupAddr};
+pub use lcore::{IdlePolicy, BURST_MAX, COMMANDS_PER_ITERATION, TX_BUFFER_MAX, TX_TRIES};
+pub use setup::{ControlCore, StackBuilder};
+pub use signal::{ctrl_c_pressed, install_ctrl_c};
+pub use stack::{ctrl_packet_drops, Stack, StopReport};
+pub use stats::{LcoreCounters, LcoreStats};

@@ -1,0 +1,209 @@
+//! smoltcp over the burst API: an [`IpDevice`] is a `smoltcp::phy::Device` with
+//! `Medium::Ip`, fed from an application's received bursts and drained into its
+//! [`TxBuffer`]. An application owns one `Interface`, its sockets and one `IpDevice` per
+//! data lcore:
+//!
+//! ```text
+//! on_burst(ctx, rx, tx): dev.bind(tx); dev.stage_rx(rx); iface.poll(now, &mut dev, &mut sockets); dev.flush_tx(tx)
+//! poll(ctx, tx):         dev.bind(tx); (socket work);    iface.poll(now, &mut dev, &mut sockets); dev.flush_tx(tx)
+//! ```
+//!
+//! Received packets reach smoltcp in their own buffers (no copy); smoltcp writes each
+//! packet it sends straight into a pool buffer, which goes out as it is. IPv4 only for
+//! now: destinations are on-link next hops (the packet's destination address), IPv4
+//! multicast groups, or the broadcast group; the stack resolves them as for any packet.
+
+use std::collections::VecDeque;
+
+use ibpoll_ctrl::GroupAddr;
+use ibpoll_mem::{Mbuf, Mempool};
+use smoltcp::phy::{self, DeviceCapabilities, Medium};
+use smoltcp::time::Instant;
+
+use crate::{Dest, TxBuffer, BURST_MAX, TX_BUFFER_MAX};
+
+/// Counters of one [`IpDevice`] (owned by its lcore; plain integers).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IpDeviceStats {
+    /// Packets handed to smoltcp.
+    pub rx: u64,
+    /// Received packets left to the stack because the receive stage was full.
+    pub rx_full: u64,
+    /// Packets smoltcp sent.
+    pub tx: u64,
+    /// Packets smoltcp wanted to send when no buffer could be allocated (dropped).
+    pub tx_nombuf: u64,
+    /// Packets longer than a buffer (dropped).
+    pub tx_too_long: u64,
+    /// Packets that were not IPv4 (dropped; IPv6 is not supported yet).
+    pub tx_not_ipv4: u64,
+}
+
+/// The sending half, borrowed by transmit tokens.
+#[derive(Debug)]
+struct TxSide {
+    staged: Vec<Mbuf>,
+    pool: Option<Mempool>,
+    /// Where smoltcp writes a packet that has no buffer (it is then dropped, counted).
+    scratch: Vec<u8>,
+    stats: IpDeviceStats,
+}
+
+/// A smoltcp device over the burst API. See the module docs.
+#[derive(Debug)]
+pub struct IpDevice {
+    rx: VecDeque<Mbuf>,
+    tx: TxSide,
+    mtu: usize,
+}
+
+impl IpDevice {
+    /// A device with IP MTU `mtu` (e.g. 2044 for a 2048-byte IB MTU; update it from
+    /// [`LcoreCtx::mtu`](crate::LcoreCtx::mtu) with [`set_mtu`](Self::set_mtu)). It sends
+    /// through the stack's pool once [`bind`](Self::bind) has shown it a [`TxBuffer`].
+    /// Everything it needs is allocated here.
+    pub fn new(mtu: usize) -> IpDevice {
+        IpDevice::build(None, mtu)
+    }
+
+    /// A device that sends through buffers of `pool`.
+    pub fn with_pool(pool: Mempool, mtu: usize) -> IpDevice {
+        IpDevice::build(Some(pool), mtu)
+    }
+
+    fn build(pool: Option<Mempool>, mtu: usize) -> IpDevice {
+        IpDevice {
+            rx: VecDeque::with_capacity(BURST_MAX),
+            tx: TxSide {
+                staged: Vec::with_capacity(TX_BUFFER_MAX),
+                pool,
+                scratch: vec![0; 64 * 1024],
+                stats: IpDeviceStats::default(),
+            },
+            mtu,
+        }
+    }
+
+    /// Sends through `tx`'s pool from now on (the first call clones the pool handle;
+    /// later calls only check). Call it at the top of every callback.
+    #[inline]
+    pub fn bind(&mut self, tx: &TxBuffer) {
+        if self.tx.pool.is_none() {
+            self.tx.pool = Some(tx.pool().clone());
+        }
+    }
+
+    /// Takes received packets out of the application's slots for smoltcp (as many as
+    /// fit: [`BURST_MAX`]; the rest stay in their slots and are counted by the stack).
+    pub fn stage_rx(&mut self, rx: &mut [Option<Mbuf>]) {
+        for slot in rx {
+            if self.rx.len() >= BURST_MAX {
+                self.tx.stats.rx_full += 1;
+                continue;
+            }
+            if let Some(m) = slot.take() {
+                // Within the capacity reserved in `new`.
+                self.rx.push_back(m);
+            }
+        }
+    }
+
+    /// Queues what smoltcp sent for transmission: each to its IPv4 destination as an
+    /// on-link next hop, or its multicast group.
+    pub fn flush_tx(&mut self, tx: &mut TxBuffer) {
+        for m in self.tx.staged.drain(..) {
+            let d = m.data();
+            if d.len() < 20 || d[0] >> 4 != 4 {
+                self.tx.stats.tx_not_ipv4 += 1;
+                continue;
+            }
+            let dst = [d[16], d[17], d[18], d[19]];
+            let dest = if dst[0] & 0xf0 == 0xe0 {
+                Dest::Group(GroupAddr::Ipv4(dst))
+            } else {
+                Dest::NextHop(dst)
+            };
+            tx.push(m, dest);
+        }
+    }
+
+    /// The device's counters.
+    pub fn stats(&self) -> IpDeviceStats {
+        self.tx.stats
+    }
+
+    /// Changes the MTU reported to smoltcp (the interface MTU is known once the link
+    /// is up).
+    pub fn set_mtu(&mut self, mtu: usize) {
+        self.mtu = mtu;
+    }
+}
+
+/// A received packet for smoltcp.
+#[derive(Debug)]
+pub struct RxToken(Mbuf);
+
+impl phy::RxToken for RxToken {
+    fn consume<R, F>(self, f: F) -> R
+    where
+        F: FnOnce(&[u8]) -> R,
+    {
+        f(self.0.data())
+    }
+}
+
+/// Room for one packet smoltcp sends.
+#[derive(Debug)]
+pub struct TxToken<'a>(&'a mut TxSide);
+
+impl phy::TxToken for TxToken<'_> {
+    fn consume<R, F>(self, len: usize, f: F) -> R
+    where
+        F: FnOnce(&mut [u8]) -> R,
+    {
+        let side = self.0;
+        let Some(mut m) = side.pool.as_ref().and_then(Mempool::alloc) else {
+            side.stats.tx_nombuf += 1;
+            let n = len.min(side.scratch.len());
+            return f(&mut side.scratch[..n]);
+        };
+        let Some(buf) = m.append(len) else {
+            side.stats.tx_too_long += 1;
+            let n = len.min(side.scratch.len());
+            return f(&mut side.scratch[..n]);
+        };
+        let r = f(buf);
+        side.stats.tx += 1;
+        // `transmit` handed out this token only while there was room.
+        side.staged.push(m);
+        r
+    }
+}
+
+impl phy::Device for IpDevice {
+    type RxToken<'a> = RxToken;
+    type TxToken<'a> = TxToken<'a>;
+
+    fn receive(&mut self, _timestamp: Instant) -> Option<(RxToken, TxToken<'_>)> {
+        if self.tx.staged.len() >= TX_BUFFER_MAX {
+            // No room for an answer: leave the packet until the next flush.
+            return None;
+        }
+        let m = self.rx.pop_front()?;
+        self.tx.stats.rx += 1;
+        Some((RxToken(m), TxToken(&mut self.tx)))
+    }
+
+    fn transmit(&mut self, _timestamp: Instant) -> Option<TxToken<'_>> {
+        (self.tx.staged.len() < TX_BUFFER_MAX).then_some(TxToken(&mut self.tx))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ip;
+        caps.max_transmission_unit = self.mtu;
+        caps.max_burst_size = Some(BURST_MAX);
+        caps
+    }
+}

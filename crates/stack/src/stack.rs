@@ -1,0 +1,360 @@
+//! The handle to a running stack: live counters, control messages, stop.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ibpoll_ctrl::{Controller, CtrlStats, GroupAddr};
+use ibpoll_dev::Port;
+use ibpoll_mem::Mempool;
+use ibpoll_wire::ipoib::HwAddr;
+use ibpoll_wire::Qpn;
+
+use crate::lcore::{Command, Shared};
+use crate::stats::{LcoreCounterSet, LcoreCounters, LcoreStats};
+use crate::{Error, StackBuilder};
+
+/// What an lcore thread hands back when it ends.
+#[derive(Debug)]
+pub(crate) struct LcoreExit {
+    /// The controller's final counters, from the lcore that hosted it.
+    pub(crate) ctrl: Option<CtrlStats>,
+}
+
+/// How long a control message may wait for the control core.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What [`Stack::stop`] found.
+#[derive(Debug, Clone)]
+pub struct StopReport {
+    /// Each data lcore's final counters.
+    pub lcores: Vec<LcoreStats>,
+    /// The controller's final counters (default if it could not be reached).
+    pub ctrl: CtrlStats,
+    /// Whether the flush (interface down: every membership left) completed before the
+    /// lcores were stopped.
+    pub flushed: bool,
+    /// Buffers of the stack's pool still out after stop: 0 unless the application kept
+    /// some (or another host's sends were still arriving).
+    pub pool_in_use: usize,
+}
+
+impl StopReport {
+    /// All data lcores' counters summed.
+    pub fn total(&self) -> LcoreStats {
+        sum(&self.lcores)
+    }
+}
+
+/// Packets the control core dropped, every reason summed (from its counters).
+pub fn ctrl_packet_drops(s: &CtrlStats) -> u64 {
+    s.mcast_queue_full
+        + s.mcast_table_full
+        + s.mcast_sendonly_dropped
+        + s.mcast_flush_dropped
+        + s.mcast_bad_group
+        + s.neigh_table_full
+        + s.neigh_queue_full
+        + s.neigh_unresolved_dropped
+        + s.tx_backlog_full
+}
+
+fn sum(all: &[LcoreStats]) -> LcoreStats {
+    let mut t = LcoreStats::default();
+    for s in all {
+        macro_rules! add {
+            ($($f:ident),*) => { $( t.$f += s.$f; )* };
+        }
+        add!(
+            iterations,
+            busy_ns,
+            idle_ns,
+            rx_packets,
+            rx_bytes,
+            rx_loopback,
+            rx_malformed,
+            rx_unknown_ethertype,
+            rx_arp,
+            rx_ctrl_full,
+            app_rx,
+            app_dropped,
+            app_tx,
+            tx_buffer_full,
+            tx_burst_consumed,
+            tx_bytes,
+            to_ctrl_resolve,
+            to_ctrl_mcast,
+            tx_link_down,
+            tx_too_long,
+            tx_malformed,
+            tx_ctrl_full,
+            tx_retries,
+            tx_full,
+            stop_dropped_rx,
+            stop_dropped_tx,
+            driver_tx_packets,
+            driver_tx_errors,
+            driver_rx_nombuf,
+            driver_rx_overrun
+        );
+    }
+    t
+}
+
+/// A running stack: its lcores run until [`stop`](Self::stop) (or drop, which stops it
+/// too). Counters are readable at any time without disturbing the lcores; everything
+/// that touches the control plane is a message to the control core.
+#[derive(Debug)]
+pub struct Stack {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<LcoreExit>>,
+    counters: Vec<LcoreCounterSet>,
+    pool: Mempool,
+    port: Arc<dyn Port>,
+    qpn: Qpn,
+    hwaddr: HwAddr,
+    stop_timeout: Duration,
+    stopped: bool,
+}
+
+impl Stack {
+    /// A builder with the defaults.
+    pub fn builder() -> StackBuilder {
+        StackBuilder::new()
+    }
+
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        counters: Vec<LcoreCounterSet>,
+        pool: Mempool,
+        port: Arc<dyn Port>,
+        qpn: Qpn,
+        hwaddr: HwAddr,
+        stop_timeout: Duration,
+    ) -> Stack {
+        Stack {
+            shared,
+            threads: Vec::new(),
+            counters,
+            pool,
+            port,
+            qpn,
+            hwaddr,
+            stop_timeout,
+            stopped: false,
+        }
+    }
+
+    pub(crate) fn adopt(&mut self, threads: Vec<JoinHandle<LcoreExit>>) {
+        self.threads.extend(threads);
+    }
+
+    /// Data lcores.
+    pub fn data_cores(&self) -> usize {
+        self.counters.len()
+    }
+
+    /// The interface's UD QP number.
+    pub fn qpn(&self) -> Qpn {
+        self.qpn
+    }
+
+    /// The interface's IPoIB hardware address.
+    pub fn hwaddr(&self) -> HwAddr {
+        self.hwaddr
+    }
+
+    /// The port.
+    pub fn port(&self) -> &Arc<dyn Port> {
+        &self.port
+    }
+
+    /// The buffer pool.
+    pub fn pool(&self) -> &Mempool {
+        &self.pool
+    }
+
+    /// The live counters of data lcore `lcore` (relaxed loads; the lcore keeps running).
+    pub fn counters(&self, lcore: usize) -> &Arc<LcoreCounters> {
+        &self.counters[lcore].lcore
+    }
+
+    /// A copy of data lcore `lcore`'s counters and its queues' driver counters.
+    pub fn stats(&self, lcore: usize) -> LcoreStats {
+        self.counters[lcore].read()
+    }
+
+    /// Every data lcore's counters.
+    pub fn all_stats(&self) -> Vec<LcoreStats> {
+        self.counters.iter().map(LcoreCounterSet::read).collect()
+    }
+
+    /// Every data lcore's counters, summed.
+    pub fn total_stats(&self) -> LcoreStats {
+        sum(&self.all_stats())
+    }
+
+    /// Runs `f` with the controller on the control core (between two of its polls) and
+    /// returns its result: a control message, not for the data path. Waits at most 30 s.
+    /// Never call it from an application callback: on data lcore 0 it would wait for
+    /// itself (and time out).
+    pub fn with_controller<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Controller) -> R + Send + 'static,
+    ) -> Result<R, Error> {
+        let alive = || self.shared.ctl_alive.load(Ordering::Acquire);
+        if self.stopped || !alive() {
+            return Err(Error::Stopped);
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let mut cmd: Command = Box::new(move |ctl: &mut Controller| {
+            let _ = tx.send(f(ctl));
+        });
+        let start = Instant::now();
+        loop {
+            match self.shared.commands.push(cmd) {
+                Ok(()) => break,
+                Err(c) => cmd = c,
+            }
+            // Acquire: pairs with the Release in `CtlHost::finish`.
+            if !alive() {
+                return Err(Error::Stopped);
+            }
+            if start.elapsed() > COMMAND_TIMEOUT {
+                return Err(Error::ControlTimeout {
+                    secs: COMMAND_TIMEOUT.as_secs(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        loop {
+            match rx.recv_timeout(Duration::from_millis(20)) {
+                Ok(r) => return Ok(r),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Err(Error::Stopped),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if !alive() {
+                        // It may have answered just before it went.
+                        return rx.try_recv().map_err(|_| Error::Stopped);
+                    }
+                    if start.elapsed() > COMMAND_TIMEOUT {
+                        return Err(Error::ControlTimeout {
+                            secs: COMMAND_TIMEOUT.as_secs(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Brings the interface up or down (down flushes: every membership is left).
+    pub fn set_admin_up(&self, up: bool) -> Result<(), Error> {
+        self.with_controller(move |c| c.set_admin_up(up))
+    }
+
+    /// Subscribes to a multicast group (full-member join once the link is up); false if
+    /// the group table is full or the address is not a group of this partition.
+    pub fn join_group(&self, group: GroupAddr) -> Result<bool, Error> {
+        self.with_controller(move |c| c.join_group(group))
+    }
+
+    /// Unsubscribes from a multicast group.
+    pub fn leave_group(&self, group: GroupAddr) -> Result<(), Error> {
+        self.with_controller(move |c| c.leave_group(group))
+    }
+
+    /// Whether the link is up (the broadcast group is Joined).
+    pub fn link_up(&self) -> Result<bool, Error> {
+        self.with_controller(|c| c.link_up())
+    }
+
+    /// The controller's counters.
+    pub fn ctrl_stats(&self) -> Result<CtrlStats, Error> {
+        self.with_controller(|c| c.stats())
+    }
+
+    /// Waits until the link is up, at most `timeout`; whether it came up.
+    pub fn wait_link_up(&self, timeout: Duration) -> Result<bool, Error> {
+        let start = Instant::now();
+        loop {
+            if self.link_up()? {
+                return Ok(true);
+            }
+            if start.elapsed() > timeout {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Stops gracefully: takes the interface down and waits for the flush (every
+    /// membership left, bounded by the builder's `stop_timeout`) while the data lcores
+    /// keep draining; then stops the lcores, which free what they hold and drain their
+    /// receive queues; joins them and reports. Buffers are back in the pool afterwards
+    /// unless the application keeps some.
+    pub fn stop(mut self) -> Result<StopReport, Error> {
+        self.stop_inner()
+    }
+
+    /// Runs until Ctrl-C (SIGINT) or, if given, until `run_for` has passed ("end of
+    /// run"), then [`stop`](Self::stop)s.
+    pub fn run_until_ctrl_c(self, run_for: Option<Duration>) -> Result<StopReport, Error> {
+        crate::signal::install_ctrl_c();
+        let start = Instant::now();
+        while !crate::signal::ctrl_c_pressed()
+            && run_for.is_none_or(|d| start.elapsed() < d)
+            && self.shared.ctl_alive.load(Ordering::Acquire)
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.stop()
+    }
+
+    fn stop_inner(&mut self) -> Result<StopReport, Error> {
+        if self.stopped {
+            return Err(Error::Stopped);
+        }
+        let mut flushed = false;
+        if self.set_admin_up(false).is_ok() {
+            let start = Instant::now();
+            while start.elapsed() < self.stop_timeout {
+                match self.with_controller(|c| c.is_flushing()) {
+                    Ok(false) => {
+                        flushed = true;
+                        break;
+                    }
+                    Ok(true) => std::thread::sleep(Duration::from_millis(2)),
+                    Err(_) => break,
+                }
+            }
+        }
+        self.stopped = true;
+        // Relaxed: see `Shared::stop`; `join` below is what synchronises.
+        self.shared.stop.store(true, Ordering::Relaxed);
+        let mut ctrl = None;
+        let mut panicked = None;
+        for (i, h) in self.threads.drain(..).enumerate() {
+            match h.join() {
+                Ok(exit) => ctrl = ctrl.or(exit.ctrl),
+                Err(_) => panicked = panicked.or(Some(i)),
+            }
+        }
+        if let Some(lcore) = panicked {
+            return Err(Error::LcorePanicked { lcore });
+        }
+        Ok(StopReport {
+            lcores: self.all_stats(),
+            ctrl: ctrl.unwrap_or_default(),
+            flushed,
+            pool_in_use: self.pool.in_use(),
+        })
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if !self.stopped {
+            let _ = self.stop_inner();
+        }
+    }
+}
