@@ -38,6 +38,22 @@ pub struct LcoreCtx {
     /// When this iteration started (read once per iteration): for rate control and
     /// timestamps without a clock read per packet.
     pub now: std::time::Instant,
+    /// The interface this burst came in on (`0..ifaces`, in the order of
+    /// [`StackBuilder::interface`](crate::StackBuilder::interface)); `link_up` and `mtu`
+    /// describe this interface. In [`App::poll`] it is 0.
+    pub iface: usize,
+    /// Interfaces of the stack (1 unless several were configured).
+    pub ifaces: usize,
+    /// Bit `i` set: interface `i`'s link is up (its broadcast group is Joined).
+    pub links_up: u64,
+}
+
+impl LcoreCtx {
+    /// Whether interface `iface`'s link is up.
+    #[inline]
+    pub fn link_up_on(&self, iface: usize) -> bool {
+        iface < 64 && self.links_up & (1 << iface) != 0
+    }
 }
 
 /// Packets an application queues for transmission in one iteration: a fixed capacity
@@ -48,22 +64,41 @@ pub struct LcoreCtx {
 /// ethertype taken from the IP version nibble. A received buffer (whose IPoIB header
 /// the stack stripped) can therefore be pushed back as it is, after rewriting its IP
 /// header, and goes out without a copy.
+///
+/// With several interfaces, [`push_on`](Self::push_on) names the outgoing one;
+/// [`push`](Self::push) sends on interface 0. The capacity is shared by all interfaces.
 #[derive(Debug)]
 pub struct TxBuffer {
-    pub(crate) pkts: Vec<(Mbuf, Dest)>,
+    /// Packets queued per interface (each list has the whole capacity reserved, so no
+    /// push allocates).
+    pub(crate) pkts: Vec<Vec<(Mbuf, Dest)>>,
+    len: usize,
     cap: usize,
     pool: Mempool,
     counters: Arc<LcoreCounters>,
 }
 
 impl TxBuffer {
-    pub(crate) fn new(cap: usize, pool: Mempool, counters: Arc<LcoreCounters>) -> TxBuffer {
+    pub(crate) fn new(
+        cap: usize,
+        ifaces: usize,
+        pool: Mempool,
+        counters: Arc<LcoreCounters>,
+    ) -> TxBuffer {
         TxBuffer {
-            pkts: Vec::with_capacity(cap),
+            pkts: (0..ifaces).map(|_| Vec::with_capacity(cap)).collect(),
+            len: 0,
             cap,
             pool,
             counters,
         }
+    }
+
+    /// Called by the send stage once it has taken every queued packet.
+    #[inline]
+    pub(crate) fn reset_len(&mut self) {
+        debug_assert!(self.pkts.iter().all(Vec::is_empty));
+        self.len = 0;
     }
 
     /// Queues `mbuf` for `dest`. When the buffer is full the packet is freed, counted
@@ -71,33 +106,56 @@ impl TxBuffer {
     /// apply back-pressure instead.
     #[inline]
     pub fn push(&mut self, mbuf: Mbuf, dest: Dest) -> bool {
+        self.push_on(0, mbuf, dest)
+    }
+
+    /// Queues `mbuf` for `dest` on interface `iface` (`0..ifaces`, see
+    /// [`LcoreCtx::ifaces`]): `dest` is resolved by that interface's control plane
+    /// (its ARP, path records and groups). A forwarder pushes the buffer it received on
+    /// one interface to another this way, zero copy. When the buffer is full the packet
+    /// is freed and counted (`tx_buffer_full`); an interface that does not exist frees
+    /// it and counts `tx_no_iface`; both return `false`.
+    #[inline]
+    pub fn push_on(&mut self, iface: usize, mbuf: Mbuf, dest: Dest) -> bool {
         self.counters.app_tx.inc();
-        if self.pkts.len() >= self.cap {
+        if self.len >= self.cap {
             self.counters.tx_buffer_full.inc();
             drop(mbuf);
             return false;
         }
+        let Some(q) = self.pkts.get_mut(iface) else {
+            self.counters.tx_no_iface.inc();
+            drop(mbuf);
+            return false;
+        };
         // Within the capacity reserved at start-up: no allocation.
-        self.pkts.push((mbuf, dest));
+        q.push((mbuf, dest));
+        self.len += 1;
         true
     }
 
-    /// Packets that can still be queued this iteration.
+    /// Packets that can still be queued this iteration (all interfaces together).
     #[inline]
     pub fn room(&self) -> usize {
-        self.cap - self.pkts.len()
+        self.cap - self.len
     }
 
-    /// Packets queued.
+    /// Packets queued (all interfaces together).
     #[inline]
     pub fn len(&self) -> usize {
-        self.pkts.len()
+        self.len
     }
 
     /// Nothing queued.
     #[inline]
     pub fn is_empty(&self) -> bool {
-        self.pkts.is_empty()
+        self.len == 0
+    }
+
+    /// Interfaces packets can be pushed on.
+    #[inline]
+    pub fn ifaces(&self) -> usize {
+        self.pkts.len()
     }
 
     /// A fresh buffer from the stack's pool (this lcore's cache), with an empty data

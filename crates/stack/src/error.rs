@@ -114,6 +114,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// An interface index the stack does not have.
+    #[error("ibpoll: no interface {iface}: the stack has {ifaces} (0..{ifaces})")]
+    NoSuchIface {
+        /// The index asked for.
+        iface: usize,
+        /// Interfaces the stack has.
+        ifaces: usize,
+    },
     /// The stack is stopped (or its control lcore is gone).
     #[error("ibpoll: the stack is stopped")]
     Stopped,

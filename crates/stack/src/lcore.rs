@@ -67,6 +67,12 @@ pub(crate) struct Shared {
     /// Set once by `Stack::stop`; every lcore loads it (Relaxed) once per iteration. The
     /// lcores' exit is synchronised by `JoinHandle::join`, not by this flag.
     pub(crate) stop: AtomicBool,
+    /// Per interface: what its controller shares with the data lcores and the handle.
+    pub(crate) ifaces: Box<[IfShared]>,
+}
+
+/// What one interface's control core shares.
+pub(crate) struct IfShared {
     /// The port's LID, to recognise our own looped-back multicast. Written by the
     /// control core when the link comes up (a LID change flushes the link), read
     /// (Relaxed) once per burst by the data lcores: it orders nothing.
@@ -78,10 +84,28 @@ pub(crate) struct Shared {
     pub(crate) ctl_alive: AtomicBool,
 }
 
+impl IfShared {
+    pub(crate) fn new(lid: u16) -> IfShared {
+        IfShared {
+            own_lid: AtomicU32::new(u32::from(lid)),
+            commands: ArrayQueue::new(COMMANDS_MAX),
+            ctl_alive: AtomicBool::new(true),
+        }
+    }
+}
+
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shared")
             .field("stop", &self.stop)
+            .field("ifaces", &self.ifaces)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for IfShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IfShared")
             .field("own_lid", &self.own_lid)
             .field("commands", &self.commands.len())
             .field("ctl_alive", &self.ctl_alive)
@@ -95,15 +119,18 @@ pub(crate) struct CtlHost {
     pub(crate) ctl: Controller,
     pub(crate) port: Arc<dyn Port>,
     pub(crate) shared: Arc<Shared>,
+    /// The interface this controller serves.
+    pub(crate) iface: usize,
 }
 
 impl CtlHost {
     /// One bounded round: the controller's poll, up to `COMMANDS_PER_ITERATION`
     /// commands, and its events. Whether anything was done.
     pub(crate) fn poll(&mut self) -> bool {
+        let shared = &self.shared.ifaces[self.iface];
         let mut busy = self.ctl.poll() == Poll::Busy;
         for _ in 0..COMMANDS_PER_ITERATION {
-            let Some(cmd) = self.shared.commands.pop() else {
+            let Some(cmd) = shared.commands.pop() else {
                 break;
             };
             cmd(&mut self.ctl);
@@ -114,10 +141,10 @@ impl CtlHost {
             match ev {
                 CtrlEvent::LinkUp => {
                     let lid = self.port.attr().lid.0;
-                    self.shared.own_lid.store(u32::from(lid), Ordering::Relaxed);
-                    tracing::info!(lid, "ibpoll: link up");
+                    shared.own_lid.store(u32::from(lid), Ordering::Relaxed);
+                    tracing::info!(lid, iface = self.iface, "ibpoll: link up");
                 }
-                CtrlEvent::LinkDown => tracing::info!("ibpoll: link down"),
+                CtrlEvent::LinkDown => tracing::info!(iface = self.iface, "ibpoll: link down"),
                 CtrlEvent::RebuildQp { pkey_index } => {
                     // Not supported yet: the data lcores own the QP's queues and would
                     // all have to hand them over. The interface stays down.
@@ -133,16 +160,17 @@ impl CtlHost {
     }
 
     /// Stops hosting: says so to command senders and returns the final counters.
-    pub(crate) fn finish(mut self) -> CtrlStats {
+    pub(crate) fn finish(mut self) -> (usize, CtrlStats) {
+        let shared = &self.shared.ifaces[self.iface];
         // Run the commands still queued so that their senders get an answer; one that
         // comes later finds `ctl_alive` false and stops waiting.
-        while let Some(cmd) = self.shared.commands.pop() {
+        while let Some(cmd) = shared.commands.pop() {
             cmd(&mut self.ctl);
         }
         let stats = self.ctl.stats();
-        // Release: pairs with the Acquire in `Stack::with_controller`.
-        self.shared.ctl_alive.store(false, Ordering::Release);
-        stats
+        // Release: pairs with the Acquire in `Stack::with_controller_on`.
+        shared.ctl_alive.store(false, Ordering::Release);
+        (self.iface, stats)
     }
 }
 
@@ -187,15 +215,22 @@ impl Idler {
     }
 }
 
-/// The control core on its own lcore.
-pub(crate) fn run_control(mut host: CtlHost, idle: IdlePolicy) -> CtrlStats {
+/// The control core on its own lcore: every interface's controller in turn.
+pub(crate) fn run_control(
+    mut hosts: Vec<CtlHost>,
+    shared: Arc<Shared>,
+    idle: IdlePolicy,
+) -> Vec<(usize, CtrlStats)> {
     let mut idler = Idler::new(idle);
     // Relaxed: see `Shared::stop`.
-    while !host.shared.stop.load(Ordering::Relaxed) {
-        let worked = host.poll();
+    while !shared.stop.load(Ordering::Relaxed) {
+        let mut worked = false;
+        for h in &mut hosts {
+            worked |= h.poll();
+        }
         idler.after(worked, |f| f());
     }
-    host.finish()
+    hosts.into_iter().map(CtlHost::finish).collect()
 }
 
 /// A packet on its way out: where it goes and how often it was offered.
@@ -209,20 +244,32 @@ struct Pending {
 #[derive(Debug)]
 pub(crate) struct DataLcore<A> {
     pub(crate) ctx: LcoreCtx,
-    pub(crate) rx: Vec<Box<dyn RxQueue>>,
-    pub(crate) tx: Box<dyn TxQueue>,
-    pub(crate) core: DataCore,
-    pub(crate) ctl: Option<CtlHost>,
+    /// Per interface: this lcore's queues and its side of that interface's control plane.
+    ifaces: Vec<LcoreIface>,
+    /// The controllers this lcore hosts (all of them on data lcore 0 when the control
+    /// core is not dedicated; none elsewhere).
+    ctl: Vec<CtlHost>,
     pub(crate) app: A,
     pub(crate) counters: Arc<LcoreCounters>,
     pub(crate) shared: Arc<Shared>,
-    pub(crate) qpn: Qpn,
     pub(crate) idle: IdlePolicy,
     ctl_interval: Duration,
     ctl_next: Instant,
     rx_pkts: [Option<Mbuf>; BURST_MAX],
     app_pkts: [Option<Mbuf>; BURST_MAX],
     txbuf: TxBuffer,
+}
+
+/// One interface as seen by one data lcore.
+#[derive(Debug)]
+struct LcoreIface {
+    rx: Box<dyn RxQueue>,
+    tx: Box<dyn TxQueue>,
+    core: DataCore,
+    qpn: Qpn,
+    /// Link state and MTU from this iteration's snapshot.
+    link_up: bool,
+    mtu: usize,
     /// Packets the send queue handed back, offered again next iteration (resolved again
     /// against that iteration's snapshot: a descriptor never outlives the snapshot its
     /// address handle came from).
@@ -231,20 +278,33 @@ pub(crate) struct DataLcore<A> {
     pending: Vec<Pending>,
 }
 
+/// One interface's part of a data lcore, before its buffers are allocated.
+pub(crate) struct LcoreIfaceParts {
+    pub(crate) rx: Box<dyn RxQueue>,
+    pub(crate) tx: Box<dyn TxQueue>,
+    pub(crate) core: DataCore,
+    pub(crate) qpn: Qpn,
+}
+
 /// Everything a data lcore is made of, before its buffers are allocated.
 pub(crate) struct DataLcoreParts<A> {
     pub(crate) ctx: LcoreCtx,
-    pub(crate) rx: Vec<Box<dyn RxQueue>>,
-    pub(crate) tx: Box<dyn TxQueue>,
-    pub(crate) core: DataCore,
-    pub(crate) ctl: Option<CtlHost>,
+    pub(crate) ifaces: Vec<LcoreIfaceParts>,
+    pub(crate) ctl: Vec<CtlHost>,
     pub(crate) app: A,
     pub(crate) counters: Arc<LcoreCounters>,
     pub(crate) shared: Arc<Shared>,
-    pub(crate) qpn: Qpn,
     pub(crate) idle: IdlePolicy,
     pub(crate) ctl_interval: Duration,
     pub(crate) pool: ibpoll_mem::Mempool,
+}
+
+/// Takes every reader offline (nested) while `f` runs.
+fn offline_all(ifaces: &mut [LcoreIface], f: &dyn Fn()) {
+    match ifaces.split_first_mut() {
+        None => f(),
+        Some((first, rest)) => first.core.reader.offline_while(|| offline_all(rest, f)),
+    }
 }
 
 impl<A: App> DataLcore<A> {
@@ -252,31 +312,40 @@ impl<A: App> DataLcore<A> {
         // A packet is offered at most TX_TRIES times, so the retry list holds at most
         // TX_TRIES - 1 iterations' worth of packets, and one burst at most TX_TRIES.
         let desc_max = usize::from(TX_TRIES) * TX_BUFFER_MAX;
+        let n_ifaces = p.ifaces.len();
         DataLcore {
-            txbuf: TxBuffer::new(TX_BUFFER_MAX, p.pool, p.counters.clone()),
+            txbuf: TxBuffer::new(TX_BUFFER_MAX, n_ifaces, p.pool, p.counters.clone()),
             ctx: p.ctx,
-            rx: p.rx,
-            tx: p.tx,
-            core: p.core,
+            ifaces: p
+                .ifaces
+                .into_iter()
+                .map(|i| LcoreIface {
+                    rx: i.rx,
+                    tx: i.tx,
+                    core: i.core,
+                    qpn: i.qpn,
+                    link_up: false,
+                    mtu: 0,
+                    retry: Vec::with_capacity(desc_max),
+                    descs: Vec::with_capacity(desc_max),
+                    pending: Vec::with_capacity(desc_max),
+                })
+                .collect(),
             ctl: p.ctl,
             app: p.app,
             counters: p.counters,
             shared: p.shared,
-            qpn: p.qpn,
             idle: p.idle,
             ctl_interval: p.ctl_interval,
             ctl_next: Instant::now(),
             rx_pkts: Default::default(),
             app_pkts: Default::default(),
-            retry: Vec::with_capacity(desc_max),
-            descs: Vec::with_capacity(desc_max),
-            pending: Vec::with_capacity(desc_max),
         }
     }
 
-    /// The loop, until the stack stops; then the drain. Returns the controller's final
-    /// counters when this lcore hosted it.
-    pub(crate) fn run(mut self) -> Option<CtrlStats> {
+    /// The loop, until the stack stops; then the drain. Returns the final counters of
+    /// the controllers this lcore hosted, by interface.
+    pub(crate) fn run(mut self) -> Vec<(usize, CtrlStats)> {
         let mut idler = Idler::new(self.idle);
         let mut t0 = Instant::now();
         // Relaxed: see `Shared::stop`.
@@ -291,8 +360,8 @@ impl<A: App> DataLcore<A> {
                 self.counters.idle_ns.add(dt);
             }
             t0 = t1;
-            let reader = &mut self.core.reader;
-            if idler.after(worked, |f| reader.offline_while(f)) {
+            let ifaces = &mut self.ifaces;
+            if idler.after(worked, |f| offline_all(ifaces, f)) {
                 let t2 = Instant::now();
                 self.counters
                     .idle_ns
@@ -301,47 +370,64 @@ impl<A: App> DataLcore<A> {
             }
         }
         self.drain();
-        self.ctl.take().map(CtlHost::finish)
+        self.ctl.drain(..).map(CtlHost::finish).collect()
     }
 
     /// One iteration of the pipeline. Whether it did any work.
     #[inline]
     fn iteration(&mut self, now: Instant) -> bool {
-        self.core.reader.quiescent();
         let mut worked = false;
-        if let Some(host) = &mut self.ctl {
-            if now >= self.ctl_next {
-                self.ctl_next = now + self.ctl_interval;
+        let mut links_up = 0u64;
+        for (i, ifc) in self.ifaces.iter_mut().enumerate() {
+            ifc.core.reader.quiescent();
+            let snap = ifc.core.reader.get();
+            ifc.link_up = snap.link_up;
+            ifc.mtu = snap.mtu;
+            links_up |= u64::from(snap.link_up) << i;
+        }
+        if !self.ctl.is_empty() && now >= self.ctl_next {
+            self.ctl_next = now + self.ctl_interval;
+            for host in &mut self.ctl {
                 worked |= host.poll();
             }
         }
         self.ctx.now = now;
-        {
-            let snap = self.core.reader.get();
-            self.ctx.link_up = snap.link_up;
-            self.ctx.mtu = snap.mtu;
+        self.ctx.links_up = links_up;
+        for i in 0..self.ifaces.len() {
+            worked |= self.rx_stage(i);
         }
-        for q in 0..self.rx.len() {
-            worked |= self.rx_stage(q);
-        }
+        self.set_ctx_iface(0);
         worked |= self.app.poll(&self.ctx, &mut self.txbuf);
-        worked |= self.tx_stage();
+        for i in 0..self.ifaces.len() {
+            worked |= self.tx_stage(i);
+        }
+        self.txbuf.reset_len();
         worked
     }
 
-    /// Receives one burst from queue `q`, classifies it and hands the IP packets to the
-    /// application.
+    /// Points the context at interface `i` (the one whose burst the app is handed).
     #[inline]
-    fn rx_stage(&mut self, q: usize) -> bool {
-        let n = self.rx[q].rx_burst(&mut self.rx_pkts);
+    fn set_ctx_iface(&mut self, i: usize) {
+        let ifc = &self.ifaces[i];
+        self.ctx.iface = i;
+        self.ctx.link_up = ifc.link_up;
+        self.ctx.mtu = ifc.mtu;
+    }
+
+    /// Receives one burst from interface `i`'s queue, classifies it and hands the IP
+    /// packets to the application.
+    #[inline]
+    fn rx_stage(&mut self, i: usize) -> bool {
+        let ifc = &mut self.ifaces[i];
+        let n = ifc.rx.rx_burst(&mut self.rx_pkts);
         if n == 0 {
             return false;
         }
         let c = &*self.counters;
         c.rx_packets.add(n as u64);
-        // Relaxed: see `Shared::own_lid`.
-        let own_lid = self.shared.own_lid.load(Ordering::Relaxed) as u16;
-        let own_qpn = self.qpn.get();
+        // Relaxed: see `IfShared::own_lid`.
+        let own_lid = self.shared.ifaces[i].own_lid.load(Ordering::Relaxed) as u16;
+        let own_qpn = ifc.qpn.get();
         let mut n_app = 0;
         let mut bytes = 0u64;
         for slot in &mut self.rx_pkts[..n] {
@@ -361,7 +447,7 @@ impl<A: App> DataLcore<A> {
                     self.app_pkts[n_app] = Some(m);
                     n_app += 1;
                 }
-                Class::Arp => match self.core.requests.send(Request::Arp { mbuf: m }) {
+                Class::Arp => match ifc.core.requests.send(Request::Arp { mbuf: m }) {
                     Ok(()) => c.rx_arp.inc(),
                     Err(_req) => c.rx_ctrl_full.inc(),
                 },
@@ -372,6 +458,7 @@ impl<A: App> DataLcore<A> {
         c.rx_bytes.add(bytes);
         if n_app > 0 {
             c.app_rx.add(n_app as u64);
+            self.set_ctx_iface(i);
             self.app
                 .on_burst(&self.ctx, &mut self.app_pkts[..n_app], &mut self.txbuf);
             let mut left = 0;
@@ -381,42 +468,44 @@ impl<A: App> DataLcore<A> {
                 }
             }
             if left > 0 {
-                c.app_dropped.add(left);
+                self.counters.app_dropped.add(left);
             }
         }
         true
     }
 
-    /// Resolves the retried and newly queued packets against one snapshot and sends them
-    /// in one burst.
+    /// Resolves interface `i`'s retried and newly queued packets against one snapshot
+    /// and sends them in one burst.
     #[inline]
-    fn tx_stage(&mut self) -> bool {
-        if self.retry.is_empty() && self.txbuf.pkts.is_empty() {
+    fn tx_stage(&mut self, i: usize) -> bool {
+        let ifc = &mut self.ifaces[i];
+        let queued = &mut self.txbuf.pkts[i];
+        if ifc.retry.is_empty() && queued.is_empty() {
             return false;
         }
         let c = &*self.counters;
         let mut bytes = 0u64;
         {
-            let snap = self.core.reader.get();
+            let snap = ifc.core.reader.get();
             let mut out = Out {
                 snap,
-                requests: &mut self.core.requests,
-                descs: &mut self.descs,
-                pending: &mut self.pending,
+                requests: &mut ifc.core.requests,
+                descs: &mut ifc.descs,
+                pending: &mut ifc.pending,
                 c,
                 bytes: &mut bytes,
             };
-            for (m, p) in self.retry.drain(..) {
+            for (m, p) in ifc.retry.drain(..) {
                 out.resolve(m, p);
             }
-            for (m, dest) in self.txbuf.pkts.drain(..) {
+            for (m, dest) in queued.drain(..) {
                 out.resolve(m, Pending { dest, tries: 0 });
             }
         }
-        if !self.descs.is_empty() {
-            let n = self.tx.tx_burst(&mut self.descs);
+        if !ifc.descs.is_empty() {
+            let n = ifc.tx.tx_burst(&mut ifc.descs);
             c.tx_burst_consumed.add(n as u64);
-            for (d, p) in self.descs[n..].iter_mut().zip(&self.pending[n..]) {
+            for (d, p) in ifc.descs[n..].iter_mut().zip(&ifc.pending[n..]) {
                 let Some(mut m) = d.mbuf.take() else {
                     continue;
                 };
@@ -428,7 +517,7 @@ impl<A: App> DataLcore<A> {
                 // Strip the IPoIB header again: the packet is resolved afresh next time.
                 m.adj(ipoib::HEADER_LEN);
                 c.tx_retries.inc();
-                self.retry.push((
+                ifc.retry.push((
                     m,
                     Pending {
                         dest: p.dest,
@@ -436,8 +525,8 @@ impl<A: App> DataLcore<A> {
                     },
                 ));
             }
-            self.descs.clear();
-            self.pending.clear();
+            ifc.descs.clear();
+            ifc.pending.clear();
         }
         c.tx_bytes.add(bytes);
         true
@@ -447,13 +536,17 @@ impl<A: App> DataLcore<A> {
     /// everything. The application is dropped with the lcore, on this thread.
     fn drain(&mut self) {
         let c = &*self.counters;
-        let queued = (self.txbuf.pkts.len() + self.retry.len()) as u64;
-        self.txbuf.pkts.clear();
-        self.retry.clear();
+        let mut queued = 0;
+        for (ifc, q) in self.ifaces.iter_mut().zip(&mut self.txbuf.pkts) {
+            queued += (q.len() + ifc.retry.len()) as u64;
+            q.clear();
+            ifc.retry.clear();
+        }
+        self.txbuf.reset_len();
         c.stop_dropped_tx.add(queued);
-        for q in 0..self.rx.len() {
+        for ifc in &mut self.ifaces {
             for _ in 0..STOP_DRAIN_BURSTS {
-                let n = self.rx[q].rx_burst(&mut self.rx_pkts);
+                let n = ifc.rx.rx_burst(&mut self.rx_pkts);
                 if n == 0 {
                     break;
                 }

@@ -1,13 +1,12 @@
 //! The builder: validates the configuration, creates the pool, the UD QP and the
 //! controller, and starts the lcores (control path only).
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam::queue::ArrayQueue;
 use ibpoll_ctrl::{Controller, CtrlConfig};
-use ibpoll_dev::{Clock, Device, MonotonicClock, UdQpConfig};
+use ibpoll_dev::{Clock, Device, MonotonicClock, Port, UdQpConfig};
 use ibpoll_mem::{HugepagePolicy, Mempool, MempoolConfig};
 use ibpoll_pmd_sim::{FabricConfig, SimFabric};
 use ibpoll_wire::ipoib::McastScope;
@@ -15,9 +14,10 @@ use ibpoll_wire::{IbMtu, PKey, QKey};
 
 use crate::app::{App, LcoreCtx};
 use crate::lcore::{
-    self, CtlHost, DataLcore, DataLcoreParts, IdlePolicy, Shared, BURST_MAX, COMMANDS_MAX,
+    self, CtlHost, DataLcore, DataLcoreParts, IdlePolicy, IfShared, LcoreIfaceParts, Shared,
+    BURST_MAX,
 };
-use crate::stack::{LcoreExit, Stack};
+use crate::stack::{IfaceInfo, LcoreExit, Stack};
 use crate::stats::{LcoreCounterSet, LcoreCounters};
 use crate::Error;
 
@@ -30,6 +30,37 @@ pub enum ControlCore {
     OnDataLcore0,
     /// On an lcore of its own (one more CPU).
     Dedicated,
+}
+
+/// Interfaces one stack can serve.
+pub const IFACES_MAX: usize = 8;
+
+/// One IPoIB interface of a stack: a partition (P_Key) of the port, with its own UD QP
+/// (P_Key index from the port's table), its own controller (broadcast group, ARP, path
+/// records, multicast) and its own receive and send queue on every data lcore, the way
+/// a DPDK l3fwd lcore polls several ports. Give several with
+/// [`StackBuilder::interface`]; without any, the stack has one interface made of the
+/// builder's [`pkey`](StackBuilder::pkey) and [`ipv4`](StackBuilder::ipv4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IfaceConfig {
+    /// The partition; it must be in the port's P_Key table.
+    pub pkey: PKey,
+    /// The interface's IPv4 address (answers ARP on this partition).
+    pub ipv4: Option<[u8; 4]>,
+    /// The IPv4 prefix length of the interface's subnet (the stack does not route: for
+    /// applications such as a forwarder's connected routes).
+    pub prefix_len: u8,
+}
+
+impl Default for IfaceConfig {
+    /// The default partition, no address, a /24.
+    fn default() -> Self {
+        IfaceConfig {
+            pkey: PKey::DEFAULT,
+            ipv4: None,
+            prefix_len: 24,
+        }
+    }
 }
 
 /// Which device the stack drives.
@@ -58,6 +89,7 @@ pub struct StackBuilder {
     mtu: IbMtu,
     pkey: PKey,
     ipv4: Option<[u8; 4]>,
+    interfaces: Vec<IfaceConfig>,
     scope: McastScope,
     rx_ring_size: u32,
     tx_ring_size: u32,
@@ -83,6 +115,7 @@ impl Default for StackBuilder {
             mtu: IbMtu::Mtu4096,
             pkey: PKey::DEFAULT,
             ipv4: None,
+            interfaces: Vec::new(),
             scope: McastScope::LINK_LOCAL,
             rx_ring_size: 1024,
             tx_ring_size: 1024,
@@ -170,7 +203,7 @@ impl StackBuilder {
     }
 
     /// Data lcores (1..=64, at most the usable CPUs): each owns one receive and one send
-    /// queue of the interface's UD QP. Default: one per usable CPU (less the dedicated
+    /// queue of each interface's UD QP. Default: one per usable CPU (less the dedicated
     /// control lcore's, if any).
     pub fn data_cores(mut self, n: usize) -> Self {
         self.data_cores = Some(n);
@@ -222,15 +255,29 @@ impl StackBuilder {
         self
     }
 
-    /// The partition (default 0xffff). It must be in the port's P_Key table.
+    /// The partition (default 0xffff) of the single interface (ignored once
+    /// [`interface`](Self::interface) was called). It must be in the port's P_Key table.
     pub fn pkey(mut self, pkey: PKey) -> Self {
         self.pkey = pkey;
         self
     }
 
-    /// The interface's IPv4 address (answers ARP).
+    /// The single interface's IPv4 address (answers ARP; ignored once
+    /// [`interface`](Self::interface) was called).
     pub fn ipv4(mut self, ip: [u8; 4]) -> Self {
         self.ipv4 = Some(ip);
+        self
+    }
+
+    /// Adds an interface (a partition of the port): call it once per interface, up to
+    /// [`IFACES_MAX`]; interface `i` is the `i`-th call. Once called, the builder's
+    /// [`pkey`](Self::pkey) and [`ipv4`](Self::ipv4) are not used. Each interface has its
+    /// own UD QP and controller and one receive and one send queue per data lcore;
+    /// received bursts name their interface in [`LcoreCtx::iface`], and
+    /// [`TxBuffer::push_on`](crate::TxBuffer::push_on) names the outgoing one. P_Keys
+    /// must differ.
+    pub fn interface(mut self, iface: IfaceConfig) -> Self {
+        self.interfaces.push(iface);
         self
     }
 
@@ -288,9 +335,9 @@ impl StackBuilder {
         self
     }
 
-    /// Checks the configuration, creates the pool, the UD QP (one receive and one send
-    /// queue per data lcore, plus a send queue for the control core) and the controller,
-    /// and starts the lcores. `app(i)` makes the application of data lcore `i`.
+    /// Checks the configuration, creates the pool and, per interface, the UD QP (one
+    /// receive and one send queue per data lcore, plus a send queue for the control
+    /// core) and the controller, and starts the lcores. `app(i)` makes the application of data lcore `i`.
     pub fn start<A: App>(self, mut app: impl FnMut(usize) -> A) -> Result<Stack, Error> {
         let usable = usable_cpus();
         let dedicated = self.control == ControlCore::Dedicated;
@@ -345,9 +392,51 @@ impl StackBuilder {
             }
         };
 
+        let ifaces: Vec<IfaceConfig> = if self.interfaces.is_empty() {
+            vec![IfaceConfig {
+                pkey: self.pkey,
+                ipv4: self.ipv4,
+                ..IfaceConfig::default()
+            }]
+        } else {
+            self.interfaces.clone()
+        };
+        let n_ifaces = ifaces.len();
+        if n_ifaces > IFACES_MAX {
+            return Err(bad(
+                "interface",
+                n_ifaces as u64,
+                "at most 8 interfaces (partitions) per stack",
+            ));
+        }
+        for (i, f) in ifaces.iter().enumerate() {
+            if f.pkey.base() == 0 {
+                return Err(bad(
+                    "pkey",
+                    u64::from(f.pkey.0),
+                    "P_Key 0 is the invalid partition; the default partition is 0xffff",
+                ));
+            }
+            if f.prefix_len > 32 {
+                return Err(bad(
+                    "prefix_len",
+                    u64::from(f.prefix_len),
+                    "an IPv4 prefix length is 0..=32",
+                ));
+            }
+            if ifaces[..i].iter().any(|g| g.pkey.base() == f.pkey.base()) {
+                return Err(bad(
+                    "interface.pkey",
+                    u64::from(f.pkey.0),
+                    "each interface needs a partition of its own: two interfaces have this P_Key",
+                ));
+            }
+        }
+
         // The pool: absurd sizes are refused by the pool's own checks, too-small ones here.
-        let needed = data_cores as u64 * (u64::from(self.rx_ring_size) + 4 * BURST_MAX as u64)
-            + self.ctrl.tx_backlog_max as u64
+        let needed = n_ifaces as u64
+            * (data_cores as u64 * (u64::from(self.rx_ring_size) + 4 * BURST_MAX as u64)
+                + self.ctrl.tx_backlog_max as u64)
             + 64;
         let n_bufs = self
             .pool_size
@@ -373,13 +462,6 @@ impl StackBuilder {
                 data_cores,
                 rx_ring_size: self.rx_ring_size,
             });
-        }
-        if self.pkey.base() == 0 {
-            return Err(bad(
-                "pkey",
-                u64::from(self.pkey.0),
-                "P_Key 0 is the invalid partition; the default partition is 0xffff",
-            ));
         }
 
         // The device and port.
@@ -408,69 +490,101 @@ impl StackBuilder {
         };
         let port = device.open_port(port_num).map_err(dev_err("open_port"))?;
         let attr = port.attr();
-        let Some(pkey_index) = attr.pkey_index(self.pkey) else {
-            let pkeys = attr
-                .pkeys
-                .iter()
-                .filter(|p| p.base() != 0)
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>()
-                .join(", ");
-            return Err(Error::Partition {
-                pkey: self.pkey,
-                port: port_num,
-                pkeys,
-            });
-        };
+        let mut pkey_indexes = Vec::with_capacity(n_ifaces);
+        for f in &ifaces {
+            let Some(pkey_index) = attr.pkey_index(f.pkey) else {
+                let pkeys = attr
+                    .pkeys
+                    .iter()
+                    .filter(|p| p.base() != 0)
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return Err(Error::Partition {
+                    pkey: f.pkey,
+                    port: port_num,
+                    pkeys,
+                });
+            };
+            pkey_indexes.push(pkey_index);
+        }
         let pool = Mempool::new(pool_cfg.clone()).map_err(pool_err)?;
-        let rx_queues = data_cores as u16;
-        let mut qp = port
-            .create_ud_qp(&UdQpConfig {
-                pkey_index,
-                qkey: QKey::IPOIB_DEFAULT,
-                rx_queues,
-                tx_queues: rx_queues + 1,
-                rx_ring_size: self.rx_ring_size,
-                tx_ring_size: self.tx_ring_size,
-                pool: pool.clone(),
-            })
-            .map_err(dev_err("create_ud_qp"))?;
-        let qpn = qp.qpn;
-        let ctl_tx = qp.tx.pop().expect("the QP has data_cores + 1 send queues");
-        let ctrl_cfg = CtrlConfig {
-            pkey: self.pkey,
-            scope: self.scope,
-            ipv4: self.ipv4,
-            data_cores,
-            ..self.ctrl.clone()
+        // One controller per interface; each must see every port event, so with several
+        // they read them through a tee (one interface reads the port itself, unchanged).
+        let ctl_ports: Vec<Arc<dyn Port>> = if n_ifaces == 1 {
+            vec![port.clone()]
+        } else {
+            crate::tee::tee(&port, n_ifaces)
         };
-        let (ctl, cores) =
-            Controller::new(ctrl_cfg, port.clone(), qpn, ctl_tx, pool.clone(), clock)
-                .map_err(|source| Error::Controller { source })?;
-        let hwaddr = ctl.hwaddr();
-
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
-            own_lid: AtomicU32::new(u32::from(attr.lid.0)),
-            commands: ArrayQueue::new(COMMANDS_MAX),
-            ctl_alive: AtomicBool::new(true),
+            ifaces: (0..n_ifaces).map(|_| IfShared::new(attr.lid.0)).collect(),
         });
-        let mut host = Some(CtlHost {
-            ctl,
-            port: port.clone(),
-            shared: shared.clone(),
-        });
+        let rx_queues = data_cores as u16;
+        let mut hosts = Vec::with_capacity(n_ifaces);
+        // Per data lcore, per interface: its queues and its side of the control plane.
+        let mut lcore_ifaces: Vec<Vec<LcoreIfaceParts>> = (0..data_cores)
+            .map(|_| Vec::with_capacity(n_ifaces))
+            .collect();
+        let mut infos = Vec::with_capacity(n_ifaces);
+        for (i, f) in ifaces.iter().enumerate() {
+            let mut qp = port
+                .create_ud_qp(&UdQpConfig {
+                    pkey_index: pkey_indexes[i],
+                    qkey: QKey::IPOIB_DEFAULT,
+                    rx_queues,
+                    tx_queues: rx_queues + 1,
+                    rx_ring_size: self.rx_ring_size,
+                    tx_ring_size: self.tx_ring_size,
+                    pool: pool.clone(),
+                })
+                .map_err(dev_err("create_ud_qp"))?;
+            let qpn = qp.qpn;
+            let ctl_tx = qp.tx.pop().expect("the QP has data_cores + 1 send queues");
+            let ctrl_cfg = CtrlConfig {
+                pkey: f.pkey,
+                scope: self.scope,
+                ipv4: f.ipv4,
+                data_cores,
+                ..self.ctrl.clone()
+            };
+            let (ctl, cores) = Controller::new(
+                ctrl_cfg,
+                ctl_ports[i].clone(),
+                qpn,
+                ctl_tx,
+                pool.clone(),
+                clock.clone(),
+            )
+            .map_err(|source| Error::Controller { source })?;
+            infos.push(IfaceInfo {
+                config: *f,
+                qpn,
+                hwaddr: ctl.hwaddr(),
+            });
+            hosts.push(CtlHost {
+                ctl,
+                port: ctl_ports[i].clone(),
+                shared: shared.clone(),
+                iface: i,
+            });
+            // One DataCore, receive and send queue per data lcore, in lcore order.
+            let queues = cores.into_iter().zip(qp.rx.drain(..)).zip(qp.tx.drain(..));
+            for (lcore, ((core, rx), tx)) in queues.enumerate() {
+                lcore_ifaces[lcore].push(LcoreIfaceParts { rx, tx, core, qpn });
+            }
+        }
+
+        let mut host = Some(hosts);
         let mut threads = Vec::with_capacity(lcores);
         let mut counter_sets = Vec::with_capacity(data_cores);
         let mut stack_parts = Vec::with_capacity(data_cores);
-        for (i, core) in cores.into_iter().enumerate() {
-            let rx = qp.rx.remove(0);
-            let tx = qp.tx.remove(0);
+        for (i, parts) in lcore_ifaces.into_iter().enumerate() {
             let counters = Arc::new(LcoreCounters::default());
             counter_sets.push(LcoreCounterSet {
                 lcore: counters.clone(),
-                rx: vec![rx.counters()],
-                tx: tx.counters(),
+                rx: parts.iter().map(|p| p.rx.counters()).collect(),
+                tx: parts.iter().map(|p| p.tx.counters()).collect(),
             });
             stack_parts.push(DataLcoreParts {
                 ctx: LcoreCtx {
@@ -479,19 +593,19 @@ impl StackBuilder {
                     link_up: false,
                     mtu: 0,
                     now: std::time::Instant::now(),
+                    iface: 0,
+                    ifaces: n_ifaces,
+                    links_up: 0,
                 },
-                rx: vec![rx],
-                tx,
-                core,
+                ifaces: parts,
                 ctl: if i == 0 && !dedicated {
-                    host.take()
+                    host.take().unwrap_or_default()
                 } else {
-                    None
+                    Vec::new()
                 },
                 app: app(i),
                 counters,
                 shared: shared.clone(),
-                qpn,
                 idle: self.idle,
                 ctl_interval: self.ctl_poll_interval,
                 pool: pool.clone(),
@@ -503,8 +617,7 @@ impl StackBuilder {
             counter_sets,
             pool,
             port,
-            qpn,
-            hwaddr,
+            infos,
             self.stop_timeout,
         );
         for (i, parts) in stack_parts.into_iter().enumerate() {
@@ -531,11 +644,12 @@ impl StackBuilder {
                 }
             }
         }
-        if let Some(host) = host {
+        if let Some(hosts) = host {
             let name = format!("{}-ctl", self.name);
             let cpu = cpus[data_cores];
             let thread = name.clone();
             let idle = self.idle;
+            let shared = shared.clone();
             let h = std::thread::Builder::new()
                 .name(name.clone())
                 .spawn(move || {
@@ -544,7 +658,7 @@ impl StackBuilder {
                     }
                     let _lcore = register_lcore(&thread);
                     LcoreExit {
-                        ctrl: Some(lcore::run_control(host, idle)),
+                        ctrl: lcore::run_control(hosts, shared, idle),
                     }
                 })
                 .map_err(|source| Error::Spawn { name, source });

@@ -13,13 +13,21 @@ use ibpoll_wire::Qpn;
 
 use crate::lcore::{Command, Shared};
 use crate::stats::{LcoreCounterSet, LcoreCounters, LcoreStats};
-use crate::{Error, StackBuilder};
+use crate::{Error, IfaceConfig, StackBuilder};
 
 /// What an lcore thread hands back when it ends.
 #[derive(Debug)]
 pub(crate) struct LcoreExit {
-    /// The controller's final counters, from the lcore that hosted it.
-    pub(crate) ctrl: Option<CtrlStats>,
+    /// The final counters of the controllers this lcore hosted, by interface.
+    pub(crate) ctrl: Vec<(usize, CtrlStats)>,
+}
+
+/// One interface of a running stack.
+#[derive(Debug, Clone)]
+pub(crate) struct IfaceInfo {
+    pub(crate) config: IfaceConfig,
+    pub(crate) qpn: Qpn,
+    pub(crate) hwaddr: HwAddr,
 }
 
 /// How long a control message may wait for the control core.
@@ -30,10 +38,13 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct StopReport {
     /// Each data lcore's final counters.
     pub lcores: Vec<LcoreStats>,
-    /// The controller's final counters (default if it could not be reached).
+    /// Interface 0's controller's final counters (default if it could not be reached).
     pub ctrl: CtrlStats,
-    /// Whether the flush (interface down: every membership left) completed before the
-    /// lcores were stopped.
+    /// Every interface's controller's final counters, by interface (`ctrl_ifaces[0]`
+    /// is `ctrl`).
+    pub ctrl_ifaces: Vec<CtrlStats>,
+    /// Whether the flush (interfaces down: every membership left) completed on every
+    /// interface before the lcores were stopped.
     pub flushed: bool,
     /// Buffers of the stack's pool still out after stop: 0 unless the application kept
     /// some (or another host's sends were still arriving).
@@ -88,6 +99,7 @@ fn sum(all: &[LcoreStats]) -> LcoreStats {
             tx_link_down,
             tx_too_long,
             tx_malformed,
+            tx_no_iface,
             tx_ctrl_full,
             tx_retries,
             tx_full,
@@ -112,8 +124,7 @@ pub struct Stack {
     counters: Vec<LcoreCounterSet>,
     pool: Mempool,
     port: Arc<dyn Port>,
-    qpn: Qpn,
-    hwaddr: HwAddr,
+    ifaces: Vec<IfaceInfo>,
     stop_timeout: Duration,
     stopped: bool,
 }
@@ -129,8 +140,7 @@ impl Stack {
         counters: Vec<LcoreCounterSet>,
         pool: Mempool,
         port: Arc<dyn Port>,
-        qpn: Qpn,
-        hwaddr: HwAddr,
+        ifaces: Vec<IfaceInfo>,
         stop_timeout: Duration,
     ) -> Stack {
         Stack {
@@ -139,8 +149,7 @@ impl Stack {
             counters,
             pool,
             port,
-            qpn,
-            hwaddr,
+            ifaces,
             stop_timeout,
             stopped: false,
         }
@@ -155,14 +164,35 @@ impl Stack {
         self.counters.len()
     }
 
-    /// The interface's UD QP number.
+    /// Interface 0's UD QP number.
     pub fn qpn(&self) -> Qpn {
-        self.qpn
+        self.ifaces[0].qpn
     }
 
-    /// The interface's IPoIB hardware address.
+    /// Interface 0's IPoIB hardware address.
     pub fn hwaddr(&self) -> HwAddr {
-        self.hwaddr
+        self.ifaces[0].hwaddr
+    }
+
+    /// Interfaces (partitions of the port) the stack serves.
+    pub fn ifaces(&self) -> usize {
+        self.ifaces.len()
+    }
+
+    /// Interface `iface`'s configuration (the single interface's is built from the
+    /// builder's `pkey` and `ipv4`). Panics if there is no such interface.
+    pub fn iface_config(&self, iface: usize) -> &IfaceConfig {
+        &self.ifaces[iface].config
+    }
+
+    /// Interface `iface`'s UD QP number. Panics if there is no such interface.
+    pub fn iface_qpn(&self, iface: usize) -> Qpn {
+        self.ifaces[iface].qpn
+    }
+
+    /// Interface `iface`'s IPoIB hardware address. Panics if there is no such interface.
+    pub fn iface_hwaddr(&self, iface: usize) -> HwAddr {
+        self.ifaces[iface].hwaddr
     }
 
     /// The port.
@@ -195,15 +225,30 @@ impl Stack {
         sum(&self.all_stats())
     }
 
-    /// Runs `f` with the controller on the control core (between two of its polls) and
-    /// returns its result: a control message, not for the data path. Waits at most 30 s.
-    /// Never call it from an application callback: on data lcore 0 it would wait for
-    /// itself (and time out).
+    /// Runs `f` with interface 0's controller on the control core (between two of its
+    /// polls) and returns its result: a control message, not for the data path. Waits
+    /// at most 30 s. Never call it from an application callback: on data lcore 0 it
+    /// would wait for itself (and time out).
     pub fn with_controller<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Controller) -> R + Send + 'static,
     ) -> Result<R, Error> {
-        let alive = || self.shared.ctl_alive.load(Ordering::Acquire);
+        self.with_controller_on(0, f)
+    }
+
+    /// [`with_controller`](Self::with_controller) for interface `iface`'s controller.
+    pub fn with_controller_on<R: Send + 'static>(
+        &self,
+        iface: usize,
+        f: impl FnOnce(&mut Controller) -> R + Send + 'static,
+    ) -> Result<R, Error> {
+        let Some(shared) = self.shared.ifaces.get(iface) else {
+            return Err(Error::NoSuchIface {
+                iface,
+                ifaces: self.ifaces.len(),
+            });
+        };
+        let alive = || shared.ctl_alive.load(Ordering::Acquire);
         if self.stopped || !alive() {
             return Err(Error::Stopped);
         }
@@ -213,7 +258,7 @@ impl Stack {
         });
         let start = Instant::now();
         loop {
-            match self.shared.commands.push(cmd) {
+            match shared.commands.push(cmd) {
                 Ok(()) => break,
                 Err(c) => cmd = c,
             }
@@ -247,9 +292,12 @@ impl Stack {
         }
     }
 
-    /// Brings the interface up or down (down flushes: every membership is left).
+    /// Brings every interface up or down (down flushes: every membership is left).
     pub fn set_admin_up(&self, up: bool) -> Result<(), Error> {
-        self.with_controller(move |c| c.set_admin_up(up))
+        for i in 0..self.ifaces.len() {
+            self.with_controller_on(i, move |c| c.set_admin_up(up))?;
+        }
+        Ok(())
     }
 
     /// Subscribes to a multicast group (full-member join once the link is up); false if
@@ -263,17 +311,32 @@ impl Stack {
         self.with_controller(move |c| c.leave_group(group))
     }
 
-    /// Whether the link is up (the broadcast group is Joined).
+    /// Whether every interface's link is up (its broadcast group is Joined).
     pub fn link_up(&self) -> Result<bool, Error> {
-        self.with_controller(|c| c.link_up())
+        for i in 0..self.ifaces.len() {
+            if !self.link_up_on(i)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
-    /// The controller's counters.
+    /// Whether interface `iface`'s link is up.
+    pub fn link_up_on(&self, iface: usize) -> Result<bool, Error> {
+        self.with_controller_on(iface, |c| c.link_up())
+    }
+
+    /// Interface 0's controller's counters.
     pub fn ctrl_stats(&self) -> Result<CtrlStats, Error> {
         self.with_controller(|c| c.stats())
     }
 
-    /// Waits until the link is up, at most `timeout`; whether it came up.
+    /// Interface `iface`'s controller's counters.
+    pub fn ctrl_stats_on(&self, iface: usize) -> Result<CtrlStats, Error> {
+        self.with_controller_on(iface, |c| c.stats())
+    }
+
+    /// Waits until every interface's link is up, at most `timeout`; whether they came up.
     pub fn wait_link_up(&self, timeout: Duration) -> Result<bool, Error> {
         let start = Instant::now();
         loop {
@@ -303,7 +366,11 @@ impl Stack {
         let start = Instant::now();
         while !crate::signal::ctrl_c_pressed()
             && run_for.is_none_or(|d| start.elapsed() < d)
-            && self.shared.ctl_alive.load(Ordering::Acquire)
+            && self
+                .shared
+                .ifaces
+                .iter()
+                .all(|i| i.ctl_alive.load(Ordering::Acquire))
         {
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -317,25 +384,33 @@ impl Stack {
         let mut flushed = false;
         if self.set_admin_up(false).is_ok() {
             let start = Instant::now();
-            while start.elapsed() < self.stop_timeout {
-                match self.with_controller(|c| c.is_flushing()) {
-                    Ok(false) => {
-                        flushed = true;
-                        break;
+            'wait: while start.elapsed() < self.stop_timeout {
+                let mut flushing = false;
+                for i in 0..self.ifaces.len() {
+                    match self.with_controller_on(i, |c| c.is_flushing()) {
+                        Ok(f) => flushing |= f,
+                        Err(_) => break 'wait,
                     }
-                    Ok(true) => std::thread::sleep(Duration::from_millis(2)),
-                    Err(_) => break,
                 }
+                if !flushing {
+                    flushed = true;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(2));
             }
         }
         self.stopped = true;
         // Relaxed: see `Shared::stop`; `join` below is what synchronises.
         self.shared.stop.store(true, Ordering::Relaxed);
-        let mut ctrl = None;
+        let mut ctrl_ifaces = vec![CtrlStats::default(); self.ifaces.len()];
         let mut panicked = None;
         for (i, h) in self.threads.drain(..).enumerate() {
             match h.join() {
-                Ok(exit) => ctrl = ctrl.or(exit.ctrl),
+                Ok(exit) => {
+                    for (iface, s) in exit.ctrl {
+                        ctrl_ifaces[iface] = s;
+                    }
+                }
                 Err(_) => panicked = panicked.or(Some(i)),
             }
         }
@@ -344,7 +419,8 @@ impl Stack {
         }
         Ok(StopReport {
             lcores: self.all_stats(),
-            ctrl: ctrl.unwrap_or_default(),
+            ctrl: ctrl_ifaces[0],
+            ctrl_ifaces,
             flushed,
             pool_in_use: self.pool.in_use(),
         })

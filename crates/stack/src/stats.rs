@@ -13,7 +13,7 @@ use ibpoll_dev::{Counter, RxCounters, TxCounters};
 ///   + rx_ctrl_full + app_rx + stop_dropped_rx`, and every packet handed to the
 ///   application (`app_rx`) was consumed by it or counted in `app_dropped`;
 /// * send: `app_tx == tx_burst_consumed + to_ctrl + tx_link_down + tx_too_long
-///   + tx_malformed + tx_ctrl_full + tx_full + stop_dropped_tx + tx_buffer_full`, where
+///   + tx_malformed + tx_no_iface + tx_ctrl_full + tx_full + stop_dropped_tx + tx_buffer_full`, where
 ///   `tx_burst_consumed` (descriptors the driver took) splits into the driver's own
 ///   `tx_packets` and `tx_errors`.
 #[derive(Debug, Default)]
@@ -66,6 +66,8 @@ pub struct LcoreCounters {
     pub tx_too_long: Counter,
     /// Packets that were not IPv4/IPv6 or had no headroom for the IPoIB header (dropped).
     pub tx_malformed: Counter,
+    /// Packets pushed on an interface the stack does not have (dropped).
+    pub tx_no_iface: Counter,
     /// Packets dropped because the request ring to the control core was full.
     pub tx_ctrl_full: Counter,
     /// Descriptors the send queue handed back, to be retried next iteration.
@@ -103,6 +105,7 @@ impl LcoreCounters {
             tx_link_down: self.tx_link_down.get(),
             tx_too_long: self.tx_too_long.get(),
             tx_malformed: self.tx_malformed.get(),
+            tx_no_iface: self.tx_no_iface.get(),
             tx_ctrl_full: self.tx_ctrl_full.get(),
             tx_retries: self.tx_retries.get(),
             tx_full: self.tx_full.get(),
@@ -143,6 +146,7 @@ pub struct LcoreStats {
     pub tx_link_down: u64,
     pub tx_too_long: u64,
     pub tx_malformed: u64,
+    pub tx_no_iface: u64,
     pub tx_ctrl_full: u64,
     pub tx_retries: u64,
     pub tx_full: u64,
@@ -167,6 +171,7 @@ impl LcoreStats {
             + self.tx_link_down
             + self.tx_too_long
             + self.tx_malformed
+            + self.tx_no_iface
             + self.tx_ctrl_full
             + self.tx_full
             + self.stop_dropped_tx
@@ -198,14 +203,15 @@ impl LcoreStats {
 pub(crate) struct LcoreCounterSet {
     pub(crate) lcore: Arc<LcoreCounters>,
     pub(crate) rx: Vec<Arc<RxCounters>>,
-    pub(crate) tx: Arc<TxCounters>,
+    /// One send queue per interface.
+    pub(crate) tx: Vec<Arc<TxCounters>>,
 }
 
 impl LcoreCounterSet {
     pub(crate) fn read(&self) -> LcoreStats {
         let mut s = self.lcore.read();
-        s.driver_tx_packets = self.tx.packets.get();
-        s.driver_tx_errors = self.tx.errors.get();
+        s.driver_tx_packets = self.tx.iter().map(|t| t.packets.get()).sum();
+        s.driver_tx_errors = self.tx.iter().map(|t| t.errors.get()).sum();
         s.driver_rx_nombuf = self.rx.iter().map(|r| r.nombuf.get()).sum();
         s.driver_rx_overrun = self.rx.iter().map(|r| r.overrun.get()).sum();
         s

@@ -243,6 +243,7 @@ pub fn assert_conserved(r: &ibpoll::StopReport) {
                 + s.tx_link_down
                 + s.tx_too_long
                 + s.tx_malformed
+                + s.tx_no_iface
                 + s.tx_ctrl_full
                 + s.tx_full
                 + s.stop_dropped_tx

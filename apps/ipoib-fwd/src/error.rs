@@ -1,0 +1,69 @@
+//! Set-up errors of the forwarder. Everything after start-up is a counter ([`FwdStats`](crate::FwdStats)).
+
+use std::path::PathBuf;
+
+/// Why a route, a route file or a forwarder configuration was refused, or why the
+/// forwarder could not start. Each variant names the input and the fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A route could not be parsed.
+    #[error("bad route {route:?}: {why}; expected PREFIX/LEN[,via=IPV4],if=N, e.g. 10.2.0.0/16,via=10.2.0.1,if=1")]
+    BadRoute {
+        /// The route as given.
+        route: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// A route names an interface the forwarder does not have.
+    #[error(
+        "route {route} names interface {iface}, but the forwarder has {ifaces} (if=0..{ifaces})"
+    )]
+    NoSuchIface {
+        /// The route.
+        route: String,
+        /// The interface it names.
+        iface: usize,
+        /// Interfaces configured.
+        ifaces: usize,
+    },
+    /// A route file could not be read.
+    #[error("cannot read route file {}", path.display())]
+    RouteFile {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A line of a route file is not a route.
+    #[error("{}:{line}: {source}", path.display())]
+    RouteFileLine {
+        /// The file.
+        path: PathBuf,
+        /// The line number (1-based).
+        line: usize,
+        /// What is wrong with it.
+        #[source]
+        source: Box<Error>,
+    },
+    /// The route table is full.
+    #[error("too many routes ({routes}); at most {max}")]
+    TooManyRoutes {
+        /// Routes given (connected routes included).
+        routes: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// A forwarder configuration value is out of range.
+    #[error("bad configuration: {field}: {fix}")]
+    BadConfig {
+        /// The field or flag.
+        field: &'static str,
+        /// What would be accepted.
+        fix: String,
+    },
+    /// The stack refused to start or stop.
+    #[error(transparent)]
+    Stack(#[from] ibpoll::Error),
+}

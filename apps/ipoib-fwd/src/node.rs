@@ -1,0 +1,279 @@
+//! A forwarder node: the configuration, the stack with one interface per partition,
+//! and one [`Forwarder`] per data lcore.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ibpoll::{IdlePolicy, IfaceConfig, LcoreStats, Stack, StackBuilder, StopReport, IFACES_MAX};
+use ibpoll_pmd_sim::SimFabric;
+use ibpoll_wire::{IbMtu, PKey};
+
+use crate::fwd::{Forwarder, FwdCounters, FwdStats};
+use crate::lpm::RouteTable;
+use crate::route::Route;
+use crate::Error;
+
+/// What a forwarder node is: its interfaces (one per partition), its routes and its
+/// lcores. [`Default`] is the two-partition node of `ipoib-fwd`'s built-in topology:
+/// interface 0 on P_Key 0xffff as 10.1.0.1/16, interface 1 on P_Key 0x8001 as
+/// 10.2.0.1/16, connected routes only, one data lcore.
+#[derive(Debug, Clone)]
+pub struct FwdConfig {
+    /// The interfaces, in order (routes name them by index). Each needs an IPv4
+    /// address: it answers ARP there and makes the interface's connected route.
+    pub ifaces: Vec<IfaceConfig>,
+    /// Routes besides the connected ones (which come first, so a route given here
+    /// with the same prefix replaces a connected one).
+    pub routes: Vec<Route>,
+    /// Data lcores (each polls every interface).
+    pub data_cores: usize,
+    /// CPUs to pin the lcores to (default: the stack's choice).
+    pub cpus: Option<Vec<usize>>,
+    /// Whether to pin the lcores.
+    pub pin: bool,
+    /// What idle lcores do.
+    pub idle: IdlePolicy,
+    /// Buffers in the pool (default: the stack's choice).
+    pub pool_size: Option<u32>,
+    /// Receive buffers per queue.
+    pub rx_ring_size: u32,
+    /// Send descriptors per queue.
+    pub tx_ring_size: u32,
+    /// The largest InfiniBand MTU received (sizes the buffers).
+    pub mtu: IbMtu,
+    /// The node's name (threads, logs).
+    pub name: String,
+    /// How long stop waits for the flush of every interface.
+    pub stop_timeout: Duration,
+}
+
+impl Default for FwdConfig {
+    fn default() -> Self {
+        FwdConfig {
+            ifaces: vec![
+                IfaceConfig {
+                    pkey: PKey::DEFAULT,
+                    ipv4: Some([10, 1, 0, 1]),
+                    prefix_len: 16,
+                },
+                IfaceConfig {
+                    pkey: PKey(0x8001),
+                    ipv4: Some([10, 2, 0, 1]),
+                    prefix_len: 16,
+                },
+            ],
+            routes: Vec::new(),
+            data_cores: 1,
+            cpus: None,
+            pin: true,
+            idle: IdlePolicy::Spin,
+            pool_size: None,
+            rx_ring_size: 1024,
+            tx_ring_size: 1024,
+            mtu: IbMtu::Mtu2048,
+            name: "fwd".to_owned(),
+            stop_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+fn bad(field: &'static str, fix: impl Into<String>) -> Error {
+    Error::BadConfig {
+        field,
+        fix: fix.into(),
+    }
+}
+
+impl FwdConfig {
+    /// Checks what the stack does not: every interface has an address, routes name
+    /// interfaces that exist, and the table can be built.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.ifaces.is_empty() || self.ifaces.len() > IFACES_MAX {
+            return Err(bad(
+                "ifaces",
+                format!(
+                    "a forwarder needs 1..={IFACES_MAX} interfaces, got {}",
+                    self.ifaces.len()
+                ),
+            ));
+        }
+        for (i, f) in self.ifaces.iter().enumerate() {
+            if f.ipv4.is_none() {
+                return Err(bad(
+                    "ifaces",
+                    format!("interface {i} (P_Key {}) needs an IPv4 address", f.pkey),
+                ));
+            }
+            if f.prefix_len > 32 {
+                return Err(bad(
+                    "ifaces",
+                    format!("interface {i}: prefix length {} is over 32", f.prefix_len),
+                ));
+            }
+        }
+        for r in &self.routes {
+            if r.iface >= self.ifaces.len() {
+                return Err(Error::NoSuchIface {
+                    route: r.to_string(),
+                    iface: r.iface,
+                    ifaces: self.ifaces.len(),
+                });
+            }
+        }
+        if self.data_cores == 0 {
+            return Err(bad("data_cores", "at least 1 data lcore"));
+        }
+        Ok(())
+    }
+
+    /// Connected routes (one per interface), then the configured ones.
+    pub fn all_routes(&self) -> Vec<Route> {
+        let mut all: Vec<Route> = self
+            .ifaces
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| f.ipv4.map(|a| Route::connected(i, a, f.prefix_len)))
+            .collect();
+        all.extend_from_slice(&self.routes);
+        all
+    }
+
+    /// The route table: connected routes and the configured ones.
+    pub fn route_table(&self) -> Result<RouteTable, Error> {
+        RouteTable::new(&self.all_routes())
+    }
+
+    /// A stack builder with this node's interfaces and lcores; add the device
+    /// (`.fabric(..)` or `.device(..)`) and start it with [`start_on`].
+    pub fn stack_builder(&self) -> StackBuilder {
+        let mut b = Stack::builder()
+            .name(self.name.clone())
+            .data_cores(self.data_cores)
+            .pin(self.pin)
+            .idle(self.idle)
+            .mtu(self.mtu)
+            .rx_ring_size(self.rx_ring_size)
+            .tx_ring_size(self.tx_ring_size)
+            .stop_timeout(self.stop_timeout);
+        for f in &self.ifaces {
+            b = b.interface(*f);
+        }
+        if let Some(c) = &self.cpus {
+            b = b.cpus(c.clone());
+        }
+        if let Some(n) = self.pool_size {
+            b = b.pool_size(n);
+        }
+        b
+    }
+}
+
+/// A running forwarder: its stack and the forwarders' live counters.
+#[derive(Debug)]
+pub struct FwdNode {
+    stack: Stack,
+    counters: Vec<Arc<FwdCounters>>,
+    table: Arc<RouteTable>,
+}
+
+/// What [`FwdNode::stop`] found.
+#[derive(Debug, Clone)]
+pub struct FwdReport {
+    /// The stack's report.
+    pub stack: StopReport,
+    /// The forwarders' counters, summed over lcores.
+    pub fwd: FwdStats,
+}
+
+impl FwdNode {
+    /// The stack (interfaces, live counters, controllers).
+    pub fn stack(&self) -> &Stack {
+        &self.stack
+    }
+
+    /// The route table.
+    pub fn table(&self) -> &Arc<RouteTable> {
+        &self.table
+    }
+
+    /// Every lcore's forwarding counters, summed (live).
+    pub fn stats(&self) -> FwdStats {
+        let mut t = FwdStats::default();
+        for c in &self.counters {
+            t += c.read();
+        }
+        t
+    }
+
+    /// One lcore's forwarding counters (live).
+    pub fn lcore_stats(&self, lcore: usize) -> FwdStats {
+        self.counters[lcore].read()
+    }
+
+    /// The stack's counters, summed over lcores (live).
+    pub fn stack_stats(&self) -> LcoreStats {
+        self.stack.total_stats()
+    }
+
+    /// Waits until every interface's link is up.
+    pub fn wait_link_up(&self, timeout: Duration) -> Result<bool, Error> {
+        Ok(self.stack.wait_link_up(timeout)?)
+    }
+
+    /// Stops the stack and reports.
+    pub fn stop(self) -> Result<FwdReport, Error> {
+        let fwd = self.stats();
+        let stack = self.stack.stop()?;
+        // The lcores have stopped: read again, nothing moves now.
+        let mut fwd_final = FwdStats::default();
+        for c in &self.counters {
+            fwd_final += c.read();
+        }
+        debug_assert!(fwd_final.rx >= fwd.rx);
+        Ok(FwdReport {
+            stack,
+            fwd: fwd_final,
+        })
+    }
+
+    /// The stack alone (the forwarders keep counting; their counters are then only
+    /// visible through the stack's `app_rx` / `app_dropped`).
+    pub fn into_stack(self) -> Stack {
+        self.stack
+    }
+}
+
+/// Starts a forwarder from `builder` (made by [`FwdConfig::stack_builder`], with a
+/// device added): one [`Forwarder`] per data lcore, sharing one route table.
+pub fn start_on(builder: StackBuilder, cfg: &FwdConfig) -> Result<FwdNode, Error> {
+    cfg.validate()?;
+    let table = Arc::new(cfg.route_table()?);
+    let local: Vec<[u8; 4]> = cfg.ifaces.iter().filter_map(|f| f.ipv4).collect();
+    let counters: Vec<Arc<FwdCounters>> = (0..cfg.data_cores)
+        .map(|_| Arc::new(FwdCounters::default()))
+        .collect();
+    let stack = {
+        let (table, counters) = (table.clone(), counters.clone());
+        builder.start(move |i| Forwarder::new(table.clone(), &local, counters[i].clone()))?
+    };
+    Ok(FwdNode {
+        stack,
+        counters,
+        table,
+    })
+}
+
+/// Starts a forwarder node named `node` on the simulated fabric `fabric`, with one
+/// interface per configured partition.
+pub fn start_forwarder(fabric: &SimFabric, node: &str, cfg: &FwdConfig) -> Result<FwdNode, Error> {
+    start_on(cfg.stack_builder().fabric(fabric, node), cfg)
+}
+
+/// [`start_forwarder`], returning the stack alone (see [`FwdNode::into_stack`]).
+pub fn build_forwarder_stack(
+    fabric: &SimFabric,
+    node: &str,
+    cfg: &FwdConfig,
+) -> Result<Stack, Error> {
+    Ok(start_forwarder(fabric, node, cfg)?.into_stack())
+}

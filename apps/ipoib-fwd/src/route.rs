@@ -1,0 +1,224 @@
+//! Routes: what they are and how they are written (`--route`, route files).
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use crate::Error;
+
+/// One IPv4 route: packets to `prefix/prefix_len` leave by interface `iface`, to the
+/// gateway `via` or, for a connected route (`via` = `None`), to their destination
+/// itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Route {
+    /// The network (host bits are cleared by [`Route::new`] and the parser).
+    pub prefix: [u8; 4],
+    /// Prefix length, 0..=32.
+    pub prefix_len: u8,
+    /// The gateway, on the outgoing interface's subnet; `None`: directly connected.
+    pub via: Option<[u8; 4]>,
+    /// The outgoing interface (index in [`FwdConfig::ifaces`](crate::FwdConfig::ifaces)).
+    pub iface: usize,
+}
+
+/// Where a lookup sends a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NextHop {
+    /// The outgoing interface.
+    pub iface: usize,
+    /// The gateway; `None`: the destination itself is the next hop.
+    pub via: Option<[u8; 4]>,
+}
+
+impl NextHop {
+    /// The IPv4 address to resolve (ARP) on the outgoing interface for `dst`.
+    #[inline]
+    pub fn next_hop(&self, dst: [u8; 4]) -> [u8; 4] {
+        self.via.unwrap_or(dst)
+    }
+}
+
+/// The netmask of a prefix length (0..=32).
+#[inline]
+pub fn mask(prefix_len: u8) -> u32 {
+    if prefix_len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(prefix_len.min(32)))
+    }
+}
+
+impl Route {
+    /// A route; the prefix's host bits are cleared. `prefix_len` above 32 is clamped to
+    /// 32 (the parser refuses it).
+    pub fn new(prefix: [u8; 4], prefix_len: u8, via: Option<[u8; 4]>, iface: usize) -> Route {
+        let prefix_len = prefix_len.min(32);
+        Route {
+            prefix: (u32::from_be_bytes(prefix) & mask(prefix_len)).to_be_bytes(),
+            prefix_len,
+            via,
+            iface,
+        }
+    }
+
+    /// The connected route of an interface with address `addr/prefix_len`.
+    pub fn connected(iface: usize, addr: [u8; 4], prefix_len: u8) -> Route {
+        Route::new(addr, prefix_len, None, iface)
+    }
+
+    /// Whether `dst` is in this route's prefix.
+    #[inline]
+    pub fn contains(&self, dst: [u8; 4]) -> bool {
+        let m = mask(self.prefix_len);
+        u32::from_be_bytes(dst) & m == u32::from_be_bytes(self.prefix)
+    }
+
+    /// Where this route sends packets.
+    pub fn next_hop(&self) -> NextHop {
+        NextHop {
+            iface: self.iface,
+            via: self.via,
+        }
+    }
+}
+
+impl fmt::Display for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let p = self.prefix;
+        write!(f, "{}.{}.{}.{}/{}", p[0], p[1], p[2], p[3], self.prefix_len)?;
+        if let Some(v) = self.via {
+            write!(f, ",via={}.{}.{}.{}", v[0], v[1], v[2], v[3])?;
+        }
+        write!(f, ",if={}", self.iface)
+    }
+}
+
+/// Parses a dotted-quad IPv4 address.
+pub fn parse_ipv4(s: &str) -> Option<[u8; 4]> {
+    s.parse::<std::net::Ipv4Addr>().ok().map(|a| a.octets())
+}
+
+impl FromStr for Route {
+    type Err = Error;
+
+    /// `PREFIX/LEN[,via=IPV4],if=N` (`default` for `0.0.0.0/0`), e.g.
+    /// `10.2.0.0/16,via=10.2.0.1,if=1`. Host bits in the prefix are cleared.
+    fn from_str(s: &str) -> Result<Route, Error> {
+        let bad = |why| Error::BadRoute {
+            route: s.to_owned(),
+            why,
+        };
+        let mut parts = s.trim().split(',').map(str::trim);
+        let net = parts
+            .next()
+            .filter(|p| !p.is_empty())
+            .ok_or(bad("empty route"))?;
+        let (prefix, prefix_len) = if net == "default" {
+            ([0; 4], 0)
+        } else {
+            let (addr, len) = net
+                .split_once('/')
+                .ok_or(bad("the prefix needs a length (PREFIX/LEN)"))?;
+            let addr = parse_ipv4(addr).ok_or(bad("the prefix is not an IPv4 address"))?;
+            let len: u8 = len
+                .parse()
+                .ok()
+                .filter(|l| *l <= 32)
+                .ok_or(bad("the prefix length must be 0..=32"))?;
+            (addr, len)
+        };
+        let mut via = None;
+        let mut iface = None;
+        for p in parts {
+            let (k, v) = p
+                .split_once('=')
+                .ok_or(bad("options are key=value (via=, if=)"))?;
+            match k.trim() {
+                "via" => {
+                    if via.is_some() {
+                        return Err(bad("via= given twice"));
+                    }
+                    via = Some(parse_ipv4(v.trim()).ok_or(bad("via= is not an IPv4 address"))?);
+                }
+                "if" => {
+                    if iface.is_some() {
+                        return Err(bad("if= given twice"));
+                    }
+                    iface = Some(
+                        v.trim()
+                            .parse::<usize>()
+                            .map_err(|_| bad("if= is not an interface number"))?,
+                    );
+                }
+                _ => return Err(bad("unknown option (only via= and if=)")),
+            }
+        }
+        let iface = iface.ok_or(bad("missing if=N (the outgoing interface)"))?;
+        Ok(Route::new(prefix, prefix_len, via, iface))
+    }
+}
+
+/// Parses a route file's text: one route per line (`--route` syntax); blank lines and
+/// `#` comments are skipped. `path` names the file in errors.
+pub fn parse_routes(text: &str, path: &Path) -> Result<Vec<Route>, Error> {
+    let mut routes = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let r = line.parse::<Route>().map_err(|e| Error::RouteFileLine {
+            path: path.to_owned(),
+            line: i + 1,
+            source: Box::new(e),
+        })?;
+        routes.push(r);
+    }
+    Ok(routes)
+}
+
+/// Reads and parses a route file (see [`parse_routes`]).
+pub fn read_routes_file(path: &Path) -> Result<Vec<Route>, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::RouteFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_routes(&text, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_flag_syntax() {
+        let r: Route = "10.2.0.0/16,via=10.2.0.1,if=1".parse().unwrap();
+        assert_eq!(r, Route::new([10, 2, 0, 0], 16, Some([10, 2, 0, 1]), 1));
+        assert_eq!(r.to_string(), "10.2.0.0/16,via=10.2.0.1,if=1");
+        let r: Route = "10.2.3.4/16, if=0".parse().unwrap();
+        assert_eq!(r.prefix, [10, 2, 0, 0]);
+        let r: Route = "default,via=10.1.0.9,if=0".parse().unwrap();
+        assert_eq!(r.prefix_len, 0);
+        for bad in [
+            "",
+            "10.2.0.0",
+            "10.2.0.0/33",
+            "10.2.0/16,if=0",
+            "10.2.0.0/16",
+            "10.2.0.0/16,if=x",
+            "10.2.0.0/16,via=1.2.3,if=0",
+            "10.2.0.0/16,mtu=5,if=0",
+        ] {
+            assert!(bad.parse::<Route>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn route_files_name_the_line() {
+        let p = Path::new("r.conf");
+        let ok = parse_routes("# c\n\n10.0.0.0/8,if=1 # x\n", p).unwrap();
+        assert_eq!(ok.len(), 1);
+        let e = parse_routes("10.0.0.0/8,if=1\nnonsense\n", p).unwrap_err();
+        assert!(e.to_string().contains("r.conf:2"), "{e}");
+    }
+}

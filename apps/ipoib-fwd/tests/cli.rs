@@ -1,0 +1,106 @@
+//! The binary: bad flags and configurations give a clear error and exit status 2
+//! (never a panic); a short run forwards and checks conservation.
+
+use std::process::{Command, Output};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ipoib-fwd"))
+        .args(args)
+        .output()
+        .expect("run ipoib-fwd")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// Exit status 2, no panic, and the message names the problem.
+fn refused(args: &[&str], says: &str) {
+    let o = run(args);
+    let (out, err) = text(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{args:?}: stdout {out} stderr {err}"
+    );
+    assert!(!err.contains("panicked"), "{args:?}: {err}");
+    assert!(err.contains("ipoib-fwd: error:"), "{args:?}: {err}");
+    assert!(err.contains(says), "{args:?}: expected {says:?} in {err}");
+}
+
+fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+    let p = std::env::temp_dir().join(format!("ipoib-fwd-test-{}-{name}", std::process::id()));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn bad_flags_are_refused_with_a_clear_error() {
+    refused(&["--bogus"], "unknown argument \"--bogus\"");
+    refused(&["--duration"], "--duration needs a value");
+    refused(&["--duration", "soon"], "expected seconds");
+    refused(&["--duration", "-1"], "0 < SECS");
+    refused(&["--cores", "0"], "at least 1 data lcore");
+    refused(&["--cores", "4096"], "usable CPU");
+    refused(&["--size", "10"], "36..=2044");
+    refused(&["--size", "9000"], "36..=2044");
+    refused(&["--rate", "fast"], "packets per second");
+    refused(
+        &["--route", "10.2.0.0/33,if=1"],
+        "prefix length must be 0..=32",
+    );
+    refused(&["--route", "10.2.0.0/16"], "missing if=N");
+    refused(
+        &["--route=10.2.0.0/16,via=10.2.0.300,if=1"],
+        "via= is not an IPv4 address",
+    );
+    refused(&["--route", "10.9.0.0/16,via=10.2.0.2,if=5"], "interface 5");
+    refused(&["--dst", "10.9.9.9"], "no route to it");
+    refused(&["--dst", "10.1.0.7"], "built-in sink");
+}
+
+#[test]
+fn bad_route_files_are_refused_with_file_and_line() {
+    refused(
+        &["--routes", "/nonexistent/ipoib-fwd.routes"],
+        "cannot read route file /nonexistent/ipoib-fwd.routes",
+    );
+    let p = temp_file(
+        "bad",
+        "# routes\n10.9.0.0/16,via=10.2.0.2,if=1\n10.8.0.0/99,if=1\n",
+    );
+    let ps = p.to_str().unwrap();
+    refused(&["--routes", ps], &format!("{ps}:3"));
+    let _ = std::fs::remove_file(p);
+}
+
+#[test]
+fn help_exits_0() {
+    let o = run(&["--help"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(text(&o).0.contains("--routes FILE"));
+}
+
+#[test]
+fn a_short_run_forwards_through_a_configured_route_and_conserves() {
+    let p = temp_file("ok", "10.9.0.0/16,via=10.2.0.2,if=1 # behind the sink\n");
+    let o = run(&[
+        "--duration",
+        "0.5",
+        "--routes",
+        p.to_str().unwrap(),
+        "--dst",
+        "10.9.0.5",
+        "--rate",
+        "200000",
+    ]);
+    let _ = std::fs::remove_file(&p);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "stdout {out}\nstderr {err}");
+    assert!(out.contains("conservation: ok"), "{out}");
+    assert!(out.contains("3 route(s)"), "{out}");
+    assert!(out.contains("bad TTL 0"), "{out}");
+}
