@@ -1,0 +1,258 @@
+//! Command-line flags and their checks: every bad value gets a message that names the
+//! flag and what it accepts.
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+/// The largest IP packet the fabric carries: the broadcast group's IB MTU (4096) less
+/// the 4-byte IPoIB header.
+pub const IP_MTU: usize = 4096 - 4;
+
+/// Which nodes the traffic crosses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Topology {
+    /// generator -> sink, one partition.
+    Direct,
+    /// generator -> ipoib-fwd -> sink, across two partitions.
+    Fwd,
+}
+
+impl Topology {
+    pub fn name(self) -> &'static str {
+        match self {
+            Topology::Direct => "direct",
+            Topology::Fwd => "fwd",
+        }
+    }
+}
+
+/// pktgen: traffic generator, sink and latency meter for ibpoll on the embedded
+/// simulated InfiniBand fabric.
+///
+/// Starts a generator node and a sink node (and, with `--topology fwd`, an ipoib-fwd
+/// node between two partitions), sends IPv4/UDP datagrams for `--duration` seconds,
+/// prints one status line per second and a summary, and checks that every packet sent
+/// was received or counted as a drop somewhere (exit 1 if not).
+#[derive(Debug, Parser)]
+#[command(name = "pktgen", version)]
+pub struct Args {
+    /// Seconds of traffic (fractions allowed, e.g. 0.5).
+    #[arg(long, default_value_t = 3.0, allow_negative_numbers = true)]
+    pub duration: f64,
+
+    /// IP packet size in bytes, IPv4 and UDP headers included, IPoIB header not (64 = a
+    /// 64-byte IPv4/UDP packet); 42 to 4092 (the IPoIB MTU).
+    #[arg(long, default_value_t = 64, allow_negative_numbers = true)]
+    pub size: usize,
+
+    /// Packets per second over all generator lcores, or "max".
+    #[arg(long, default_value = "max", allow_negative_numbers = true)]
+    pub rate: String,
+
+    /// Packets queued per generator iteration (1 to 64).
+    #[arg(long, default_value_t = 32, allow_negative_numbers = true)]
+    pub burst: usize,
+
+    /// Unicast flows (distinct UDP source ports, spread over the sink's lcores).
+    #[arg(long, default_value_t = 4, allow_negative_numbers = true)]
+    pub flows: usize,
+
+    /// IPv4 multicast groups to send to, mixed with the unicast flows: send-only joins
+    /// on the generator, full-member subscriptions on the sink. Default 4 (0 with
+    /// --pingpong).
+    #[arg(long, allow_negative_numbers = true)]
+    pub mcast_groups: Option<usize>,
+
+    /// Stamp packets and measure one-way latency at the sink (HDR histogram).
+    #[arg(long)]
+    pub latency: bool,
+
+    /// One packet in flight: the sink echoes it, the generator measures the round trip.
+    #[arg(long)]
+    pub pingpong: bool,
+
+    /// direct: generator -> sink; fwd: generator -> ipoib-fwd -> sink across two
+    /// partitions.
+    #[arg(long, value_enum, default_value_t = Topology::Fwd)]
+    pub topology: Topology,
+
+    /// CPUs to use, split between the nodes (default: every usable CPU).
+    #[arg(long, allow_negative_numbers = true)]
+    pub cores: Option<usize>,
+
+    /// Write every frame the fabric's switch forwards to this pcap file (native
+    /// InfiniBand frames, link type 197 / ERF type 21, which tshark decodes).
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+
+    /// Write the summary as one JSON object (the last line written) to FILE, or "-" for
+    /// stdout.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<String>,
+
+    /// Seed of the fabric's random draws.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// A flag's value was refused.
+#[derive(Debug)]
+pub struct BadFlag {
+    pub flag: &'static str,
+    pub msg: String,
+}
+
+impl std::fmt::Display for BadFlag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.flag, self.msg)
+    }
+}
+
+/// The checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub duration_s: f64,
+    pub size: usize,
+    /// Packets per second in total; `None`: max.
+    pub rate_pps: Option<f64>,
+    pub burst: usize,
+    pub flows: usize,
+    pub mcast_groups: usize,
+    pub latency: bool,
+    pub pingpong: bool,
+    pub topology: Topology,
+    pub cores: usize,
+    pub pcap: Option<PathBuf>,
+    pub json: Option<String>,
+    pub seed: u64,
+}
+
+fn bad(flag: &'static str, msg: impl Into<String>) -> BadFlag {
+    BadFlag {
+        flag,
+        msg: msg.into(),
+    }
+}
+
+impl Args {
+    /// Checks every flag and the combinations; `usable_cpus` bounds `--cores`.
+    pub fn check(&self, usable_cpus: usize) -> Result<Config, BadFlag> {
+        if !self.duration.is_finite() || self.duration <= 0.0 || self.duration > 86_400.0 {
+            return Err(bad(
+                "--duration",
+                format!(
+                    "{} is not a duration: give seconds above 0 (at most 86400)",
+                    self.duration
+                ),
+            ));
+        }
+        if !(crate::traffic::PACKET_MIN.max(42)..=IP_MTU).contains(&self.size) {
+            return Err(bad(
+                "--size",
+                format!(
+                    "{} bytes is not a possible IP packet here: give 42 to {IP_MTU} \
+                     (the IPv4 and UDP headers plus pktgen's 12-byte stamp, up to the IPoIB MTU)",
+                    self.size
+                ),
+            ));
+        }
+        let rate_pps = match self.rate.trim() {
+            "max" => None,
+            r => match r.parse::<f64>() {
+                Ok(v) if v.is_finite() && v >= 1.0 => Some(v),
+                Ok(_) => {
+                    return Err(bad(
+                        "--rate",
+                        format!(
+                            "{r} packets per second sends nothing: give at least 1, or \"max\""
+                        ),
+                    ))
+                }
+                Err(_) => {
+                    return Err(bad(
+                        "--rate",
+                        format!("{r:?} is neither a number of packets per second nor \"max\""),
+                    ))
+                }
+            },
+        };
+        if !(1..=ibpoll::TX_BUFFER_MAX).contains(&self.burst) {
+            return Err(bad(
+                "--burst",
+                format!(
+                    "{} is out of range: give 1 to {} packets per iteration",
+                    self.burst,
+                    ibpoll::TX_BUFFER_MAX
+                ),
+            ));
+        }
+        if self.flows > 400 {
+            return Err(bad(
+                "--flows",
+                format!("{} is too many: give 0 to 400", self.flows),
+            ));
+        }
+        let mcast_groups = match (self.mcast_groups, self.pingpong) {
+            (Some(n), true) if n > 0 => {
+                return Err(bad(
+                    "--mcast-groups",
+                    "--pingpong echoes one unicast packet at a time; it cannot be combined \
+                     with --mcast-groups (drop one of the two)",
+                ))
+            }
+            (Some(n), _) => n,
+            (None, true) => 0,
+            (None, false) => 4,
+        };
+        if mcast_groups > 250 {
+            return Err(bad(
+                "--mcast-groups",
+                format!("{mcast_groups} is too many: give 0 to 250"),
+            ));
+        }
+        if self.flows + mcast_groups == 0 {
+            return Err(bad(
+                "--flows",
+                "--flows 0 with --mcast-groups 0 leaves nothing to send: give at least one",
+            ));
+        }
+        if self.pingpong && self.flows == 0 {
+            return Err(bad(
+                "--flows",
+                "--pingpong needs a unicast flow: give --flows 1 or more",
+            ));
+        }
+        let cores = self.cores.unwrap_or(usable_cpus);
+        if cores == 0 {
+            return Err(bad(
+                "--cores",
+                "0 CPUs cannot run anything: give at least 1",
+            ));
+        }
+        if cores > usable_cpus {
+            return Err(bad(
+                "--cores",
+                format!("{cores} asked for but this process may run on {usable_cpus} CPUs: give at most {usable_cpus}"),
+            ));
+        }
+        if self.json.as_deref() == Some("") {
+            return Err(bad("--json", "give a file name, or - for stdout"));
+        }
+        Ok(Config {
+            duration_s: self.duration,
+            size: self.size,
+            rate_pps,
+            burst: self.burst,
+            flows: self.flows,
+            mcast_groups,
+            latency: self.latency || self.pingpong,
+            pingpong: self.pingpong,
+            topology: self.topology,
+            cores,
+            pcap: self.pcap.clone(),
+            json: self.json.clone(),
+            seed: self.seed,
+        })
+    }
+}

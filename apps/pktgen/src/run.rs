@@ -1,0 +1,631 @@
+//! One pktgen run: the fabric and its nodes, the traffic phases, the stop, and the
+//! counters gathered for the report.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ibpoll::{GroupAddr, IdlePolicy, IfaceConfig, LcoreStats, Stack, StackBuilder};
+use ibpoll_ctrl::GroupPhase;
+use ibpoll_pmd_sim::{FabricConfig, SimFabric};
+use ibpoll_wire::{IbMtu, PKey};
+
+use crate::args::{Config, Topology};
+use crate::fwd::{FwdNode, FwdPlan};
+use crate::report::{Drops, Report};
+use crate::traffic::{self, AppCounters, GenConfig, Generator, Phase, Sink, SinkConfig};
+
+/// How long a node may take to bring its link up, or the sink to join its groups.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the priming packets (one per flow) may take to arrive.
+const PRIME_TIMEOUT: Duration = Duration::from_secs(3);
+/// After the generators halt, the counters must stay unchanged this long...
+const SETTLE_QUIET: Duration = Duration::from_millis(100);
+/// ... within this long.
+const SETTLE_MAX: Duration = Duration::from_secs(5);
+
+/// Addresses of one topology.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    pub gen_pkey: PKey,
+    pub sink_pkey: PKey,
+    pub gen_ip: [u8; 4],
+    pub sink_ip: [u8; 4],
+    /// Where the generator sends unicast (the sink, or the forwarder's generator side).
+    pub gen_next_hop: [u8; 4],
+    /// Where the sink sends echoes (the generator, or the forwarder's sink side).
+    pub sink_next_hop: [u8; 4],
+}
+
+const DIRECT: Plan = Plan {
+    gen_pkey: PKey::DEFAULT,
+    sink_pkey: PKey::DEFAULT,
+    gen_ip: [10, 0, 0, 1],
+    sink_ip: [10, 0, 0, 2],
+    gen_next_hop: [10, 0, 0, 2],
+    sink_next_hop: [10, 0, 0, 1],
+};
+
+/// Partitions and addresses of the forwarded topology.
+pub const FWD: Plan = Plan {
+    gen_pkey: PKey(0x8001),
+    sink_pkey: PKey(0x8002),
+    gen_ip: [10, 1, 0, 1],
+    sink_ip: [10, 2, 0, 1],
+    gen_next_hop: [10, 1, 0, 254],
+    sink_next_hop: [10, 2, 0, 254],
+};
+
+/// The sink's address in the generator's partition (fwd topology with multicast).
+const SINK_MCAST_IP: [u8; 4] = [10, 1, 0, 2];
+
+/// Data lcores and CPUs of every node, and whether threads are pinned.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    pub gen_lcores: usize,
+    pub fwd_lcores: usize,
+    pub sink_lcores: usize,
+    pub cpus: Vec<usize>,
+    pub pin: bool,
+    pub idle: IdlePolicy,
+    /// What the user should know about the placement (shared CPUs, no pinning).
+    pub note: Option<String>,
+}
+
+impl Placement {
+    /// Splits `cores` CPUs between the nodes: one data lcore per node at least, more
+    /// when there are CPUs for them. When the lcores outnumber the CPUs the threads
+    /// share CPUs: idle lcores yield, and threads are not pinned when every usable CPU
+    /// is in play (the OS balances them best); with fewer, they are pinned round-robin
+    /// to the CPUs asked for.
+    ///
+    /// Ping-pong (`single`) gives every node one data lcore: one packet is in flight,
+    /// and its echo must come back to the lcore that sent it (RSS would spread the
+    /// echoes of several generator lcores' flows over all of them).
+    pub fn new(cores: usize, fwd: bool, single: bool) -> Placement {
+        let usable: Vec<usize> = core_affinity::get_core_ids()
+            .map(|v| v.into_iter().map(|c| c.id).collect::<Vec<_>>())
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| (0..cores).collect());
+        let cores = cores.min(usable.len()).max(1);
+        let (gen_lcores, fwd_lcores, sink_lcores) = if single {
+            (1, usize::from(fwd), 1)
+        } else if fwd {
+            let third = (cores / 3).max(1);
+            (third, (cores.saturating_sub(2 * third)).max(1), third)
+        } else {
+            let half = (cores / 2).max(1);
+            (half, 0, (cores - half).max(1))
+        };
+        let lcores = gen_lcores + fwd_lcores + sink_lcores;
+        let chosen = &usable[..cores];
+        let cpus: Vec<usize> = (0..lcores).map(|i| chosen[i % cores]).collect();
+        if lcores <= cores {
+            return Placement {
+                gen_lcores,
+                fwd_lcores,
+                sink_lcores,
+                cpus,
+                pin: true,
+                idle: IdlePolicy::Spin,
+                note: None,
+            };
+        }
+        let pin = cores < usable.len();
+        let note = format!(
+            "note: {lcores} lcores ({} nodes) share {cores} CPU{}: idle lcores yield the CPU; {}",
+            if fwd { 3 } else { 2 },
+            if cores == 1 { "" } else { "s" },
+            if pin {
+                "threads are pinned round-robin to the CPUs asked for"
+            } else {
+                "pinning is disabled so that the OS balances the threads"
+            }
+        );
+        Placement {
+            gen_lcores,
+            fwd_lcores,
+            sink_lcores,
+            cpus,
+            pin,
+            idle: IdlePolicy::Yield { after: 64 },
+            note: Some(note),
+        }
+    }
+
+    /// The CPUs of the lcores `from..from + n`.
+    pub fn cpus_of(&self, from: usize, n: usize) -> Vec<usize> {
+        self.cpus[from..from + n].to_vec()
+    }
+}
+
+/// A builder with pktgen's settings for one node.
+pub fn node(
+    fabric: &SimFabric,
+    name: &str,
+    pkey: PKey,
+    ip: [u8; 4],
+    lcores: usize,
+    cpus: Vec<usize>,
+    p: &Placement,
+) -> StackBuilder {
+    Stack::builder()
+        .name(name)
+        .fabric(fabric, name)
+        .pkey(pkey)
+        .ipv4(ip)
+        .data_cores(lcores)
+        .cpus(cpus)
+        .pin(p.pin)
+        .idle(p.idle)
+        .mtu(IbMtu::Mtu4096)
+        .stop_timeout(Duration::from_secs(15))
+}
+
+/// Why a run failed before it could report.
+#[derive(Debug)]
+pub enum RunError {
+    /// A node could not be started.
+    Start {
+        node: &'static str,
+        source: ibpoll::Error,
+    },
+    /// A node could not be reached or stopped.
+    Stack {
+        node: &'static str,
+        source: ibpoll::Error,
+    },
+    /// The forwarder node failed.
+    Fwd(String),
+    /// Something did not come up in time.
+    Timeout(String),
+    /// The pcap tap failed.
+    Pcap(ibpoll_pmd_sim::PcapError),
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunError::Start { node, source } => write!(f, "starting the {node} node: {source}"),
+            RunError::Stack { node, source } => write!(f, "the {node} node: {source}"),
+            RunError::Fwd(e) => write!(f, "the forwarder node: {e}"),
+            RunError::Timeout(what) => write!(f, "timed out: {what}"),
+            RunError::Pcap(e) => write!(f, "--pcap: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
+fn stack_err(node: &'static str) -> impl Fn(ibpoll::Error) -> RunError {
+    move |source| RunError::Stack { node, source }
+}
+
+fn wait(
+    what: &str,
+    timeout: Duration,
+    mut cond: impl FnMut() -> Result<bool, RunError>,
+) -> Result<(), RunError> {
+    let start = Instant::now();
+    while !cond()? {
+        if start.elapsed() > timeout {
+            return Err(RunError::Timeout(format!("{what} (after {timeout:?})")));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok(())
+}
+
+fn sum(v: &[Arc<AppCounters>], f: impl Fn(&AppCounters) -> u64) -> u64 {
+    v.iter().map(|c| f(c)).sum()
+}
+
+/// The groups pktgen uses: 239.1.<i / 250>.<i % 250 + 1>.
+pub fn groups(n: usize) -> Vec<[u8; 4]> {
+    (0..n)
+        .map(|i| [239, 1, (i / 250) as u8, (i % 250) as u8 + 1])
+        .collect()
+}
+
+fn joined(stack: &Stack, iface: usize, groups: &[[u8; 4]]) -> Result<usize, RunError> {
+    let groups = groups.to_vec();
+    stack
+        .with_controller_on(iface, move |c| {
+            groups
+                .iter()
+                .filter(|g| c.group_phase(GroupAddr::Ipv4(**g)) == Some(GroupPhase::Joined))
+                .count()
+        })
+        .map_err(stack_err("sink"))
+}
+
+/// Packets of ours a node's stack dropped, by reason (live or final counters), its
+/// control cores' (one per interface) included. `app_dropped` is left out where the
+/// application counts those drops itself by reason (the forwarder).
+pub fn stack_drops(
+    d: &mut Drops,
+    node: &str,
+    s: &LcoreStats,
+    ctrl: &[ibpoll::CtrlStats],
+    app_dropped: bool,
+) {
+    // Not counted: rx_loopback (a copy of our own multicast, not a lost packet),
+    // rx_arp / rx_ctrl_full / rx_unknown_ethertype (not IP: never pktgen's), and the
+    // driver's tx_errors and rx_nombuf / rx_overrun (the fabric counts those by reason).
+    let reasons = [
+        ("tx_buffer_full", s.tx_buffer_full),
+        ("tx_link_down", s.tx_link_down),
+        ("tx_too_long", s.tx_too_long),
+        ("tx_malformed", s.tx_malformed),
+        ("tx_no_iface", s.tx_no_iface),
+        ("tx_ctrl_full", s.tx_ctrl_full),
+        ("tx_full", s.tx_full),
+        ("stop_dropped_tx", s.stop_dropped_tx),
+        ("rx_malformed", s.rx_malformed),
+        ("stop_dropped_rx", s.stop_dropped_rx),
+        ("app_dropped", if app_dropped { s.app_dropped } else { 0 }),
+    ];
+    for (r, n) in reasons {
+        d.add(node, r, n);
+    }
+    for c in ctrl {
+        let reasons = [
+            ("ctrl.mcast_queue_full", c.mcast_queue_full),
+            ("ctrl.mcast_table_full", c.mcast_table_full),
+            ("ctrl.mcast_sendonly_dropped", c.mcast_sendonly_dropped),
+            ("ctrl.mcast_flush_dropped", c.mcast_flush_dropped),
+            ("ctrl.mcast_bad_group", c.mcast_bad_group),
+            ("ctrl.neigh_table_full", c.neigh_table_full),
+            ("ctrl.neigh_queue_full", c.neigh_queue_full),
+            ("ctrl.neigh_unresolved_dropped", c.neigh_unresolved_dropped),
+            ("ctrl.tx_backlog_full", c.tx_backlog_full),
+        ];
+        for (r, n) in reasons {
+            d.add(node, r, n);
+        }
+    }
+}
+
+fn live_ctrl(s: &Stack) -> Vec<ibpoll::CtrlStats> {
+    (0..s.ifaces())
+        .filter_map(|i| s.ctrl_stats_on(i).ok())
+        .collect()
+}
+
+fn fabric_drops(d: &mut Drops, fabric: &SimFabric) {
+    let stats = fabric.stats();
+    for (r, n) in stats.drops() {
+        d.add("fabric", r, n);
+    }
+}
+
+/// Runs the configured traffic and gathers the report.
+pub fn run(cfg: &Config, out: &mut dyn FnMut(&str)) -> Result<Report, RunError> {
+    let topology = cfg.topology;
+    let fwd = topology == Topology::Fwd;
+    let plan = if fwd { FWD } else { DIRECT };
+    let placement = Placement::new(cfg.cores, fwd, cfg.pingpong);
+    if let Some(note) = &placement.note {
+        out(note);
+    }
+    traffic::epoch();
+    let fabric = SimFabric::new(FabricConfig {
+        seed: cfg.seed,
+        partitions: if fwd {
+            vec![plan.gen_pkey, plan.sink_pkey]
+        } else {
+            vec![plan.gen_pkey]
+        },
+        broadcast_mtu: IbMtu::Mtu4096,
+        ..FabricConfig::default()
+    });
+    if let Some(path) = &cfg.pcap {
+        fabric.start_pcap(path).map_err(RunError::Pcap)?;
+    }
+    let groups = groups(cfg.mcast_groups);
+    let phase = Arc::new(Phase::new());
+    let latency_hist = Arc::new(Mutex::new(traffic::histogram()));
+
+    // The sink first, so that it is ready (and subscribed) before anything is sent.
+    let sink_counters: Vec<Arc<AppCounters>> =
+        (0..placement.sink_lcores).map(|_| Arc::default()).collect();
+    let sink_cfg = SinkConfig {
+        latency: cfg.latency && !cfg.pingpong,
+        echo_next_hop: cfg.pingpong.then_some(plan.sink_next_hop),
+    };
+    let gen_at = 0;
+    let fwd_at = placement.gen_lcores;
+    let sink_at = fwd_at + placement.fwd_lcores;
+    // ipoib-fwd routes unicast only: across it, the sink subscribes to the groups on a
+    // second interface in the generator's partition.
+    let mcast_iface = usize::from(fwd && !groups.is_empty());
+    if mcast_iface == 1 {
+        out("note: ipoib-fwd forwards unicast only; the sink subscribes to the multicast groups on a second interface in the generator's partition");
+    }
+    let sink = {
+        let counters = sink_counters.clone();
+        let hist = latency_hist.clone();
+        let mut b = node(
+            &fabric,
+            "sink",
+            plan.sink_pkey,
+            plan.sink_ip,
+            placement.sink_lcores,
+            placement.cpus_of(sink_at, placement.sink_lcores),
+            &placement,
+        );
+        if mcast_iface == 1 {
+            b = b
+                .interface(IfaceConfig {
+                    pkey: plan.sink_pkey,
+                    ipv4: Some(plan.sink_ip),
+                    prefix_len: 24,
+                })
+                .interface(IfaceConfig {
+                    pkey: plan.gen_pkey,
+                    ipv4: Some(SINK_MCAST_IP),
+                    prefix_len: 24,
+                });
+        }
+        b.start(move |i| Sink::new(sink_cfg, counters[i].clone(), Some(hist.clone())))
+            .map_err(|source| RunError::Start {
+                node: "sink",
+                source,
+            })?
+    };
+    let fwd_node = if fwd {
+        Some(
+            FwdNode::start(
+                &fabric,
+                &FwdPlan {
+                    gen_side: (plan.gen_pkey, plan.gen_next_hop),
+                    sink_side: (plan.sink_pkey, plan.sink_next_hop),
+                },
+                placement.fwd_lcores,
+                placement.cpus_of(fwd_at, placement.fwd_lcores),
+                &placement,
+            )
+            .map_err(RunError::Fwd)?,
+        )
+    } else {
+        None
+    };
+    let gen_counters: Vec<Arc<AppCounters>> =
+        (0..placement.gen_lcores).map(|_| Arc::default()).collect();
+    let gen_cfg = GenConfig {
+        src_ip: plan.gen_ip,
+        size: cfg.size,
+        burst: cfg.burst,
+        rate_pps: cfg.rate_pps.map(|r| r / placement.gen_lcores as f64),
+        stamp: cfg.latency,
+        pingpong: cfg.pingpong,
+    };
+    let mut flows_total = 0;
+    let gen_flows: Vec<_> = (0..placement.gen_lcores)
+        .map(|i| {
+            // Ping-pong: one packet in flight, from lcore 0.
+            if cfg.pingpong && i > 0 {
+                return Vec::new();
+            }
+            let unicast = if cfg.pingpong { 1 } else { cfg.flows };
+            let g = if cfg.pingpong { &[][..] } else { &groups[..] };
+            let f = traffic::flows(i, unicast, plan.sink_ip, plan.gen_next_hop, g);
+            flows_total += Generator::prime_count(&f);
+            f
+        })
+        .collect();
+    let gen = {
+        let counters = gen_counters.clone();
+        let phase = phase.clone();
+        let hist = latency_hist.clone();
+        let rtt = cfg.pingpong;
+        node(
+            &fabric,
+            "gen",
+            plan.gen_pkey,
+            plan.gen_ip,
+            placement.gen_lcores,
+            placement.cpus_of(gen_at, placement.gen_lcores),
+            &placement,
+        )
+        .start(move |i| {
+            Generator::new(
+                gen_cfg.clone(),
+                gen_flows[i].clone(),
+                phase.clone(),
+                counters[i].clone(),
+                rtt.then(|| hist.clone()),
+            )
+        })
+        .map_err(|source| RunError::Start {
+            node: "gen",
+            source,
+        })?
+    };
+
+    // Links up, groups joined.
+    for (name, s) in [("gen", &gen), ("sink", &sink)] {
+        if !s.wait_link_up(SETUP_TIMEOUT).map_err(stack_err(name))? {
+            return Err(RunError::Timeout(format!(
+                "the {name} node's link did not come up"
+            )));
+        }
+    }
+    if let Some(f) = &fwd_node {
+        f.wait_ready(SETUP_TIMEOUT).map_err(RunError::Fwd)?;
+    }
+    for g in &groups {
+        let g4 = GroupAddr::Ipv4(*g);
+        if !sink
+            .with_controller_on(mcast_iface, move |c| c.join_group(g4))
+            .map_err(stack_err("sink"))?
+        {
+            return Err(RunError::Timeout(format!(
+                "the sink could not subscribe to group {}.{}.{}.{}",
+                g[0], g[1], g[2], g[3]
+            )));
+        }
+    }
+    wait("the sink's group subscriptions", SETUP_TIMEOUT, || {
+        Ok(joined(&sink, mcast_iface, &groups)? == groups.len())
+    })?;
+
+    // Prime: one packet per flow resolves neighbours and makes the send-only joins, so
+    // that the measured run starts on a warm path.
+    let rx_counters = if cfg.pingpong {
+        &gen_counters
+    } else {
+        &sink_counters
+    };
+    let live_drops = || {
+        let mut d = Drops::default();
+        stack_drops(&mut d, "gen", &gen.total_stats(), &live_ctrl(&gen), true);
+        stack_drops(&mut d, "sink", &sink.total_stats(), &live_ctrl(&sink), true);
+        fabric_drops(&mut d, &fabric);
+        if let Some(f) = &fwd_node {
+            f.live_drops(&mut d);
+        }
+        d
+    };
+    phase.set(Phase::PRIME);
+    if !cfg.pingpong {
+        // Until every priming packet arrived or was counted lost (e.g. more than 3
+        // waiting for one neighbour's resolution, when many generator lcores prime).
+        let primed = wait("priming", PRIME_TIMEOUT, || {
+            std::thread::sleep(Duration::from_millis(3));
+            let rx = sum(rx_counters, |c| c.received.get());
+            Ok(rx >= flows_total as u64 || rx + live_drops().total() >= flows_total as u64)
+        });
+        if primed.is_err() {
+            out("note: not every priming packet arrived in time; the run goes on (losses are counted)");
+        }
+    }
+
+    // The run.
+    let start = Instant::now();
+    phase.set(Phase::RUN);
+    let duration = Duration::from_secs_f64(cfg.duration_s);
+    let mut last = (start, 0u64, 0u64);
+    let mut tick = 1u64;
+    loop {
+        let elapsed = start.elapsed();
+        if elapsed >= duration {
+            break;
+        }
+        let next = Duration::from_secs(tick).min(duration);
+        std::thread::sleep(next.saturating_sub(elapsed).min(Duration::from_millis(50)));
+        if start.elapsed() >= Duration::from_secs(tick) && start.elapsed() < duration {
+            let now = Instant::now();
+            let tx = sum(&gen_counters, |c| c.sent.get());
+            let rx = sum(rx_counters, |c| c.received.get());
+            let dt = now.duration_since(last.0).as_secs_f64();
+            let d = live_drops();
+            let (tx_pps, rx_pps) = ((tx - last.1) as f64 / dt, (rx - last.2) as f64 / dt);
+            let neigh = gen
+                .with_controller(|c| c.neighbour_count())
+                .unwrap_or_default();
+            out(&format!(
+                "[{:>5.1}s] tx {:>7.3} Mpps {:>7.3} Gb/s | rx {:>7.3} Mpps {:>7.3} Gb/s | drops {:>9} | groups {}/{} | neighbours {}",
+                start.elapsed().as_secs_f64(),
+                tx_pps / 1e6,
+                tx_pps * cfg.size as f64 * 8.0 / 1e9,
+                rx_pps / 1e6,
+                rx_pps * cfg.size as f64 * 8.0 / 1e9,
+                d.total(),
+                joined(&sink, mcast_iface, &groups).unwrap_or(0),
+                groups.len(),
+                neigh,
+            ));
+            last = (now, tx, rx);
+            tick += 1;
+        }
+    }
+    phase.set(Phase::HALT);
+    let run_s = start.elapsed().as_secs_f64();
+    let groups_joined = joined(&sink, mcast_iface, &groups)?;
+    let neighbours = gen
+        .with_controller(|c| c.neighbour_count())
+        .map_err(stack_err("gen"))?;
+
+    // Let what is in flight arrive: the receive counters and the drops settle.
+    let settle_start = Instant::now();
+    let mut quiet_since = Instant::now();
+    let mut last_seen = u64::MAX;
+    while quiet_since.elapsed() < SETTLE_QUIET && settle_start.elapsed() < SETTLE_MAX {
+        std::thread::sleep(Duration::from_millis(10));
+        let mut v = sum(rx_counters, |c| c.received.get()) + fabric.stats().dropped();
+        v += sum(&sink_counters, |c| c.echoed.get());
+        if let Some(f) = &fwd_node {
+            v += f.activity();
+        }
+        if v != last_seen {
+            last_seen = v;
+            quiet_since = Instant::now();
+        }
+    }
+
+    // Stop in the direction of the traffic: each node leaves its groups on the way.
+    let gen_gid = gen.hwaddr().gid();
+    let sink_gids: Vec<_> = (0..sink.ifaces())
+        .map(|i| sink.iface_hwaddr(i).gid())
+        .collect();
+    let rg = gen.stop().map_err(stack_err("gen"))?;
+    let fwd_final = match fwd_node {
+        Some(f) => Some(f.stop().map_err(RunError::Fwd)?),
+        None => None,
+    };
+    let rs = sink.stop().map_err(stack_err("sink"))?;
+    if cfg.pcap.is_some() {
+        fabric.stop_pcap().map_err(RunError::Pcap)?;
+    }
+
+    let mut drops = Drops::default();
+    stack_drops(&mut drops, "gen", &rg.total(), &rg.ctrl_ifaces, true);
+    if let Some(f) = &fwd_final {
+        drops.extend(&f.drops);
+    }
+    stack_drops(&mut drops, "sink", &rs.total(), &rs.ctrl_ifaces, true);
+    fabric_drops(&mut drops, &fabric);
+
+    // Every port of the fabric: no membership may outlive its node.
+    let mut gids = vec![gen_gid];
+    gids.extend(sink_gids);
+    if let Some(f) = &fwd_final {
+        gids.extend(f.gids.iter().copied());
+    }
+    let sa_memberships_after_shutdown = fabric.with_sa(|sa| {
+        let by_port: usize = gids.iter().map(|g| sa.memberships_of(g).count()).sum();
+        let any: usize = sa.groups().map(|g| g.members().count()).sum();
+        by_port.max(any)
+    });
+
+    let latency = {
+        let h = latency_hist.lock().unwrap_or_else(|e| e.into_inner());
+        (cfg.latency && !h.is_empty()).then(|| h.clone())
+    };
+    let tx_packets = sum(&gen_counters, |c| c.sent.get());
+    let rx_packets = sum(rx_counters, |c| c.received.get());
+    Ok(Report {
+        topology,
+        size: cfg.size,
+        burst: cfg.burst,
+        cores: cfg.cores,
+        pingpong: cfg.pingpong,
+        duration_s: run_s,
+        tx_packets,
+        rx_packets,
+        rx_mcast: sum(&sink_counters, |c| c.received_mcast.get()),
+        drops,
+        mcast_groups: groups.len(),
+        mcast_groups_joined: groups_joined,
+        neighbours,
+        latency,
+        sa_memberships_after_shutdown,
+        pool_in_use: rg.pool_in_use
+            + rs.pool_in_use
+            + fwd_final.as_ref().map_or(0, |f| f.pool_in_use),
+        flushed: rg.flushed && rs.flushed && fwd_final.as_ref().is_none_or(|f| f.flushed),
+        pinned: placement.pin,
+        foreign: sum(&sink_counters, |c| c.foreign.get()) + sum(&gen_counters, |c| c.foreign.get()),
+        timeouts: sum(&gen_counters, |c| c.timeouts.get()),
+    })
+}

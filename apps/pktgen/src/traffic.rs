@@ -1,0 +1,467 @@
+//! The data path of pktgen: the generator and sink applications that run on the stacks'
+//! data lcores, and the packets they exchange.
+//!
+//! A packet is an IPv4/UDP datagram of exactly `--size` bytes (IP header included, the
+//! 4-byte IPoIB header not): 20 bytes of IPv4 header, 8 of UDP header, then the payload
+//! `MAGIC (4) | timestamp ns (8)` and padding. The timestamp is nanoseconds since
+//! [`epoch`], a process-wide `Instant` every node shares (they are threads of this
+//! process), written at send and read at the sink (or, for ping-pong, when the echo
+//! comes back); 0 when latency is not measured.
+//!
+//! Nothing here allocates, locks or makes a system call per packet: counters are
+//! single-writer [`Counter`]s, histograms are allocated at start-up and merged into the
+//! shared one only when the application is dropped (on its lcore, at stop).
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use ibpoll::{App, Dest, GroupAddr, LcoreCtx, TxBuffer};
+use ibpoll_dev::Counter;
+use ibpoll_mem::Mbuf;
+
+/// IPv4 (20) + UDP (8) headers.
+pub const HEADERS_LEN: usize = 28;
+/// Where the magic and the timestamp sit, from the IP header on.
+const MAGIC_AT: usize = HEADERS_LEN;
+const STAMP_AT: usize = HEADERS_LEN + 4;
+/// The smallest packet that holds the headers, the magic and the timestamp.
+pub const PACKET_MIN: usize = STAMP_AT + 8;
+/// Marks pktgen's datagrams.
+const MAGIC: [u8; 4] = *b"IBpg";
+/// The UDP destination port of pktgen's datagrams.
+pub const UDP_PORT: u16 = 9000;
+/// Histogram range: 1 ns to 60 s, 3 significant digits.
+const HIST_MAX_NS: u64 = 60_000_000_000;
+/// A ping-pong packet not answered within this is counted lost and the next one goes.
+const PINGPONG_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// The process-wide clock that stamps packets.
+pub fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ns(now: Instant) -> u64 {
+    now.saturating_duration_since(epoch()).as_nanos() as u64
+}
+
+/// A fresh histogram for latencies in nanoseconds.
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, HIST_MAX_NS, 3).expect("valid histogram bounds")
+}
+
+/// What the generators do; written by the main thread, read (Relaxed) by every
+/// generator once per iteration. It orders nothing: counters are read after the fact.
+#[derive(Debug)]
+pub struct Phase(AtomicU8);
+
+impl Phase {
+    /// Not sending yet.
+    pub const WAIT: u8 = 0;
+    /// Sending one packet per destination, to resolve neighbours and join groups.
+    pub const PRIME: u8 = 1;
+    /// Sending at the configured rate.
+    pub const RUN: u8 = 2;
+    /// Stopped for good.
+    pub const HALT: u8 = 3;
+
+    pub fn new() -> Phase {
+        Phase(AtomicU8::new(Phase::WAIT))
+    }
+
+    pub fn set(&self, p: u8) {
+        // Relaxed: see the type's documentation.
+        self.0.store(p, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> u8 {
+        // Relaxed: see the type's documentation.
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// One lcore's counters of pktgen's own packets (single writer: the lcore).
+#[derive(Debug, Default)]
+pub struct AppCounters {
+    /// Datagrams pushed into the stack (generator).
+    pub sent: Counter,
+    /// Datagrams of ours received (sink; generator: echoes in ping-pong).
+    pub received: Counter,
+    /// Bytes of those (IP packets).
+    pub received_bytes: Counter,
+    /// Of those, received from a multicast group.
+    pub received_mcast: Counter,
+    /// Received packets that were not pktgen's (freed).
+    pub foreign: Counter,
+    /// Buffer allocation failures (the generator waits; nothing is lost).
+    pub nombuf: Counter,
+    /// Echoes the sink sent back (ping-pong).
+    pub echoed: Counter,
+    /// Ping-pong packets given up after `PINGPONG_TIMEOUT` (their loss is counted
+    /// where it happened).
+    pub timeouts: Counter,
+}
+
+/// Where a generator sends one flow.
+#[derive(Debug, Clone, Copy)]
+pub struct Flow {
+    pub dest: Dest,
+    pub dst_ip: [u8; 4],
+    pub src_port: u16,
+}
+
+/// The flows of one generator lcore: `flows` unicast flows to `unicast_ip` (through
+/// `next_hop`) with distinct UDP source ports, then one flow per multicast group.
+pub fn flows(
+    lcore: usize,
+    unicast: usize,
+    unicast_ip: [u8; 4],
+    next_hop: [u8; 4],
+    groups: &[[u8; 4]],
+) -> Vec<Flow> {
+    let base = 10_000 + (lcore as u16) * 1_000;
+    let mut v: Vec<Flow> = (0..unicast)
+        .map(|i| Flow {
+            dest: Dest::NextHop(next_hop),
+            dst_ip: unicast_ip,
+            src_port: base + i as u16,
+        })
+        .collect();
+    v.extend(groups.iter().enumerate().map(|(i, g)| Flow {
+        dest: Dest::Group(GroupAddr::Ipv4(*g)),
+        dst_ip: *g,
+        src_port: base + 500 + i as u16,
+    }));
+    v
+}
+
+/// Writes a pktgen datagram of `size` bytes into `m` (an empty buffer). False if it does
+/// not fit.
+fn build(m: &mut Mbuf, size: usize, src: [u8; 4], flow: &Flow, stamp: u64) -> bool {
+    let Some(d) = m.append(size) else {
+        return false;
+    };
+    d[..PACKET_MIN].fill(0);
+    d[0] = 0x45;
+    d[2..4].copy_from_slice(&(size as u16).to_be_bytes());
+    d[8] = 64; // TTL
+    d[9] = 17; // UDP
+    d[12..16].copy_from_slice(&src);
+    d[16..20].copy_from_slice(&flow.dst_ip);
+    let sum = ip_checksum(&d[..20]);
+    d[10..12].copy_from_slice(&sum.to_be_bytes());
+    d[20..22].copy_from_slice(&flow.src_port.to_be_bytes());
+    d[22..24].copy_from_slice(&UDP_PORT.to_be_bytes());
+    d[24..26].copy_from_slice(&((size - 20) as u16).to_be_bytes());
+    // UDP checksum 0: none (IPv4).
+    d[MAGIC_AT..MAGIC_AT + 4].copy_from_slice(&MAGIC);
+    d[STAMP_AT..STAMP_AT + 8].copy_from_slice(&stamp.to_be_bytes());
+    true
+}
+
+fn ip_checksum(h: &[u8]) -> u16 {
+    let mut sum = 0u32;
+    for w in h.chunks_exact(2) {
+        sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// The timestamp of a pktgen datagram, `None` if it is not one.
+fn parse(d: &[u8]) -> Option<u64> {
+    if d.len() < PACKET_MIN || d[0] != 0x45 || d[9] != 17 || d[MAGIC_AT..MAGIC_AT + 4] != MAGIC {
+        return None;
+    }
+    let mut ts = [0u8; 8];
+    ts.copy_from_slice(&d[STAMP_AT..STAMP_AT + 8]);
+    Some(u64::from_be_bytes(ts))
+}
+
+/// A latency histogram recorded on one lcore, merged into `into` when it is dropped.
+#[derive(Debug)]
+struct LocalHist {
+    hist: Histogram<u64>,
+    into: Arc<Mutex<Histogram<u64>>>,
+}
+
+impl LocalHist {
+    fn record(&mut self, sent_ns: u64, now_ns: u64) {
+        // saturating_record clamps to the range instead of failing.
+        self.hist
+            .saturating_record(now_ns.saturating_sub(sent_ns).max(1));
+    }
+}
+
+impl Drop for LocalHist {
+    fn drop(&mut self) {
+        let mut h = self.into.lock().unwrap_or_else(|e| e.into_inner());
+        // Same bounds on both sides: cannot fail.
+        let _ = h.add(&self.hist);
+    }
+}
+
+/// How a generator lcore sends.
+#[derive(Debug, Clone)]
+pub struct GenConfig {
+    pub src_ip: [u8; 4],
+    pub size: usize,
+    pub burst: usize,
+    /// Packets per second for this lcore; `None`: as fast as it can.
+    pub rate_pps: Option<f64>,
+    /// Stamp packets with the send time.
+    pub stamp: bool,
+    /// One packet in flight (lcore 0 only), waiting for its echo.
+    pub pingpong: bool,
+}
+
+/// The generator of one lcore.
+#[derive(Debug)]
+pub struct Generator {
+    cfg: GenConfig,
+    flows: Vec<Flow>,
+    next: usize,
+    /// One flow per distinct destination, sent once before the run.
+    prime: Vec<Flow>,
+    primed: usize,
+    phase: Arc<Phase>,
+    counters: Arc<AppCounters>,
+    tokens: f64,
+    last: Option<Instant>,
+    in_flight: Option<Instant>,
+    rtt: Option<LocalHist>,
+}
+
+impl Generator {
+    pub fn new(
+        cfg: GenConfig,
+        flows: Vec<Flow>,
+        phase: Arc<Phase>,
+        counters: Arc<AppCounters>,
+        rtt: Option<Arc<Mutex<Histogram<u64>>>>,
+    ) -> Generator {
+        let mut prime: Vec<Flow> = Vec::new();
+        for f in &flows {
+            if !prime.iter().any(|p| p.dest == f.dest) {
+                prime.push(*f);
+            }
+        }
+        Generator {
+            cfg,
+            flows,
+            next: 0,
+            prime,
+            primed: 0,
+            phase,
+            counters,
+            tokens: 0.0,
+            last: None,
+            in_flight: None,
+            rtt: rtt.map(|into| LocalHist {
+                hist: histogram(),
+                into,
+            }),
+        }
+    }
+
+    /// Flows with distinct destinations: the packets sent before the run (one each).
+    pub fn prime_count(flows: &[Flow]) -> usize {
+        let mut n = 0;
+        for (i, f) in flows.iter().enumerate() {
+            if !flows[..i].iter().any(|p| p.dest == f.dest) {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Sends up to `n` packets round-robin over the flows (the priming flows while
+    /// priming); how many went.
+    fn send(&mut self, ctx: &LcoreCtx, tx: &mut TxBuffer, n: usize, priming: bool) -> usize {
+        let mut sent = 0;
+        let stamp = if self.cfg.stamp { now_ns(ctx.now) } else { 0 };
+        while sent < n && tx.room() > 0 {
+            let Some(mut m) = tx.alloc() else {
+                self.counters.nombuf.inc();
+                break;
+            };
+            let flow = if priming {
+                self.primed += 1;
+                self.prime[self.primed - 1]
+            } else {
+                let f = self.flows[self.next];
+                self.next = (self.next + 1) % self.flows.len();
+                f
+            };
+            if !build(&mut m, self.cfg.size, self.cfg.src_ip, &flow, stamp) {
+                // Sizes are checked against the buffers at start-up.
+                break;
+            }
+            self.counters.sent.inc();
+            tx.push(m, flow.dest);
+            sent += 1;
+        }
+        sent
+    }
+}
+
+impl App for Generator {
+    fn on_burst(&mut self, ctx: &LcoreCtx, rx: &mut [Option<Mbuf>], _tx: &mut TxBuffer) {
+        let now = now_ns(Instant::now().max(ctx.now));
+        for slot in rx {
+            let Some(m) = slot.take() else { continue };
+            match parse(m.data()) {
+                Some(sent_ns) if self.cfg.pingpong => {
+                    self.counters.received.inc();
+                    self.counters.received_bytes.add(m.len() as u64);
+                    if let Some(h) = &mut self.rtt {
+                        h.record(sent_ns, now);
+                    }
+                    self.in_flight = None;
+                }
+                _ => self.counters.foreign.inc(),
+            }
+        }
+    }
+
+    fn poll(&mut self, ctx: &LcoreCtx, tx: &mut TxBuffer) -> bool {
+        if self.flows.is_empty() || !ctx.link_up {
+            return false;
+        }
+        match self.phase.get() {
+            Phase::PRIME if !self.cfg.pingpong && self.primed < self.prime.len() => {
+                let n = self.prime.len() - self.primed;
+                self.send(ctx, tx, n, true) > 0
+            }
+            Phase::RUN if self.cfg.pingpong => {
+                if let Some(t) = self.in_flight {
+                    if ctx.now.saturating_duration_since(t) < PINGPONG_TIMEOUT {
+                        return false;
+                    }
+                    self.counters.timeouts.inc();
+                }
+                if self.send(ctx, tx, 1, false) == 1 {
+                    self.in_flight = Some(ctx.now);
+                    true
+                } else {
+                    false
+                }
+            }
+            Phase::RUN => {
+                let n = match self.cfg.rate_pps {
+                    None => self.cfg.burst,
+                    Some(rate) => {
+                        let last = *self.last.get_or_insert(ctx.now);
+                        let dt = ctx.now.saturating_duration_since(last).as_secs_f64();
+                        self.last = Some(ctx.now);
+                        // Bank up to 10 ms of credit (at least a burst), so that an
+                        // lcore the OS preempted catches up, a burst at a time.
+                        let bank = (rate * 0.01).max(self.cfg.burst as f64);
+                        self.tokens = (self.tokens + dt * rate).min(bank);
+                        (self.tokens as usize).min(self.cfg.burst)
+                    }
+                };
+                if n == 0 {
+                    return false;
+                }
+                let sent = self.send(ctx, tx, n, false);
+                self.tokens -= sent as f64;
+                sent > 0
+            }
+            _ => false,
+        }
+    }
+}
+
+/// How a sink lcore treats what it receives.
+#[derive(Debug, Clone, Copy)]
+pub struct SinkConfig {
+    /// Record one-way latency from the timestamps.
+    pub latency: bool,
+    /// Echo every datagram back to its source through `echo_next_hop`.
+    pub echo_next_hop: Option<[u8; 4]>,
+}
+
+/// The sink of one lcore: counts (and echoes, in ping-pong) pktgen's datagrams.
+#[derive(Debug)]
+pub struct Sink {
+    cfg: SinkConfig,
+    counters: Arc<AppCounters>,
+    latency: Option<LocalHist>,
+}
+
+impl Sink {
+    pub fn new(
+        cfg: SinkConfig,
+        counters: Arc<AppCounters>,
+        latency: Option<Arc<Mutex<Histogram<u64>>>>,
+    ) -> Sink {
+        Sink {
+            cfg,
+            counters,
+            latency: latency.filter(|_| cfg.latency).map(|into| LocalHist {
+                hist: histogram(),
+                into,
+            }),
+        }
+    }
+}
+
+impl App for Sink {
+    fn on_burst(&mut self, ctx: &LcoreCtx, rx: &mut [Option<Mbuf>], tx: &mut TxBuffer) {
+        // One clock read per burst.
+        let now = now_ns(Instant::now().max(ctx.now));
+        for slot in rx {
+            let Some(mut m) = slot.take() else { continue };
+            let Some(sent_ns) = parse(m.data()) else {
+                self.counters.foreign.inc();
+                continue;
+            };
+            if let Some(hop) = self.cfg.echo_next_hop {
+                // Back to the source: swap the addresses in place (the checksum does not
+                // change) and send the very buffer.
+                let d = m.data_mut();
+                for i in 0..4 {
+                    d.swap(12 + i, 16 + i);
+                }
+                d[8] = 64;
+                let sum = {
+                    d[10] = 0;
+                    d[11] = 0;
+                    ip_checksum(&d[..20])
+                };
+                d[10..12].copy_from_slice(&sum.to_be_bytes());
+                self.counters.echoed.inc();
+                tx.push(m, Dest::NextHop(hop));
+                continue;
+            }
+            self.counters.received.inc();
+            self.counters.received_bytes.add(m.len() as u64);
+            if m.meta().flags & ibpoll_mem::MBUF_F_MCAST != 0 {
+                self.counters.received_mcast.inc();
+            }
+            if let Some(h) = &mut self.latency {
+                h.record(sent_ns, now);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_of_a_known_header() {
+        // RFC 1071 example header (Wikipedia's IPv4 checksum example).
+        let h = [
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8,
+            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+        ];
+        assert_eq!(ip_checksum(&h), 0xb861);
+    }
+}

@@ -1,0 +1,270 @@
+//! pktgen end to end: the binary, short runs, its JSON summary. No speed assertions.
+
+use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard};
+
+use serde_json::Value;
+
+/// The runs share the machine's CPUs: one at a time.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn pktgen(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pktgen"))
+        .args(args)
+        .output()
+        .expect("run pktgen")
+}
+
+/// Runs pktgen with `--json -`, expects exit 0, and parses the last line of stdout.
+fn run_json(args: &[&str]) -> Value {
+    let _serial = serial();
+    let mut all = vec!["--json", "-"];
+    all.extend_from_slice(args);
+    let out = pktgen(&all);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "pktgen {args:?} failed ({:?})\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    let last = stdout.lines().last().expect("some output");
+    serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("last line is not JSON ({e}): {last}\nstdout:\n{stdout}"))
+}
+
+fn u(v: &Value, key: &str) -> u64 {
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} is not an unsigned integer in {v}"))
+}
+
+/// Every key of the summary, and the invariants every run must satisfy.
+fn check(v: &Value) {
+    for key in [
+        "fabric",
+        "topology",
+        "size",
+        "burst",
+        "cores",
+        "duration_s",
+        "tx_packets",
+        "rx_packets",
+        "tx_pps",
+        "rx_pps",
+        "drops",
+        "mcast_groups_joined",
+        "sa_memberships_after_shutdown",
+    ] {
+        assert!(v.get(key).is_some(), "key {key} missing from {v}");
+    }
+    assert_eq!(v["fabric"], "sim");
+    let drops: u64 = v["drops"]
+        .as_object()
+        .expect("drops is an object")
+        .values()
+        .map(|n| n.as_u64().expect("a drop count"))
+        .sum();
+    assert_eq!(
+        u(v, "tx_packets"),
+        u(v, "rx_packets") + drops,
+        "conservation: tx_packets != rx_packets + drops in {v}"
+    );
+    assert!(u(v, "tx_packets") > 0, "nothing was sent: {v}");
+    assert!(u(v, "rx_packets") > 0, "nothing arrived: {v}");
+    assert_eq!(u(v, "sa_memberships_after_shutdown"), 0, "{v}");
+    assert!(v["duration_s"].as_f64().unwrap() > 0.0);
+    assert!(v["tx_pps"].as_f64().is_some() && v["rx_pps"].as_f64().is_some());
+}
+
+fn check_latency(v: &Value) {
+    let l = &v["latency_ns"];
+    let p = |k: &str| {
+        l[k].as_u64()
+            .unwrap_or_else(|| panic!("latency_ns.{k} missing in {v}"))
+    };
+    let (p50, p99, p999, max) = (p("p50"), p("p99"), p("p999"), p("max"));
+    assert!(p50 > 0, "{v}");
+    assert!(
+        p50 <= p99 && p99 <= p999 && p999 <= max,
+        "percentiles out of order: {l}"
+    );
+}
+
+#[test]
+fn direct_topology_reports_every_key_and_conserves_packets() {
+    let v = run_json(&["--topology", "direct", "--duration", "0.5"]);
+    check(&v);
+    assert_eq!(v["topology"], "direct");
+    assert_eq!(u(&v, "size"), 64);
+    assert_eq!(u(&v, "mcast_groups_joined"), 4, "the default groups: {v}");
+    assert!(
+        v.get("latency_ns").is_none(),
+        "no latency without --latency: {v}"
+    );
+}
+
+#[test]
+fn fwd_topology_crosses_the_forwarder() {
+    let v = run_json(&[
+        "--topology",
+        "fwd",
+        "--duration",
+        "0.5",
+        "--rate",
+        "20000",
+        "--mcast-groups",
+        "0",
+        "--size",
+        "512",
+    ]);
+    check(&v);
+    assert_eq!(v["topology"], "fwd");
+    assert_eq!(u(&v, "size"), 512);
+    assert_eq!(u(&v, "mcast_groups_joined"), 0);
+}
+
+#[test]
+fn the_default_is_fwd_with_multicast() {
+    let v = run_json(&["--duration", "0.5"]);
+    check(&v);
+    assert_eq!(v["topology"], "fwd");
+    assert_eq!(u(&v, "mcast_groups_joined"), 4);
+}
+
+#[test]
+fn multicast_groups_are_joined() {
+    for topology in ["direct", "fwd"] {
+        let v = run_json(&[
+            "--topology",
+            topology,
+            "--duration",
+            "0.5",
+            "--rate",
+            "20000",
+            "--mcast-groups",
+            "7",
+            "--flows",
+            "0",
+        ]);
+        check(&v);
+        assert_eq!(u(&v, "mcast_groups_joined"), 7, "{topology}: {v}");
+    }
+}
+
+#[test]
+fn latency_percentiles_are_present_and_ordered() {
+    let v = run_json(&[
+        "--topology",
+        "direct",
+        "--duration",
+        "0.5",
+        "--rate",
+        "20000",
+        "--latency",
+    ]);
+    check(&v);
+    check_latency(&v);
+}
+
+#[test]
+fn pingpong_measures_round_trips() {
+    for topology in ["direct", "fwd"] {
+        let v = run_json(&["--topology", topology, "--duration", "0.5", "--pingpong"]);
+        check(&v);
+        check_latency(&v);
+        assert_eq!(v["mode"], "pingpong");
+        // Echoes come back to the lcore waiting for them: round trips, not timeouts.
+        assert!(
+            u(&v, "pingpong_timeouts") < u(&v, "rx_packets"),
+            "{topology}: most ping-pongs timed out: {v}"
+        );
+        assert_eq!(u(&v, "mcast_groups_joined"), 0);
+    }
+}
+
+#[test]
+fn pcap_and_json_files_are_written() {
+    let dir = std::env::temp_dir().join(format!("pktgen-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pcap = dir.join("run.pcap");
+    let json = dir.join("run.json");
+    {
+        let _serial = serial();
+        let out = pktgen(&[
+            "--topology",
+            "direct",
+            "--duration",
+            "0.5",
+            "--rate",
+            "5000",
+            "--pcap",
+            pcap.to_str().unwrap(),
+            "--json",
+            json.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let bytes = std::fs::read(&pcap).expect("the pcap file");
+    // A pcap global header (24 bytes) and at least one record.
+    assert!(
+        bytes.len() > 24 + 16,
+        "pcap too small: {} bytes",
+        bytes.len()
+    );
+    let text = std::fs::read_to_string(&json).expect("the JSON file");
+    let last = text.lines().last().expect("a line");
+    let v: Value = serde_json::from_str(last).expect("JSON");
+    check(&v);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_flags_exit_non_zero_naming_the_flag() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--size", "41"], "--size"),
+        (&["--size", "20"], "--size"),
+        (&["--size", "9000"], "--size"),
+        (&["--cores", "0"], "--cores"),
+        (&["--cores", "100000"], "--cores"),
+        (&["--pingpong", "--mcast-groups", "2"], "--mcast-groups"),
+        (&["--rate", "0"], "--rate"),
+        (&["--rate", "fast"], "--rate"),
+        (&["--topology", "ring"], "--topology"),
+        (&["--duration", "0"], "--duration"),
+        (&["--duration", "-1"], "--duration"),
+        (&["--size", "-1"], "--size"),
+        (&["--rate", "-5"], "--rate"),
+        (&["--burst", "0"], "--burst"),
+        (&["--flows", "0", "--mcast-groups", "0"], "--flows"),
+        (&["--no-such-flag"], "--no-such-flag"),
+    ];
+    for (args, flag) in cases {
+        let out = pktgen(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "pktgen {args:?} should fail; stdout:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(
+            out.status.code().is_some(),
+            "pktgen {args:?} was killed by a signal (a panic/abort?)"
+        );
+        assert!(
+            stderr.contains(flag),
+            "pktgen {args:?}: the message does not name {flag}:\n{stderr}"
+        );
+        assert!(
+            !stderr.contains("panicked"),
+            "pktgen {args:?} panicked:\n{stderr}"
+        );
+    }
+}
