@@ -1,7 +1,7 @@
 //! The controller: one pollable state machine that owns every piece of mutable control
 //! state (groups, neighbours, SA transactions, flush) for one IPoIB interface.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 
@@ -88,12 +88,14 @@ pub struct Controller {
     pub(crate) sa: SaClient,
     publisher: Publisher<Snapshot>,
     rings: Vec<RequestRing>,
-    pub(crate) groups: HashMap<Gid, Group>,
+    /// Ordered maps, not hash maps: the order joins and leaves go out in must not depend
+    /// on a per-process hash seed, so that a simulated run replays exactly.
+    pub(crate) groups: BTreeMap<Gid, Group>,
     pub(crate) bcast_mgid: Gid,
     /// The broadcast group's record from its last successful join: the parameters every
     /// other join copies (RFC 4391).
     pub(crate) bcast_record: Option<mcmember::Repr>,
-    pub(crate) neighbours: HashMap<[u8; 4], Neigh>,
+    pub(crate) neighbours: BTreeMap<[u8; 4], Neigh>,
     pub(crate) port_gid: Gid,
     pub(crate) port_active: bool,
     admin_up: bool,
@@ -180,7 +182,7 @@ impl Controller {
         }
         let now = clock.now();
         let bcast_mgid = ipoib::broadcast_mgid(cfg.pkey);
-        let mut groups = HashMap::with_capacity(cfg.groups_max);
+        let mut groups = BTreeMap::new();
         groups.insert(
             bcast_mgid,
             Group::new(bcast_mgid, GroupKind::Broadcast, now),
@@ -198,7 +200,7 @@ impl Controller {
             groups,
             bcast_mgid,
             bcast_record: None,
-            neighbours: HashMap::with_capacity(cfg.neigh_max),
+            neighbours: BTreeMap::new(),
             port_gid: attr.gid,
             port_active: attr.state == PortState::Active,
             admin_up: true,
@@ -374,6 +376,18 @@ impl Controller {
         self.groups.values().map(|g| g.queue.len()).sum()
     }
 
+    /// Packets queued for one group (0 when it is not in the table).
+    pub fn group_queued(&self, group: GroupAddr) -> usize {
+        self.mgid_of(group)
+            .and_then(|m| self.groups.get(&m))
+            .map_or(0, |g| g.queue.len())
+    }
+
+    /// Packets queued for one unresolved neighbour (0 when it is not in the table).
+    pub fn neigh_queued_for(&self, ip: [u8; 4]) -> usize {
+        self.neighbours.get(&ip).map_or(0, |n| n.queue.len())
+    }
+
     /// Neighbours in the table.
     pub fn neighbour_count(&self) -> usize {
         self.neighbours.len()
@@ -456,6 +470,8 @@ impl Controller {
             },
         };
         self.flush = Some(f);
+        // The next publish drops every group (see `publish`).
+        self.dirty = true;
         if f.level >= FlushLevel::Normal {
             self.set_link(false);
             self.drop_neighbours();
@@ -516,7 +532,7 @@ impl Controller {
                 GroupState::Idle {
                     unconfirmed: Some(_),
                     ..
-                } => Some(g.mgid),
+                } if !g.leave_deferred => Some(g.mgid),
                 _ => None,
             }));
         let mut pending = self.scratch.len();
@@ -595,15 +611,33 @@ impl Controller {
         let mgids: Vec<Gid> = self
             .groups
             .values()
-            .filter(|g| g.kind == GroupKind::SendOnly || g.remove_after_leave)
+            .filter(|g| {
+                // After a light flush (a subnet-manager restart) the link is still up:
+                // a send-only group with packets queued meanwhile is rejoined and sends
+                // them, rather than dropping them.
+                let keep = level == FlushLevel::Light && !g.queue.is_empty();
+                (g.kind == GroupKind::SendOnly && !keep) || g.remove_after_leave
+            })
             .map(|g| g.mgid)
             .collect();
         for mgid in mgids {
             self.remove_idle_group(mgid);
         }
         for g in self.groups.values_mut() {
-            if let GroupState::Idle { .. } = g.state {
-                g.state = GroupState::idle_now(now);
+            g.leave_deferred = false;
+            if let GroupState::Idle { unconfirmed, .. } = &mut g.state {
+                // Keep what the SA may still hold (an abandoned leave or flush): a
+                // subscribed group's rejoin settles it, an unsubscribed or send-only one
+                // without packets is left again by `schedule_joins`.
+                let unconfirmed = unconfirmed.take();
+                if unconfirmed.is_some() && g.kind == GroupKind::SendOnly && g.queue.is_empty() {
+                    g.remove_after_leave = true;
+                }
+                g.state = GroupState::Idle {
+                    backoff: Backoff::default(),
+                    retry_at: RetryAt::At(now),
+                    unconfirmed,
+                };
             }
         }
         match level {
@@ -653,6 +687,28 @@ impl Controller {
             return 0;
         }
         let due = |g: &Group| matches!(g.state, GroupState::Idle { retry_at: RetryAt::At(t), .. } if t <= now);
+        // Groups left behind by `leave_group` (or expired) that still hold an
+        // `Unconfirmed` token are not joined again: their leave is tried again. So is
+        // a group unsubscribed while its join was in flight, Joined when the window had
+        // no room for its leave.
+        let mut n = 0;
+        self.scratch.clear();
+        self.scratch.extend(
+            self.groups
+                .values()
+                .filter(|g| {
+                    g.remove_after_leave && (due(g) || matches!(g.state, GroupState::Joined { .. }))
+                })
+                .map(|g| g.mgid),
+        );
+        for i in 0..self.scratch.len() {
+            let mgid = self.scratch[i];
+            self.remove_idle_group(mgid);
+            if self.groups.contains_key(&mgid) && self.begin_leave(mgid, now, true) {
+                n += 1;
+            }
+        }
+        let due = |g: &Group| due(g) && !g.remove_after_leave;
         let bcast_joined = matches!(
             self.groups.get(&self.bcast_mgid).map(|g| &g.state),
             Some(GroupState::Joined { .. })
@@ -661,9 +717,9 @@ impl Controller {
             let b = &self.groups[&self.bcast_mgid];
             if due(b) && self.sa.has_room() {
                 self.send_join(self.bcast_mgid, now);
-                return 1;
+                return n + 1;
             }
-            return 0;
+            return n;
         }
         // A send-only membership of a group the interface now subscribes to is left
         // first; the group then rejoins as a full member.
@@ -677,7 +733,6 @@ impl Controller {
                 }
                 _ => None,
             }));
-        let mut n = 0;
         for i in 0..self.scratch.len() {
             let mgid = self.scratch[i];
             if self.begin_leave(mgid, now, false) {
@@ -806,10 +861,19 @@ impl Controller {
     }
 
     fn send_leave(&mut self, mgid: Gid, leave: crate::mcast::Leave, tries: u8, now: Nanos) {
+        // A Delete must name only bits the port holds, or the SA refuses it and leaves
+        // nothing (o15-0.1.14). A confirmed membership names exactly what the SA said it
+        // holds; an unconfirmed one may name bits of several timed-out joins, of which
+        // the SA may hold any subset: those are left one bit per Delete.
+        let join_state = if leave.confirmed {
+            leave.join_state
+        } else {
+            lowest_bit(leave.join_state)
+        };
         let rec = mcmember::Repr {
             mgid: leave.mgid,
             port_gid: self.port_gid,
-            join_state: leave.join_state,
+            join_state,
             ..mcmember::Repr::default()
         };
         // Leaves bypass the window check here: the caller checked for room, and a retry
@@ -867,6 +931,7 @@ impl Controller {
                 join_state,
             } => self.on_join_failed(tid, mgid, Some(join_state), now),
             SaEvent::Left { tid, mgid, .. } => self.on_leave_done(tid, mgid, now),
+            SaEvent::LeaveRefused { tid, mgid } => self.on_leave_timeout(tid, mgid, now),
             SaEvent::Timeout {
                 tid,
                 kind: TxnKind::Leave(mgid),
@@ -895,11 +960,11 @@ impl Controller {
         if self.joining_tid(&mgid) != Some(tid) {
             // Cannot happen: the SA client hands out an answer only for a transaction in
             // flight, and a Joining group is the only holder of its TID.
-            debug_assert!(false, "join answer for a group not Joining with that TID");
-            return;
+            panic!("join answer for a group not Joining with that TID");
         }
         // An earlier timed-out join of this group may have been granted with other
-        // JoinState bits: the leave of this membership covers them too.
+        // JoinState bits: the answer names every bit the port now holds (the SA merges
+        // them), so the leave of this membership covers exactly those.
         if let Some(GroupState::Joining { unconfirmed, .. }) =
             self.groups.get_mut(&mgid).map(|g| &mut g.state)
         {
@@ -971,9 +1036,16 @@ impl Controller {
             entry: entry.clone(),
         };
         g.last_used = now;
+        let unsubscribed = g.remove_after_leave;
         self.dirty = true;
         if self.flush.is_some() {
             // The flush leaves it; the queue waits for the rejoin.
+            return;
+        }
+        if unsubscribed {
+            // `leave_group` came while the join was in flight: leave it now (or, with
+            // the window full, from `schedule_joins`).
+            self.begin_leave(mgid, now, true);
             return;
         }
         if is_bcast {
@@ -1007,7 +1079,10 @@ impl Controller {
             failures: backoff.failures + 1,
         };
         let unconfirmed = match (unconfirmed, timed_out) {
-            (Some(u), _) => Some(u),
+            // Two timed-out joins (of different JoinState bits, after an upgrade from
+            // send-only): the SA may hold either, the token covers both.
+            (Some(u), Some(js)) => Some(u.with(js)),
+            (Some(u), None) => Some(u),
             (None, Some(js)) => Some(Unconfirmed::from_timeout(mgid, js)),
             (None, None) => None,
         };
@@ -1019,11 +1094,36 @@ impl Controller {
         } else {
             RetryAt::At(at)
         };
+        let unsubscribed = g.remove_after_leave;
         g.state = GroupState::Idle {
             backoff,
             retry_at,
             unconfirmed,
         };
+        if mgid == self.bcast_mgid && self.flush.is_none() {
+            // The link stayed up across a light flush, but the broadcast group could not
+            // be joined again: it is up only while the broadcast group is Joined.
+            self.set_link(false);
+        }
+        if unsubscribed {
+            // `leave_group` came while the join was in flight: nothing to leave unless
+            // the join timed out (then `schedule_joins` leaves what the SA may hold).
+            self.remove_idle_group(mgid);
+            self.leave_when_due(mgid);
+        }
+    }
+
+    /// An unsubscribed group still holding an `Unconfirmed` token: `schedule_joins`
+    /// leaves it (instead of joining it) as soon as it may.
+    fn leave_when_due(&mut self, mgid: Gid) {
+        if let Some(GroupState::Idle { retry_at, .. }) =
+            self.groups.get_mut(&mgid).map(|g| &mut g.state)
+        {
+            let at = match *retry_at {
+                RetryAt::At(t) | RetryAt::NextPacket(t) => t,
+            };
+            *retry_at = RetryAt::At(at.min(self.clock.now()));
+        }
     }
 
     fn leaving_tid(&self, mgid: &Gid) -> Option<Tid> {
@@ -1038,6 +1138,22 @@ impl Controller {
             return;
         }
         self.stats.leaves_done += 1;
+        // An unconfirmed leave names one JoinState bit per Delete (see `send_leave`):
+        // go on with the bits left.
+        let g = self.groups.get_mut(&mgid).expect("checked above");
+        if let GroupState::Leaving { leave, .. } = &g.state {
+            let rest = leave.join_state.difference(lowest_bit(leave.join_state));
+            if !leave.confirmed && !rest.is_empty() {
+                let GroupState::Leaving { mut leave, .. } =
+                    std::mem::replace(&mut g.state, GroupState::idle_now(now))
+                else {
+                    unreachable!("matched above");
+                };
+                leave.join_state = rest;
+                self.send_leave(mgid, leave, 1, now);
+                return;
+            }
+        }
         self.after_leave(mgid, now);
     }
 
@@ -1054,8 +1170,21 @@ impl Controller {
         if tries < self.cfg.leave_tries {
             self.send_leave(mgid, leave, tries + 1, now);
         } else {
+            // Every try was lost or refused: the SA may still hold the membership. The
+            // obligation is kept as an `Unconfirmed` token (a leave that did not happen
+            // must not be forgotten, or the SA keeps the membership for good): the
+            // running flush, which must end in bounded time, does not try it again; the
+            // next flush does, or `schedule_joins` for an unsubscribed group after the
+            // longest backoff.
             self.stats.leaves_abandoned += 1;
-            self.after_leave(mgid, now);
+            let retry = Nanos::from_secs(self.cfg.backoff_s_max);
+            let g = self.groups.get_mut(&mgid).expect("checked above");
+            g.state = GroupState::Idle {
+                backoff: Backoff::default(),
+                retry_at: RetryAt::At(now.saturating_add(retry)),
+                unconfirmed: Some(leave.into_unconfirmed()),
+            };
+            g.leave_deferred = self.flush.is_some();
         }
     }
 
@@ -1218,6 +1347,13 @@ impl Controller {
         let mut groups = HashMap::with_capacity(self.groups.len());
         let mut broadcast = None;
         for g in self.groups.values() {
+            // While a flush runs no group is published: it is about to be left, or the
+            // SA has already lost it (a ClientReregister after a subnet-manager restart,
+            // which may also have given its MLID to another group). Packets for it go
+            // to the control core, which queues them until the rejoin.
+            if self.flush.is_some() {
+                break;
+            }
             if let GroupState::Joined { entry, .. } = &g.state {
                 if g.mgid == self.bcast_mgid {
                     broadcast = Some(entry.clone());
@@ -1257,4 +1393,10 @@ impl Controller {
     pub fn snapshot(&self) -> &Snapshot {
         self.publisher.current()
     }
+}
+
+/// The lowest JoinState bit of `js` (none if empty).
+fn lowest_bit(js: JoinState) -> JoinState {
+    let b = js.bits();
+    JoinState::from_bits_truncate(b & b.wrapping_neg())
 }

@@ -56,7 +56,10 @@
 //!    down normal (link down, leave everything, drop neighbours, rejoin when allowed);
 //!    PkeyChange heavy (as normal, then the P_Key index is re-read and
 //!    [`CtrlEvent::RebuildQp`] asks the stack, which owns the QP, to rebuild it and hand
-//!    the new send queue over with [`Controller::replace_qp`]).
+//!    the new send queue over with [`Controller::replace_qp`]). While any flush runs
+//!    the snapshot publishes no multicast group (the SA may already have lost it, and
+//!    its MLID with it); packets for groups are queued on the control core meanwhile,
+//!    and a light flush keeps send-only groups that queued packets.
 //! 9. Everything is bounded: groups (`groups_max`), queues (64 per group, 3 per
 //!    neighbour), neighbours, rings, the send backlog, the SA window. A flood costs
 //!    counters ([`CtrlStats`]), not memory.

@@ -18,8 +18,10 @@
 //! Such a Delete is harmless when the SA never granted the join (it answers with an
 //! error status and acts on nothing), and necessary when it did: otherwise the SA would
 //! keep a membership this port does not know it holds. A later successful join of the
-//! same group supersedes the token (the SA merges JoinState bits of one port), so the
-//! membership that then exists is the confirmed one.
+//! same group supersedes the token: the SA merges JoinState bits of one port and its
+//! answer names them all, so the membership that then exists (and its one leave) covers
+//! exactly what the SA holds. A leave that cannot be completed (every try lost or
+//! refused) turns back into an `Unconfirmed` token: the obligation is never dropped.
 //!
 //! The token cannot be copied:
 //!
@@ -91,11 +93,13 @@ impl Membership {
         self.join_state
     }
 
-    /// Takes over the obligation of a timed-out join of the same group: its JoinState
-    /// bits are left with this membership.
+    /// Takes over the obligation of a timed-out join of the same group. The membership
+    /// already names every bit the SA holds for the port (from the answer, which the SA
+    /// merges), the timed-out join's included if it was granted; adding its bits
+    /// unconditionally would make the leave name bits the SA never granted, which it
+    /// refuses without leaving anything (found by `ibpoll-simtest`).
     pub(crate) fn absorb(&mut self, u: Unconfirmed) {
-        debug_assert_eq!(u.mgid, self.record.mgid);
-        self.join_state |= u.join_state;
+        assert_eq!(u.mgid, self.record.mgid);
     }
 
     /// Consumes the membership into the leave that ends it.
@@ -118,6 +122,12 @@ pub struct Unconfirmed {
 impl Unconfirmed {
     pub(crate) fn from_timeout(mgid: Gid, join_state: JoinState) -> Unconfirmed {
         Unconfirmed { mgid, join_state }
+    }
+
+    /// The token of this and another timed-out join of the same group.
+    pub(crate) fn with(mut self, js: JoinState) -> Unconfirmed {
+        self.join_state |= js;
+        self
     }
 
     /// Consumes the token into a leave of the bits the join asked for.
@@ -285,6 +295,9 @@ pub(crate) struct Group {
     pub(crate) last_used: Nanos,
     /// Remove the group once its leave ends (expired send-only group, unsubscribed).
     pub(crate) remove_after_leave: bool,
+    /// Its leave was abandoned during the running flush (every try lost or refused):
+    /// the flush does not try again; the next one does.
+    pub(crate) leave_deferred: bool,
 }
 
 impl Group {
@@ -296,6 +309,7 @@ impl Group {
             queue: VecDeque::new(),
             last_used: now,
             remove_after_leave: false,
+            leave_deferred: false,
         }
     }
 }

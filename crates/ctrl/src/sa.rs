@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::fmt;
 
 use ibpoll_dev::{MadAddr, MadChannel, Nanos, PortAttr};
-use ibpoll_wire::mad::{Method, MgmtClass};
+use ibpoll_wire::mad::{Method, MgmtClass, Status};
 use ibpoll_wire::mcmember::{self, JoinState};
 use ibpoll_wire::sa::{Attribute, ComponentMask, SaMad};
 use ibpoll_wire::{path_record, Gid, QKey, Qpn};
@@ -63,8 +63,12 @@ pub(crate) enum SaEvent {
     },
     /// A join refused by the SA (it did not act on it).
     JoinRefused { tid: Tid, mgid: Gid },
-    /// A leave answered (any status: the SA holds no membership for those bits now).
+    /// A leave answered OK, or refused with ERR_REQ_INVALID (the port holds no such
+    /// membership): either way the SA holds none for those bits now.
     Left { tid: Tid, mgid: Gid },
+    /// A leave refused with any other status (busy, no resources ...): the SA did not
+    /// act on it and may still hold the membership; it is tried again like a lost one.
+    LeaveRefused { tid: Tid, mgid: Gid },
     /// A path query answered OK.
     Path {
         tid: Tid,
@@ -289,11 +293,22 @@ impl SaClient {
                     mgid,
                     granted: JoinGranted {
                         record: rec,
-                        join_state: txn.join_state,
+                        // The answer carries every JoinState bit the port now holds in
+                        // the group (the SA merges them): that is what its leave must
+                        // name, no more (a Delete of bits not held is refused and acts
+                        // on nothing) and no less.
+                        join_state: if rec.join_state.contains(txn.join_state) {
+                            rec.join_state
+                        } else {
+                            txn.join_state
+                        },
                     },
                 }),
             (TxnKind::Join(mgid), _) if !status.is_ok() => Some(SaEvent::JoinRefused { tid, mgid }),
-            (TxnKind::Leave(mgid), _) => Some(SaEvent::Left { tid, mgid }),
+            (TxnKind::Leave(mgid), _) if status.is_ok() || status == Status::ERR_REQ_INVALID => {
+                Some(SaEvent::Left { tid, mgid })
+            }
+            (TxnKind::Leave(mgid), _) => Some(SaEvent::LeaveRefused { tid, mgid }),
             (TxnKind::Path(ip), Attribute::PathRecord(path)) if status.is_ok() => {
                 Some(SaEvent::Path { tid, ip, path })
             }

@@ -173,7 +173,8 @@ pub struct Snapshot {
     pub pkey: PKey,
     /// The scope of IPv4 multicast MGIDs.
     pub scope: McastScope,
-    /// The broadcast group, when Joined.
+    /// The broadcast group, when Joined and no flush runs (while one runs no group is
+    /// published: packets for groups go to the control core, which queues them).
     pub broadcast: Option<Arc<McastEntry>>,
     pub(crate) groups: HashMap<Gid, Arc<McastEntry>>,
     pub(crate) neighbours: HashMap<[u8; 4], Arc<Neighbour>>,

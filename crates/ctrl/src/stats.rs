@@ -45,7 +45,8 @@ pub struct CtrlStats {
     pub joins_failed: u64,
     /// Leaves the SA answered (with any status: the membership is gone either way).
     pub leaves_done: u64,
-    /// Leaves given up after every try timed out.
+    /// Leaves given up for now after every try timed out or was refused; the
+    /// obligation stays (an `Unconfirmed` token) and the leave is tried again later.
     pub leaves_abandoned: u64,
     /// Leaves sent for joins whose answer never came ("the SA may hold it").
     pub leaves_unconfirmed: u64,

@@ -1,0 +1,44 @@
+//! `ibpoll-simtest`: the deterministic whole-system simulator (DESIGN.md, testing tier 2).
+//!
+//! One or more real [`Controller`](ibpoll_ctrl::Controller)s, stand-in data cores and the
+//! simulated fabric (`ibpoll-pmd-sim`) run on one thread in virtual time. A seed draws
+//! the [`Knobs`] (how many hosts, which SA faults, how often ports flap ...) and every
+//! random choice of the run, so a seed replays bit for bit: nothing reads the wall clock,
+//! no thread runs, the controller iterates ordered maps only, and [`SeedResult::trace`]
+//! hashes what happened so that two runs can be compared.
+//!
+//! A *step* ([`Sim::step`]) is the actions of one instant, then time moves forward, then
+//! every controller polls until idle, data cores pass a quiescent point, receive queues
+//! are drained, and [`Sim::check`] asserts, on every host:
+//!
+//! * b. no flush has run longer than its bound ([`Sim::flush_bound`]: one SA timeout to
+//!   drain, `leave_tries` per round of leaves through the SA window, at most
+//!   `flush_max`), whatever the SA did;
+//! * c. the link is up only while the broadcast group is Joined, no other group is Joined
+//!   without it, and (checked at the SA, in [`obs`]) no join of another group is sent
+//!   while the SA does not hold the broadcast membership; no QP is attached to a group
+//!   twice or detached from one it is not attached to;
+//! * d. every packet handed to the control core is sent, dropped under a named counter,
+//!   or still held in a bounded queue; every queue is within its bound;
+//! * e. no data-core snapshot shows a group Joined that the SA does not hold, beyond the
+//!   publication the controller had not made yet when the SA lost it behind its back;
+//! * every change of the SA's memberships is explained by a request of that port or by a
+//!   subnet-manager restart ([`obs::Obs`]).
+//!
+//! and at the end ([`Sim::finish`]: faults off, everything up, then a final interface
+//! down with every answer delivered):
+//!
+//! * a. the SA holds no membership of any port, and every membership it granted was
+//!   removed exactly once (per group and JoinState bit), by a leave or a restart;
+//! * f. every buffer is back in its pool once the hosts are gone.
+//!
+//! Invariants are `assert!`s, on in release builds; [`run_seed`] catches the first one a
+//! seed breaks so that one failing seed does not stop a run of many.
+
+pub mod obs;
+mod random;
+mod sim;
+pub mod trace;
+
+pub use random::{group, run_seed, Knobs, SeedResult};
+pub use sim::{Host, Sim, SimConfig};

@@ -1,0 +1,332 @@
+//! Seeded runs: the knobs a seed draws and the random driver.
+
+use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
+
+use ibpoll_ctrl::{CtrlConfig, GroupAddr};
+use ibpoll_dev::Nanos;
+use ibpoll_pmd_sim::FaultConfig;
+use ibpoll_wire::{IbMtu, PKey};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use crate::sim::{Sim, SimConfig};
+
+/// What one seed drew.
+#[derive(Debug, Clone)]
+pub struct Knobs {
+    /// Hosts on the fabric.
+    pub hosts: usize,
+    /// Data cores per host.
+    pub data_cores: usize,
+    /// Steps before the final flush.
+    pub steps: usize,
+    /// The longest ordinary step, in ms.
+    pub step_ms_max: u64,
+    /// Chance per step of a long jump of time (1 to 20 s).
+    pub p_jump: f64,
+    /// SA faults.
+    pub faults: FaultConfig,
+    /// Chance per step of an SA outage starting or ending (requests lost).
+    pub p_outage: f64,
+    /// Hosts whose path queries are never answered (one bit per host).
+    pub path_silent: u8,
+    /// Multicast groups in use (besides the broadcast group).
+    pub groups: usize,
+    /// Next hops in use (other hosts' addresses and unknown ones).
+    pub next_hops: usize,
+    /// Chance per step and host of a burst of packets from a data core.
+    pub p_send: f64,
+    /// Most packets in one burst.
+    pub burst_max: usize,
+    /// Share of unicast packets in a burst.
+    pub unicast_share: f64,
+    /// Chance per step and host of a subscription change.
+    pub p_churn: f64,
+    /// Chance per step and host of interface down/up.
+    pub p_admin: f64,
+    /// Chance per step and host of a port flap (Error/Active).
+    pub p_port: f64,
+    /// Chance per step of a subnet-manager restart.
+    pub p_sm: f64,
+    /// Chance per step and host of a P_Key table change.
+    pub p_pkey: f64,
+    /// Chance per step and host of a LID change.
+    pub p_lid: f64,
+    /// The controllers' configuration.
+    pub ctrl: CtrlConfig,
+}
+
+fn pick<T: Copy>(rng: &mut SmallRng, xs: &[T]) -> T {
+    xs[rng.gen_range(0..xs.len())]
+}
+
+impl Knobs {
+    /// Draws the knobs of `seed` (`steps` overrides the drawn number of steps).
+    pub fn draw(seed: u64, steps: Option<usize>) -> Knobs {
+        let mut rng = SmallRng::seed_from_u64(seed ^ 0x5eed_0f1b_0011);
+        let ms = Nanos::from_millis;
+        let delay_max = pick(&mut rng, &[0, 0, 10, 200, 900, 1500, 5000]);
+        let delay_min = if rng.gen_bool(0.5) { 0 } else { delay_max / 2 };
+        let faults = FaultConfig {
+            sa_delay_min: ms(delay_min),
+            sa_delay_max: ms(delay_max),
+            sa_request_loss: pick(&mut rng, &[0.0, 0.0, 0.01, 0.1, 0.3]),
+            sa_answer_loss: pick(&mut rng, &[0.0, 0.0, 0.01, 0.1, 0.3]),
+            sa_duplicate: pick(&mut rng, &[0.0, 0.05, 0.3]),
+            sa_error: pick(&mut rng, &[0.0, 0.0, 0.02, 0.2]),
+            // Not ERR_REQ_INVALID: to a Delete it means "you hold no such membership",
+            // which no client could tell from a refusal that did nothing.
+            sa_error_status: pick(&mut rng, &[0x0100, 0x0001]),
+            packet_loss: pick(&mut rng, &[0.0, 0.01]),
+            packet_reorder: pick(&mut rng, &[0.0, 0.05]),
+        };
+        let sa_window = pick(&mut rng, &[64, 64, 8, 2]);
+        let ctrl = CtrlConfig {
+            data_cores: rng.gen_range(1..=2),
+            ring_size: pick(&mut rng, &[1024, 1024, 16]),
+            groups_max: pick(&mut rng, &[1024, 1024, 8]),
+            sa_window,
+            sa_timeout: ms(pick(&mut rng, &[1000, 1000, 500, 2000])),
+            sendonly_idle: Nanos::from_secs(pick(&mut rng, &[5, 20, 60])),
+            neigh_idle: Nanos::from_secs(pick(&mut rng, &[10, 300])),
+            flush_max: Nanos::from_secs(pick(&mut rng, &[60, 60, 10])),
+            ..CtrlConfig::default()
+        };
+        let hosts = rng.gen_range(1..=3);
+        let scale = pick(&mut rng, &[0.0, 0.3, 1.0, 3.0]);
+        Knobs {
+            hosts,
+            data_cores: ctrl.data_cores,
+            steps: steps.unwrap_or(rng.gen_range(300..=1500)),
+            step_ms_max: pick(&mut rng, &[5, 20, 100, 400]),
+            p_jump: pick(&mut rng, &[0.0, 0.01, 0.05]),
+            faults,
+            p_outage: pick(&mut rng, &[0.0, 0.0, 0.005, 0.02]),
+            path_silent: if rng.gen_bool(0.15) { rng.gen() } else { 0 },
+            groups: pick(&mut rng, &[1, 4, 16, 40, 150]),
+            next_hops: rng.gen_range(1..=6),
+            p_send: pick(&mut rng, &[0.05, 0.3, 0.8]),
+            burst_max: pick(&mut rng, &[1, 4, 80]),
+            unicast_share: pick(&mut rng, &[0.0, 0.2, 0.5]),
+            p_churn: pick(&mut rng, &[0.0, 0.02, 0.2]),
+            p_admin: 0.004 * scale,
+            p_port: 0.004 * scale,
+            p_sm: 0.002 * scale,
+            p_pkey: 0.001 * scale,
+            p_lid: 0.001 * scale,
+            ctrl,
+        }
+    }
+}
+
+impl fmt::Display for Knobs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let x = &self.faults;
+        write!(
+            f,
+            "hosts={} cores={} steps={} step_ms_max={} p_jump={} | sa_delay={}..{}ms req_loss={} \
+             ans_loss={} dup={} err={}({:#06x}) pkt_loss={} reorder={} outage={} path_silent={:#x} | \
+             groups={} next_hops={} p_send={} burst_max={} unicast={} churn={} | admin={:.4} \
+             port={:.4} sm={:.4} pkey={:.4} lid={:.4} | window={} ring={} groups_max={} \
+             sa_timeout={}ms sendonly_idle={}s neigh_idle={}s flush_max={}s",
+            self.hosts,
+            self.data_cores,
+            self.steps,
+            self.step_ms_max,
+            self.p_jump,
+            x.sa_delay_min.0 / 1_000_000,
+            x.sa_delay_max.0 / 1_000_000,
+            x.sa_request_loss,
+            x.sa_answer_loss,
+            x.sa_duplicate,
+            x.sa_error,
+            x.sa_error_status,
+            x.packet_loss,
+            x.packet_reorder,
+            self.p_outage,
+            self.path_silent,
+            self.groups,
+            self.next_hops,
+            self.p_send,
+            self.burst_max,
+            self.unicast_share,
+            self.p_churn,
+            self.p_admin,
+            self.p_port,
+            self.p_sm,
+            self.p_pkey,
+            self.p_lid,
+            self.ctrl.sa_window,
+            self.ctrl.ring_size,
+            self.ctrl.groups_max,
+            self.ctrl.sa_timeout.0 / 1_000_000,
+            self.ctrl.sendonly_idle.0 / 1_000_000_000,
+            self.ctrl.neigh_idle.0 / 1_000_000_000,
+            self.ctrl.flush_max.0 / 1_000_000_000,
+        )
+    }
+}
+
+/// The group `i` of a run.
+pub fn group(i: usize) -> GroupAddr {
+    GroupAddr::Ipv4([239, 1, (i >> 8) as u8, i as u8])
+}
+
+/// What one seed did.
+#[derive(Debug, Clone)]
+pub struct SeedResult {
+    /// The seed.
+    pub seed: u64,
+    /// What it drew.
+    pub knobs: Knobs,
+    /// The trace hash (0 when it failed).
+    pub trace: u64,
+    /// Virtual time the run covered.
+    pub virtual_time: Nanos,
+    /// The first invariant it broke.
+    pub failure: Option<String>,
+}
+
+/// Runs seed `seed` with the random driver; catches the first broken invariant.
+pub fn run_seed(seed: u64, steps: Option<usize>) -> SeedResult {
+    let knobs = Knobs::draw(seed, steps);
+    let mut end = Nanos::ZERO;
+    let r = panic::catch_unwind(AssertUnwindSafe(|| drive(seed, &knobs, &mut end)));
+    let (trace, failure) = match r {
+        Ok(h) => (h, None),
+        Err(e) => {
+            let msg = if let Some(s) = e.downcast_ref::<String>() {
+                s.clone()
+            } else if let Some(s) = e.downcast_ref::<&str>() {
+                (*s).to_owned()
+            } else {
+                "panic".to_owned()
+            };
+            (0, Some(msg))
+        }
+    };
+    SeedResult {
+        seed,
+        knobs,
+        trace,
+        virtual_time: end,
+        failure,
+    }
+}
+
+fn drive(seed: u64, k: &Knobs, end: &mut Nanos) -> u64 {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut sim = Sim::new(SimConfig {
+        seed,
+        hosts: k.hosts,
+        ctrl: k.ctrl.clone(),
+        faults: k.faults,
+        pool_bufs: 8192,
+        groups_in_use: k.groups,
+    });
+    for h in 0..k.hosts {
+        if k.path_silent & (1 << h) != 0 {
+            sim.drop_path_queries(h, true);
+        }
+    }
+    let mut outage = false;
+    let mut subscribed = vec![vec![false; k.groups]; k.hosts];
+    let pkey = k.ctrl.pkey;
+    let other = PKey(0x8001);
+    for _ in 0..k.steps {
+        // Faults of this instant.
+        if rng.gen_bool(k.p_outage) {
+            outage = !outage;
+            if outage {
+                sim.set_faults(FaultConfig {
+                    sa_request_loss: 1.0,
+                    ..k.faults
+                });
+            } else {
+                sim.restore_faults();
+            }
+        }
+        if rng.gen_bool(k.p_sm) {
+            let mtu = pick(
+                &mut rng,
+                &[
+                    None,
+                    Some(IbMtu::Mtu2048),
+                    Some(IbMtu::Mtu1024),
+                    Some(IbMtu::Mtu4096),
+                ],
+            );
+            sim.restart_sm(mtu);
+        }
+        for (h, subscribed) in subscribed.iter_mut().enumerate() {
+            if rng.gen_bool(k.p_admin) {
+                let up = !sim.hosts[h].admin_up;
+                sim.admin(h, up);
+            }
+            if rng.gen_bool(k.p_port) {
+                let up = !sim.hosts[h].port_up;
+                sim.port(h, up);
+            }
+            if rng.gen_bool(k.p_pkey) {
+                let t = match rng.gen_range(0..4) {
+                    0 => vec![pkey],
+                    1 => vec![pkey, other],
+                    2 => vec![other, pkey],
+                    _ => vec![other],
+                };
+                sim.set_pkeys(h, t);
+            }
+            if rng.gen_bool(k.p_lid) {
+                sim.new_lid(h);
+            }
+            if rng.gen_bool(k.p_churn) {
+                let g = rng.gen_range(0..k.groups);
+                if subscribed[g] {
+                    sim.unsubscribe(h, group(g));
+                } else {
+                    sim.subscribe(h, group(g));
+                }
+                subscribed[g] = !subscribed[g];
+            }
+            if rng.gen_bool(k.p_send) {
+                let core = rng.gen_range(0..k.data_cores);
+                let n = rng.gen_range(1..=k.burst_max);
+                let hot = rng.gen_range(0..k.groups);
+                for _ in 0..n {
+                    if rng.gen_bool(k.unicast_share) {
+                        let i = rng.gen_range(0..k.next_hops);
+                        let ip = if i < k.hosts {
+                            [10, 0, 0, i as u8 + 1]
+                        } else {
+                            [10, 0, 1, i as u8]
+                        };
+                        sim.send_unicast(h, core, ip);
+                    } else {
+                        // Mostly one group per burst, sometimes many.
+                        let g = if rng.gen_bool(0.7) {
+                            hot
+                        } else {
+                            rng.gen_range(0..k.groups)
+                        };
+                        sim.send_mcast(h, core, group(g));
+                    }
+                }
+            }
+        }
+        let dt = if rng.gen_bool(k.p_jump) {
+            Nanos::from_millis(rng.gen_range(1000..=20_000))
+        } else {
+            Nanos::from_millis(rng.gen_range(1..=k.step_ms_max))
+        };
+        // A long jump is many small steps with nothing injected: the controllers see
+        // time pass as they would.
+        if dt > Nanos::from_millis(500) {
+            sim.run(dt, Nanos::from_millis(100));
+        } else {
+            sim.step(dt);
+        }
+    }
+    *end = sim.now();
+    sim.finish()
+}

@@ -1,0 +1,872 @@
+//! The simulated system: hosts (a controller, stand-in data cores, a receive queue) on one
+//! simulated fabric, one thread, virtual time, and the invariant checker run after every
+//! step.
+//!
+//! A *step* is: the actions of this instant (faults, interface and port changes,
+//! subscriptions, packets from the data cores), then time moves forward by `dt`, then
+//! every controller is polled until it is idle (its events handled: a QP rebuild after a
+//! heavy flush), every data core passes a quiescent point and reads its snapshot, host
+//! receive queues are drained (ARP to the control core), and [`Sim::check`] runs.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use ibpoll_ctrl::{
+    Controller, CtrlConfig, CtrlEvent, DataCore, FlushLevel, GroupAddr, GroupPhase, Poll, Request,
+};
+use ibpoll_dev::{Clock, Device, Nanos, Port, RxQueue, TxDesc, TxQueue, UdQpConfig, VirtualClock};
+use ibpoll_mem::{HugepagePolicy, Mbuf, Mempool, MempoolConfig};
+use ibpoll_pmd_sim::{FabricConfig, FaultConfig, PortId, SimDevice, SimFabric};
+use ibpoll_wire::ipoib::{self, EtherType};
+use ibpoll_wire::{Gid, IbMtu, Lid, PKey, QKey, Qpn};
+
+use crate::obs::{Obs, ObsPort};
+use crate::trace::Fnv;
+
+/// How to build a simulated system.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Seeds the fabric's fault draws.
+    pub seed: u64,
+    /// Hosts (each one controller).
+    pub hosts: usize,
+    /// The controllers' configuration (data cores, bounds, timings); `ipv4` is set per
+    /// host to 10.0.0.(index + 1).
+    pub ctrl: CtrlConfig,
+    /// Faults from the start.
+    pub faults: FaultConfig,
+    /// Buffers per host pool.
+    pub pool_bufs: u32,
+    /// Multicast groups the run may use besides the broadcast group (for the flush
+    /// bound: how many leaves a flush may have to send).
+    pub groups_in_use: usize,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            seed: 1,
+            hosts: 1,
+            ctrl: CtrlConfig::default(),
+            faults: FaultConfig::NONE,
+            pool_bufs: 8192,
+            groups_in_use: 64,
+        }
+    }
+}
+
+/// One simulated IPoIB host.
+#[derive(Debug)]
+pub struct Host {
+    /// Index in [`Sim::hosts`].
+    pub index: usize,
+    /// Its HCA.
+    pub dev: Arc<SimDevice>,
+    /// Its port, for the fabric's fault controls.
+    pub port_id: PortId,
+    /// The port (observed) the controller uses.
+    pub port: Arc<dyn Port>,
+    /// Its port GID.
+    pub gid: Gid,
+    /// Its IPv4 address.
+    pub ip: [u8; 4],
+    /// The UD QP's number.
+    pub qpn: Qpn,
+    /// The controller.
+    pub ctl: Controller,
+    /// Data-core handles.
+    pub cores: Vec<DataCore>,
+    /// The data cores' receive queue (drained by core 0).
+    pub rx: Box<dyn RxQueue>,
+    /// The data cores' send queue.
+    pub tx: Box<dyn TxQueue>,
+    /// The buffer pool.
+    pub pool: Mempool,
+    /// The controller's configuration.
+    pub cfg: CtrlConfig,
+    /// Whether the interface is up (as the simulator set it).
+    pub admin_up: bool,
+    /// Whether the port is up (as the simulator set it).
+    pub port_up: bool,
+    /// Multicast and unicast packets the data cores handed to the control core.
+    pub handed: u64,
+    /// Requests a full ring handed back (the data core freed the packet).
+    pub ring_back: u64,
+    /// Packets data cores sent through their snapshot.
+    pub sent_direct: u64,
+    /// ARP packets handed to the control core.
+    pub arp_handed: u64,
+    /// `join_group` calls refused (they count in `mcast_table_full` too).
+    pub join_refused: u64,
+    /// IPv4 packets received.
+    pub received: u64,
+    /// Packets not sent because the pool was empty.
+    pub nombuf: u64,
+    /// When the running flush was first seen.
+    pub flush_since: Option<Nanos>,
+    /// The longest flush so far.
+    pub flush_longest: Nanos,
+    /// Flushes seen to end.
+    pub flushes_ended: u64,
+    /// The controller's snapshot generation when the SA last lost this host's
+    /// memberships behind its back (a subnet-manager restart).
+    gen_at_wipe: u64,
+    /// From the start of a light flush until the broadcast group is Joined again (or
+    /// the link goes down): the link stays up by design (DESIGN rule 8) meanwhile.
+    pub light_window: bool,
+    /// Events the controller emitted.
+    pub events: Vec<CtrlEvent>,
+}
+
+/// The whole simulated system.
+#[derive(Debug)]
+pub struct Sim {
+    /// Virtual time.
+    pub clock: Arc<VirtualClock>,
+    /// The fabric.
+    pub fabric: SimFabric,
+    /// What the simulator observed of the SA and the ports.
+    pub obs: Arc<Mutex<Obs>>,
+    /// The hosts.
+    pub hosts: Vec<Host>,
+    /// The broadcast group's MGID.
+    pub bcast: Gid,
+    /// Every MGID the run used (checked in every snapshot).
+    pub known: BTreeSet<Gid>,
+    /// Every IPv4 next hop the run used.
+    pub known_ips: BTreeSet<[u8; 4]>,
+    /// The trace hash.
+    pub hash: Fnv,
+    /// Steps so far.
+    pub steps: u64,
+    /// The longest step (the flush bound's slack: a flush's end is seen a step late).
+    pub dt_max: Nanos,
+    /// The fault configuration in force.
+    pub faults: FaultConfig,
+    /// Fault configuration from the start (restored after outages).
+    cfg: SimConfig,
+    next_lid: u16,
+    seq: u32,
+}
+
+fn lock(obs: &Mutex<Obs>) -> MutexGuard<'_, Obs> {
+    obs.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Sim {
+    /// Builds the fabric and the hosts.
+    pub fn new(cfg: SimConfig) -> Sim {
+        let clock = Arc::new(VirtualClock::new());
+        let fabric = SimFabric::new(FabricConfig {
+            clock: clock.clone(),
+            seed: cfg.seed,
+            faults: cfg.faults,
+            ..FabricConfig::default()
+        });
+        let bcast = ipoib::broadcast_mgid(cfg.ctrl.pkey);
+        let obs = Obs::new(fabric.clone(), bcast);
+        let mut sim = Sim {
+            clock,
+            fabric,
+            obs,
+            hosts: Vec::new(),
+            bcast,
+            known: BTreeSet::from([bcast]),
+            known_ips: BTreeSet::new(),
+            hash: Fnv::new(),
+            steps: 0,
+            dt_max: Nanos::from_millis(1),
+            faults: cfg.faults,
+            next_lid: 0x100,
+            seq: 0,
+            cfg,
+        };
+        for i in 0..sim.cfg.hosts {
+            sim.add_host(i);
+        }
+        sim
+    }
+
+    fn add_host(&mut self, index: usize) {
+        let name = format!("h{index}");
+        let dev = self.fabric.add_node(&name, 1);
+        let raw = dev.open_port(1).expect("port 1");
+        let attr = raw.attr();
+        let h = lock(&self.obs).add_host(attr.gid);
+        assert_eq!(h, index);
+        let port: Arc<dyn Port> = Arc::new(ObsPort::new(raw, index, self.obs.clone()));
+        let pool = Mempool::new(MempoolConfig {
+            name: name.clone(),
+            n_bufs: self.cfg.pool_bufs,
+            data_room: 2048,
+            cache_size: 0,
+            hugepages: HugepagePolicy::Never,
+            ..MempoolConfig::default()
+        })
+        .expect("mempool");
+        let ip = [10, 0, 0, index as u8 + 1];
+        let cfg = CtrlConfig {
+            ipv4: Some(ip),
+            ..self.cfg.ctrl.clone()
+        };
+        let pkey_index = attr.pkey_index(cfg.pkey).expect("the partition");
+        let (qpn, ctl_tx, tx, rx) = make_qp(&port, pkey_index, &pool);
+        let clock: Arc<dyn Clock> = self.clock.clone();
+        let (ctl, cores) =
+            Controller::new(cfg.clone(), port.clone(), qpn, ctl_tx, pool.clone(), clock)
+                .expect("controller");
+        self.known_ips.insert(ip);
+        self.hosts.push(Host {
+            index,
+            port_id: dev.port_id(1),
+            dev,
+            port,
+            gid: attr.gid,
+            ip,
+            qpn,
+            ctl,
+            cores,
+            rx,
+            tx,
+            pool,
+            cfg,
+            admin_up: true,
+            port_up: true,
+            handed: 0,
+            ring_back: 0,
+            sent_direct: 0,
+            arp_handed: 0,
+            join_refused: 0,
+            received: 0,
+            nombuf: 0,
+            flush_since: None,
+            flush_longest: Nanos::ZERO,
+            flushes_ended: 0,
+            gen_at_wipe: 0,
+            light_window: false,
+            events: Vec::new(),
+        });
+    }
+
+    /// Virtual time now.
+    pub fn now(&self) -> Nanos {
+        self.clock.now()
+    }
+
+    /// The MGID of a group address on host 0's partition.
+    pub fn mgid(&self, g: GroupAddr) -> Gid {
+        self.hosts[0]
+            .ctl
+            .mgid_of(g)
+            .expect("a group of the partition")
+    }
+
+    /// The SA's memberships of host `h` (as observed).
+    pub fn held_by(&self, h: usize) -> Vec<(Gid, ibpoll_wire::mcmember::JoinState)> {
+        lock(&self.obs).held_by(h)
+    }
+
+    fn tag(&mut self, what: &str, h: usize, v: u64) {
+        if crate::obs::debug_on() {
+            eprintln!("{:?} {what} host {h} {v:#x}", self.now().as_duration());
+        }
+        self.hash.str(what);
+        self.hash.u64(h as u64);
+        self.hash.u64(v);
+        self.hash.u64(self.now().0);
+    }
+
+    // ----- actions -----------------------------------------------------------------
+
+    /// Replaces the fabric's faults.
+    pub fn set_faults(&mut self, f: FaultConfig) {
+        self.tag("faults", 0, f.sa_delay_max.0 ^ f.sa_request_loss.to_bits());
+        self.faults = f;
+        self.fabric.set_faults(f);
+    }
+
+    /// Back to the faults the run started with.
+    pub fn restore_faults(&mut self) {
+        let f = self.cfg.faults;
+        self.set_faults(f);
+    }
+
+    /// Interface up/down on host `h`.
+    pub fn admin(&mut self, h: usize, up: bool) {
+        self.tag("admin", h, up.into());
+        self.hosts[h].admin_up = up;
+        self.hosts[h].ctl.set_admin_up(up);
+        self.note_flush(h);
+    }
+
+    /// Port up (Active) / down (Error) on host `h`.
+    pub fn port(&mut self, h: usize, up: bool) {
+        self.tag("port", h, up.into());
+        self.hosts[h].port_up = up;
+        self.fabric.set_port_up(self.hosts[h].port_id, up);
+    }
+
+    /// Restarts the subnet manager (ClientReregister on every Active port).
+    pub fn restart_sm(&mut self, mtu: Option<IbMtu>) {
+        self.tag("sm", 0, mtu.map_or(0, |m| m as u64));
+        self.fabric.restart_sm(mtu);
+        lock(&self.obs).sync_wipe();
+        for host in &mut self.hosts {
+            host.gen_at_wipe = host.ctl.snapshot().generation;
+        }
+    }
+
+    /// Gives host `h` a new P_Key table.
+    pub fn set_pkeys(&mut self, h: usize, pkeys: Vec<PKey>) {
+        self.tag(
+            "pkeys",
+            h,
+            pkeys.iter().fold(0, |a, p| a << 16 | u64::from(p.0)),
+        );
+        self.fabric.set_pkeys(self.hosts[h].port_id, pkeys);
+    }
+
+    /// Gives host `h` a fresh LID.
+    pub fn new_lid(&mut self, h: usize) {
+        let lid = Lid(self.next_lid);
+        self.next_lid += 1;
+        self.tag("lid", h, lid.0.into());
+        self.fabric.set_lid(self.hosts[h].port_id, lid);
+    }
+
+    /// Host `h` subscribes to `g`.
+    pub fn subscribe(&mut self, h: usize, g: GroupAddr) -> bool {
+        let mgid = self.mgid(g);
+        self.known.insert(mgid);
+        self.tag("sub", h, mgid_low(&mgid));
+        let ok = self.hosts[h].ctl.join_group(g);
+        if !ok {
+            self.hosts[h].join_refused += 1;
+        }
+        ok
+    }
+
+    /// Host `h` unsubscribes from `g`.
+    pub fn unsubscribe(&mut self, h: usize, g: GroupAddr) {
+        let mgid = self.mgid(g);
+        self.tag("unsub", h, mgid_low(&mgid));
+        self.hosts[h].ctl.leave_group(g);
+    }
+
+    /// Makes the SA silent to host `h`'s path queries (or answer them again).
+    pub fn drop_path_queries(&mut self, h: usize, drop: bool) {
+        self.tag("paths", h, drop.into());
+        lock(&self.obs).drop_path_queries[h] = drop;
+    }
+
+    fn packet(&mut self, h: usize) -> Option<Mbuf> {
+        self.seq = self.seq.wrapping_add(1);
+        let host = &mut self.hosts[h];
+        let Some(mut m) = host.pool.alloc() else {
+            host.nombuf += 1;
+            return None;
+        };
+        let d = m.append(ipoib::HEADER_LEN + 4).expect("room");
+        ipoib::Repr {
+            ethertype: EtherType::IPV4,
+        }
+        .emit(&mut ipoib::Packet::new_unchecked(
+            &mut d[..ipoib::HEADER_LEN],
+        ));
+        d[ipoib::HEADER_LEN..].copy_from_slice(&self.seq.to_be_bytes());
+        Some(m)
+    }
+
+    /// What data core `core` of host `h` does with a multicast packet: send it through
+    /// its snapshot if the group is Joined there, else hand it to the control core.
+    /// Returns whether the control core got it.
+    pub fn send_mcast(&mut self, h: usize, core: usize, g: GroupAddr) -> bool {
+        let mgid = self.mgid(g);
+        self.known.insert(mgid);
+        self.tag("mcast", h, mgid_low(&mgid) << 8 | core as u64);
+        let Some(m) = self.packet(h) else {
+            return false;
+        };
+        let host = &mut self.hosts[h];
+        let c = &mut host.cores[core];
+        let snap = c.reader.get();
+        if let Some(e) = snap.group(&mgid) {
+            e.mark_used();
+            let mut d = [TxDesc {
+                mbuf: Some(m),
+                ah: e.ah(),
+                remote_qpn: Qpn::MULTICAST,
+                remote_qkey: e.qkey,
+            }];
+            let n = host.tx.tx_burst(&mut d);
+            assert_eq!(n, 1, "the simulated send queue takes every packet");
+            host.sent_direct += 1;
+            return false;
+        }
+        match c.requests.send(Request::Mcast { group: g, mbuf: m }) {
+            Ok(()) => {
+                host.handed += 1;
+                true
+            }
+            Err(_) => {
+                host.ring_back += 1;
+                false
+            }
+        }
+    }
+
+    /// What data core `core` of host `h` does with a unicast packet to `ip`.
+    pub fn send_unicast(&mut self, h: usize, core: usize, ip: [u8; 4]) -> bool {
+        self.known_ips.insert(ip);
+        self.tag(
+            "ucast",
+            h,
+            u64::from(u32::from_be_bytes(ip)) << 8 | core as u64,
+        );
+        let Some(m) = self.packet(h) else {
+            return false;
+        };
+        let host = &mut self.hosts[h];
+        let c = &mut host.cores[core];
+        let snap = c.reader.get();
+        if let Some(n) = snap.neighbour(&ip) {
+            n.mark_used();
+            let mut d = [TxDesc {
+                mbuf: Some(m),
+                ah: n.ah(),
+                remote_qpn: n.qpn(),
+                remote_qkey: n.qkey,
+            }];
+            let sent = host.tx.tx_burst(&mut d);
+            assert_eq!(sent, 1, "the simulated send queue takes every packet");
+            host.sent_direct += 1;
+            return false;
+        }
+        match c.requests.send(Request::Resolve {
+            next_hop: ip,
+            mbuf: m,
+        }) {
+            Ok(()) => {
+                host.handed += 1;
+                true
+            }
+            Err(_) => {
+                host.ring_back += 1;
+                false
+            }
+        }
+    }
+
+    // ----- stepping --------------------------------------------------------------------
+
+    /// One step: time moves by `dt`, every host runs, everything is checked.
+    pub fn step(&mut self, dt: Nanos) {
+        self.clock.advance(dt);
+        self.dt_max = self.dt_max.max(dt);
+        self.steps += 1;
+        for h in 0..self.hosts.len() {
+            self.run_host(h);
+        }
+        self.check();
+        self.fold_state();
+    }
+
+    /// Moves time forward without running anything (so that an action can land at an
+    /// exact instant before the next [`Sim::step`]).
+    pub fn advance(&mut self, dt: Nanos) {
+        self.tag("advance", 0, dt.0);
+        self.clock.advance(dt);
+    }
+
+    /// Steps of `dt` for `dur`.
+    pub fn run(&mut self, dur: Nanos, dt: Nanos) {
+        let end = self.now().saturating_add(dur);
+        while self.now() < end {
+            self.step(dt);
+        }
+    }
+
+    /// Steps of `dt` until `done` holds (checked after each step); panics after `max`.
+    /// Returns the virtual time it took.
+    pub fn run_until(
+        &mut self,
+        max: Nanos,
+        dt: Nanos,
+        mut done: impl FnMut(&Sim) -> bool,
+    ) -> Nanos {
+        let start = self.now();
+        loop {
+            if done(self) {
+                return self.now().saturating_sub(start);
+            }
+            assert!(
+                self.now().saturating_sub(start) < max,
+                "condition not reached within {:?}",
+                max.as_duration()
+            );
+            self.step(dt);
+        }
+    }
+
+    /// Polls host `h`'s controller until idle, handles its events, lets its data cores
+    /// pass a quiescent point and drains its receive queue.
+    fn run_host(&mut self, h: usize) {
+        self.drain_rx(h);
+        for _ in 0..1000 {
+            let busy = self.hosts[h].ctl.poll() == Poll::Busy;
+            // After every poll: a flush may start and end within one step.
+            self.note_flush(h);
+            // Data cores run at the same time as the control core: they pass a
+            // quiescent point between its polls (else the publisher, its retired
+            // snapshots unreclaimed, would refuse to publish).
+            for c in &mut self.hosts[h].cores {
+                c.reader.quiescent();
+            }
+            while let Some(ev) = self.hosts[h].ctl.take_event() {
+                self.on_event(h, ev);
+            }
+            if !busy {
+                break;
+            }
+        }
+        self.note_flush(h);
+        for c in &mut self.hosts[h].cores {
+            c.reader.quiescent();
+        }
+    }
+
+    /// What data core 0 does with what it receives: ARP to the control core (before the
+    /// controller polls, so that the rings are empty when the checker counts packets),
+    /// IPv4 counted, our own looped-back multicast dropped.
+    fn drain_rx(&mut self, h: usize) {
+        let host = &mut self.hosts[h];
+        let mut pkts: [Option<Mbuf>; 32] = Default::default();
+        loop {
+            let n = host.rx.rx_burst(&mut pkts);
+            if n == 0 {
+                break;
+            }
+            for slot in &mut pkts[..n] {
+                let m = slot.take().expect("filled");
+                if m.meta().src_qpn == host.qpn.get() {
+                    continue;
+                }
+                let Ok(p) = ipoib::Packet::new_checked(m.data()) else {
+                    continue;
+                };
+                match ipoib::Repr::parse(&p).map(|r| r.ethertype) {
+                    Ok(EtherType::ARP) => {
+                        let sent = host.cores[0].requests.send(Request::Arp { mbuf: m });
+                        host.arp_handed += u64::from(sent.is_ok());
+                    }
+                    Ok(EtherType::IPV4) => host.received += 1,
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, h: usize, ev: CtrlEvent) {
+        self.tag(
+            "event",
+            h,
+            match ev {
+                CtrlEvent::LinkUp => 1,
+                CtrlEvent::LinkDown => 2,
+                CtrlEvent::RebuildQp { pkey_index } => 3 | u64::from(pkey_index) << 8,
+            },
+        );
+        let host = &mut self.hosts[h];
+        host.events.push(ev);
+        match ev {
+            CtrlEvent::LinkUp => assert!(
+                host.ctl.group_phase(GroupAddr::Mgid(self.bcast)) == Some(GroupPhase::Joined),
+                "host {h}: LinkUp without the broadcast group Joined"
+            ),
+            CtrlEvent::LinkDown => {}
+            CtrlEvent::RebuildQp { pkey_index } => {
+                // What the stack does: a new QP with the new P_Key index; the old one
+                // goes when its last queue does. Its attachments must be gone already.
+                let old = host.qpn;
+                let attached: Vec<_> = lock(&self.obs).attached_of(h, old);
+                assert!(
+                    attached.is_empty(),
+                    "host {h}: QP {old:?} rebuilt while still attached to {attached:?}"
+                );
+                let (qpn, ctl_tx, tx, rx) = make_qp(&host.port, pkey_index, &host.pool);
+                host.ctl.replace_qp(qpn, ctl_tx);
+                host.qpn = qpn;
+                host.tx = tx;
+                host.rx = rx;
+            }
+        }
+    }
+
+    fn note_flush(&mut self, h: usize) {
+        let now = self.now();
+        let bcast = GroupAddr::Mgid(self.bcast);
+        let host = &mut self.hosts[h];
+        if host.ctl.flush_level() == Some(FlushLevel::Light) {
+            host.light_window = true;
+        }
+        let bcast_joined = host.ctl.group_phase(bcast) == Some(GroupPhase::Joined);
+        if !host.ctl.link_up() || (!host.ctl.is_flushing() && bcast_joined) {
+            host.light_window = false;
+        }
+        match (host.ctl.is_flushing(), host.flush_since) {
+            (true, None) => host.flush_since = Some(now),
+            (false, Some(since)) => {
+                host.flush_since = None;
+                host.flushes_ended += 1;
+                host.flush_longest = host.flush_longest.max(now.saturating_sub(since));
+            }
+            _ => {}
+        }
+    }
+
+    /// The longest a flush of host `h` may take in virtual time: draining joins and
+    /// path queries takes one SA timeout, each round of leaves through the SA window
+    /// `leave_tries` of them per JoinState bit (an unconfirmed leave names one bit per
+    /// Delete; IPoIB uses two: FullMember and SendOnlyFullMember), and each of those
+    /// timeouts is noticed up to one step late
+    /// (the controller polls once per step); never more than `flush_max` (noticed a
+    /// step late too), plus a step to see the end.
+    pub fn flush_bound(&self, h: usize) -> Nanos {
+        let cfg = &self.hosts[h].cfg;
+        let groups = (self.cfg.groups_in_use + 1).min(cfg.groups_max);
+        let rounds = groups.div_ceil(cfg.sa_window) as u64;
+        let timeouts = 1 + u64::from(cfg.leave_tries) * rounds * 2;
+        let dt = self.dt_max.0;
+        let by_timeouts = (cfg.sa_timeout.0 + dt) * timeouts + dt;
+        let by_max = cfg.flush_max.0 + 2 * dt;
+        Nanos(by_timeouts.min(by_max))
+    }
+
+    // ----- the checker ---------------------------------------------------------------
+
+    /// Every invariant, on every host. Panics with the first one broken.
+    pub fn check(&mut self) {
+        let now = self.now();
+        // Nothing changed at the SA since the last request or restart.
+        lock(&self.obs).sync_nothing();
+        for h in 0..self.hosts.len() {
+            self.check_host(h, now);
+        }
+    }
+
+    fn check_host(&self, h: usize, now: Nanos) {
+        let host = &self.hosts[h];
+        let ctl = &host.ctl;
+        let cfg = &host.cfg;
+        let s = ctl.stats();
+        let at = format!("host {h} at {:?} (step {})", now.as_duration(), self.steps);
+
+        // b. Flushes end within their bound whatever the SA does.
+        let bound = self.flush_bound(h);
+        if let Some(since) = host.flush_since {
+            let took = now.saturating_sub(since);
+            assert!(
+                took <= bound,
+                "{at}: flush running for {took:?}, bound {bound:?}"
+            );
+        }
+        assert!(
+            host.flush_longest <= bound,
+            "{at}: a flush took {:?}, bound {bound:?}",
+            host.flush_longest
+        );
+
+        // c. The link is up only while the broadcast group is Joined; no other group is
+        // Joined while it is not (outside a flush, which leaves them in any order).
+        let bcast = GroupAddr::Mgid(self.bcast);
+        let bcast_joined = ctl.group_phase(bcast) == Some(GroupPhase::Joined);
+        if ctl.link_up() {
+            assert!(
+                bcast_joined || host.light_window,
+                "{at}: link up, broadcast group not Joined"
+            );
+            assert!(host.admin_up && host.port_up, "{at}: link up while down");
+        }
+        if !ctl.is_flushing() && !bcast_joined {
+            for mgid in &self.known {
+                assert_ne!(
+                    ctl.group_phase(GroupAddr::Mgid(*mgid)),
+                    Some(GroupPhase::Joined),
+                    "{at}: {mgid} Joined while the broadcast group is not"
+                );
+            }
+        }
+
+        // d. Every packet handed to the control core is sent, dropped under a named
+        // counter, or still held; every queue within its bound.
+        let handed_in = host.handed + s.arp_requests_sent + s.arp_replies_sent;
+        let out = s.tx_sent
+            + s.tx_backlog_full
+            + s.mcast_bad_group
+            + (s.mcast_table_full - host.join_refused)
+            + s.mcast_queue_full
+            + s.mcast_sendonly_dropped
+            + s.mcast_flush_dropped
+            + s.neigh_table_full
+            + s.neigh_queue_full
+            + s.neigh_unresolved_dropped;
+        let ring: usize = host.cores.iter().map(|c| c.requests.len()).sum();
+        let held = (ring + ctl.mcast_queued() + ctl.neigh_queued()) as u64;
+        assert_eq!(
+            handed_in,
+            out + held,
+            "{at}: packets handed {handed_in} != sent or dropped {out} + held {held}: {s:?}"
+        );
+        assert!(ctl.group_count() <= cfg.groups_max, "{at}: groups");
+        assert!(ctl.neighbour_count() <= cfg.neigh_max, "{at}: neighbours");
+        assert!(ctl.sa_in_flight() <= cfg.sa_window, "{at}: SA window");
+        for c in &host.cores {
+            assert!(c.requests.len() <= cfg.ring_size, "{at}: ring");
+        }
+        for mgid in &self.known {
+            let q = ctl.group_queued(GroupAddr::Mgid(*mgid));
+            assert!(q <= cfg.mcast_queue_max, "{at}: {q} queued for {mgid}");
+        }
+        for ip in &self.known_ips {
+            let q = ctl.neigh_queued_for(*ip);
+            assert!(q <= cfg.neigh_queue_max, "{at}: {q} queued for {ip:?}");
+        }
+        assert!(
+            host.pool.in_use() as u64 >= held,
+            "{at}: the pool lends fewer buffers than the controller holds"
+        );
+
+        // e. No data-core snapshot shows a group Joined that the SA does not hold,
+        // beyond the one publication the controller may not have made yet after the SA
+        // lost it behind its back.
+        let obs = lock(&self.obs);
+        for (i, c) in host.cores.iter().enumerate() {
+            let snap = c.reader.get();
+            if snap.link_up && !host.light_window {
+                assert!(
+                    snap.broadcast.is_some(),
+                    "{at}: core {i}: link up without broadcast"
+                );
+            }
+            if snap.group_count() > 0 {
+                assert!(
+                    snap.broadcast.is_some(),
+                    "{at}: core {i}: groups published without the broadcast group"
+                );
+            }
+            for mgid in &self.known {
+                if snap.group(mgid).is_some() && !obs.holds(h, mgid) {
+                    assert!(
+                        snap.generation <= host.gen_at_wipe,
+                        "{at}: core {i} sees {mgid} Joined (snapshot {}), the SA does not hold it",
+                        snap.generation
+                    );
+                }
+            }
+        }
+    }
+
+    fn fold_state(&mut self) {
+        let mut f = self.hash;
+        f.u64(self.now().0);
+        for host in &self.hosts {
+            f.str(&format!("{:?}", host.ctl.stats()));
+            f.u64(u64::from(host.ctl.link_up()) | u64::from(host.ctl.is_flushing()) << 1);
+            f.u64(host.ctl.group_count() as u64);
+            f.u64(host.ctl.neighbour_count() as u64);
+            f.u64(host.ctl.sa_in_flight() as u64);
+            f.u64(host.received);
+        }
+        f.u64(lock(&self.obs).hash.get());
+        self.hash = f;
+    }
+
+    // ----- the end -------------------------------------------------------------------
+
+    /// The end of a run: faults off, every port and interface up, time to rejoin; then a
+    /// final interface down on every host with every answer delivered, and the end
+    /// checks: (a) the SA holds no membership of any host and every grant was left (or
+    /// wiped) exactly once; (f) every buffer is back in its pool once the hosts are gone.
+    pub fn finish(mut self) -> u64 {
+        self.set_faults(FaultConfig::NONE);
+        for h in 0..self.hosts.len() {
+            self.drop_path_queries(h, false);
+            let attr = self.hosts[h].port.attr();
+            if attr.pkey_index(self.cfg.ctrl.pkey) != Some(0) || attr.pkeys.len() != 1 {
+                self.set_pkeys(h, vec![self.cfg.ctrl.pkey]);
+            }
+            if !self.hosts[h].port_up {
+                self.port(h, true);
+            }
+            if !self.hosts[h].admin_up {
+                self.admin(h, true);
+            }
+        }
+        let dt = Nanos::from_millis(10);
+        self.run(Nanos::from_secs(20), dt);
+        for h in 0..self.hosts.len() {
+            self.admin(h, false);
+        }
+        let max = Nanos::from_secs(300);
+        self.run_until(max, dt, |s| {
+            s.hosts
+                .iter()
+                .all(|h| !h.ctl.is_flushing() && h.ctl.sa_in_flight() == 0)
+        });
+        // Every answer still on its way (delays up to seconds) is delivered.
+        self.run(Nanos::from_secs(6), dt);
+        for h in 0..self.hosts.len() {
+            let held = self.held_by(h);
+            let states: Vec<_> = held
+                .iter()
+                .map(|(g, _)| self.hosts[h].ctl.group_state(GroupAddr::Mgid(*g)))
+                .collect();
+            assert!(
+                held.is_empty(),
+                "host {h}: after the final flush the SA still holds {held:?}; the controller has {states:?}"
+            );
+            let direct: Vec<_> = self
+                .fabric
+                .with_sa(|sa| sa.memberships_of(&self.hosts[h].gid).collect());
+            assert!(direct.is_empty(), "host {h}: SA holds {direct:?}");
+            assert!(!self.hosts[h].ctl.link_up());
+        }
+        lock(&self.obs).check_balanced();
+        let hash = self.hash.get() ^ lock(&self.obs).hash.get();
+        let pools: Vec<Mempool> = self.hosts.iter().map(|h| h.pool.clone()).collect();
+        drop(std::mem::take(&mut self.hosts));
+        for (h, p) in pools.iter().enumerate() {
+            assert_eq!(
+                p.in_use(),
+                0,
+                "host {h}: {} buffers never came back",
+                p.in_use()
+            );
+        }
+        hash
+    }
+}
+
+fn mgid_low(g: &Gid) -> u64 {
+    u64::from_be_bytes(g.0[8..16].try_into().expect("8 bytes"))
+}
+
+type Queues = (Qpn, Box<dyn TxQueue>, Box<dyn TxQueue>, Box<dyn RxQueue>);
+
+fn make_qp(port: &Arc<dyn Port>, pkey_index: u16, pool: &Mempool) -> Queues {
+    let mut qp = port
+        .create_ud_qp(&UdQpConfig {
+            pkey_index,
+            qkey: QKey::IPOIB_DEFAULT,
+            rx_queues: 1,
+            tx_queues: 2,
+            rx_ring_size: 1024,
+            tx_ring_size: 1024,
+            pool: pool.clone(),
+        })
+        .expect("UD QP");
+    let ctl_tx = qp.tx.pop().expect("tx");
+    let tx = qp.tx.pop().expect("tx");
+    let rx = qp.rx.pop().expect("rx");
+    (qp.qpn, ctl_tx, tx, rx)
+}
