@@ -15,6 +15,14 @@ pub enum Error {
         /// What is wrong with it.
         why: &'static str,
     },
+    /// A multicast route could not be parsed, or cannot be used.
+    #[error("bad multicast route {mroute:?}: {why}; expected GROUP[/LEN],from=N,to=M, e.g. 239.1.0.0/24,from=0,to=1")]
+    BadMroute {
+        /// The multicast route as given.
+        mroute: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
     /// A route names an interface the forwarder does not have.
     #[error(
         "route {route} names interface {iface}, but the forwarder has {ifaces} (if=0..{ifaces})"

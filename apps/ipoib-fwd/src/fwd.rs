@@ -1,24 +1,28 @@
 //! The data path: one [`Forwarder`] per lcore. Per packet: check the IPv4 header, drop
-//! what must not be forwarded (counted by reason), look the destination up, decrement
-//! the TTL with an incremental checksum update (RFC 1624), and push the very buffer it
-//! arrived in on the outgoing interface, to the next hop the control plane resolves.
+//! what must not be forwarded (counted by reason), look the destination up (unicast:
+//! the LPM table; multicast: the [`MrouteTable`] by ingress interface and group),
+//! decrement the TTL with an incremental checksum update (RFC 1624), and push the very
+//! buffer it arrived in on the outgoing interface, to the next hop (unicast) or the
+//! group (multicast) that interface's control plane resolves.
 //! No allocation, lock, system call or atomic read-modify-write per packet: the
 //! counters are single-writer [`Counter`]s and the table is read-only.
 
 use std::sync::Arc;
 
-use ibpoll::{App, Dest, LcoreCtx, TxBuffer, IFACES_MAX};
+use ibpoll::{App, Dest, GroupAddr, LcoreCtx, TxBuffer, IFACES_MAX};
 use ibpoll_dev::Counter;
 use ibpoll_mem::Mbuf;
 
 use crate::lpm::RouteTable;
+use crate::mroute::MrouteTable;
 
 /// One lcore's forwarding counters: one writer (the lcore), any number of live readers.
 ///
 /// Conservation: `rx == forwarded + tx_refused + not_ipv4 + malformed + ttl_expired +
-/// no_route + to_local + not_unicast`; every packet counted in a drop reason is also in
-/// the stack's `app_dropped`, and `tx_refused` in the stack's `tx_buffer_full` /
-/// `tx_no_iface`.
+/// no_route + to_local + not_unicast + mcast_ttl_expired + mcast_no_route`; every packet
+/// counted in a drop reason is also in the stack's `app_dropped`, and `tx_refused` in
+/// the stack's `tx_buffer_full` / `tx_no_iface`. `mcast_forwarded` is the multicast
+/// part of `forwarded`.
 #[derive(Debug, Default)]
 #[repr(C, align(64))]
 pub struct FwdCounters {
@@ -38,8 +42,17 @@ pub struct FwdCounters {
     pub no_route: Counter,
     /// Packets to one of the forwarder's own addresses (it has no local stack).
     pub to_local: Counter,
-    /// Packets to a multicast, broadcast or zero address (not forwarded).
+    /// Packets to the broadcast address, to 0.0.0.0/8, or (without multicast routes
+    /// from their interface) to a multicast group: not forwarded.
     pub not_unicast: Counter,
+    /// Of `forwarded`, packets sent to a multicast group.
+    pub mcast_forwarded: Counter,
+    /// Multicast packets a route matched whose TTL was 0 or 1 (dropped).
+    pub mcast_ttl_expired: Counter,
+    /// Multicast packets no multicast route forwards from the interface they came in
+    /// on (link-local 224.0.0.0/24 included: it is never forwarded). Counted here only
+    /// when the interface has multicast routes; otherwise in `not_unicast`.
+    pub mcast_no_route: Counter,
 }
 
 impl FwdCounters {
@@ -55,6 +68,9 @@ impl FwdCounters {
             no_route: self.no_route.get(),
             to_local: self.to_local.get(),
             not_unicast: self.not_unicast.get(),
+            mcast_forwarded: self.mcast_forwarded.get(),
+            mcast_ttl_expired: self.mcast_ttl_expired.get(),
+            mcast_no_route: self.mcast_no_route.get(),
         }
     }
 }
@@ -72,6 +88,9 @@ pub struct FwdStats {
     pub no_route: u64,
     pub to_local: u64,
     pub not_unicast: u64,
+    pub mcast_forwarded: u64,
+    pub mcast_ttl_expired: u64,
+    pub mcast_no_route: u64,
 }
 
 impl FwdStats {
@@ -84,10 +103,12 @@ impl FwdStats {
             + self.no_route
             + self.to_local
             + self.not_unicast
+            + self.mcast_ttl_expired
+            + self.mcast_no_route
     }
 
     /// Every drop reason with its count, in a fixed order.
-    pub fn drops(&self) -> [(&'static str, u64); 7] {
+    pub fn drops(&self) -> [(&'static str, u64); 9] {
         [
             ("tx_refused", self.tx_refused),
             ("not_ipv4", self.not_ipv4),
@@ -96,6 +117,8 @@ impl FwdStats {
             ("no_route", self.no_route),
             ("to_local", self.to_local),
             ("not_unicast", self.not_unicast),
+            ("mcast_ttl_expired", self.mcast_ttl_expired),
+            ("mcast_no_route", self.mcast_no_route),
         ]
     }
 }
@@ -111,6 +134,9 @@ impl std::ops::AddAssign for FwdStats {
         self.no_route += o.no_route;
         self.to_local += o.to_local;
         self.not_unicast += o.not_unicast;
+        self.mcast_forwarded += o.mcast_forwarded;
+        self.mcast_ttl_expired += o.mcast_ttl_expired;
+        self.mcast_no_route += o.mcast_no_route;
     }
 }
 
@@ -162,6 +188,14 @@ pub enum Verdict {
         /// The address to resolve on it.
         next_hop: [u8; 4],
     },
+    /// Send it on `iface` to the IPv4 multicast group `group` (the TTL is already
+    /// decremented); the interface's control plane makes the send-only join.
+    ForwardGroup {
+        /// The outgoing interface.
+        iface: usize,
+        /// The group (the packet's destination).
+        group: [u8; 4],
+    },
     /// Drop it (already counted).
     Drop,
 }
@@ -170,6 +204,10 @@ pub enum Verdict {
 #[derive(Debug)]
 pub struct Forwarder {
     table: Arc<RouteTable>,
+    /// Multicast routes (empty: multicast is dropped as `not_unicast`).
+    mroutes: Arc<MrouteTable>,
+    /// Bit `i` set: interface `i` has multicast routes.
+    mcast_ifaces: u64,
     /// The forwarder's own addresses (host order), one per interface with an address.
     local: [u32; IFACES_MAX],
     n_local: usize,
@@ -188,10 +226,24 @@ impl Forwarder {
         }
         Forwarder {
             table,
+            mroutes: Arc::default(),
+            mcast_ifaces: 0,
             local: l,
             n_local,
             counters,
         }
+    }
+
+    /// Forwards multicast by `mroutes` too (the groups must be subscribed to on their
+    /// ingress interfaces, as [`start_on`](crate::start_on) does).
+    pub fn with_mroutes(mut self, mroutes: Arc<MrouteTable>) -> Forwarder {
+        self.mcast_ifaces = mroutes
+            .routes()
+            .iter()
+            .filter(|r| r.from < 64)
+            .fold(0, |m, r| m | 1 << r.from);
+        self.mroutes = mroutes;
+        self
     }
 
     /// The live counters.
@@ -199,11 +251,18 @@ impl Forwarder {
         &self.counters
     }
 
-    /// Decides for one packet whose data starts at its IP header, rewriting the TTL and
-    /// checksum in place when it is forwarded, and counts the outcome (except
-    /// `forwarded`/`tx_refused`, which the caller counts after the push).
+    /// [`route_from`](Self::route_from) for a packet that came in on interface 0.
     #[inline]
     pub fn route(&self, ip: &mut [u8]) -> Verdict {
+        self.route_from(0, ip)
+    }
+
+    /// Decides for one packet that came in on interface `from` and whose data starts at
+    /// its IP header, rewriting the TTL and checksum in place when it is forwarded, and
+    /// counts the outcome (except `forwarded`/`mcast_forwarded`/`tx_refused`, which the
+    /// caller counts after the push).
+    #[inline]
+    pub fn route_from(&self, from: usize, ip: &mut [u8]) -> Verdict {
         let c = &*self.counters;
         c.rx.inc();
         // RFC 1812 5.2.2: length, version, IHL, total length.
@@ -230,6 +289,9 @@ impl Forwarder {
         }
         let dst = [ip[16], ip[17], ip[18], ip[19]];
         let d = u32::from_be_bytes(dst);
+        if d >> 28 == 0xe && from < 64 && self.mcast_ifaces & (1 << from) != 0 {
+            return self.route_group(from, d, ip);
+        }
         if d >> 28 == 0xe || d == u32::MAX || d >> 24 == 0 {
             c.not_unicast.inc();
             return Verdict::Drop;
@@ -252,20 +314,54 @@ impl Forwarder {
             next_hop: hop.next_hop(dst),
         }
     }
+
+    /// A multicast packet (header checked) to group `g` that came in on `from`.
+    #[inline]
+    fn route_group(&self, from: usize, g: u32, ip: &mut [u8]) -> Verdict {
+        let c = &*self.counters;
+        // Link-local groups (224.0.0.0/24) are never forwarded; the table refuses
+        // routes for them, so a lookup misses.
+        let Some(to) = self.mroutes.lookup_u32(from, g) else {
+            c.mcast_no_route.inc();
+            return Verdict::Drop;
+        };
+        // Never back out the interface it came in on (the table refuses such routes).
+        debug_assert_ne!(to, from);
+        if ip[8] <= 1 {
+            c.mcast_ttl_expired.inc();
+            return Verdict::Drop;
+        }
+        decrement_ttl(ip);
+        Verdict::ForwardGroup {
+            iface: to,
+            group: g.to_be_bytes(),
+        }
+    }
 }
 
 impl App for Forwarder {
     #[inline]
-    fn on_burst(&mut self, _ctx: &LcoreCtx, rx: &mut [Option<Mbuf>], tx: &mut TxBuffer) {
+    fn on_burst(&mut self, ctx: &LcoreCtx, rx: &mut [Option<Mbuf>], tx: &mut TxBuffer) {
         for slot in rx {
             let Some(m) = slot else { continue };
-            match self.route(m.data_mut()) {
+            match self.route_from(ctx.iface, m.data_mut()) {
                 Verdict::Forward { iface, next_hop } => {
                     let Some(m) = slot.take() else { continue };
                     // The buffer it came in, zero copy: the stack rewrites the IPoIB
                     // header in its headroom.
                     if tx.push_on(iface, m, Dest::NextHop(next_hop)) {
                         self.counters.forwarded.inc();
+                    } else {
+                        self.counters.tx_refused.inc();
+                    }
+                }
+                Verdict::ForwardGroup { iface, group } => {
+                    let Some(m) = slot.take() else { continue };
+                    // Zero copy as for unicast; the egress interface's control plane
+                    // holds the first packets while it makes the send-only join.
+                    if tx.push_on(iface, m, Dest::Group(GroupAddr::Ipv4(group))) {
+                        self.counters.forwarded.inc();
+                        self.counters.mcast_forwarded.inc();
                     } else {
                         self.counters.tx_refused.inc();
                     }
@@ -285,5 +381,72 @@ mod tests {
     fn rfc1624_example() {
         // RFC 1624 section 4: HC = 0xDD2F, m = 0x5555 -> m' = 0x3285 gives 0x0000.
         assert_eq!(checksum_adjust(0xdd2f, 0x5555, 0x3285), 0x0000);
+    }
+
+    fn packet(dst: [u8; 4], ttl: u8) -> [u8; 28] {
+        let mut p = [0u8; 28];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&28u16.to_be_bytes());
+        p[8] = ttl;
+        p[9] = 17;
+        p[12..16].copy_from_slice(&[10, 1, 0, 2]);
+        p[16..20].copy_from_slice(&dst);
+        let sum = ipv4_checksum(&p[..20]);
+        p[10..12].copy_from_slice(&sum.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn multicast_verdicts() {
+        use crate::mroute::{MRoute, MrouteTable};
+        let table = Arc::new(RouteTable::new(&[]).unwrap());
+        let mt = MrouteTable::new(&[MRoute::new([239, 1, 0, 0], 24, 0, 1)], 2).unwrap();
+        let c = Arc::new(FwdCounters::default());
+        let f = Forwarder::new(table, &[], c.clone()).with_mroutes(Arc::new(mt));
+        // Forwarded from 0 to 1, TTL decremented, checksum still right.
+        let mut p = packet([239, 1, 0, 7], 64);
+        assert_eq!(
+            f.route_from(0, &mut p),
+            Verdict::ForwardGroup {
+                iface: 1,
+                group: [239, 1, 0, 7]
+            }
+        );
+        assert_eq!(p[8], 63);
+        assert_eq!(u16::from_be_bytes([p[10], p[11]]), ipv4_checksum(&p[..20]));
+        // TTL 1 and 0: dropped.
+        for ttl in [0, 1] {
+            assert_eq!(
+                f.route_from(0, &mut packet([239, 1, 0, 7], ttl)),
+                Verdict::Drop
+            );
+        }
+        // TTL 2 leaves with 1.
+        let mut p = packet([239, 1, 0, 7], 2);
+        assert!(matches!(
+            f.route_from(0, &mut p),
+            Verdict::ForwardGroup { .. }
+        ));
+        assert_eq!(p[8], 1);
+        // Not covered, link-local: no multicast route.
+        assert_eq!(
+            f.route_from(0, &mut packet([239, 2, 0, 1], 64)),
+            Verdict::Drop
+        );
+        assert_eq!(
+            f.route_from(0, &mut packet([224, 0, 0, 1], 64)),
+            Verdict::Drop
+        );
+        // Interface 1 has no multicast routes (the group never goes back to 0 from it).
+        assert_eq!(
+            f.route_from(1, &mut packet([239, 1, 0, 7], 64)),
+            Verdict::Drop
+        );
+        let s = c.read();
+        assert_eq!(s.rx, 7);
+        assert_eq!(s.mcast_ttl_expired, 2);
+        assert_eq!(s.mcast_no_route, 2);
+        assert_eq!(s.not_unicast, 1);
+        assert_eq!(s.dropped(), 5);
     }
 }

@@ -7,6 +7,15 @@
 //! dropped and counted, and the very buffer that came in pushed on the outgoing
 //! interface to `Dest::NextHop` (the route's gateway, or the destination for a
 //! connected route), which that interface's control plane resolves (ARP, path record).
+//!
+//! Multicast crosses it by static [`MRoute`]s (`GROUP/LEN,from=N,to=M`): the node
+//! subscribes as a full member to every group of a route on its ingress interface `N`
+//! (InfiniBand delivers a group only to its members; at most [`MCAST_GROUPS_MAX`]
+//! groups), and forwards what arrives there to the group on interface `M`
+//! (`Dest::Group`), whose control plane makes a send-only join on the first packet and
+//! sends the packets it held meanwhile. The TTL is decremented as for unicast (TTL <= 1
+//! dropped and counted, `mcast_ttl_expired`); a group is never sent back out the
+//! interface it came in on; groups no route forwards are counted (`mcast_no_route`).
 //! No payload is copied anywhere: the stack strips the IPoIB header on receive and
 //! writes it back in place into the headroom on send.
 //!
@@ -32,6 +41,7 @@
 mod error;
 mod fwd;
 mod lpm;
+mod mroute;
 mod node;
 mod route;
 pub mod traffic;
@@ -41,5 +51,9 @@ pub use fwd::{
     checksum_adjust, decrement_ttl, ipv4_checksum, Forwarder, FwdCounters, FwdStats, Verdict,
 };
 pub use lpm::{lookup_linear, RouteTable, ROUTES_MAX};
+pub use mroute::{MRoute, MrouteTable, MCAST_GROUPS_MAX, MROUTES_MAX};
 pub use node::{build_forwarder_stack, start_forwarder, start_on, FwdConfig, FwdNode, FwdReport};
-pub use route::{mask, parse_ipv4, parse_routes, read_routes_file, NextHop, Route};
+pub use route::{
+    mask, parse_ipv4, parse_route_file, parse_routes, read_route_file, read_routes_file, NextHop,
+    Route,
+};

@@ -16,7 +16,7 @@ use ibpoll::{ctrl_packet_drops, IdlePolicy, IfaceConfig, Stack, StopReport};
 use ibpoll_pmd_sim::{FabricConfig, SimFabric};
 use ibpoll_wire::{IbMtu, PKey};
 use ipoib_fwd::traffic::{Sink, Source, SourceConfig, TrafficCounters, SIZE_MIN};
-use ipoib_fwd::{parse_ipv4, read_routes_file, start_forwarder, FwdConfig, Route};
+use ipoib_fwd::{parse_ipv4, read_route_file, start_forwarder, FwdConfig, MRoute, Route};
 
 const USAGE: &str = "\
 usage: ipoib-fwd [options]
@@ -31,12 +31,18 @@ options:
   --cores N           forwarder data lcores, each polling both interfaces (default 1)
   --route ROUTE       add a route, PREFIX/LEN[,via=IPV4],if=N (repeatable), e.g.
                       --route 10.9.0.0/16,via=10.2.0.2,if=1
-  --routes FILE       add the routes of FILE (one per line, # comments)
+  --mroute MROUTE     add a multicast route, GROUP[/LEN],from=N,to=M (repeatable), e.g.
+                      --mroute 239.1.0.0/24,from=0,to=1: the forwarder subscribes to
+                      every group of it on interface N (at most 256 groups in all) and
+                      sends them on interface M (a send-only join there)
+  --routes FILE       add the routes of FILE (one per line, # comments; multicast
+                      routes as `mroute GROUP[/LEN],from=N,to=M`)
   --size BYTES        IP packet size of the source's datagrams (36..=2044, default 64)
   --rate PPS          source rate in packets/s (default 0: as fast as it can)
   --window N          datagrams in flight at most, source to sink (default 512; 0: open
                       loop, receive-ring overruns are then counted drops)
-  --dst IPV4          destination of the source's datagrams (default 10.2.0.2)
+  --dst IPV4          destination of the source's datagrams (default 10.2.0.2); a
+                      multicast group needs an --mroute from 0 to 1 (the sink joins it)
   --flows N           UDP source ports (default 16)
   -h, --help          this text";
 
@@ -46,6 +52,7 @@ struct Args {
     duration: Duration,
     cores: usize,
     routes: Vec<Route>,
+    mroutes: Vec<MRoute>,
     size: usize,
     rate: u64,
     window: u64,
@@ -87,6 +94,7 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>, Usage> {
         duration: Duration::from_secs(3),
         cores: 1,
         routes: Vec::new(),
+        mroutes: Vec::new(),
         size: 64,
         rate: 0,
         window: 512,
@@ -132,10 +140,17 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>, Usage> {
                 a.routes
                     .push(v.parse::<Route>().map_err(|e| Usage(describe(&e)))?);
             }
+            "--mroute" => {
+                let v = &val(&mut it)?;
+                a.mroutes
+                    .push(v.parse::<MRoute>().map_err(|e| Usage(describe(&e)))?);
+            }
             "--routes" => {
                 let v = &val(&mut it)?;
-                let rs = read_routes_file(&PathBuf::from(v)).map_err(|e| Usage(describe(&e)))?;
+                let (rs, ms) =
+                    read_route_file(&PathBuf::from(v)).map_err(|e| Usage(describe(&e)))?;
                 a.routes.extend(rs);
+                a.mroutes.extend(ms);
             }
             "--size" => {
                 let v = &val(&mut it)?;
@@ -241,6 +256,7 @@ fn run(args: &Args) -> Result<bool, Failure> {
     }
     let cfg = FwdConfig {
         routes: args.routes.clone(),
+        mroutes: args.mroutes.clone(),
         data_cores: args.cores,
         pin: false,
         idle: IdlePolicy::Yield { after: 16 },
@@ -250,7 +266,27 @@ fn run(args: &Args) -> Result<bool, Failure> {
     let table = cfg
         .route_table()
         .map_err(|e| Failure::Config(describe(&e)))?;
-    let Some(hop) = table.lookup(args.dst) else {
+    let mcast = args.dst[0] >> 4 == 0xe;
+    if mcast {
+        let mt = cfg
+            .mroute_table()
+            .map_err(|e| Failure::Config(describe(&e)))?;
+        if mt.lookup(0, args.dst) != Some(1) {
+            return Err(Failure::Config(format!(
+                "--dst {}: a multicast group needs a multicast route from the source's interface to the sink's, e.g. --mroute {}/32,from=0,to=1",
+                std::net::Ipv4Addr::from(args.dst),
+                std::net::Ipv4Addr::from(args.dst)
+            )));
+        }
+    }
+    let Some(hop) = (if mcast {
+        Some(ipoib_fwd::NextHop {
+            iface: 1,
+            via: Some(SINK_IP),
+        })
+    } else {
+        table.lookup(args.dst)
+    }) else {
         return Err(Failure::Config(format!(
             "--dst {}: no route to it (connected: 10.1.0.0/16 if=0, 10.2.0.0/16 if=1); add one with --route",
             std::net::Ipv4Addr::from(args.dst)
@@ -284,7 +320,8 @@ fn run(args: &Args) -> Result<bool, Failure> {
     let src_cfg = SourceConfig {
         src: SRC_IP,
         dst: args.dst,
-        gateway: [10, 1, 0, 1],
+        // A multicast destination is its own next hop: the source sends to the group.
+        gateway: if mcast { args.dst } else { [10, 1, 0, 1] },
         size: args.size,
         rate_pps: args.rate,
         flows: args.flows,
@@ -300,9 +337,15 @@ fn run(args: &Args) -> Result<bool, Failure> {
             .start(move |_| Source::new(src_cfg, c.clone(), Some(peer.clone())))
             .map_err(|e| run_err(&e))?
     };
+    if mcast {
+        let g = ibpoll::GroupAddr::Ipv4(args.dst);
+        if !sink.join_group(g).map_err(|e| run_err(&e))? {
+            return Err(Failure::Run("the sink could not subscribe to --dst".into()));
+        }
+    }
     let ups: [(&str, Result<bool, String>); 3] = [
         ("sink", sink.wait_link_up(T).map_err(|e| describe(&e))),
-        ("forwarder", fwd.wait_link_up(T).map_err(|e| describe(&e))),
+        ("forwarder", fwd.wait_ready(T).map_err(|e| describe(&e))),
         ("source", source.wait_link_up(T).map_err(|e| describe(&e))),
     ];
     for (name, up) in ups {
@@ -310,15 +353,32 @@ fn run(args: &Args) -> Result<bool, Failure> {
             Ok(true) => {}
             Ok(false) => {
                 return Err(Failure::Run(format!(
-                    "{name}: the link did not come up within {T:?}"
+                    "{name}: the link did not come up (or the groups were not joined) within {T:?}"
                 )))
             }
             Err(e) => return Err(Failure::Run(format!("{name}: {e}"))),
         }
     }
+    if mcast {
+        let g = ibpoll::GroupAddr::Ipv4(args.dst);
+        let since = Instant::now();
+        while sink
+            .with_controller(move |c| c.group_phase(g))
+            .map_err(|e| run_err(&e))?
+            != Some(ibpoll_ctrl::GroupPhase::Joined)
+        {
+            if since.elapsed() > T {
+                return Err(Failure::Run(format!(
+                    "the sink did not join --dst within {T:?}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
     println!(
-        "ipoib-fwd: source 10.1.0.2 (P_Key 0xffff) -> forwarder [if0 10.1.0.1/16 P_Key 0xffff, if1 10.2.0.1/16 P_Key 0x8001] -> sink 10.2.0.2 (P_Key 0x8001); {} route(s), {} forwarder lcore(s), {} B packets, rate {}, window {}",
+        "ipoib-fwd: source 10.1.0.2 (P_Key 0xffff) -> forwarder [if0 10.1.0.1/16 P_Key 0xffff, if1 10.2.0.1/16 P_Key 0x8001] -> sink 10.2.0.2 (P_Key 0x8001); {} route(s), {} multicast route(s), {} forwarder lcore(s), {} B packets, rate {}, window {}",
         fwd.table().len(),
+        fwd.mroutes().len(),
         args.cores,
         args.size,
         if args.rate == 0 { "unlimited".to_owned() } else { format!("{} pps", args.rate) },
@@ -430,9 +490,10 @@ fn summary(
         src_c.nombuf.get()
     );
     println!(
-        "forwarder: rx {} forwarded {} ({:.3} Mpps), busy {:.0} %",
+        "forwarder: rx {} forwarded {} (multicast {}) ({:.3} Mpps), busy {:.0} %",
         rf.fwd.rx,
         rf.fwd.forwarded,
+        rf.fwd.mcast_forwarded,
         rf.fwd.forwarded as f64 / secs / 1e6,
         100.0 * tf.busy_ratio()
     );

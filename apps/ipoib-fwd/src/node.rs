@@ -4,12 +4,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ibpoll::{IdlePolicy, IfaceConfig, LcoreStats, Stack, StackBuilder, StopReport, IFACES_MAX};
+use ibpoll::{
+    GroupAddr, IdlePolicy, IfaceConfig, LcoreStats, Stack, StackBuilder, StopReport, IFACES_MAX,
+};
+use ibpoll_ctrl::GroupPhase;
 use ibpoll_pmd_sim::SimFabric;
 use ibpoll_wire::{IbMtu, PKey};
 
 use crate::fwd::{Forwarder, FwdCounters, FwdStats};
 use crate::lpm::RouteTable;
+use crate::mroute::{MRoute, MrouteTable};
 use crate::route::Route;
 use crate::Error;
 
@@ -25,6 +29,9 @@ pub struct FwdConfig {
     /// Routes besides the connected ones (which come first, so a route given here
     /// with the same prefix replaces a connected one).
     pub routes: Vec<Route>,
+    /// Static multicast routes: the forwarder subscribes (full member) to every group
+    /// they cover on their ingress interface and sends them on their egress interface.
+    pub mroutes: Vec<MRoute>,
     /// Data lcores (each polls every interface).
     pub data_cores: usize,
     /// CPUs to pin the lcores to (default: the stack's choice).
@@ -63,6 +70,7 @@ impl Default for FwdConfig {
                 },
             ],
             routes: Vec::new(),
+            mroutes: Vec::new(),
             data_cores: 1,
             cpus: None,
             pin: true,
@@ -123,7 +131,13 @@ impl FwdConfig {
         if self.data_cores == 0 {
             return Err(bad("data_cores", "at least 1 data lcore"));
         }
+        self.mroute_table()?;
         Ok(())
+    }
+
+    /// The multicast route table (checked against the interfaces).
+    pub fn mroute_table(&self) -> Result<MrouteTable, Error> {
+        MrouteTable::new(&self.mroutes, self.ifaces.len())
     }
 
     /// Connected routes (one per interface), then the configured ones.
@@ -174,6 +188,7 @@ pub struct FwdNode {
     stack: Stack,
     counters: Vec<Arc<FwdCounters>>,
     table: Arc<RouteTable>,
+    mroutes: Arc<MrouteTable>,
 }
 
 /// What [`FwdNode::stop`] found.
@@ -194,6 +209,56 @@ impl FwdNode {
     /// The route table.
     pub fn table(&self) -> &Arc<RouteTable> {
         &self.table
+    }
+
+    /// The multicast route table (its [`subscriptions`](MrouteTable::subscriptions) are
+    /// the groups the node joined).
+    pub fn mroutes(&self) -> &Arc<MrouteTable> {
+        &self.mroutes
+    }
+
+    /// How many of the multicast subscriptions are Joined at the SA now.
+    pub fn subscriptions_joined(&self) -> Result<usize, Error> {
+        let mut n = 0;
+        for iface in 0..self.stack.ifaces() {
+            let groups: Vec<[u8; 4]> = self
+                .mroutes
+                .subscriptions()
+                .iter()
+                .filter(|(i, _)| *i == iface)
+                .map(|(_, g)| *g)
+                .collect();
+            if groups.is_empty() {
+                continue;
+            }
+            n += self.stack.with_controller_on(iface, move |c| {
+                groups
+                    .iter()
+                    .filter(|g| c.group_phase(GroupAddr::Ipv4(**g)) == Some(GroupPhase::Joined))
+                    .count()
+            })?;
+        }
+        Ok(n)
+    }
+
+    /// Waits until every interface's link is up and every multicast subscription is
+    /// Joined (so that the fabric delivers the groups to the forwarder), at most
+    /// `timeout`; whether it got there.
+    pub fn wait_ready(&self, timeout: Duration) -> Result<bool, Error> {
+        let start = std::time::Instant::now();
+        if !self.stack.wait_link_up(timeout)? {
+            return Ok(false);
+        }
+        let want = self.mroutes.subscriptions().len();
+        loop {
+            if self.subscriptions_joined()? == want {
+                return Ok(true);
+            }
+            if start.elapsed() > timeout {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     /// Every lcore's forwarding counters, summed (live).
@@ -244,22 +309,57 @@ impl FwdNode {
 }
 
 /// Starts a forwarder from `builder` (made by [`FwdConfig::stack_builder`], with a
-/// device added): one [`Forwarder`] per data lcore, sharing one route table.
+/// device added): one [`Forwarder`] per data lcore, sharing one route table and one
+/// multicast route table, and subscribes (full-member joins, sent once each link is
+/// up) to every group of the multicast routes on its ingress interface.
 pub fn start_on(builder: StackBuilder, cfg: &FwdConfig) -> Result<FwdNode, Error> {
     cfg.validate()?;
     let table = Arc::new(cfg.route_table()?);
+    let mroutes = Arc::new(cfg.mroute_table()?);
     let local: Vec<[u8; 4]> = cfg.ifaces.iter().filter_map(|f| f.ipv4).collect();
     let counters: Vec<Arc<FwdCounters>> = (0..cfg.data_cores)
         .map(|_| Arc::new(FwdCounters::default()))
         .collect();
     let stack = {
-        let (table, counters) = (table.clone(), counters.clone());
-        builder.start(move |i| Forwarder::new(table.clone(), &local, counters[i].clone()))?
+        let (table, mroutes, counters) = (table.clone(), mroutes.clone(), counters.clone());
+        builder.start(move |i| {
+            Forwarder::new(table.clone(), &local, counters[i].clone()).with_mroutes(mroutes.clone())
+        })?
     };
+    for iface in 0..stack.ifaces() {
+        let groups: Vec<[u8; 4]> = mroutes
+            .subscriptions()
+            .iter()
+            .filter(|(i, _)| *i == iface)
+            .map(|(_, g)| *g)
+            .collect();
+        if groups.is_empty() {
+            continue;
+        }
+        let refused = stack.with_controller_on(iface, move |c| {
+            groups
+                .into_iter()
+                .find(|g| !c.join_group(GroupAddr::Ipv4(*g)))
+        });
+        let fail = match refused {
+            Ok(None) => continue,
+            Ok(Some(g)) => bad(
+                "mroutes",
+                format!(
+                    "interface {iface} refused to subscribe to group {} (its group table is full, or the group is not one of its partition)",
+                    std::net::Ipv4Addr::from(g)
+                ),
+            ),
+            Err(e) => Error::Stack(e),
+        };
+        let _ = stack.stop();
+        return Err(fail);
+    }
     Ok(FwdNode {
         stack,
         counters,
         table,
+        mroutes,
     })
 }
 

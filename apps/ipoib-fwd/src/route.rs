@@ -177,6 +177,41 @@ pub fn parse_routes(text: &str, path: &Path) -> Result<Vec<Route>, Error> {
     Ok(routes)
 }
 
+/// Parses a route file's text with multicast routes: one route per line, unicast in
+/// `--route` syntax, multicast as `mroute GROUP[/LEN],from=N,to=M` (`--mroute`
+/// syntax); blank lines and `#` comments are skipped. `path` names the file in errors.
+pub fn parse_route_file(
+    text: &str,
+    path: &Path,
+) -> Result<(Vec<Route>, Vec<crate::MRoute>), Error> {
+    let (mut routes, mut mroutes) = (Vec::new(), Vec::new());
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let at = |e| Error::RouteFileLine {
+            path: path.to_owned(),
+            line: i + 1,
+            source: Box::new(e),
+        };
+        match line.strip_prefix("mroute ") {
+            Some(m) => mroutes.push(m.parse::<crate::MRoute>().map_err(at)?),
+            None => routes.push(line.parse::<Route>().map_err(at)?),
+        }
+    }
+    Ok((routes, mroutes))
+}
+
+/// Reads and parses a route file with multicast routes (see [`parse_route_file`]).
+pub fn read_route_file(path: &Path) -> Result<(Vec<Route>, Vec<crate::MRoute>), Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::RouteFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_route_file(&text, path)
+}
+
 /// Reads and parses a route file (see [`parse_routes`]).
 pub fn read_routes_file(path: &Path) -> Result<Vec<Route>, Error> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::RouteFile {
@@ -220,5 +255,13 @@ mod tests {
         assert_eq!(ok.len(), 1);
         let e = parse_routes("10.0.0.0/8,if=1\nnonsense\n", p).unwrap_err();
         assert!(e.to_string().contains("r.conf:2"), "{e}");
+        let (r, m) =
+            parse_route_file("10.0.0.0/8,if=1\nmroute 239.1.0.0/24,from=0,to=1 # g\n", p).unwrap();
+        assert_eq!((r.len(), m.len()), (1, 1));
+        let e = parse_route_file("mroute 239.1.0.0/24,from=0\n", p).unwrap_err();
+        assert!(
+            e.to_string().contains("r.conf:1") && e.to_string().contains("to="),
+            "{e}"
+        );
     }
 }

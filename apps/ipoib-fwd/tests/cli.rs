@@ -63,6 +63,86 @@ fn bad_flags_are_refused_with_a_clear_error() {
 }
 
 #[test]
+fn bad_mroute_flags_are_refused_with_a_clear_error() {
+    refused(&["--mroute"], "--mroute needs a value");
+    refused(
+        &["--mroute", "239.1.0.0/24"],
+        "missing from=N (the ingress interface)",
+    );
+    refused(&["--mroute", "239.1.0.0/24,from=0"], "missing to=N");
+    refused(
+        &["--mroute", "10.1.0.0/24,from=0,to=1"],
+        "within 224.0.0.0/4 (IPv4 multicast)",
+    );
+    refused(&["--mroute", "224.0.0.0/24,from=0,to=1"], "link-local");
+    refused(&["--mroute", "239.1.0.0/16,from=0,to=1"], "at most 256");
+    refused(&["--mroute", "239.1.0.0/33,from=0,to=1"], "0..=32");
+    refused(&["--mroute", "239.1.0.0/24,from=1,to=1"], "same interface");
+    refused(&["--mroute=239.1.0.0/24,from=0,to=x"], "interface number");
+    refused(
+        &["--mroute", "239.1.0.0/24,from=0,to=1,hops=2"],
+        "unknown option",
+    );
+    refused(&["--mroute", "239.1.0.0/24,from=0,to=4"], "interface 4");
+    refused(
+        &[
+            "--mroute",
+            "239.1.0.0/24,from=0,to=1",
+            "--mroute",
+            "239.1.0.0/24,from=0,to=1",
+        ],
+        "same prefix and from=",
+    );
+    refused(
+        &[
+            "--mroute",
+            "239.1.0.0/24,from=0,to=1",
+            "--mroute",
+            "239.1.1.0/24,from=0,to=1",
+        ],
+        "at most 256",
+    );
+    // Each refusal shows the syntax.
+    refused(
+        &["--mroute", "239.1.0.0/24"],
+        "expected GROUP[/LEN],from=N,to=M",
+    );
+    refused(&["--dst", "239.1.0.1"], "needs a multicast route");
+    let p = temp_file(
+        "badm",
+        "10.9.0.0/16,via=10.2.0.2,if=1\nmroute 239.1.0.0/24,to=1\n",
+    );
+    let ps = p.to_str().unwrap();
+    refused(&["--routes", ps], &format!("{ps}:2"));
+    let _ = std::fs::remove_file(p);
+}
+
+#[test]
+fn a_short_multicast_run_crosses_the_forwarder_and_conserves() {
+    let p = temp_file(
+        "mok",
+        "mroute 239.1.0.0/28,from=0,to=1 # to the sink's partition\n",
+    );
+    let o = run(&[
+        "--duration",
+        "0.5",
+        "--routes",
+        p.to_str().unwrap(),
+        "--dst",
+        "239.1.0.9",
+        "--rate",
+        "100000",
+    ]);
+    let _ = std::fs::remove_file(&p);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "stdout {out}\nstderr {err}");
+    assert!(out.contains("conservation: ok"), "{out}");
+    assert!(out.contains("1 multicast route(s)"), "{out}");
+    assert!(out.contains("bad TTL 0"), "{out}");
+    assert!(!out.contains("(multicast 0)"), "{out}");
+}
+
+#[test]
 fn bad_route_files_are_refused_with_file_and_line() {
     refused(
         &["--routes", "/nonexistent/ipoib-fwd.routes"],
@@ -82,6 +162,7 @@ fn help_exits_0() {
     let o = run(&["--help"]);
     assert_eq!(o.status.code(), Some(0));
     assert!(text(&o).0.contains("--routes FILE"));
+    assert!(text(&o).0.contains("--mroute MROUTE"));
 }
 
 #[test]

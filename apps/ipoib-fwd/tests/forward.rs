@@ -8,7 +8,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use common::*;
-use ibpoll::{App, LcoreCtx, TxBuffer};
+use ibpoll::{App, GroupAddr, LcoreCtx, TxBuffer};
+use ibpoll_ctrl::GroupPhase;
 use ibpoll_dev::{
     AddressHandle, AhAttr, Device, MadChannel, Port, PortAttr, PortEvent, TxCounters, TxDesc,
     TxQueue, UdQp, UdQpConfig,
@@ -176,6 +177,195 @@ fn ttl_1_is_dropped_and_counted_and_ttl_2_arrives_with_1() {
     assert_eq!(kc.received.get(), 50);
 }
 
+// ---- multicast -------------------------------------------------------------------
+
+const GROUP: [u8; 4] = [239, 1, 0, 5];
+
+/// The forwarder with a multicast route 239.1.0.0/29 from interface 0 (0xffff) to 1
+/// (0x8001).
+fn mcast_fwd_config() -> ipoib_fwd::FwdConfig {
+    ipoib_fwd::FwdConfig {
+        mroutes: vec!["239.1.0.0/29,from=0,to=1".parse().unwrap()],
+        ..fwd_config()
+    }
+}
+
+/// A sink on 0x8001 subscribed (full member) to `GROUP`, Joined.
+fn mcast_sink(
+    fabric: &ibpoll_pmd_sim::SimFabric,
+    kc: &Arc<TrafficCounters>,
+    ttl: u8,
+) -> ibpoll::Stack {
+    let k = kc.clone();
+    let sink = endpoint(fabric, "sink", PKey(0x8001), SINK_IP)
+        .start(move |_| {
+            let mut s = Sink::new(k.clone());
+            s.ttl = ttl;
+            s
+        })
+        .unwrap();
+    assert!(sink.join_group(GroupAddr::Ipv4(GROUP)).unwrap());
+    assert!(sink.wait_link_up(T).unwrap());
+    wait_for("the sink's subscription", T, || {
+        sink.with_controller(|c| c.group_phase(GroupAddr::Ipv4(GROUP)))
+            .unwrap()
+            == Some(GroupPhase::Joined)
+    });
+    sink
+}
+
+/// A source on 0xffff sending to `GROUP` with TTL `ttl`, held by its budget; with the
+/// sink's counters (`peer`) at most 128 datagrams in flight, else open loop.
+fn mcast_source(
+    fabric: &ibpoll_pmd_sim::SimFabric,
+    name: &str,
+    ip: [u8; 4],
+    ttl: u8,
+    c: &Arc<TrafficCounters>,
+    peer: Option<&Arc<TrafficCounters>>,
+) -> ibpoll::Stack {
+    c.budget.store(0, Ordering::Relaxed);
+    let c = c.clone();
+    let cfg = SourceConfig {
+        src: ip,
+        dst: GROUP,
+        // A multicast next hop is the group itself: a send-only join on the source.
+        gateway: GROUP,
+        ttl,
+        window: if peer.is_some() { 128 } else { 0 },
+        flows: 4,
+        ..SourceConfig::default()
+    };
+    let peer = peer.cloned();
+    endpoint(fabric, name, PKey::DEFAULT, ip)
+        .start(move |_| Source::new(cfg, c.clone(), peer.clone()))
+        .unwrap()
+}
+
+#[test]
+fn multicast_crosses_two_partitions_after_the_joins() {
+    let _s = serial();
+    let fabric = fabric();
+    let (sc, kc) = (
+        arc(TrafficCounters::default()),
+        arc(TrafficCounters::default()),
+    );
+    let sink = mcast_sink(&fabric, &kc, 63);
+    let fwd = start_forwarder(&fabric, "fwd", &mcast_fwd_config()).unwrap();
+    assert_eq!(fwd.mroutes().subscriptions().len(), 8);
+    assert!(fwd.wait_ready(T).unwrap());
+    assert_eq!(fwd.subscriptions_joined().unwrap(), 8);
+    let s = fwd.stack();
+    // Full member on the ingress interface only; nothing yet on the egress interface.
+    let g = GroupAddr::Ipv4(GROUP);
+    assert_eq!(
+        s.with_controller_on(0, move |c| c.group_phase(g)).unwrap(),
+        Some(GroupPhase::Joined)
+    );
+    assert_eq!(
+        s.with_controller_on(1, move |c| c.group_phase(g)).unwrap(),
+        None
+    );
+    let source = mcast_source(&fabric, "source", SRC_IP, 64, &sc, Some(&kc));
+    assert!(source.wait_link_up(T).unwrap());
+
+    // First packets: they wait at the source's control core (send-only join on 0xffff),
+    // then at the forwarder's interface-1 control core (send-only join on 0x8001).
+    sc.budget.store(3, Ordering::Relaxed);
+    wait_for("3 multicast datagrams at the sink", T, || {
+        kc.received.get() == 3
+    });
+    let c1 = s.ctrl_stats_on(1).unwrap();
+    assert!(
+        c1.mcast_queued >= 1,
+        "the first packets waited for the join: {c1:?}"
+    );
+    assert!(c1.mcast_sent_from_queue >= 1, "{c1:?}");
+    assert_eq!(
+        s.with_controller_on(1, move |c| c.group_phase(g)).unwrap(),
+        Some(GroupPhase::Joined),
+        "a send-only join on the egress interface"
+    );
+    assert!(source.ctrl_stats().unwrap().mcast_queued >= 1);
+
+    const N: u64 = 2003;
+    sc.budget.store(N, Ordering::Relaxed);
+    wait_for("every multicast datagram at the sink", T, || {
+        kc.received.get() == N
+    });
+    assert_eq!(kc.bad_ttl.get(), 0, "every datagram arrives with TTL 63");
+    assert_eq!(kc.foreign.get(), 0);
+    let (rs, rf, rk) = (
+        source.stop().unwrap(),
+        fwd.stop().unwrap(),
+        sink.stop().unwrap(),
+    );
+    for r in [&rs, &rf.stack, &rk] {
+        assert_conserved(r);
+    }
+    assert_eq!(rf.fwd.rx, N);
+    assert_eq!(rf.fwd.forwarded, N);
+    assert_eq!(rf.fwd.mcast_forwarded, N);
+    assert_eq!(rf.fwd.dropped(), 0, "{:?}", rf.fwd);
+    assert_eq!(sc.sent.get(), N);
+    assert_eq!(rs.pool_in_use + rf.stack.pool_in_use + rk.pool_in_use, 0);
+    assert_eq!(fabric.stats().dropped(), 0, "{:?}", fabric.stats());
+    let left = fabric.with_sa(|sa| sa.groups().map(|g| g.members().count()).sum::<usize>());
+    assert_eq!(left, 0, "every membership left at stop");
+}
+
+#[test]
+fn multicast_ttl_1_is_dropped_and_counted_and_ttl_2_arrives_with_1() {
+    let _s = serial();
+    let fabric = fabric();
+    let (sc, sc2, kc) = (
+        arc(TrafficCounters::default()),
+        arc(TrafficCounters::default()),
+        arc(TrafficCounters::default()),
+    );
+    let sink = mcast_sink(&fabric, &kc, 1);
+    let fwd = start_forwarder(&fabric, "fwd", &mcast_fwd_config()).unwrap();
+    assert!(fwd.wait_ready(T).unwrap());
+    let s1 = mcast_source(&fabric, "ttl1", SRC_IP, 1, &sc, None);
+    let s2 = mcast_source(&fabric, "ttl2", [10, 1, 0, 3], 2, &sc2, None);
+    for st in [&s1, &s2] {
+        assert!(st.wait_link_up(T).unwrap());
+    }
+    sc2.budget.store(3, Ordering::Relaxed);
+    wait_for("3 TTL-2 datagrams at the sink", T, || {
+        kc.received.get() == 3
+    });
+    sc.budget.store(50, Ordering::Relaxed);
+    sc2.budget.store(50, Ordering::Relaxed);
+    wait_for("50 TTL-1 datagrams dropped", T, || {
+        fwd.stats().mcast_ttl_expired == 50
+    });
+    wait_for("50 TTL-2 datagrams at the sink", T, || {
+        kc.received.get() == 50
+    });
+    let (r1, r2, rf, rk) = (
+        s1.stop().unwrap(),
+        s2.stop().unwrap(),
+        fwd.stop().unwrap(),
+        sink.stop().unwrap(),
+    );
+    for r in [&r1, &r2, &rf.stack, &rk] {
+        assert_conserved(r);
+    }
+    assert_eq!(rf.fwd.rx, 100);
+    assert_eq!(rf.fwd.mcast_ttl_expired, 50);
+    assert_eq!(rf.fwd.ttl_expired, 0, "unicast's counter is its own");
+    assert_eq!(rf.fwd.mcast_forwarded, 50);
+    assert_eq!(rf.fwd.dropped(), 50, "{:?}", rf.fwd);
+    assert_eq!(
+        rf.stack.total().app_dropped,
+        50,
+        "the stack counts the verdicts too"
+    );
+    assert_eq!(kc.bad_ttl.get(), 0, "forwarded datagrams arrive with TTL 1");
+    assert_eq!(kc.received.get(), 50);
+}
+
 // ---- zero copy --------------------------------------------------------------------
 
 type Log = Arc<Mutex<HashMap<u32, usize>>>;
@@ -311,6 +501,16 @@ impl App for Spy {
 
 #[test]
 fn the_forwarder_transmits_the_very_buffer_it_received() {
+    zero_copy(false);
+}
+
+#[test]
+fn the_forwarder_transmits_the_very_multicast_buffer_it_received() {
+    zero_copy(true);
+}
+
+/// Unicast, or multicast to `GROUP`, through a forwarder whose driver records buffers.
+fn zero_copy(mcast: bool) {
     let _s = serial();
     let fabric = fabric();
     let (sc, kc) = (
@@ -318,13 +518,20 @@ fn the_forwarder_transmits_the_very_buffer_it_received() {
         arc(TrafficCounters::default()),
     );
     sc.budget.store(0, Ordering::Relaxed);
-    let sink = {
+    let sink = if mcast {
+        mcast_sink(&fabric, &kc, 63)
+    } else {
         let k = kc.clone();
         endpoint(&fabric, "sink", PKey(0x8001), SINK_IP)
             .start(move |_| Sink::new(k.clone()))
             .unwrap()
     };
-    let cfg = fwd_config();
+    let cfg = if mcast {
+        mcast_fwd_config()
+    } else {
+        fwd_config()
+    };
+    let mroutes = Arc::new(cfg.mroute_table().unwrap());
     let sent: Log = Arc::default();
     let received: Log = Arc::default();
     let device = Arc::new(RecDevice {
@@ -340,12 +547,24 @@ fn the_forwarder_transmits_the_very_buffer_it_received() {
             .device(device, 1)
             .clock(fabric.clock())
             .start(move |_| Spy {
-                fwd: Forwarder::new(t.clone(), &local, c.clone()),
+                fwd: Forwarder::new(t.clone(), &local, c.clone()).with_mroutes(mroutes.clone()),
                 received: r.clone(),
             })
             .unwrap()
     };
-    let source = {
+    if mcast {
+        // What `start_on` does: subscribe on the ingress interface.
+        let g = GroupAddr::Ipv4(GROUP);
+        assert!(fwd.with_controller_on(0, move |c| c.join_group(g)).unwrap());
+        wait_for("the forwarder's subscription", T, || {
+            fwd.with_controller_on(0, move |c| c.group_phase(g))
+                .unwrap()
+                == Some(GroupPhase::Joined)
+        });
+    }
+    let source = if mcast {
+        mcast_source(&fabric, "source", SRC_IP, 64, &sc, Some(&kc))
+    } else {
         let (s, k) = (sc.clone(), kc.clone());
         endpoint(&fabric, "source", PKey::DEFAULT, SRC_IP)
             .start(move |_| Source::new(source_cfg(64), s.clone(), Some(k.clone())))
@@ -385,5 +604,6 @@ fn the_forwarder_transmits_the_very_buffer_it_received() {
         );
     }
     assert_eq!(counters.read().forwarded, N);
+    assert_eq!(counters.read().mcast_forwarded, if mcast { N } else { 0 });
     assert_eq!(rs.pool_in_use + rf.pool_in_use + rk.pool_in_use, 0);
 }

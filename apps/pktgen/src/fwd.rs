@@ -1,17 +1,16 @@
 //! The forwarder node of `--topology fwd`: an ipoib-fwd node (the `ipoib_fwd` library)
 //! with one interface in the generator's partition and one in the sink's, connected
-//! routes only.
-//!
-//! ipoib-fwd routes unicast only (it drops multicast and counts it, `not_unicast`), so
-//! pktgen's multicast groups are not forwarded: the sink subscribes to them on a second
-//! interface in the generator's partition (see `run.rs`).
+//! routes, and one multicast route for pktgen's groups from the generator's side to the
+//! sink's: the forwarder subscribes to the groups (full member) in the generator's
+//! partition and sends them on in the sink's (a send-only join there), where the sink
+//! subscribes to them.
 
 use std::time::Duration;
 
 use ibpoll::IfaceConfig;
 use ibpoll_pmd_sim::SimFabric;
 use ibpoll_wire::{Gid, PKey};
-use ipoib_fwd::{FwdConfig, FwdNode as Node};
+use ipoib_fwd::{FwdConfig, FwdNode as Node, MRoute};
 
 use crate::report::Drops;
 use crate::run::{stack_drops, Placement};
@@ -30,6 +29,17 @@ pub struct FwdFinal {
     pub gids: Vec<Gid>,
     pub flushed: bool,
     pub pool_in_use: usize,
+    /// Multicast packets the forwarder sent on.
+    pub mcast_forwarded: u64,
+}
+
+/// The smallest multicast route from interface 0 to 1 that covers `groups` (none for
+/// no groups).
+pub fn mroute_for(groups: &[[u8; 4]]) -> Option<MRoute> {
+    let lo = groups.iter().map(|g| u32::from_be_bytes(*g)).min()?;
+    let hi = groups.iter().map(|g| u32::from_be_bytes(*g)).max()?;
+    let len = (lo ^ hi).leading_zeros() as u8;
+    Some(MRoute::new(lo.to_be_bytes(), len, 0, 1))
 }
 
 /// A running forwarder node.
@@ -51,6 +61,7 @@ impl FwdNode {
     pub fn start(
         fabric: &SimFabric,
         plan: &FwdPlan,
+        groups: &[[u8; 4]],
         lcores: usize,
         cpus: Vec<usize>,
         p: &Placement,
@@ -63,6 +74,7 @@ impl FwdNode {
         let cfg = FwdConfig {
             ifaces: vec![iface(plan.gen_side), iface(plan.sink_side)],
             routes: Vec::new(),
+            mroutes: mroute_for(groups).into_iter().collect(),
             data_cores: lcores,
             cpus: Some(cpus),
             pin: p.pin,
@@ -76,10 +88,14 @@ impl FwdNode {
         Ok(FwdNode { node })
     }
 
+    /// Links up and every group subscribed to in the generator's partition.
     pub fn wait_ready(&self, timeout: Duration) -> Result<(), String> {
-        match self.node.wait_link_up(timeout) {
+        match self.node.wait_ready(timeout) {
             Ok(true) => Ok(()),
-            Ok(false) => Err(format!("its links did not come up within {timeout:?}")),
+            Ok(false) => Err(format!(
+                "its links did not come up, or its {} group subscriptions were not joined, within {timeout:?}",
+                self.node.mroutes().subscriptions().len()
+            )),
             Err(e) => Err(e.to_string()),
         }
     }
@@ -118,6 +134,22 @@ impl FwdNode {
             gids,
             flushed: r.stack.flushed,
             pool_in_use: r.stack.pool_in_use,
+            mcast_forwarded: r.fwd.mcast_forwarded,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_route_covers_the_groups() {
+        let r = mroute_for(&crate::run::groups(4)).unwrap();
+        assert_eq!(r.to_string(), "239.1.0.0/29,from=0,to=1");
+        let r = mroute_for(&crate::run::groups(250)).unwrap();
+        assert_eq!(r.to_string(), "239.1.0.0/24,from=0,to=1");
+        assert_eq!(mroute_for(&crate::run::groups(1)).unwrap().prefix_len, 32);
+        assert!(mroute_for(&[]).is_none());
     }
 }

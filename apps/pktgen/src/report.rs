@@ -53,6 +53,8 @@ pub struct Report {
     pub rx_packets: u64,
     /// Of those, received from a multicast group (by the sink).
     pub rx_mcast: u64,
+    /// Multicast packets the forwarder sent on (fwd topology).
+    pub fwd_mcast_forwarded: Option<u64>,
     pub drops: Drops,
     pub mcast_groups: usize,
     /// Groups the sink holds a full membership of at the end of the run.
@@ -135,6 +137,9 @@ impl Report {
         if self.pingpong {
             o["pingpong_timeouts"] = json!(self.timeouts);
         }
+        if let Some(n) = self.fwd_mcast_forwarded {
+            o["fwd_mcast_forwarded"] = json!(n);
+        }
         o
     }
 
@@ -178,6 +183,9 @@ impl Report {
         );
         if !self.pingpong {
             row("  of which multicast", format!("{} packets", self.rx_mcast));
+        }
+        if let Some(n) = self.fwd_mcast_forwarded {
+            row("multicast forwarded (ipoib-fwd)", format!("{n} packets"));
         }
         row("drops", self.drops.total().to_string());
         for (k, v) in self.drops.iter() {

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ibpoll::{GroupAddr, IdlePolicy, IfaceConfig, LcoreStats, Stack, StackBuilder};
+use ibpoll::{GroupAddr, IdlePolicy, LcoreStats, Stack, StackBuilder};
 use ibpoll_ctrl::GroupPhase;
 use ibpoll_pmd_sim::{FabricConfig, SimFabric};
 use ibpoll_wire::{IbMtu, PKey};
@@ -54,9 +54,6 @@ pub const FWD: Plan = Plan {
     gen_next_hop: [10, 1, 0, 254],
     sink_next_hop: [10, 2, 0, 254],
 };
-
-/// The sink's address in the generator's partition (fwd topology with multicast).
-const SINK_MCAST_IP: [u8; 4] = [10, 1, 0, 2];
 
 /// Data lcores and CPUs of every node, and whether threads are pinned.
 #[derive(Debug, Clone)]
@@ -335,16 +332,10 @@ pub fn run(cfg: &Config, out: &mut dyn FnMut(&str)) -> Result<Report, RunError> 
     let gen_at = 0;
     let fwd_at = placement.gen_lcores;
     let sink_at = fwd_at + placement.fwd_lcores;
-    // ipoib-fwd routes unicast only: across it, the sink subscribes to the groups on a
-    // second interface in the generator's partition.
-    let mcast_iface = usize::from(fwd && !groups.is_empty());
-    if mcast_iface == 1 {
-        out("note: ipoib-fwd forwards unicast only; the sink subscribes to the multicast groups on a second interface in the generator's partition");
-    }
     let sink = {
         let counters = sink_counters.clone();
         let hist = latency_hist.clone();
-        let mut b = node(
+        node(
             &fabric,
             "sink",
             plan.sink_pkey,
@@ -352,25 +343,12 @@ pub fn run(cfg: &Config, out: &mut dyn FnMut(&str)) -> Result<Report, RunError> 
             placement.sink_lcores,
             placement.cpus_of(sink_at, placement.sink_lcores),
             &placement,
-        );
-        if mcast_iface == 1 {
-            b = b
-                .interface(IfaceConfig {
-                    pkey: plan.sink_pkey,
-                    ipv4: Some(plan.sink_ip),
-                    prefix_len: 24,
-                })
-                .interface(IfaceConfig {
-                    pkey: plan.gen_pkey,
-                    ipv4: Some(SINK_MCAST_IP),
-                    prefix_len: 24,
-                });
-        }
-        b.start(move |i| Sink::new(sink_cfg, counters[i].clone(), Some(hist.clone())))
-            .map_err(|source| RunError::Start {
-                node: "sink",
-                source,
-            })?
+        )
+        .start(move |i| Sink::new(sink_cfg, counters[i].clone(), Some(hist.clone())))
+        .map_err(|source| RunError::Start {
+            node: "sink",
+            source,
+        })?
     };
     let fwd_node = if fwd {
         Some(
@@ -380,6 +358,7 @@ pub fn run(cfg: &Config, out: &mut dyn FnMut(&str)) -> Result<Report, RunError> 
                     gen_side: (plan.gen_pkey, plan.gen_next_hop),
                     sink_side: (plan.sink_pkey, plan.sink_next_hop),
                 },
+                &groups,
                 placement.fwd_lcores,
                 placement.cpus_of(fwd_at, placement.fwd_lcores),
                 &placement,
@@ -453,10 +432,13 @@ pub fn run(cfg: &Config, out: &mut dyn FnMut(&str)) -> Result<Report, RunError> 
     if let Some(f) = &fwd_node {
         f.wait_ready(SETUP_TIMEOUT).map_err(RunError::Fwd)?;
     }
+    // The sink subscribes to the groups in its own partition only; with --topology fwd
+    // they reach it through the forwarder, which subscribed to them in the generator's
+    // partition (`wait_ready` above) and sends them on.
     for g in &groups {
         let g4 = GroupAddr::Ipv4(*g);
         if !sink
-            .with_controller_on(mcast_iface, move |c| c.join_group(g4))
+            .with_controller_on(0, move |c| c.join_group(g4))
             .map_err(stack_err("sink"))?
         {
             return Err(RunError::Timeout(format!(
@@ -466,7 +448,7 @@ pub fn run(cfg: &Config, out: &mut dyn FnMut(&str)) -> Result<Report, RunError> 
         }
     }
     wait("the sink's group subscriptions", SETUP_TIMEOUT, || {
-        Ok(joined(&sink, mcast_iface, &groups)? == groups.len())
+        Ok(joined(&sink, 0, &groups)? == groups.len())
     })?;
 
     // Prime: one packet per flow resolves neighbours and makes the send-only joins, so
@@ -531,7 +513,7 @@ pub fn run(cfg: &Config, out: &mut dyn FnMut(&str)) -> Result<Report, RunError> 
                 rx_pps / 1e6,
                 rx_pps * cfg.size as f64 * 8.0 / 1e9,
                 d.total(),
-                joined(&sink, mcast_iface, &groups).unwrap_or(0),
+                joined(&sink, 0, &groups).unwrap_or(0),
                 groups.len(),
                 neigh,
             ));
@@ -541,7 +523,7 @@ pub fn run(cfg: &Config, out: &mut dyn FnMut(&str)) -> Result<Report, RunError> 
     }
     phase.set(Phase::HALT);
     let run_s = start.elapsed().as_secs_f64();
-    let groups_joined = joined(&sink, mcast_iface, &groups)?;
+    let groups_joined = joined(&sink, 0, &groups)?;
     let neighbours = gen
         .with_controller(|c| c.neighbour_count())
         .map_err(stack_err("gen"))?;
@@ -614,6 +596,7 @@ pub fn run(cfg: &Config, out: &mut dyn FnMut(&str)) -> Result<Report, RunError> 
         tx_packets,
         rx_packets,
         rx_mcast: sum(&sink_counters, |c| c.received_mcast.get()),
+        fwd_mcast_forwarded: fwd_final.as_ref().map(|f| f.mcast_forwarded),
         drops,
         mcast_groups: groups.len(),
         mcast_groups_joined: groups_joined,

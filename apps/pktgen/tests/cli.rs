@@ -128,6 +128,44 @@ fn fwd_topology_crosses_the_forwarder() {
 }
 
 #[test]
+fn fwd_topology_forwards_multicast_to_the_sink() {
+    let _serial = serial();
+    let out = pktgen(&[
+        "--json",
+        "-",
+        "--topology",
+        "fwd",
+        "--duration",
+        "0.5",
+        "--rate",
+        "20000",
+        "--mcast-groups",
+        "4",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !stdout.contains("second interface"),
+        "the workaround is gone: {stdout}"
+    );
+    let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    check(&v);
+    assert_eq!(u(&v, "mcast_groups_joined"), 4, "{v}");
+    // Multicast reached the sink, which subscribes in its own partition only: through
+    // the forwarder.
+    assert!(u(&v, "rx_mcast_packets") > 0, "{v}");
+    assert!(u(&v, "fwd_mcast_forwarded") > 0, "{v}");
+    assert!(
+        u(&v, "fwd_mcast_forwarded") >= u(&v, "rx_mcast_packets"),
+        "every multicast packet at the sink crossed the forwarder: {v}"
+    );
+}
+
+#[test]
 fn the_default_is_fwd_with_multicast() {
     let v = run_json(&["--duration", "0.5"]);
     check(&v);
@@ -152,6 +190,7 @@ fn multicast_groups_are_joined() {
         ]);
         check(&v);
         assert_eq!(u(&v, "mcast_groups_joined"), 7, "{topology}: {v}");
+        assert!(u(&v, "rx_mcast_packets") > 0, "{topology}: {v}");
     }
 }
 
