@@ -481,6 +481,7 @@ impl fmt::Debug for Mempool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(debug_assertions)]
     use crate::mbuf::Mbuf;
     use crate::HugepagePolicy;
     use std::mem::offset_of;

@@ -5,7 +5,8 @@
 //! hosts it (a bounded poll plus at most [`COMMANDS_PER_ITERATION`] control messages);
 //! receives up to [`BURST_MAX`] packets per queue, classifies them and hands IP packets
 //! to the application; lets the application generate; resolves every queued packet
-//! against one snapshot; sends them in one `tx_burst`; and adds the iteration's time to
+//! against one snapshot (each destination is looked up once per burst, see
+//! `Out::resolve`); sends them in one `tx_burst`; and adds the iteration's time to
 //! the busy or idle counter. None of this takes a lock, allocates, makes a system call
 //! or does an atomic read-modify-write per packet (the time is read once per iteration).
 
@@ -14,7 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam::queue::ArrayQueue;
-use ibpoll_ctrl::{Controller, CtrlEvent, CtrlStats, DataCore, GroupAddr, Poll, Request, Snapshot};
+use ibpoll_ctrl::{
+    Controller, CtrlEvent, CtrlStats, DataCore, GroupAddr, McastEntry, Neighbour, Poll, Request,
+    Snapshot,
+};
 use ibpoll_dev::{Port, RxQueue, TxDesc, TxQueue};
 use ibpoll_mem::{Mbuf, MBUF_F_MCAST};
 use ibpoll_wire::ipoib::{self, EtherType};
@@ -494,6 +498,7 @@ impl<A: App> DataLcore<A> {
                 pending: &mut ifc.pending,
                 c,
                 bytes: &mut bytes,
+                resolved: [None; RESOLVED_SLOTS],
             };
             for (m, p) in ifc.retry.drain(..) {
                 out.resolve(m, p);
@@ -562,6 +567,52 @@ impl<A: App> DataLcore<A> {
     }
 }
 
+/// Slots of the per-burst table of resolved destinations (a power of two).
+const RESOLVED_SLOTS: usize = 8;
+
+/// A destination resolved against this iteration's snapshot: its entry there (marked
+/// used on every packet, as a lookup would) and where packets to it go.
+#[derive(Clone, Copy)]
+struct Resolved<'a> {
+    dest: Dest,
+    entry: Entry<'a>,
+}
+
+#[derive(Clone, Copy)]
+enum Entry<'a> {
+    Group(&'a McastEntry),
+    Neighbour(&'a Neighbour),
+}
+
+impl Entry<'_> {
+    /// Marks the entry used and returns its address handle, QPN and Q_Key.
+    #[inline]
+    fn mark_used(self) -> (ibpoll_dev::AddressHandle, Qpn, ibpoll_wire::QKey) {
+        match self {
+            Entry::Group(e) => {
+                e.mark_used();
+                (e.ah(), Qpn::MULTICAST, e.qkey)
+            }
+            Entry::Neighbour(n) => {
+                n.mark_used();
+                (n.ah(), n.qpn(), n.qkey)
+            }
+        }
+    }
+}
+
+/// The slot of `dest` in the resolved table: a few address bytes, so that the next
+/// hops and groups of one subnet spread.
+#[inline]
+fn resolved_slot(dest: &Dest) -> usize {
+    let b = match dest {
+        Dest::NextHop(ip) => ip[3] ^ ip[2].rotate_left(3),
+        Dest::Group(GroupAddr::Ipv4(ip)) => ip[3] ^ ip[2].rotate_left(3) ^ 0x5,
+        Dest::Group(GroupAddr::Mgid(g)) => g.0[15] ^ g.0[14].rotate_left(3) ^ 0x3,
+    };
+    usize::from(b) & (RESOLVED_SLOTS - 1)
+}
+
 /// The send side of one iteration: the snapshot and where resolved packets go.
 struct Out<'a> {
     snap: &'a Snapshot,
@@ -570,6 +621,10 @@ struct Out<'a> {
     pending: &'a mut Vec<Pending>,
     c: &'a LcoreCounters,
     bytes: &'a mut u64,
+    /// Destinations this burst already found in `snap` (direct-mapped by
+    /// [`resolved_slot`]): a burst to a few destinations hashes each once, not once per
+    /// packet. It borrows `snap`, so it cannot outlive the snapshot.
+    resolved: [Option<Resolved<'a>>; RESOLVED_SLOTS],
 }
 
 impl Out<'_> {
@@ -599,10 +654,17 @@ impl Out<'_> {
             return;
         };
         ipoib::Repr { ethertype }.emit(&mut ipoib::Packet::new_unchecked(h));
+        let slot = resolved_slot(&p.dest);
+        if let Some(r) = self.resolved[slot].filter(|r| r.dest == p.dest) {
+            let (ah, qpn, qkey) = r.entry.mark_used();
+            self.push(m, p, ah, qpn, qkey);
+            return;
+        }
+        let snap = self.snap;
         let (group, next_hop) = match p.dest {
             Dest::Group(g) => (Some(g), [0; 4]),
             Dest::NextHop([255, 255, 255, 255]) => {
-                if let Some(b) = &self.snap.broadcast {
+                if let Some(b) = &snap.broadcast {
                     self.push(m, p, b.ah(), Qpn::MULTICAST, b.qkey);
                 } else {
                     c.tx_link_down.inc();
@@ -612,32 +674,36 @@ impl Out<'_> {
             Dest::NextHop(ip) if ip[0] & 0xf0 == 0xe0 => (Some(GroupAddr::Ipv4(ip)), [0; 4]),
             Dest::NextHop(ip) => (None, ip),
         };
-        if let Some(g) = group {
+        let entry = if let Some(g) = group {
             let mgid = match g {
                 GroupAddr::Mgid(mgid) => mgid,
-                GroupAddr::Ipv4(ip) => self.snap.ipv4_mgid(ip),
+                GroupAddr::Ipv4(ip) => snap.ipv4_mgid(ip),
             };
-            if let Some(e) = self.snap.group(&mgid) {
-                e.mark_used();
-                let (ah, qkey) = (e.ah(), e.qkey);
-                self.push(m, p, ah, Qpn::MULTICAST, qkey);
-            } else {
+            let Some(e) = snap.group(&mgid) else {
                 match self.requests.send(Request::Mcast { group: g, mbuf: m }) {
                     Ok(()) => c.to_ctrl_mcast.inc(),
                     Err(_req) => c.tx_ctrl_full.inc(),
                 }
-            }
-        } else if let Some(n) = self.snap.neighbour(&next_hop) {
-            n.mark_used();
-            let (ah, qpn, qkey) = (n.ah(), n.qpn(), n.qkey);
-            self.push(m, p, ah, qpn, qkey);
+                return;
+            };
+            Entry::Group(e)
         } else {
-            let req = Request::Resolve { next_hop, mbuf: m };
-            match self.requests.send(req) {
-                Ok(()) => c.to_ctrl_resolve.inc(),
-                Err(_req) => c.tx_ctrl_full.inc(),
-            }
-        }
+            let Some(n) = snap.neighbour(&next_hop) else {
+                let req = Request::Resolve { next_hop, mbuf: m };
+                match self.requests.send(req) {
+                    Ok(()) => c.to_ctrl_resolve.inc(),
+                    Err(_req) => c.tx_ctrl_full.inc(),
+                }
+                return;
+            };
+            Entry::Neighbour(n)
+        };
+        self.resolved[slot] = Some(Resolved {
+            dest: p.dest,
+            entry,
+        });
+        let (ah, qpn, qkey) = entry.mark_used();
+        self.push(m, p, ah, qpn, qkey);
     }
 
     #[inline]
@@ -704,6 +770,24 @@ fn classify(d: &[u8]) -> Class {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resolved_slots_spread_a_subnets_next_hops_and_groups() {
+        // One next hop and four groups (pktgen's direct traffic) take five slots.
+        let mut dests = vec![Dest::NextHop([10, 0, 0, 2])];
+        dests.extend((1..=4).map(|i| Dest::Group(GroupAddr::Ipv4([239, 1, 0, i]))));
+        let mut slots: Vec<usize> = dests.iter().map(resolved_slot).collect();
+        slots.sort_unstable();
+        slots.dedup();
+        assert_eq!(slots.len(), dests.len(), "{slots:?}");
+        // Consecutive next hops fill the table.
+        let mut slots: Vec<usize> = (1..=RESOLVED_SLOTS as u8)
+            .map(|i| resolved_slot(&Dest::NextHop([10, 0, 0, i])))
+            .collect();
+        slots.sort_unstable();
+        slots.dedup();
+        assert_eq!(slots.len(), RESOLVED_SLOTS);
+    }
 
     #[test]
     fn classify_by_ethertype_and_version() {

@@ -2,14 +2,14 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crossbeam::queue::ArrayQueue;
 use ibpoll_dev::{
     AddressHandle, AhAttr, Clock, Device, Error, MadChannel, MonotonicClock, Port, PortAttr,
     PortEvent, PortState, RxCounters, UdQp, UdQpConfig,
 };
-use ibpoll_mem::{Mbuf, Mempool};
+use ibpoll_mem::Mempool;
 use ibpoll_wire::{Gid, IbMtu, Lid, PKey, QKey, Qpn, Rate};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
@@ -17,6 +17,7 @@ use rand::SeedableRng;
 use crate::fault::FaultConfig;
 use crate::mad::MadInbox;
 use crate::pcap::{PcapError, PcapWriter};
+use crate::ring::InboxRing;
 use crate::sa::{SaConfig, SubnetAdmin};
 
 /// The LID of the subnet manager's own port, where the SA answers (as under ibsim).
@@ -202,6 +203,12 @@ pub(crate) struct PortData {
     pub(crate) pkeys: Vec<PKey>,
     pub(crate) mtu: IbMtu,
     pub(crate) events: VecDeque<PortEvent>,
+    /// `events.len()`, mirrored outside the lock: stored (Relaxed) under the lock by
+    /// every change of `events`, loaded (Relaxed) by `SimPort::poll_event` without it, so
+    /// that a controller polling an empty queue never takes the fabric lock (which a send
+    /// burst on another lcore may hold). It orders nothing: the events themselves are
+    /// read under the lock, and a stale 0 only delays an event to the next poll.
+    pub(crate) events_queued: Arc<AtomicUsize>,
 }
 
 #[derive(Debug)]
@@ -216,8 +223,9 @@ pub(crate) struct Node {
 #[derive(Debug)]
 pub(crate) struct RxRing {
     /// Filled buffers waiting for `rx_burst`; its capacity is the number of posted
-    /// receive buffers.
-    pub(crate) inbox: ArrayQueue<Mbuf>,
+    /// receive buffers. The switch (under the fabric lock) produces, the queue's lcore
+    /// consumes.
+    pub(crate) inbox: InboxRing,
     /// Where the "DMA" takes its buffers from.
     pub(crate) pool: Mempool,
     pub(crate) counters: Arc<RxCounters>,
@@ -274,6 +282,10 @@ pub(crate) struct Control {
     pub(crate) mft: BTreeMap<Lid, MftEntry>,
     /// Set when the SA's groups changed since `mft` was built.
     pub(crate) mft_dirty: bool,
+    /// Bumped by every change that could alter a switch decision (see
+    /// [`Control::routes_changed`]); the send queues' route caches are valid only for
+    /// the generation they were built under.
+    pub(crate) route_gen: u64,
     /// Reused by multicast replication so that it allocates nothing per packet.
     pub(crate) scratch_ports: Vec<usize>,
     pub(crate) scratch_rings: Vec<Arc<RxRing>>,
@@ -304,6 +316,13 @@ impl Fabric {
 }
 
 impl Control {
+    /// Invalidates every send queue's cached switch decisions. Called by every change of
+    /// what `tx::switch` reads: QPs and their Q_Keys, address handles, multicast
+    /// attachments, port state, P_Keys and LIDs, and the SA's groups (the MFT).
+    pub(crate) fn routes_changed(&mut self) {
+        self.route_gen = self.route_gen.wrapping_add(1);
+    }
+
     pub(crate) fn port_gid(&self, port: usize) -> Gid {
         Gid::new(self.subnet_prefix, self.ports[port].guid)
     }
@@ -350,11 +369,13 @@ impl Control {
 
     pub(crate) fn push_event(&mut self, port: usize, ev: PortEvent) {
         // Bounded like an HCA's async event queue: the oldest events go first.
-        let q = &mut self.ports[port].events;
-        if q.len() >= 64 {
-            q.pop_front();
+        let p = &mut self.ports[port];
+        if p.events.len() >= 64 {
+            p.events.pop_front();
         }
-        q.push_back(ev);
+        p.events.push_back(ev);
+        // Relaxed: see `PortData::events_queued`.
+        p.events_queued.store(p.events.len(), Ordering::Relaxed);
     }
 
     pub(crate) fn alloc_qpn(&mut self) -> u32 {
@@ -414,6 +435,7 @@ impl Control {
                 slot.ah = None;
                 slot.generation = slot.generation.wrapping_add(1);
                 self.ah_free.push(index as u32);
+                self.routes_changed();
                 Ok(())
             }
             _ => Err(Error::NoSuchAh(ah.raw())),
@@ -467,6 +489,7 @@ impl Control {
         }
         qp.attached += 1;
         list.push(qpn);
+        self.routes_changed();
         Ok(())
     }
 
@@ -499,12 +522,23 @@ impl Control {
         if let Some(qp) = self.qps.get_mut(&(port, qpn.get())) {
             qp.attached -= 1;
         }
+        self.routes_changed();
         Ok(())
     }
 
     /// Removes a QP and its multicast attachments (its last queue was dropped).
     pub(crate) fn destroy_qp(&mut self, port: usize, qpn: Qpn) {
-        self.qps.remove(&(port, qpn.get()));
+        self.routes_changed();
+        if let Some(qp) = self.qps.remove(&(port, qpn.get())) {
+            // A send queue's route cache may keep a ring a little longer (until its next
+            // burst sees the new route generation): return what the ring holds to its
+            // pool now, as the QP's end would.
+            for ring in &qp.rx {
+                // SAFETY: the QP's receive queues are gone (this runs when its last
+                // queue drops), so this, under the fabric lock, is the only consumer.
+                unsafe { ring.inbox.clear() };
+            }
+        }
         self.attach.retain(|(p, _), list| {
             if *p == port {
                 list.retain(|q| *q != qpn);
@@ -562,6 +596,7 @@ impl Control {
                 pkeys: self.cfg_partitions.clone(),
                 mtu: self.cfg_port_mtu,
                 events: VecDeque::new(),
+                events_queued: Arc::new(AtomicUsize::new(0)),
             });
         }
         self.nodes.push(Node {
@@ -609,6 +644,7 @@ impl SimFabric {
             pcap: None,
             mft: BTreeMap::new(),
             mft_dirty: true,
+            route_gen: 0,
             scratch_ports: Vec::new(),
             scratch_rings: Vec::new(),
             clock_now: ibpoll_dev::Nanos::ZERO,
@@ -689,6 +725,7 @@ impl SimFabric {
         };
         if ctl.ports[i].state != state {
             ctl.ports[i].state = state;
+            ctl.routes_changed();
             ctl.push_event(i, ev);
         }
     }
@@ -703,6 +740,7 @@ impl SimFabric {
         }
         ctl.sa.wipe();
         ctl.mft_dirty = true;
+        ctl.routes_changed();
         for i in 0..ctl.ports.len() {
             if ctl.ports[i].state == PortState::Active {
                 ctl.push_event(i, PortEvent::ClientReregister);
@@ -715,6 +753,7 @@ impl SimFabric {
         let mut ctl = self.inner.lock();
         let i = Self::port_index(&ctl, port);
         ctl.ports[i].pkeys = pkeys;
+        ctl.routes_changed();
         ctl.push_event(i, PortEvent::PkeyChange);
     }
 
@@ -731,6 +770,7 @@ impl SimFabric {
             "LID {lid:?} is already assigned"
         );
         ctl.ports[i].lid = lid;
+        ctl.routes_changed();
         ctl.push_event(i, PortEvent::LidChange);
     }
 
@@ -803,14 +843,16 @@ impl Device for SimDevice {
                 count: self.nports,
             });
         }
-        let index = {
+        let (index, events_queued) = {
             let ctl = self.fabric.lock();
-            ctl.nodes[self.node].first_port + usize::from(port_num) - 1
+            let index = ctl.nodes[self.node].first_port + usize::from(port_num) - 1;
+            (index, ctl.ports[index].events_queued.clone())
         };
         Ok(Arc::new(SimPort {
             fabric: self.fabric.clone(),
             index,
             num: port_num,
+            events_queued,
         }))
     }
 }
@@ -821,6 +863,8 @@ pub struct SimPort {
     pub(crate) fabric: Arc<Fabric>,
     pub(crate) index: usize,
     num: u8,
+    /// The port's `PortData::events_queued`.
+    events_queued: Arc<AtomicUsize>,
 }
 
 impl Port for SimPort {
@@ -833,7 +877,15 @@ impl Port for SimPort {
     }
 
     fn poll_event(&self) -> Option<PortEvent> {
-        self.fabric.lock().ports[self.index].events.pop_front()
+        // Relaxed: see `PortData::events_queued`.
+        if self.events_queued.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let mut ctl = self.fabric.lock();
+        let p = &mut ctl.ports[self.index];
+        let ev = p.events.pop_front();
+        p.events_queued.store(p.events.len(), Ordering::Relaxed);
+        ev
     }
 
     fn create_ud_qp(&self, cfg: &UdQpConfig) -> Result<UdQp, Error> {
@@ -845,6 +897,7 @@ impl Port for SimPort {
         match ctl.qps.get_mut(&(self.index, qpn.get())) {
             Some(qp) => {
                 qp.qkey = qkey;
+                ctl.routes_changed();
                 Ok(())
             }
             None => Err(Error::NoSuchQp {

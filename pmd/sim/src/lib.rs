@@ -20,13 +20,18 @@
 //! version can place it in shared memory.
 //!
 //! Locking: one mutex guards the fabric's control state, including the switch tables. A
-//! send burst takes it once per burst, never per packet; receive bursts never take it
-//! (they pop a lock-free ring that senders fill).
+//! send burst takes it once per burst, never per packet, and routes each packet through
+//! its queue's cache of switch decisions (invalidated by a generation that every control
+//! change bumps), so a packet costs no table lookup. Receive bursts never take it: they
+//! drain a single-producer single-consumer ring (`ring.rs`) that the switch fills under
+//! the lock. Polling a port's events or a MAD channel with nothing due does not take it
+//! either, so a controller polling on a receiving lcore never waits for a send burst.
 
 mod fabric;
 mod fault;
 mod mad;
 mod pcap;
+mod ring;
 mod rx;
 pub mod sa;
 mod setup;

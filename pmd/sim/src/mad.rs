@@ -43,6 +43,10 @@ pub(crate) struct SimMadChannel {
     fabric: Arc<Fabric>,
     port: usize,
     id: usize,
+    /// When the first answer in this channel's inbox is due (`None`: the inbox is
+    /// empty). Only this channel fills and drains its inbox, so it can keep this copy
+    /// and answer `recv` without the fabric lock while nothing is due.
+    next_due: Option<Nanos>,
 }
 
 impl SimMadChannel {
@@ -52,7 +56,12 @@ impl SimMadChannel {
             ctl.mad_inboxes.push(Some(MadInbox::default()));
             ctl.mad_inboxes.len() - 1
         };
-        SimMadChannel { fabric, port, id }
+        SimMadChannel {
+            fabric,
+            port,
+            id,
+            next_due: None,
+        }
     }
 }
 
@@ -110,6 +119,9 @@ impl MadChannel for SimMadChannel {
         inbox.push(due, answer);
         if dup {
             inbox.push(due, answer);
+        }
+        self.next_due = inbox.pending.first().map(|(d, _, _)| *d);
+        if dup {
             ctl.stats.sa_answers_duplicated += 1;
         }
         Ok(())
@@ -117,11 +129,16 @@ impl MadChannel for SimMadChannel {
 
     fn recv(&mut self) -> Option<(Mad, MadAddr)> {
         let now = self.fabric.clock.now();
+        match self.next_due {
+            Some(due) if due <= now => {}
+            _ => return None,
+        }
         let mut ctl = self.fabric.lock();
         let inbox = ctl.mad_inboxes[self.id].as_mut()?;
         match inbox.pending.first() {
             Some((due, _, _)) if *due <= now => {
                 let (_, _, m) = inbox.pending.remove(0);
+                self.next_due = inbox.pending.first().map(|(d, _, _)| *d);
                 if ctl.pcap.is_some() {
                     ctl.clock_now = now;
                     let lid = ctl.ports[self.port].lid;
@@ -196,5 +213,6 @@ fn sa_answer(ctl: &mut Control, port: usize, m: &Mad) -> Option<Mad> {
     };
     let answer = sa.handle(m, &requester, &oracle);
     ctl.mft_dirty = true;
+    ctl.routes_changed();
     answer
 }

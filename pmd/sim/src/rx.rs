@@ -18,17 +18,10 @@ pub(crate) struct SimRxQueue {
 
 impl RxQueue for SimRxQueue {
     fn rx_burst(&mut self, pkts: &mut [Option<Mbuf>]) -> usize {
-        let mut n = 0;
-        let mut bytes = 0;
-        while n < pkts.len() {
-            let Some(m) = self.ring.inbox.pop() else {
-                break;
-            };
-            bytes += m.len() as u64;
-            pkts[n] = Some(m);
-            n += 1;
-        }
+        // SAFETY: this queue (`&mut self`) is the ring's only consumer while it lives.
+        let n = unsafe { self.ring.inbox.pop_burst(pkts) };
         if n > 0 {
+            let bytes: u64 = pkts[..n].iter().flatten().map(|m| m.len() as u64).sum();
             // This lcore is the only writer of packets/bytes.
             self.ring.counters.packets.add(n as u64);
             self.ring.counters.bytes.add(bytes);

@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use crossbeam::queue::ArrayQueue;
 use ibpoll_dev::{Error, RxCounters, RxQueue, TxCounters, TxQueue, UdQp, UdQpConfig};
 use ibpoll_wire::Qpn;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
 use crate::fabric::{qp_per_port_max, Fabric, QpData, RxRing};
+use crate::ring::InboxRing;
 use crate::rx::SimRxQueue;
 use crate::tx::SimTxQueue;
 
@@ -81,7 +81,7 @@ pub(crate) fn create_ud_qp(
     let rings: Vec<Arc<RxRing>> = (0..cfg.rx_queues)
         .map(|queue_id| {
             Arc::new(RxRing {
-                inbox: ArrayQueue::new(cfg.rx_ring_size as usize),
+                inbox: InboxRing::new(cfg.rx_ring_size as usize),
                 pool: cfg.pool.clone(),
                 counters: Arc::new(RxCounters::default()),
                 queue_id,
@@ -89,6 +89,7 @@ pub(crate) fn create_ud_qp(
             })
         })
         .collect();
+    ctl.routes_changed();
     ctl.qps.insert(
         (port, qpn.get()),
         QpData {
@@ -127,6 +128,10 @@ pub(crate) fn create_ud_qp(
                 counters: Arc::new(TxCounters::default()),
                 rng: SmallRng::seed_from_u64(seed),
                 held: Vec::with_capacity(cfg.tx_ring_size as usize),
+                routes: (0..crate::tx::ROUTE_SLOTS)
+                    .map(|_| crate::tx::Route::default())
+                    .collect(),
+                routes_gen: 0,
             }) as Box<dyn TxQueue>
         })
         .collect();

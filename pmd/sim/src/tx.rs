@@ -1,6 +1,15 @@
 //! The send path and the switch: route each UD send by LID and QPN (or replicate it by
 //! MLID), check Q_Key, P_Key and MTU, and "DMA" the payload into the receivers' posted
 //! buffers.
+//!
+//! Each send queue caches the switch's decision per destination (address handle,
+//! remote QPN, Q_Key) in a small [`Route`] table: the receive rings a packet goes to,
+//! the GRH fields, the completion metadata and the path MTU. A route is valid while
+//! the fabric's `route_gen` is unchanged; every control call that could change a
+//! decision (QPs, Q_Keys, address handles, attachments, port state, P_Keys, LIDs, the
+//! SA's groups) bumps it. A packet on a cached route costs no table lookup and no
+//! reference count; misses, errors, drops at the switch and a running pcap tap take
+//! the full path ([`switch`]), which counts everything as before.
 
 use std::sync::Arc;
 
@@ -23,6 +32,53 @@ pub(crate) struct SimTxQueue {
     pub(crate) rng: SmallRng,
     /// Deliveries held back by the reordering fault: placed after the next packet.
     pub(crate) held: Vec<(Arc<RxRing>, Mbuf)>,
+    /// The switch's decisions for recent destinations, [`ROUTE_SLOTS`] of them, indexed
+    /// by [`route_slot`].
+    pub(crate) routes: Box<[Route]>,
+    /// The route generation the cache was last checked against: when the fabric's
+    /// moves on, every slot is emptied, so no ring outlives its QP by more than a burst.
+    pub(crate) routes_gen: u64,
+}
+
+/// Slots of a send queue's route cache (a power of two).
+pub(crate) const ROUTE_SLOTS: usize = 16;
+
+/// The slot of a destination in the route cache.
+#[inline]
+fn route_slot(ah: u32, remote_qpn: u32) -> usize {
+    // Address handle indices are small and dense; the QPN separates unicast QPs
+    // reached through one address handle.
+    (ah ^ remote_qpn.rotate_left(3)) as usize & (ROUTE_SLOTS - 1)
+}
+
+/// One cached switch decision: what [`switch`] would do with a packet of at most
+/// `len_max` bytes sent to (`ah`, `remote_qpn`, `remote_qkey`), while the fabric's
+/// `route_gen` is `gen`. Only decisions that deliver (or drop at some receivers of a
+/// group) are cached; send errors always take the full path.
+#[derive(Debug, Default)]
+pub(crate) struct Route {
+    /// The `route_gen` it was computed under; `None`: the slot is empty.
+    gen: Option<u64>,
+    ah: u32,
+    remote_qpn: u32,
+    remote_qkey: u32,
+    /// The longest payload the path carries (the smaller of the ports' MTUs, or the
+    /// group's MTU): longer packets take the full path and fail there.
+    len_max: usize,
+    /// Receive rings of the receiving QPs, each QP's run in `qps`.
+    rings: Vec<Arc<RxRing>>,
+    /// Per receiving QP: (first ring, rings): the QP's receive queues, one chosen per
+    /// packet by the flow hash.
+    qps: Vec<(u32, u32)>,
+    /// Whether any receiving QP has several receive queues.
+    rss: bool,
+    /// The GRH every copy carries.
+    grh: Option<ibpoll_dev::GrhAttr>,
+    /// The completion metadata (source QPN, SLID, flags).
+    meta: MbufMeta,
+    /// Copies the switch drops per packet at some receivers of a group: Q_Key, P_Key,
+    /// port down.
+    drops: [u64; 3],
 }
 
 /// The sending QP as the switch sees it.
@@ -39,7 +95,8 @@ impl TxQueue for SimTxQueue {
     fn tx_burst(&mut self, descs: &mut [TxDesc]) -> usize {
         let fabric = self.qp.fabric.clone();
         let mut ctl = fabric.lock();
-        if ctl.pcap.is_some() {
+        let pcap = ctl.pcap.is_some();
+        if pcap {
             ctl.clock_now = fabric.clock.now();
         }
         let port = self.qp.port;
@@ -56,6 +113,13 @@ impl TxQueue for SimTxQueue {
             gid: ctl.port_gid(port),
             slid: ctl.ports[port].lid,
         };
+        let gen = ctl.route_gen;
+        if gen != self.routes_gen {
+            for r in self.routes.iter_mut() {
+                r.clear();
+            }
+            self.routes_gen = gen;
+        }
         let mut consumed = 0;
         let mut bytes = 0u64;
         let mut errors = 0u64;
@@ -69,7 +133,22 @@ impl TxQueue for SimTxQueue {
             consumed += 1;
             ctl.stats.sent += 1;
             let held_before = self.held.len();
-            match switch(&mut ctl, &sender, d, &m, &mut self.rng, &mut self.held) {
+            let payload = m.data();
+            let (ah, remote_qpn) = (d.ah.raw(), d.remote_qpn.get());
+            let slot = route_slot(ah, remote_qpn);
+            let key = (ah, remote_qpn, d.remote_qkey.0);
+            let r = &mut self.routes[slot];
+            // A running tap sees every frame through the full path.
+            let cached =
+                !pcap && (r.matches(gen, key) || build_route(&mut ctl, &sender, d, r, gen));
+            let result =
+                if cached && payload.len() <= r.len_max && payload.len() >= ipoib::HEADER_LEN {
+                    forward(&mut ctl, &sender, r, payload, &mut self.rng, &mut self.held);
+                    Ok(())
+                } else {
+                    switch(&mut ctl, &sender, d, payload, &mut self.rng, &mut self.held)
+                };
+            match result {
                 Ok(()) => bytes += m.len() as u64,
                 Err(why) => {
                     ctl.stats.count(why, 1);
@@ -109,15 +188,22 @@ fn release_held(ctl: &mut Control, held: &mut Vec<(Arc<RxRing>, Mbuf)>, n: usize
 }
 
 /// Places a filled buffer in a receive queue, or counts the overrun.
+#[inline]
 fn enqueue(ctl: &mut Control, ring: &RxRing, m: Mbuf) {
-    match ring.inbox.push(m) {
+    // SAFETY: `ctl` is the fabric's locked state: we are the ring's only producer.
+    match unsafe { ring.inbox.push(m) } {
         Ok(()) => ctl.stats.delivered += 1,
         Err(m) => {
             drop(m);
-            ring.counters.overrun.add_shared(1);
-            ctl.stats.count(DropReason::NoReceivePosted, 1);
+            overrun(ctl, ring);
         }
     }
+}
+
+/// Counts a packet dropped because every posted receive buffer of `ring` is full.
+fn overrun(ctl: &mut Control, ring: &RxRing) {
+    ring.counters.overrun.add_shared(1);
+    ctl.stats.count(DropReason::NoReceivePosted, 1);
 }
 
 /// Routes one send. Errors are the sender's (the send completes in error); drops at a
@@ -126,11 +212,10 @@ fn switch(
     ctl: &mut Control,
     s: &Sender,
     d: &TxDesc,
-    m: &Mbuf,
+    payload: &[u8],
     rng: &mut SmallRng,
     held: &mut Vec<(Arc<RxRing>, Mbuf)>,
 ) -> Result<(), DropReason> {
-    let payload = m.data();
     if payload.len() < ipoib::HEADER_LEN {
         return Err(DropReason::Malformed);
     }
@@ -144,12 +229,7 @@ fn switch(
     if payload.len() > ctl.ports[s.port].mtu.bytes() {
         return Err(DropReason::TooLong);
     }
-    // A Q_Key with the high bit set means "use the QP's own" (IBA 10.2.5).
-    let qkey = if d.remote_qkey.is_controlled() {
-        s.qkey
-    } else {
-        d.remote_qkey
-    };
+    let qkey = effective_qkey(s, d);
     if ctl.pcap.is_some() {
         crate::pcap::capture(
             ctl,
@@ -188,7 +268,8 @@ fn switch(
         ctl.stats.count(DropReason::PKey, 1);
         return Ok(());
     }
-    let ring = qp.rx[rss_queue(payload, qp.rx.len())].clone();
+    let hash = rss_hash(payload);
+    let ring = qp.rx[rss_pick(hash, qp.rx.len())].clone();
     let grh = ah.grh.map(|g| {
         grh_bytes(
             g.traffic_class,
@@ -205,8 +286,177 @@ fn switch(
         flags: if grh.is_some() { MBUF_F_GRH } else { 0 },
         ..MbufMeta::default()
     };
-    deliver(ctl, &ring, payload, grh.as_ref(), meta, rng, held);
+    deliver(ctl, &ring, payload, hash, grh.as_ref(), meta, rng, held);
     Ok(())
+}
+
+/// A Q_Key with the high bit set means "use the QP's own" (IBA 10.2.5).
+#[inline]
+fn effective_qkey(s: &Sender, d: &TxDesc) -> QKey {
+    if d.remote_qkey.is_controlled() {
+        s.qkey
+    } else {
+        d.remote_qkey
+    }
+}
+
+impl Route {
+    /// Empties the slot (keeping its lists' capacity).
+    fn clear(&mut self) {
+        self.gen = None;
+        self.rings.clear();
+        self.qps.clear();
+        self.rss = false;
+        self.drops = [0; 3];
+    }
+
+    /// Whether this slot holds the decision for `key` (AH, remote QPN, Q_Key) under
+    /// route generation `gen`.
+    #[inline]
+    fn matches(&self, gen: u64, key: (u32, u32, u32)) -> bool {
+        self.gen == Some(gen) && (self.ah, self.remote_qpn, self.remote_qkey) == key
+    }
+}
+
+/// Computes what [`switch`] decides for `d` (for a packet that fits the path) into
+/// `r`, without counting anything, and returns whether the decision may be cached:
+/// false (and `r` left empty) for every send error and for a unicast drop at the
+/// receiver, which the full path then takes and counts.
+fn build_route(ctl: &mut Control, s: &Sender, d: &TxDesc, r: &mut Route, gen: u64) -> bool {
+    use ibpoll_dev::PortState::Active;
+    r.clear();
+    if ctl.ports[s.port].state != Active {
+        return false;
+    }
+    let Some(ah) = ctl.ah(s.port, d.ah).copied() else {
+        return false;
+    };
+    let qkey = effective_qkey(s, d);
+    let mut len_max = ctl.ports[s.port].mtu.bytes();
+    let push_qp = |r: &mut Route, rx: &[Arc<RxRing>]| {
+        r.qps.push((r.rings.len() as u32, rx.len() as u32));
+        r.rss |= rx.len() > 1;
+        r.rings.extend(rx.iter().cloned());
+    };
+    if ah.dlid.is_multicast() {
+        let Some(g) = ah.grh else {
+            return false;
+        };
+        ctl.refresh_mft();
+        let ctl = &*ctl;
+        let Some(group) = ctl.mft.get(&ah.dlid) else {
+            return false;
+        };
+        if !group.members.contains(&s.port) {
+            return false;
+        }
+        len_max = len_max.min(group.mtu.bytes());
+        // As `multicast`: every receiving member port, and the sender's own.
+        let own = (!group.receivers.contains(&s.port)).then_some(s.port);
+        for &p in group.receivers.iter().chain(own.iter()) {
+            if ctl.ports[p].state != Active {
+                r.drops[2] += 1;
+                continue;
+            }
+            let Some(qpns) = ctl.attach.get(&(p, g.dgid)) else {
+                continue;
+            };
+            for qpn in qpns {
+                let Some(qp) = ctl.qps.get(&(p, qpn.get())) else {
+                    continue;
+                };
+                if qp.qkey != qkey {
+                    r.drops[0] += 1;
+                    continue;
+                }
+                if !s.pkey.matches(ctl.qp_pkey(p, qp)) {
+                    r.drops[1] += 1;
+                    continue;
+                }
+                push_qp(r, &qp.rx);
+            }
+        }
+        r.grh = Some(g);
+        r.meta = MbufMeta {
+            src_qpn: s.qpn.get(),
+            slid: s.slid.0,
+            flags: MBUF_F_GRH | MBUF_F_MCAST,
+            ..MbufMeta::default()
+        };
+    } else {
+        let Some(dst) = ctl.port_by_lid(ah.dlid) else {
+            return false;
+        };
+        len_max = len_max.min(ctl.ports[dst].mtu.bytes());
+        if ctl.ports[dst].state != Active {
+            return false;
+        }
+        let Some(qp) = ctl.qps.get(&(dst, d.remote_qpn.get())) else {
+            return false;
+        };
+        if qp.qkey != qkey || !s.pkey.matches(ctl.qp_pkey(dst, qp)) {
+            return false;
+        }
+        push_qp(r, &qp.rx);
+        r.grh = ah.grh;
+        r.meta = MbufMeta {
+            src_qpn: s.qpn.get(),
+            slid: s.slid.0,
+            flags: if ah.grh.is_some() { MBUF_F_GRH } else { 0 },
+            ..MbufMeta::default()
+        };
+    }
+    r.len_max = len_max;
+    r.ah = d.ah.raw();
+    r.remote_qpn = d.remote_qpn.get();
+    r.remote_qkey = d.remote_qkey.0;
+    r.gen = Some(gen);
+    true
+}
+
+/// Sends one packet (no longer than `r.len_max`, at least an IPoIB header) along a
+/// cached route: what [`switch`] does for it, without the table lookups.
+#[inline]
+fn forward(
+    ctl: &mut Control,
+    s: &Sender,
+    r: &Route,
+    payload: &[u8],
+    rng: &mut SmallRng,
+    held: &mut Vec<(Arc<RxRing>, Mbuf)>,
+) {
+    if r.drops != [0; 3] {
+        ctl.stats.count(DropReason::QKey, r.drops[0]);
+        ctl.stats.count(DropReason::PKey, r.drops[1]);
+        ctl.stats.count(DropReason::PortDown, r.drops[2]);
+    }
+    if r.qps.is_empty() {
+        return;
+    }
+    let grh = r.grh.map(|g| {
+        grh_bytes(
+            g.traffic_class,
+            g.flow_label,
+            g.hop_limit,
+            payload.len(),
+            &s.gid,
+            &g.dgid,
+        )
+    });
+    let hash = rss_hash(payload);
+    for &(first, n) in &r.qps {
+        let i = first as usize + if r.rss { rss_pick(hash, n as usize) } else { 0 };
+        deliver(
+            ctl,
+            &r.rings[i],
+            payload,
+            hash,
+            grh.as_ref(),
+            r.meta,
+            rng,
+            held,
+        );
+    }
 }
 
 fn multicast(
@@ -254,6 +504,7 @@ fn multicast(
     if !ports.contains(&s.port) {
         ports.push(s.port);
     }
+    let hash = rss_hash(payload);
     let mut rings = std::mem::take(&mut ctl.scratch_rings);
     rings.clear();
     let mut qkey_drops = 0;
@@ -280,14 +531,14 @@ fn multicast(
                 pkey_drops += 1;
                 continue;
             }
-            rings.push(qp.rx[rss_queue(payload, qp.rx.len())].clone());
+            rings.push(qp.rx[rss_pick(hash, qp.rx.len())].clone());
         }
     }
     ctl.stats.count(DropReason::QKey, qkey_drops);
     ctl.stats.count(DropReason::PKey, pkey_drops);
     ctl.stats.count(DropReason::PortDown, down);
     for ring in &rings {
-        deliver(ctl, ring, payload, Some(&grh), meta, rng, held);
+        deliver(ctl, ring, payload, hash, Some(&grh), meta, rng, held);
     }
     rings.clear();
     ctl.scratch_rings = rings;
@@ -296,12 +547,17 @@ fn multicast(
 }
 
 /// The NIC's DMA: copy the payload into a buffer of the receiver's pool after the GRH
-/// area, fill in the completion metadata and queue it (or hold it back, or lose it, as
-/// the faults say).
+/// area, fill in the completion metadata (`hash` is the packet's [`rss_hash`]) and
+/// queue it (or hold it back, or lose it, as the faults say).
+// Always inlined: it runs once per copy, and the call would pass eight arguments and
+// save most registers each time.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn deliver(
     ctl: &mut Control,
     ring: &Arc<RxRing>,
     payload: &[u8],
+    hash: u32,
     grh: Option<&[u8; grh::HEADER_LEN]>,
     meta: MbufMeta,
     rng: &mut SmallRng,
@@ -310,6 +566,14 @@ fn deliver(
     let faults = ctl.faults;
     if faults.packet_loss > 0.0 && rng.gen::<f64>() < faults.packet_loss {
         ctl.stats.count(DropReason::FaultLoss, 1);
+        return;
+    }
+    // No receive buffer posted: the HCA drops the packet without a DMA. (Under the
+    // reordering fault the packet may be held back, so the ring is checked when it is
+    // queued instead.)
+    // SAFETY: `ctl` is the fabric's locked state: we are the ring's only producer.
+    if faults.packet_reorder == 0.0 && unsafe { ring.inbox.is_full() } {
+        overrun(ctl, ring);
         return;
     }
     let Some(mut m) = ring.pool.alloc() else {
@@ -330,7 +594,7 @@ fn deliver(
         m.buf_mut()[off - grh::HEADER_LEN..off].copy_from_slice(g);
     }
     *m.meta_mut() = MbufMeta {
-        rss_hash: rss_hash(payload),
+        rss_hash: hash,
         queue: ring.queue_id,
         port: u16::from(ring.port_num),
         ..meta
@@ -373,34 +637,100 @@ fn grh_bytes(
 }
 
 /// A flow hash over the IPv4 addresses, protocol and (unfragmented TCP/UDP) ports, so
-/// one flow always lands on one receive queue (RSS).
+/// one flow always lands on one receive queue (RSS). Word-wise (two multiplications),
+/// as it runs once per packet on the send path.
 pub(crate) fn rss_hash(payload: &[u8]) -> u32 {
+    let word = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
     let ip = &payload[ipoib::HEADER_LEN..];
     let ethertype = u16::from_be_bytes([payload[0], payload[1]]);
     if ethertype != ipoib::EtherType::IPV4.0 || ip.len() < 20 {
         return 0;
     }
     let ihl = usize::from(ip[0] & 0x0F) * 4;
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut mix = |bytes: &[u8]| {
-        for b in bytes {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    };
-    mix(&ip[12..20]);
-    mix(&ip[9..10]);
     let fragment = u16::from_be_bytes([ip[6], ip[7]]) & 0x3FFF != 0;
-    if (ip[9] == 6 || ip[9] == 17) && !fragment && ihl >= 20 && ip.len() >= ihl + 4 {
-        mix(&ip[ihl..ihl + 4]);
-    }
+    let ports = if (ip[9] == 6 || ip[9] == 17) && !fragment && ihl >= 20 && ip.len() >= ihl + 4 {
+        word(&ip[ihl..ihl + 4])
+    } else {
+        0
+    };
+    let addrs = (u64::from(word(&ip[12..16])) << 32) | u64::from(word(&ip[16..20]));
+    let mut h = (addrs ^ 0xcbf2_9ce4_8422_2325).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    h ^= (u64::from(ports) << 8) | u64::from(ip[9]);
+    h = (h ^ (h >> 29)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     (h ^ (h >> 32)) as u32
 }
 
-fn rss_queue(payload: &[u8], queues: usize) -> usize {
+/// The receive queue, of `queues`, for a packet with flow hash `hash`.
+#[inline]
+fn rss_pick(hash: u32, queues: usize) -> usize {
     if queues == 1 {
         0
     } else {
-        rss_hash(payload) as usize % queues
+        hash as usize % queues
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An IPoIB + IPv4 header (20 bytes, protocol `proto`) + 4 port bytes.
+    fn v4(src: [u8; 4], dst: [u8; 4], proto: u8, ports: [u8; 4], frag: u16) -> Vec<u8> {
+        let mut p = vec![0u8; 4 + 24];
+        p[..2].copy_from_slice(&ipoib::EtherType::IPV4.0.to_be_bytes());
+        p[4] = 0x45;
+        p[4 + 6..4 + 8].copy_from_slice(&frag.to_be_bytes());
+        p[4 + 9] = proto;
+        p[4 + 12..4 + 16].copy_from_slice(&src);
+        p[4 + 16..4 + 20].copy_from_slice(&dst);
+        p[4 + 20..].copy_from_slice(&ports);
+        p
+    }
+
+    #[test]
+    fn rss_hash_covers_addresses_protocol_and_ports() {
+        let (s, d) = ([10, 0, 0, 1], [10, 0, 0, 2]);
+        let h = rss_hash(&v4(s, d, 17, [1, 2, 3, 4], 0));
+        assert_eq!(h, rss_hash(&v4(s, d, 17, [1, 2, 3, 4], 0)), "deterministic");
+        assert_ne!(h, rss_hash(&v4(s, d, 17, [1, 3, 3, 4], 0)), "source port");
+        assert_ne!(
+            h,
+            rss_hash(&v4(s, d, 17, [1, 2, 3, 5], 0)),
+            "destination port"
+        );
+        assert_ne!(h, rss_hash(&v4(d, s, 17, [1, 2, 3, 4], 0)), "direction");
+        assert_ne!(h, rss_hash(&v4(s, d, 6, [1, 2, 3, 4], 0)), "protocol");
+        // Fragments and other protocols: addresses and protocol only.
+        let frag = rss_hash(&v4(s, d, 17, [1, 2, 3, 4], 0x2000));
+        assert_eq!(frag, rss_hash(&v4(s, d, 17, [9, 9, 9, 9], 0x2000)));
+        let icmp = rss_hash(&v4(s, d, 1, [1, 2, 3, 4], 0));
+        assert_eq!(icmp, rss_hash(&v4(s, d, 1, [9, 9, 9, 9], 0)));
+        // Not IPv4: no hash.
+        let mut arp = v4(s, d, 17, [1, 2, 3, 4], 0);
+        arp[..2].copy_from_slice(&ipoib::EtherType::ARP.0.to_be_bytes());
+        assert_eq!(rss_hash(&arp), 0);
+    }
+
+    #[test]
+    fn rss_hash_spreads_source_ports_over_queues() {
+        for queues in [2usize, 3, 4, 8] {
+            let mut per_queue = vec![0; queues];
+            for port in 0..256u16 {
+                let p = port.to_be_bytes();
+                let h = rss_hash(&v4(
+                    [10, 0, 0, 1],
+                    [10, 0, 0, 2],
+                    17,
+                    [p[0], p[1], 0x23, 0x28],
+                    0,
+                ));
+                per_queue[rss_pick(h, queues)] += 1;
+            }
+            let fair = 256 / queues;
+            assert!(
+                per_queue.iter().all(|&n| n > fair / 2 && n < fair * 2),
+                "{queues} queues: {per_queue:?}"
+            );
+        }
     }
 }
