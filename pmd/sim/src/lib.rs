@@ -31,7 +31,10 @@ mod fabric;
 mod fault;
 mod mad;
 mod pcap;
-mod ring;
+// Public, but hidden and not part of the API, only so that `tests/loom_ring.rs` (an
+// integration test, compiled as a separate crate) can model-check the ring under loom.
+#[doc(hidden)]
+pub mod ring;
 mod rx;
 pub mod sa;
 mod setup;

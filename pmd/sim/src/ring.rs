@@ -12,13 +12,65 @@
 //! x86) and reads the consumer's `head` only when its cached copy says the ring is full;
 //! the consumer takes a whole burst with one Acquire load of `tail` and one Release
 //! store of `head`. No read-modify-write on either side.
+//!
+//! The ring is generic over its element (`Mbuf` by default) only so that
+//! `tests/loom_ring.rs` can model-check this very code, under `--cfg loom`, with a small
+//! payload that records its drops instead of buffers from a mempool.
 
-use std::cell::UnsafeCell;
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crossbeam::utils::CachePadded;
 use ibpoll_mem::Mbuf;
+
+use self::sync::{AtomicUsize, Ordering, Slot};
+
+/// The atomics and the slot cell this ring uses: `std`'s in normal builds, loom's under
+/// `--cfg loom`, so that `tests/loom_ring.rs` checks the orderings and every slot access.
+mod sync {
+    #[cfg(loom)]
+    pub(super) use loom::sync::atomic::{AtomicUsize, Ordering};
+    #[cfg(not(loom))]
+    pub(super) use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// One slot's cell. Access goes through `with`/`with_mut` (loom's `UnsafeCell` API),
+    /// which under loom record each read and write so that one not ordered by
+    /// happens-before with another fails the model.
+    pub(super) struct Slot<T> {
+        #[cfg(loom)]
+        cell: loom::cell::UnsafeCell<T>,
+        #[cfg(not(loom))]
+        cell: std::cell::UnsafeCell<T>,
+    }
+
+    impl<T> Slot<T> {
+        pub(super) fn new(value: T) -> Self {
+            Slot {
+                #[cfg(loom)]
+                cell: loom::cell::UnsafeCell::new(value),
+                #[cfg(not(loom))]
+                cell: std::cell::UnsafeCell::new(value),
+            }
+        }
+
+        /// Runs `f` with a pointer for reading the slot.
+        #[inline]
+        pub(super) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+            #[cfg(loom)]
+            return self.cell.with(f);
+            #[cfg(not(loom))]
+            return f(self.cell.get());
+        }
+
+        /// Runs `f` with a pointer for writing the slot.
+        #[inline]
+        pub(super) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+            #[cfg(loom)]
+            return self.cell.with_mut(f);
+            #[cfg(not(loom))]
+            return f(self.cell.get());
+        }
+    }
+}
 
 /// The producer's indices (one cache line).
 #[derive(Debug)]
@@ -31,8 +83,8 @@ struct Producer {
 }
 
 /// A bounded SPSC ring of filled receive buffers.
-pub(crate) struct InboxRing {
-    slots: Box<[UnsafeCell<MaybeUninit<Mbuf>>]>,
+pub struct InboxRing<T = Mbuf> {
+    slots: Box<[Slot<MaybeUninit<T>>]>,
     mask: usize,
     prod: CachePadded<Producer>,
     /// Next slot to take. Written by the consumer only.
@@ -41,18 +93,19 @@ pub(crate) struct InboxRing {
 
 // SAFETY: a slot is written only by the producer while it is outside `head..tail` (free),
 // and read only by the consumer while inside (filled); the Release/Acquire pairs on
-// `tail` and `head` hand each slot over (see `push` and `pop_burst`). `Mbuf` is `Send`.
-unsafe impl Sync for InboxRing {}
-// SAFETY: the ring owns its buffers; `Mbuf` is `Send`.
-unsafe impl Send for InboxRing {}
+// `tail` and `head` hand each slot over (see `push` and `pop_burst`). Elements move from
+// the producer's thread to the consumer's, hence `T: Send`.
+unsafe impl<T: Send> Sync for InboxRing<T> {}
+// SAFETY: the ring owns its elements, which are `Send`.
+unsafe impl<T: Send> Send for InboxRing<T> {}
 
-impl InboxRing {
+impl<T> InboxRing<T> {
     /// A ring of `capacity` slots (a power of two).
-    pub(crate) fn new(capacity: usize) -> InboxRing {
+    pub fn new(capacity: usize) -> InboxRing<T> {
         assert!(capacity.is_power_of_two(), "ring capacity {capacity}");
         InboxRing {
             slots: (0..capacity)
-                .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
+                .map(|_| Slot::new(MaybeUninit::uninit()))
                 .collect(),
             mask: capacity - 1,
             prod: CachePadded::new(Producer {
@@ -69,7 +122,7 @@ impl InboxRing {
     /// # Safety
     /// Only the producer may call this (the caller holds the fabric lock).
     #[inline]
-    pub(crate) unsafe fn is_full(&self) -> bool {
+    pub unsafe fn is_full(&self) -> bool {
         // Relaxed: only producers write these, and the fabric lock orders them.
         let tail = self.prod.tail.load(Ordering::Relaxed);
         let seen = self.prod.head_seen.load(Ordering::Relaxed);
@@ -88,16 +141,16 @@ impl InboxRing {
     /// # Safety
     /// Only the producer may call this (the caller holds the fabric lock).
     #[inline]
-    pub(crate) unsafe fn push(&self, m: Mbuf) -> Result<(), Mbuf> {
+    pub unsafe fn push(&self, m: T) -> Result<(), T> {
         // SAFETY: the caller is the producer.
         if unsafe { self.is_full() } {
             return Err(m);
         }
         // Relaxed: only producers write `tail`, ordered by the fabric lock.
         let tail = self.prod.tail.load(Ordering::Relaxed);
-        // SAFETY: `tail` is outside `head..tail` (not full, checked above), so the
-        // consumer does not read this slot, and we are the only producer.
-        unsafe { (*self.slots[tail & self.mask].get()).write(m) };
+        // SAFETY: `p` is the slot at `tail`, outside `head..tail` (not full, checked
+        // above), so the consumer does not read it, and we are the only producer.
+        self.slots[tail & self.mask].with_mut(|p| unsafe { (*p).write(m) });
         // Release: pairs with the Acquire load of `tail` in `pop_burst`: the slot's
         // contents are visible before the consumer can see it filled.
         self.prod
@@ -112,7 +165,7 @@ impl InboxRing {
     /// Only the consumer may call this: the owner of the receive queue, or, once it is
     /// gone, the QP's teardown under the fabric lock.
     #[inline]
-    pub(crate) unsafe fn pop_burst(&self, out: &mut [Option<Mbuf>]) -> usize {
+    pub unsafe fn pop_burst(&self, out: &mut [Option<T>]) -> usize {
         // Relaxed: only the consumer writes `head`.
         let head = self.head.load(Ordering::Relaxed);
         // Acquire: pairs with the Release store in `push`.
@@ -122,7 +175,7 @@ impl InboxRing {
             let at = head.wrapping_add(i) & self.mask;
             // SAFETY: `at` is inside `head..tail`: filled by `push` (made visible by the
             // Acquire above) and read exactly once, here, before `head` moves past it.
-            *slot = Some(unsafe { (*self.slots[at].get()).assume_init_read() });
+            *slot = Some(self.slots[at].with(|p| unsafe { (*p).assume_init_read() }));
         }
         if n > 0 {
             // Release: pairs with the Acquire load in `is_full`: we are done with these
@@ -136,8 +189,8 @@ impl InboxRing {
     ///
     /// # Safety
     /// As `pop_burst`.
-    pub(crate) unsafe fn clear(&self) {
-        let mut burst: [Option<Mbuf>; 32] = Default::default();
+    pub unsafe fn clear(&self) {
+        let mut burst: [Option<T>; 32] = Default::default();
         // SAFETY: forwarded to the caller.
         while unsafe { self.pop_burst(&mut burst) } > 0 {
             for m in &mut burst {
@@ -147,14 +200,14 @@ impl InboxRing {
     }
 }
 
-impl Drop for InboxRing {
+impl<T> Drop for InboxRing<T> {
     fn drop(&mut self) {
         // SAFETY: `&mut self`: no producer or consumer is left.
         unsafe { self.clear() };
     }
 }
 
-impl std::fmt::Debug for InboxRing {
+impl<T> std::fmt::Debug for InboxRing<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InboxRing")
             .field("capacity", &(self.mask + 1))
@@ -164,7 +217,8 @@ impl std::fmt::Debug for InboxRing {
     }
 }
 
-#[cfg(test)]
+// Not under loom: these use `std` threads, and loom's atomics work only inside a model.
+#[cfg(all(test, not(loom)))]
 mod tests {
     use std::sync::{Arc, Mutex};
 
