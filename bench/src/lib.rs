@@ -4,8 +4,12 @@
 //!   the `rejoin` binary and the `snapshot` criterion benchmark.
 //! * [`loadavg`]: the machine load, printed with every figure so that numbers taken on a
 //!   shared machine can be judged.
+//! * [`report`] and [`plot`]: `bench-report`, the aggregation of `scripts/bench.sh`'s
+//!   runs into `bench/results/latest.json` and its SVG plots.
 
 pub mod ctrl_host;
+pub mod plot;
+pub mod report;
 
 /// The 1-, 5- and 15-minute load averages from `/proc/loadavg`, or `None` where the file
 /// cannot be read (not Linux).

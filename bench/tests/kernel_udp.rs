@@ -71,3 +71,41 @@ fn bad_flags_are_refused_with_the_flag_named() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--duration"));
 }
+
+#[test]
+fn pingpong_writes_its_cdf() {
+    let path = std::env::temp_dir().join(format!("kernel-udp-cdf-{}.csv", std::process::id()));
+    let p = path.to_str().expect("utf-8 temp path");
+    let v = run(&["--mode", "pingpong", "--duration", "0.4", "--cdf", p]);
+    let text = std::fs::read_to_string(&path).expect("the CDF file");
+    let _ = std::fs::remove_file(&path);
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("percentile,latency_ns"));
+    let rows: Vec<(f64, u64)> = lines
+        .map(|l| {
+            let (p, ns) = l.split_once(',').expect("percentile,latency_ns");
+            (p.parse().expect("percentile"), ns.parse().expect("ns"))
+        })
+        .collect();
+    assert_eq!(rows.first().map(|r| r.0), Some(0.0));
+    assert_eq!(rows.last().map(|r| r.0), Some(100.0));
+    assert!(
+        rows.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1),
+        "not increasing: {text}"
+    );
+    // The same histogram as the JSON's percentiles.
+    let at = |q: f64| rows.iter().find(|r| (r.0 - q).abs() < 1e-9).expect("row").1;
+    assert_eq!(at(50.0), count(&v["latency_ns"], "p50"));
+    assert_eq!(at(99.0), count(&v["latency_ns"], "p99"));
+    assert_eq!(at(100.0), count(&v["latency_ns"], "max"));
+}
+
+#[test]
+fn cdf_needs_pingpong() {
+    let out = Command::new(env!("CARGO_BIN_EXE_kernel-udp"))
+        .args(["--mode", "mmsg", "--cdf", "/dev/null"])
+        .output()
+        .expect("kernel-udp runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--cdf"));
+}

@@ -15,7 +15,8 @@
 //!
 //! Prints a human summary; with `--json FILE` (or `-` for stdout, as the last line) one
 //! JSON object: mode, size, batch, duration_s, tx_packets, rx_packets, rx_pps, drops and,
-//! for ping-pong, latency_ns {p50, p99, p999, max}.
+//! for ping-pong, latency_ns {p50, p99, p999, max}. With `--cdf FILE` (ping-pong only) the
+//! round trip's distribution as `percentile,latency_ns` lines (see `cdf_percentiles`).
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, UdpSocket};
@@ -87,6 +88,10 @@ struct Args {
     /// Write one JSON object to FILE, or to stdout as the last line with `-`.
     #[arg(long, value_name = "FILE|-")]
     json: Option<String>,
+    /// Ping-pong only: write the round trip's CDF to FILE as `percentile,latency_ns`
+    /// lines, percentile 0 to 100 (denser in the tail), after a header line.
+    #[arg(long, value_name = "FILE")]
+    cdf: Option<String>,
 }
 
 /// What a run measured.
@@ -141,6 +146,11 @@ fn check(args: &Args) -> Result<(), String> {
     }
     if !(1..=1024).contains(&args.batch) {
         return Err(format!("--batch {} must be 1..=1024", args.batch));
+    }
+    if args.cdf.is_some() && args.mode != Mode::Pingpong {
+        return Err(String::from(
+            "--cdf needs --mode pingpong (only ping-pong records latencies)",
+        ));
     }
     Ok(())
 }
@@ -484,6 +494,36 @@ fn pingpong_client(args: &Args, sock: &UdpSocket) -> io::Result<Outcome> {
     Ok(out)
 }
 
+// ----- CDF ----------------------------------------------------------------------------
+
+/// The percentiles `--cdf` writes: every whole percent, then ever finer steps towards
+/// the tail (99.1 .. 99.9, 99.91 .. 99.99, 99.991 .. 99.999), then 100 (the maximum).
+fn cdf_percentiles() -> Vec<f64> {
+    let mut p: Vec<f64> = (0..=99).map(f64::from).collect();
+    p.extend((1..=9).map(|i| 99.0 + f64::from(i) * 0.1));
+    p.extend((1..=9).map(|i| 99.9 + f64::from(i) * 0.01));
+    p.extend((1..=9).map(|i| 99.99 + f64::from(i) * 0.001));
+    p.push(100.0);
+    p
+}
+
+/// `percentile,latency_ns` lines; an empty histogram gives the header only.
+fn cdf_text(h: &Histogram<u64>) -> String {
+    let mut s = String::from("percentile,latency_ns\n");
+    if h.is_empty() {
+        return s;
+    }
+    for p in cdf_percentiles() {
+        let v = if p >= 100.0 {
+            h.max()
+        } else {
+            h.value_at_quantile(p / 100.0)
+        };
+        s.push_str(&format!("{p:.3},{v}\n"));
+    }
+    s
+}
+
 // ----- report --------------------------------------------------------------------------
 
 fn report(args: &Args, o: &Outcome) -> io::Result<()> {
@@ -534,6 +574,10 @@ fn report(args: &Args, o: &Outcome) -> io::Result<()> {
         json!({"p50": q(0.50), "p99": q(0.99), "p999": q(0.999), "max": h.max()})
     });
     println!("  load average {load}");
+
+    if let (Some(path), Some(h)) = (&args.cdf, &o.latency) {
+        std::fs::write(path, cdf_text(h))?;
+    }
 
     let Some(dest) = &args.json else {
         return Ok(());
