@@ -331,15 +331,7 @@ fn rule5_flush_leaves_everything_in_bounded_time_even_when_sa_silent() {
     assert_eq!(net.memberships(&a.gid).len(), 4);
 
     // SA reachable: a flush leaves every membership.
-    a.ctl.set_admin_up(false);
-    run_until(&net, &mut [&mut a], secs(10), ms(10), |h| {
-        !h[0].ctl.is_flushing()
-    });
-    assert!(
-        net.memberships(&a.gid).is_empty(),
-        "{:?}",
-        net.memberships(&a.gid)
-    );
+    flush_leaves_everything(&net, &mut a, secs(10));
     assert_eq!(a.ctl.stats().leaves_done, 4);
 
     // A join in flight when the flush starts (race 1 of the seed): the flush waits for
@@ -353,15 +345,7 @@ fn rule5_flush_leaves_everything_in_bounded_time_even_when_sa_silent() {
     run_until(&net, &mut [&mut a], secs(2), ms(10), |h| {
         h[0].ctl.group_phase(GroupAddr::Mgid(bcast())) == Some(GroupPhase::Joining)
     });
-    a.ctl.set_admin_up(false);
-    run_until(&net, &mut [&mut a], secs(10), ms(10), |h| {
-        !h[0].ctl.is_flushing()
-    });
-    assert!(
-        net.memberships(&a.gid).is_empty(),
-        "{:?}",
-        net.memberships(&a.gid)
-    );
+    flush_leaves_everything(&net, &mut a, secs(10));
 
     // A join granted but whose answer was lost (timed out): the SA may hold it, so the
     // flush deletes it.
@@ -379,17 +363,9 @@ fn rule5_flush_leaves_everything_in_bounded_time_even_when_sa_silent() {
         1,
         "the SA granted the lost join"
     );
-    a.ctl.set_admin_up(false);
-    let took = run_until(&net, &mut [&mut a], secs(30), ms(10), |h| {
-        !h[0].ctl.is_flushing()
-    });
+    let took = flush_leaves_everything(&net, &mut a, secs(30));
     assert!(took <= bound);
     assert!(a.ctl.stats().leaves_unconfirmed >= 1);
-    assert!(
-        net.memberships(&a.gid).is_empty(),
-        "{:?}",
-        net.memberships(&a.gid)
-    );
 
     // SA silent: the flush still ends, after three tries of each leave.
     net.fabric.set_faults(FaultConfig::NONE);
@@ -686,4 +662,20 @@ fn rule9_bounds() {
 
 fn bcast_joined_first(h: &mut [&mut Host]) -> bool {
     bcast_joined(h[0])
+}
+
+/// Takes `a`'s interface down, polls until its flush ends (within `limit` of virtual
+/// time) and asserts that the SA holds no membership of its port afterwards; returns
+/// how long the flush took.
+fn flush_leaves_everything(net: &Net, a: &mut Host, limit: Nanos) -> Nanos {
+    a.ctl.set_admin_up(false);
+    let took = run_until(net, &mut [&mut *a], limit, ms(10), |h| {
+        !h[0].ctl.is_flushing()
+    });
+    assert!(
+        net.memberships(&a.gid).is_empty(),
+        "{:?}",
+        net.memberships(&a.gid)
+    );
+    took
 }
