@@ -10,11 +10,12 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ibpoll_ctrl::{Controller, CtrlConfig, DataCore, GroupAddr, GroupPhase};
-use ibpoll_dev::{Clock, Device, MonotonicClock, RxQueue, UdQpConfig};
+use ibpoll_ctrl::{Controller, CtrlConfig, DataCore, GroupAddr, GroupPhase, Request};
+use ibpoll_dev::{Clock, Device, MonotonicClock, RxQueue, UdQp, UdQpConfig};
 use ibpoll_mem::{HugepagePolicy, Mempool, MempoolConfig};
 use ibpoll_pmd_sim::{FabricConfig, FaultConfig, SimDevice, SimFabric};
-use ibpoll_wire::{PKey, QKey};
+use ibpoll_wire::ipoib::{self, HwAddr};
+use ibpoll_wire::{arp, PKey, QKey};
 
 /// The `i`-th benchmark group: an IPv4 group in 239.0.0.0/8, distinct for every
 /// `i < 2^24` (and so distinct MGIDs, which keep the low 28 bits of the group).
@@ -59,6 +60,12 @@ pub struct CtrlHost {
     pub cores: Vec<DataCore>,
     /// Groups asked for with [`CtrlHost::join`] (broadcast not included).
     pub groups: u32,
+    /// The controller's pool (the buffers of what the host builds by hand).
+    pub pool: Mempool,
+    /// The interface's IPv4 address.
+    pub ipv4: Option<[u8; 4]>,
+    /// Nodes added by [`CtrlHost::resolve_neighbour`], kept alive.
+    peers: Vec<(Arc<SimDevice>, UdQp)>,
     _dev: Arc<SimDevice>,
     _rx: Vec<Box<dyn RxQueue>>,
 }
@@ -80,6 +87,15 @@ impl CtrlHost {
     /// If the simulated fabric or the controller cannot be set up (a bug, not a
     /// measurement).
     pub fn new(groups_max: usize, sa_window: usize) -> CtrlHost {
+        CtrlHost::with_ipv4(groups_max, sa_window, None)
+    }
+
+    /// [`CtrlHost::new`] with the interface's IPv4 address (needed to answer ARP, and so
+    /// to [`resolve_neighbour`](CtrlHost::resolve_neighbour)).
+    ///
+    /// # Panics
+    /// As [`CtrlHost::new`].
+    pub fn with_ipv4(groups_max: usize, sa_window: usize, ipv4: Option<[u8; 4]>) -> CtrlHost {
         let clock: Arc<dyn Clock> = Arc::new(MonotonicClock::new());
         let fabric = SimFabric::new(FabricConfig {
             clock: clock.clone(),
@@ -110,17 +126,76 @@ impl CtrlHost {
         let cfg = CtrlConfig {
             groups_max: groups_max + 1,
             sa_window,
+            ipv4,
             ..CtrlConfig::default()
         };
+        let pool_ref = pool.clone();
         let (ctl, cores) = Controller::new(cfg, port, qp.qpn, tx, pool, clock).expect("controller");
         CtrlHost {
             fabric,
             ctl,
             cores,
             groups: 0,
+            pool: pool_ref,
+            ipv4,
+            peers: Vec::new(),
             _dev: dev,
             _rx: qp.rx,
         }
+    }
+
+    /// Adds a node to the fabric with IPv4 address `ip` and has the controller resolve
+    /// it: the node's ARP request for this interface's address goes in through data
+    /// core 0's request ring (as the data path hands ARP over), the controller learns
+    /// the node's hardware address, asks the SA for a path and publishes the neighbour.
+    ///
+    /// # Panics
+    /// If the host has no IPv4 address ([`CtrlHost::with_ipv4`]) or the node cannot be
+    /// added (bugs, not measurements).
+    pub fn resolve_neighbour(&mut self, ip: [u8; 4], limit: Duration) -> Result<Drive, TimedOut> {
+        let own_ip = self.ipv4.expect("resolve_neighbour needs with_ipv4");
+        let name = format!("peer-{}-{}-{}-{}", ip[0], ip[1], ip[2], ip[3]);
+        let dev = self.fabric.add_node(&name, 1);
+        let port = dev.open_port(1).expect("simulated port");
+        let attr = port.attr();
+        let qp = port
+            .create_ud_qp(&UdQpConfig {
+                pkey_index: attr.pkey_index(PKey::DEFAULT).expect("default partition"),
+                qkey: QKey::IPOIB_DEFAULT,
+                rx_queues: 1,
+                tx_queues: 1,
+                rx_ring_size: 64,
+                tx_ring_size: 64,
+                pool: self.pool.clone(),
+            })
+            .expect("UD QP");
+        let request = arp::Repr {
+            operation: arp::Operation::Request,
+            source_hwaddr: HwAddr::new(0, qp.qpn, attr.gid),
+            source_ip: ip,
+            target_hwaddr: HwAddr::from_bytes([0; HwAddr::LEN]),
+            target_ip: own_ip,
+        };
+        let mut m = self.pool.alloc().expect("a buffer for the ARP request");
+        let d = m
+            .append(ipoib::HEADER_LEN + arp::PACKET_LEN)
+            .expect("room for an ARP packet");
+        ipoib::Repr {
+            ethertype: ipoib::EtherType::ARP,
+        }
+        .emit(&mut ipoib::Packet::new_unchecked(
+            &mut d[..ipoib::HEADER_LEN],
+        ));
+        request.emit(&mut arp::Packet::new_unchecked(&mut d[ipoib::HEADER_LEN..]));
+        if self.cores[0]
+            .requests
+            .send(Request::Arp { mbuf: m })
+            .is_err()
+        {
+            panic!("data core 0's request ring is full");
+        }
+        self.peers.push((dev, qp));
+        self.drive_until(limit, |h| h.ctl.snapshot().neighbour(&ip).is_some())
     }
 
     /// Asks for groups `0..n` (see [`group`]); they are joined by the next drives.

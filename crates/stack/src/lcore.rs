@@ -6,7 +6,7 @@
 //! receives up to [`BURST_MAX`] packets per queue, classifies them and hands IP packets
 //! to the application; lets the application generate; resolves every queued packet
 //! against one snapshot (each destination is looked up once per burst, see
-//! `Out::resolve`); sends them in one `tx_burst`; and adds the iteration's time to
+//! [`burst::Resolver`](crate::burst::Resolver)); sends them in one `tx_burst`; and adds the iteration's time to
 //! the busy or idle counter. None of this takes a lock, allocates, makes a system call
 //! or does an atomic read-modify-write per packet (the time is read once per iteration).
 
@@ -15,16 +15,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam::queue::ArrayQueue;
-use ibpoll_ctrl::{
-    Controller, CtrlEvent, CtrlStats, DataCore, GroupAddr, McastEntry, Neighbour, Poll, Request,
-    Snapshot,
-};
+use ibpoll_ctrl::{Controller, CtrlEvent, CtrlStats, DataCore, Poll, Request};
 use ibpoll_dev::{Port, RxQueue, TxDesc, TxQueue};
 use ibpoll_mem::{Mbuf, MBUF_F_MCAST};
-use ibpoll_wire::ipoib::{self, EtherType};
+use ibpoll_wire::ipoib;
 use ibpoll_wire::Qpn;
 
 use crate::app::{App, Dest, LcoreCtx, TxBuffer};
+use crate::burst::{classify, Class, Resolver};
 use crate::stats::LcoreCounters;
 
 /// Packets received per `rx_burst`.
@@ -491,20 +489,21 @@ impl<A: App> DataLcore<A> {
         let mut bytes = 0u64;
         {
             let snap = ifc.core.reader.get();
-            let mut out = Out {
-                snap,
-                requests: &mut ifc.core.requests,
-                descs: &mut ifc.descs,
-                pending: &mut ifc.pending,
-                c,
-                bytes: &mut bytes,
-                resolved: [None; RESOLVED_SLOTS],
+            let mut r = Resolver::new(snap, &mut ifc.core.requests, c);
+            let mut queue = |m: Mbuf, p: Pending| {
+                if let Some(d) = r.resolve(m, p.dest) {
+                    bytes += d.mbuf.as_ref().map_or(0, |m| m.len() as u64);
+                    // Within the capacity reserved at start-up (see `DataLcore::new`).
+                    debug_assert!(ifc.descs.len() < ifc.descs.capacity());
+                    ifc.descs.push(d);
+                    ifc.pending.push(p);
+                }
             };
             for (m, p) in ifc.retry.drain(..) {
-                out.resolve(m, p);
+                queue(m, p);
             }
             for (m, dest) in queued.drain(..) {
-                out.resolve(m, Pending { dest, tries: 0 });
+                queue(m, Pending { dest, tries: 0 });
             }
         }
         if !ifc.descs.is_empty() {
@@ -564,246 +563,5 @@ impl<A: App> DataLcore<A> {
                 }
             }
         }
-    }
-}
-
-/// Slots of the per-burst table of resolved destinations (a power of two).
-const RESOLVED_SLOTS: usize = 8;
-
-/// A destination resolved against this iteration's snapshot: its entry there (marked
-/// used on every packet, as a lookup would) and where packets to it go.
-#[derive(Clone, Copy)]
-struct Resolved<'a> {
-    dest: Dest,
-    entry: Entry<'a>,
-}
-
-#[derive(Clone, Copy)]
-enum Entry<'a> {
-    Group(&'a McastEntry),
-    Neighbour(&'a Neighbour),
-}
-
-impl Entry<'_> {
-    /// Marks the entry used and returns its address handle, QPN and Q_Key.
-    #[inline]
-    fn mark_used(self) -> (ibpoll_dev::AddressHandle, Qpn, ibpoll_wire::QKey) {
-        match self {
-            Entry::Group(e) => {
-                e.mark_used();
-                (e.ah(), Qpn::MULTICAST, e.qkey)
-            }
-            Entry::Neighbour(n) => {
-                n.mark_used();
-                (n.ah(), n.qpn(), n.qkey)
-            }
-        }
-    }
-}
-
-/// The slot of `dest` in the resolved table: a few address bytes, so that the next
-/// hops and groups of one subnet spread.
-#[inline]
-fn resolved_slot(dest: &Dest) -> usize {
-    let b = match dest {
-        Dest::NextHop(ip) => ip[3] ^ ip[2].rotate_left(3),
-        Dest::Group(GroupAddr::Ipv4(ip)) => ip[3] ^ ip[2].rotate_left(3) ^ 0x5,
-        Dest::Group(GroupAddr::Mgid(g)) => g.0[15] ^ g.0[14].rotate_left(3) ^ 0x3,
-    };
-    usize::from(b) & (RESOLVED_SLOTS - 1)
-}
-
-/// The send side of one iteration: the snapshot and where resolved packets go.
-struct Out<'a> {
-    snap: &'a Snapshot,
-    requests: &'a mut ibpoll_ctrl::RequestSender,
-    descs: &'a mut Vec<TxDesc>,
-    pending: &'a mut Vec<Pending>,
-    c: &'a LcoreCounters,
-    bytes: &'a mut u64,
-    /// Destinations this burst already found in `snap` (direct-mapped by
-    /// [`resolved_slot`]): a burst to a few destinations hashes each once, not once per
-    /// packet. It borrows `snap`, so it cannot outlive the snapshot.
-    resolved: [Option<Resolved<'a>>; RESOLVED_SLOTS],
-}
-
-impl Out<'_> {
-    /// Resolves one packet (data at its IP header): a descriptor, a request to the
-    /// control core, or a counted drop.
-    #[inline]
-    fn resolve(&mut self, mut m: Mbuf, p: Pending) {
-        let c = self.c;
-        if !self.snap.link_up {
-            c.tx_link_down.inc();
-            return;
-        }
-        let ethertype = match m.data().first().map(|b| b >> 4) {
-            Some(4) => EtherType::IPV4,
-            Some(6) => EtherType::IPV6,
-            _ => {
-                c.tx_malformed.inc();
-                return;
-            }
-        };
-        if m.len() > self.snap.mtu {
-            c.tx_too_long.inc();
-            return;
-        }
-        let Some(h) = m.prepend(ipoib::HEADER_LEN) else {
-            c.tx_malformed.inc();
-            return;
-        };
-        ipoib::Repr { ethertype }.emit(&mut ipoib::Packet::new_unchecked(h));
-        let slot = resolved_slot(&p.dest);
-        if let Some(r) = self.resolved[slot].filter(|r| r.dest == p.dest) {
-            let (ah, qpn, qkey) = r.entry.mark_used();
-            self.push(m, p, ah, qpn, qkey);
-            return;
-        }
-        let snap = self.snap;
-        let (group, next_hop) = match p.dest {
-            Dest::Group(g) => (Some(g), [0; 4]),
-            Dest::NextHop([255, 255, 255, 255]) => {
-                if let Some(b) = &snap.broadcast {
-                    self.push(m, p, b.ah(), Qpn::MULTICAST, b.qkey);
-                } else {
-                    c.tx_link_down.inc();
-                }
-                return;
-            }
-            Dest::NextHop(ip) if ip[0] & 0xf0 == 0xe0 => (Some(GroupAddr::Ipv4(ip)), [0; 4]),
-            Dest::NextHop(ip) => (None, ip),
-        };
-        let entry = if let Some(g) = group {
-            let mgid = match g {
-                GroupAddr::Mgid(mgid) => mgid,
-                GroupAddr::Ipv4(ip) => snap.ipv4_mgid(ip),
-            };
-            let Some(e) = snap.group(&mgid) else {
-                match self.requests.send(Request::Mcast { group: g, mbuf: m }) {
-                    Ok(()) => c.to_ctrl_mcast.inc(),
-                    Err(_req) => c.tx_ctrl_full.inc(),
-                }
-                return;
-            };
-            Entry::Group(e)
-        } else {
-            let Some(n) = snap.neighbour(&next_hop) else {
-                let req = Request::Resolve { next_hop, mbuf: m };
-                match self.requests.send(req) {
-                    Ok(()) => c.to_ctrl_resolve.inc(),
-                    Err(_req) => c.tx_ctrl_full.inc(),
-                }
-                return;
-            };
-            Entry::Neighbour(n)
-        };
-        self.resolved[slot] = Some(Resolved {
-            dest: p.dest,
-            entry,
-        });
-        let (ah, qpn, qkey) = entry.mark_used();
-        self.push(m, p, ah, qpn, qkey);
-    }
-
-    #[inline]
-    fn push(
-        &mut self,
-        m: Mbuf,
-        p: Pending,
-        ah: ibpoll_dev::AddressHandle,
-        remote_qpn: Qpn,
-        remote_qkey: ibpoll_wire::QKey,
-    ) {
-        *self.bytes += m.len() as u64;
-        // Within the capacity reserved at start-up (see `DataLcore::new`).
-        debug_assert!(
-            self.descs.len() < self.descs.capacity(),
-            "descriptor list full"
-        );
-        self.descs.push(TxDesc {
-            mbuf: Some(m),
-            ah,
-            remote_qpn,
-            remote_qkey,
-        });
-        self.pending.push(p);
-    }
-}
-
-/// What a received packet is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Class {
-    Ip,
-    Arp,
-    Malformed,
-    Unknown,
-}
-
-/// Classifies a received packet by its IPoIB header (data from the IPoIB header on).
-#[inline]
-fn classify(d: &[u8]) -> Class {
-    let Ok(h) = ipoib::Packet::new_checked(d) else {
-        return Class::Malformed;
-    };
-    let ip = h.payload();
-    match h.ethertype() {
-        EtherType::IPV4 => {
-            if ip.len() >= 20 && ip[0] >> 4 == 4 && ip[0] & 0x0f >= 5 {
-                Class::Ip
-            } else {
-                Class::Malformed
-            }
-        }
-        EtherType::IPV6 => {
-            if ip.len() >= 40 && ip[0] >> 4 == 6 {
-                Class::Ip
-            } else {
-                Class::Malformed
-            }
-        }
-        EtherType::ARP => Class::Arp,
-        _ => Class::Unknown,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn resolved_slots_spread_a_subnets_next_hops_and_groups() {
-        // One next hop and four groups (pktgen's direct traffic) take five slots.
-        let mut dests = vec![Dest::NextHop([10, 0, 0, 2])];
-        dests.extend((1..=4).map(|i| Dest::Group(GroupAddr::Ipv4([239, 1, 0, i]))));
-        let mut slots: Vec<usize> = dests.iter().map(resolved_slot).collect();
-        slots.sort_unstable();
-        slots.dedup();
-        assert_eq!(slots.len(), dests.len(), "{slots:?}");
-        // Consecutive next hops fill the table.
-        let mut slots: Vec<usize> = (1..=RESOLVED_SLOTS as u8)
-            .map(|i| resolved_slot(&Dest::NextHop([10, 0, 0, i])))
-            .collect();
-        slots.sort_unstable();
-        slots.dedup();
-        assert_eq!(slots.len(), RESOLVED_SLOTS);
-    }
-
-    #[test]
-    fn classify_by_ethertype_and_version() {
-        let mut v4 = [0u8; 24];
-        v4[..2].copy_from_slice(&[0x08, 0x00]);
-        v4[4] = 0x45;
-        assert_eq!(classify(&v4), Class::Ip);
-        v4[4] = 0x65;
-        assert_eq!(classify(&v4), Class::Malformed);
-        assert_eq!(classify(&v4[..10]), Class::Malformed);
-        assert_eq!(classify(&[0x08]), Class::Malformed);
-        let mut v6 = [0u8; 44];
-        v6[..2].copy_from_slice(&[0x86, 0xdd]);
-        v6[4] = 0x60;
-        assert_eq!(classify(&v6), Class::Ip);
-        assert_eq!(classify(&[0x08, 0x06, 0, 0]), Class::Arp);
-        assert_eq!(classify(&[0x88, 0xcc, 0, 0]), Class::Unknown);
     }
 }

@@ -101,6 +101,7 @@
 //! ([`StopReport`]); [`Stack::run_until_ctrl_c`] does so on Ctrl-C.
 
 mod app;
+pub mod burst;
 mod error;
 mod lcore;
 mod setup;
