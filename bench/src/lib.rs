@@ -2,12 +2,15 @@
 //!
 //! * [`ctrl_host`]: one controller on the simulated fabric with many groups joined, used by
 //!   the `rejoin` binary and the `snapshot` criterion benchmark.
+//! * [`datapath`]: a data lcore's classify + resolve against a real snapshot, used by the
+//!   `datapath` criterion benchmark and the `datapath-ir` binary.
 //! * [`loadavg`]: the machine load, printed with every figure so that numbers taken on a
 //!   shared machine can be judged.
 //! * [`report`] and [`plot`]: `bench-report`, the aggregation of `scripts/bench.sh`'s
 //!   runs into `bench/results/latest.json` and its SVG plots.
 
 pub mod ctrl_host;
+pub mod datapath;
 pub mod plot;
 pub mod report;
 

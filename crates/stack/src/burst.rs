@@ -7,7 +7,7 @@
 //! counting is single-writer [`Counter`](ibpoll_dev::Counter) load + store, and marking
 //! a snapshot entry used is a plain store when it is already marked.
 
-use ibpoll_ctrl::{GroupAddr, McastEntry, Neighbour, Request, RequestSender, Snapshot};
+use ibpoll_ctrl::{GroupAddr, Request, RequestSender, Snapshot};
 use ibpoll_dev::{AddressHandle, TxDesc};
 use ibpoll_mem::Mbuf;
 use ibpoll_wire::ipoib::{self, EtherType};
@@ -61,35 +61,14 @@ pub fn classify(d: &[u8]) -> Class {
 /// Slots of the per-burst table of resolved destinations (a power of two).
 const RESOLVED_SLOTS: usize = 8;
 
-/// A destination resolved against the burst's snapshot: its entry there (marked used
-/// on every packet, as a lookup would) and where packets to it go.
+/// A destination resolved against the burst's snapshot: where packets to it go. The
+/// [`Resolver`] borrows the snapshot, so this cannot outlive the address handle.
 #[derive(Clone, Copy)]
-struct Resolved<'a> {
+struct Resolved {
     dest: Dest,
-    entry: Entry<'a>,
-}
-
-#[derive(Clone, Copy)]
-enum Entry<'a> {
-    Group(&'a McastEntry),
-    Neighbour(&'a Neighbour),
-}
-
-impl Entry<'_> {
-    /// Marks the entry used and returns its address handle, QPN and Q_Key.
-    #[inline]
-    fn mark_used(self) -> (AddressHandle, Qpn, QKey) {
-        match self {
-            Entry::Group(e) => {
-                e.mark_used();
-                (e.ah(), Qpn::MULTICAST, e.qkey)
-            }
-            Entry::Neighbour(n) => {
-                n.mark_used();
-                (n.ah(), n.qpn(), n.qkey)
-            }
-        }
-    }
+    ah: AddressHandle,
+    qpn: Qpn,
+    qkey: QKey,
 }
 
 /// The slot of `dest` in the resolved table: a few address bytes, so that the next
@@ -116,7 +95,7 @@ pub struct Resolver<'a> {
     snap: &'a Snapshot,
     requests: &'a mut RequestSender,
     c: &'a LcoreCounters,
-    resolved: [Option<Resolved<'a>>; RESOLVED_SLOTS],
+    resolved: [Option<Resolved>; RESOLVED_SLOTS],
 }
 
 impl std::fmt::Debug for Resolver<'_> {
@@ -184,8 +163,10 @@ impl<'a> Resolver<'a> {
         };
         ipoib::Repr { ethertype }.emit(&mut ipoib::Packet::new_unchecked(h));
         let slot = resolved_slot(&dest);
-        if let Some(r) = self.resolved[slot].filter(|r| r.dest == dest) {
-            return Some(desc(m, r.entry.mark_used()));
+        if let Some(r) = &self.resolved[slot] {
+            if r.dest == dest {
+                return Some(desc(m, r));
+            }
         }
         let (group, next_hop) = match dest {
             Dest::Group(g) => (Some(g), [0; 4]),
@@ -194,12 +175,20 @@ impl<'a> Resolver<'a> {
                     c.tx_link_down.inc();
                     return None;
                 };
-                return Some(desc(m, (b.ah(), Qpn::MULTICAST, b.qkey)));
+                let r = Resolved {
+                    dest,
+                    ah: b.ah(),
+                    qpn: Qpn::MULTICAST,
+                    qkey: b.qkey,
+                };
+                return Some(desc(m, &r));
             }
             Dest::NextHop(ip) if ip[0] & 0xf0 == 0xe0 => (Some(GroupAddr::Ipv4(ip)), [0; 4]),
             Dest::NextHop(ip) => (None, ip),
         };
-        let entry = if let Some(g) = group {
+        // Found: marked used once per burst (the control core looks at the mark once per
+        // second, to age send-only groups and neighbours).
+        let r = if let Some(g) = group {
             let mgid = match g {
                 GroupAddr::Mgid(mgid) => mgid,
                 GroupAddr::Ipv4(ip) => snap.ipv4_mgid(ip),
@@ -211,7 +200,13 @@ impl<'a> Resolver<'a> {
                 }
                 return None;
             };
-            Entry::Group(e)
+            e.mark_used();
+            Resolved {
+                dest,
+                ah: e.ah(),
+                qpn: Qpn::MULTICAST,
+                qkey: e.qkey,
+            }
         } else {
             let Some(n) = snap.neighbour(&next_hop) else {
                 match self.requests.send(Request::Resolve { next_hop, mbuf: m }) {
@@ -220,20 +215,26 @@ impl<'a> Resolver<'a> {
                 }
                 return None;
             };
-            Entry::Neighbour(n)
+            n.mark_used();
+            Resolved {
+                dest,
+                ah: n.ah(),
+                qpn: n.qpn(),
+                qkey: n.qkey,
+            }
         };
-        self.resolved[slot] = Some(Resolved { dest, entry });
-        Some(desc(m, entry.mark_used()))
+        self.resolved[slot] = Some(r);
+        Some(desc(m, &r))
     }
 }
 
 #[inline]
-fn desc(m: Mbuf, (ah, remote_qpn, remote_qkey): (AddressHandle, Qpn, QKey)) -> TxDesc {
+fn desc(m: Mbuf, r: &Resolved) -> TxDesc {
     TxDesc {
         mbuf: Some(m),
-        ah,
-        remote_qpn,
-        remote_qkey,
+        ah: r.ah,
+        remote_qpn: r.qpn,
+        remote_qkey: r.qkey,
     }
 }
 
