@@ -118,20 +118,28 @@ impl TxBuffer {
     #[inline]
     pub fn push_on(&mut self, iface: usize, mbuf: Mbuf, dest: Dest) -> bool {
         self.counters.app_tx.inc();
-        if self.len >= self.cap {
-            self.counters.tx_buffer_full.inc();
-            drop(mbuf);
-            return false;
+        match self.pkts.get_mut(iface) {
+            Some(q) if self.len < self.cap => {
+                // Within the capacity reserved at start-up: no allocation.
+                q.push((mbuf, dest));
+                self.len += 1;
+                true
+            }
+            _ => self.refuse(iface, mbuf),
         }
-        let Some(q) = self.pkts.get_mut(iface) else {
+    }
+
+    /// A packet `push_on` cannot queue: freed and counted.
+    #[cold]
+    #[inline(never)]
+    fn refuse(&self, iface: usize, mbuf: Mbuf) -> bool {
+        if iface >= self.pkts.len() {
             self.counters.tx_no_iface.inc();
-            drop(mbuf);
-            return false;
-        };
-        // Within the capacity reserved at start-up: no allocation.
-        q.push((mbuf, dest));
-        self.len += 1;
-        true
+        } else {
+            self.counters.tx_buffer_full.inc();
+        }
+        drop(mbuf);
+        false
     }
 
     /// Packets that can still be queued this iteration (all interfaces together).

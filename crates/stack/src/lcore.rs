@@ -490,7 +490,10 @@ impl<A: App> DataLcore<A> {
         {
             let snap = ifc.core.reader.get();
             let mut r = Resolver::new(snap, &mut ifc.core.requests, c);
-            let mut queue = |m: Mbuf, p: Pending| {
+            let fresh = queued
+                .drain(..)
+                .map(|(m, dest)| (m, Pending { dest, tries: 0 }));
+            for (m, p) in ifc.retry.drain(..).chain(fresh) {
                 if let Some(d) = r.resolve(m, p.dest) {
                     bytes += d.mbuf.as_ref().map_or(0, |m| m.len() as u64);
                     // Within the capacity reserved at start-up (see `DataLcore::new`).
@@ -498,12 +501,6 @@ impl<A: App> DataLcore<A> {
                     ifc.descs.push(d);
                     ifc.pending.push(p);
                 }
-            };
-            for (m, p) in ifc.retry.drain(..) {
-                queue(m, p);
-            }
-            for (m, dest) in queued.drain(..) {
-                queue(m, Pending { dest, tries: 0 });
             }
         }
         if !ifc.descs.is_empty() {
