@@ -435,6 +435,9 @@ impl Port for RecPort {
     fn set_qp_qkey(&self, qpn: Qpn, qkey: QKey) -> Result<(), ibpoll_dev::Error> {
         self.inner.set_qp_qkey(qpn, qkey)
     }
+    fn set_qp_pkey_index(&self, qpn: Qpn, pkey_index: u16) -> Result<(), ibpoll_dev::Error> {
+        self.inner.set_qp_pkey_index(qpn, pkey_index)
+    }
     fn create_ah(&self, attr: &AhAttr) -> Result<AddressHandle, ibpoll_dev::Error> {
         self.inner.create_ah(attr)
     }

@@ -66,6 +66,12 @@ pub trait Port: Send + Sync + std::fmt::Debug {
     /// Changes the Q_Key a UD QP accepts and sends with (IPoIB takes it from the
     /// broadcast group's record).
     fn set_qp_qkey(&self, qpn: ibpoll_wire::Qpn, qkey: ibpoll_wire::QKey) -> Result<(), Error>;
+    /// Moves a UD QP to another entry of the port's P_Key table, as the kernel's IPoIB
+    /// does after a P_Key change (`ibv_modify_qp` with `IBV_QP_PKEY_INDEX`, through
+    /// RESET and INIT): from then on it sends with that P_Key and receives that
+    /// partition. Its QPN and its queues stay; its multicast attachments must already
+    /// be gone (the heavy flush left every group).
+    fn set_qp_pkey_index(&self, qpn: ibpoll_wire::Qpn, pkey_index: u16) -> Result<(), Error>;
     /// Creates an address handle for sends to a remote port or multicast group.
     fn create_ah(&self, attr: &AhAttr) -> Result<AddressHandle, Error>;
     /// Destroys an address handle. The caller guarantees that no send using it is still

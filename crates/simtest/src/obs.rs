@@ -278,6 +278,10 @@ impl Port for ObsPort {
         self.inner.set_qp_qkey(qpn, qkey)
     }
 
+    fn set_qp_pkey_index(&self, qpn: Qpn, pkey_index: u16) -> Result<(), Error> {
+        self.inner.set_qp_pkey_index(qpn, pkey_index)
+    }
+
     fn create_ah(&self, attr: &AhAttr) -> Result<AddressHandle, Error> {
         self.inner.create_ah(attr)
     }

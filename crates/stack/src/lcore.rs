@@ -148,13 +148,25 @@ impl CtlHost {
                 }
                 CtrlEvent::LinkDown => tracing::info!(iface = self.iface, "ibpoll: link down"),
                 CtrlEvent::RebuildQp { pkey_index } => {
-                    // Not supported yet: the data lcores own the QP's queues and would
-                    // all have to hand them over. The interface stays down.
-                    tracing::error!(
-                        pkey_index,
-                        "ibpoll: the P_Key table changed and the UD QP must be rebuilt; \
-                         not supported yet: restart the stack"
-                    );
+                    // The heavy flush left every group (no attachment remains) and the
+                    // link is down; the QP takes the partition's new P_Key index in
+                    // place (the kernel's ipoib_ib_dev_open), keeping its QPN and the
+                    // data lcores' queues. The rejoin that follows brings the link up.
+                    let qpn = self.ctl.hwaddr().qpn();
+                    match self.port.set_qp_pkey_index(qpn, pkey_index) {
+                        Ok(()) => tracing::info!(
+                            pkey_index,
+                            iface = self.iface,
+                            "ibpoll: P_Key table changed; the UD QP moved to the new index"
+                        ),
+                        Err(e) => tracing::error!(
+                            pkey_index,
+                            iface = self.iface,
+                            error = %e,
+                            "ibpoll: P_Key table changed and the UD QP could not follow; \
+                             the interface stays down"
+                        ),
+                    }
                 }
             }
         }

@@ -69,6 +69,9 @@ impl Port for TeePort {
     fn set_qp_qkey(&self, qpn: Qpn, qkey: QKey) -> Result<(), Error> {
         self.inner.set_qp_qkey(qpn, qkey)
     }
+    fn set_qp_pkey_index(&self, qpn: Qpn, pkey_index: u16) -> Result<(), Error> {
+        self.inner.set_qp_pkey_index(qpn, pkey_index)
+    }
     fn create_ah(&self, attr: &AhAttr) -> Result<AddressHandle, Error> {
         self.inner.create_ah(attr)
     }

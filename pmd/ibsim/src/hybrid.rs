@@ -15,7 +15,7 @@
 //! | [`attr`](Port::attr) | ibsim's NodeInfo/PortInfo/P_Key table for the node (what OpenSM wrote: LID, SM LID, GID prefix, state); the state is the simulated port's when that one is not Active |
 //! | [`open_mad_channel`](Port::open_mad_channel) | a new [`IbsimMadChannel`] to the node (an ibsim client slot, at most 10 per ibsim), teeing requests to the simulated SA (see below) |
 //! | [`poll_event`](Port::poll_event) | the simulated port (ibsim has no asynchronous events; OpenSM's changes of LID or a client reregister are not reported) |
-//! | `create_ud_qp`, `set_qp_qkey`, `attach_mcast`, `detach_mcast`, `destroy_ah` | the simulated port, unchanged |
+//! | `create_ud_qp`, `set_qp_qkey`, `set_qp_pkey_index`, `attach_mcast`, `detach_mcast`, `destroy_ah` | the simulated port, unchanged |
 //! | [`create_ah`](Port::create_ah) | the simulated port, with LIDs translated (below) |
 //!
 //! [`attr`](Port::attr) makes three blocking control calls to ibsim (each bounded by
@@ -313,6 +313,10 @@ impl Port for HybridPort {
 
     fn set_qp_qkey(&self, qpn: Qpn, qkey: QKey) -> Result<(), DevError> {
         self.sim.set_qp_qkey(qpn, qkey)
+    }
+
+    fn set_qp_pkey_index(&self, qpn: Qpn, pkey_index: u16) -> Result<(), DevError> {
+        self.sim.set_qp_pkey_index(qpn, pkey_index)
     }
 
     fn create_ah(&self, attr: &AhAttr) -> Result<AddressHandle, DevError> {

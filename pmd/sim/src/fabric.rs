@@ -907,6 +907,31 @@ impl Port for SimPort {
         }
     }
 
+    fn set_qp_pkey_index(&self, qpn: Qpn, pkey_index: u16) -> Result<(), Error> {
+        let mut ctl = self.fabric.lock();
+        let valid = ctl.ports[self.index]
+            .pkeys
+            .get(usize::from(pkey_index))
+            .is_some_and(|p| p.base() != 0);
+        if !valid {
+            return Err(Error::PkeyIndex {
+                port: self.num,
+                index: pkey_index,
+            });
+        }
+        match ctl.qps.get_mut(&(self.index, qpn.get())) {
+            Some(qp) => {
+                qp.pkey_index = pkey_index;
+                ctl.routes_changed();
+                Ok(())
+            }
+            None => Err(Error::NoSuchQp {
+                port: self.num,
+                qpn,
+            }),
+        }
+    }
+
     fn create_ah(&self, attr: &AhAttr) -> Result<AddressHandle, Error> {
         self.fabric.lock().create_ah(self.index, attr)
     }

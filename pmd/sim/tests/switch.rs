@@ -5,7 +5,7 @@
 mod common;
 
 use common::{Host, QpOpts};
-use ibpoll_dev::TxDesc;
+use ibpoll_dev::{Error as DevError, TxDesc};
 use ibpoll_mem::{MBUF_F_GRH, MBUF_F_MCAST};
 use ibpoll_pmd_sim::{FabricConfig, SimFabric};
 use ibpoll_wire::{bth, crc, grh, ipoib, IbMtu, Lid, PKey, QKey, Qpn};
@@ -181,6 +181,44 @@ fn pkey_mismatch_is_dropped_and_counted() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].meta().src_qpn, a_8001.qpn.get());
     assert_eq!(drops(&f), [("pkey_mismatch", 1)]);
+}
+
+#[test]
+fn a_qp_moved_to_another_pkey_index_sends_and_receives_in_that_partition() {
+    let f = SimFabric::new(FabricConfig {
+        partitions: vec![PKey::DEFAULT, PKey(0x8001)],
+        ..FabricConfig::default()
+    });
+    let mut a = Host::new(&f, "a");
+    let mut b = Host::new(&f, "b");
+    let ah = a.ah(b.lid());
+    // a's table changes under its QP: index 0 is now 0x8001, the default moved to 1.
+    f.set_pkeys(a.port_id(), vec![PKey(0x8001), PKey::DEFAULT]);
+    a.send_one(b"wrong partition", ah, b.qp.qpn);
+    assert!(b.qp.recv().is_empty());
+    assert_eq!(drops(&f), [("pkey_mismatch", 1)]);
+
+    // Bad indexes and unknown QPs are typed errors and change nothing.
+    let e = a.port.set_qp_pkey_index(a.qp.qpn, 2).unwrap_err();
+    assert!(matches!(e, DevError::PkeyIndex { index: 2, .. }), "{e}");
+    let e = a.port.set_qp_pkey_index(b.qp.qpn, 1).unwrap_err();
+    assert!(matches!(e, DevError::NoSuchQp { .. }), "{e}");
+    a.send_one(b"still wrong", ah, b.qp.qpn);
+    assert!(b.qp.recv().is_empty());
+    assert_eq!(drops(&f), [("pkey_mismatch", 2)]);
+
+    // Moved: same QPN, the default partition again, both ways.
+    a.port
+        .set_qp_pkey_index(a.qp.qpn, 1)
+        .expect("index 1 is valid");
+    a.send_one(b"right partition", ah, b.qp.qpn);
+    let got = b.qp.recv();
+    assert_eq!(got.len(), 1);
+    assert_eq!(common::body(&got[0]), b"right partition");
+    let back = b.ah(a.lid());
+    b.send_one(b"reply", back, a.qp.qpn);
+    assert_eq!(a.qp.recv().len(), 1);
+    assert_eq!(drops(&f), [("pkey_mismatch", 2)]);
 }
 
 #[test]
