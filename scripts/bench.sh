@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ibpoll's benchmark run: pktgen against the kernel UDP baseline, plus the control-plane
-# rejoin, the snapshot read and instructions per packet (callgrind). Writes
-# bench/results/latest.json, throughput.svg and latency_cdf.svg (see bench/README.md).
+# rejoin, the snapshot read and instructions per packet (callgrind, marginal over two
+# packet counts). Writes bench/results/latest.json, throughput.svg and latency_cdf.svg
+# (see bench/README.md).
 #
 #   scripts/bench.sh            3 repetitions of everything (about 4 to 5 minutes)
 #   scripts/bench.sh --quick    1 repetition, shorter runs (about 30 s)
@@ -28,16 +29,23 @@ while [ $# -gt 0 ]; do
         --duration) duration="$2"; shift ;;
         --out) out="$2"; shift ;;
         --keep) keep=1 ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         *) echo "bench.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
 done
 if [ "$quick" = 1 ]; then
-    reps=${reps:-1}; duration=${duration:-0.5}; pp_duration=1; cg_duration=1
+    reps=${reps:-1}; duration=${duration:-0.5}; pp_duration=1
 else
-    reps=${reps:-3}; duration=${duration:-2}; pp_duration=3; cg_duration=2
+    reps=${reps:-3}; duration=${duration:-2}; pp_duration=3
 fi
+# Callgrind: N and 2N run packets at a fixed rate, idle lcores sleeping (see
+# "instructions per packet" below); the same in both modes, so that quick and full
+# figures compare. cg_limit is pktgen's --duration, the time limit of a --count run.
+cg_count=40000
+cg_rate=40000
+cg_idle_sleep_us=200
+cg_limit=60
 sizes=(64 512 2044)
 bursts=(1 8 32)
 # IPv4 (20) + UDP (8): kernel-udp's --size is the UDP payload, pktgen's the IP packet.
@@ -59,7 +67,7 @@ if ! cargo build --release -q -p pktgen -p ibpoll-bench --bins; then
     exit 3
 fi
 bin="$root/target/release"
-for f in --topology --size --burst --pingpong --duration --json --mcast-groups --cores; do
+for f in --topology --size --burst --pingpong --duration --json --mcast-groups --cores --count --rate --idle-sleep-us; do
     if ! "$bin/pktgen" --help | grep -q -- "$f"; then
         echo "bench.sh: pktgen lacks $f; no results written" >&2
         exit 3
@@ -150,10 +158,21 @@ done
 
 # ---- instructions per packet ------------------------------------------------------------
 # perf's instruction counter where the machine has one (not in most VMs; not used yet);
-# callgrind always: its counts do not depend on the load. A run of fixed duration, not
-# of fixed packet count (pktgen has no --count): per thread, Ir / packets, set-up, idle
-# polls and control work included. --cores 1: valgrind runs one thread at a time
-# anyway, and with lcores sharing a CPU pktgen makes idle lcores yield instead of spin.
+# callgrind always: its counts do not depend on the load. Each topology runs twice, with
+# --count N and --count 2N run packets: per thread role, (Ir(2N) - Ir(N)) / (packets(2N) -
+# packets(N)) is the marginal cost of a packet, set-up and shutdown removed exactly
+# (bench-report computes it, and splits the forwarder's Ir into the simulated NIC, the
+# controller and the rest from the callgrind files' inclusive call costs). --cores 1:
+# valgrind runs one thread at a time anyway. At full rate the generator outruns the
+# other lcores under valgrind and most packets die in the forwarder's (or the sink's)
+# receive queue, so the generator is held to --rate $cg_rate packets per second, below
+# what the forwarder keeps up with under valgrind on this machine (no drops). Idle
+# lcores sleep ($cg_idle_sleep_us us per idle iteration) rather than spin or yield:
+# under valgrind the spare time of a rate-limited run would otherwise be spent in idle
+# polls, counted as work, and how much spare time there is depends on the machine's
+# load. What is still paid per unit of time (the idle wake-ups, the controller's polls)
+# is in the marginal figures; the loop iterations per packet say how much. Drops, if
+# any, are in the report.
 perf_ok=false
 if command -v perf >/dev/null 2>&1 &&
     perf stat -x, -e instructions:u true 2>&1 | grep -q '^[0-9]'; then
@@ -163,13 +182,17 @@ cg_ok=false
 if command -v valgrind >/dev/null 2>&1; then
     cg_ok=true
     for topo in direct fwd; do
-        say "callgrind: pktgen --topology $topo --cores 1, 64 bytes, burst 32, ${cg_duration} s, unicast only"
-        o="$tmp/cg_$topo.out"
-        run_to "$o" valgrind --tool=callgrind --separate-threads=yes \
-            --callgrind-out-file="$tmp/callgrind.$topo" \
-            "$bin/pktgen" --topology "$topo" --cores 1 --size 64 --burst 32 --mcast-groups 0 \
-            --duration "$cg_duration" --json -
-        record callgrind "$topo" 64 32 1 "$o" ",\"callgrind\":\"callgrind.$topo\""
+        for k in 1 2; do
+            n=$((k * cg_count))
+            say "callgrind: pktgen --topology $topo --cores 1, 64 bytes, burst 32, unicast only, --count $n --rate $cg_rate --idle-sleep-us $cg_idle_sleep_us"
+            o="$tmp/cg_${topo}_$k.out"
+            run_to "$o" valgrind --tool=callgrind --separate-threads=yes \
+                --callgrind-out-file="$tmp/callgrind.$topo.$k" \
+                "$bin/pktgen" --topology "$topo" --cores 1 --size 64 --burst 32 --mcast-groups 0 \
+                --count "$n" --rate "$cg_rate" --idle-sleep-us "$cg_idle_sleep_us" \
+                --duration "$cg_limit" --json -
+            record callgrind "$topo" 64 32 "$k" "$o" ",\"callgrind\":\"callgrind.$topo.$k\""
+        done
     done
 else
     say "valgrind not installed: no instruction counts"
@@ -188,7 +211,7 @@ finished=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 elapsed=$(($(date +%s) - t0))
 rustc_v=$(rustc --version)
 cat > "$tmp/meta.json" <<EOF
-{"mode":"$([ "$quick" = 1 ] && echo quick || echo full)","repetitions":$reps,"throughput_duration_s":$duration,"pingpong_duration_s":$pp_duration,"callgrind_duration_s":$cg_duration,"started_at":"$started","finished_at":"$finished","elapsed_s":$elapsed,"rustc":"$rustc_v","perf_instructions_supported":$perf_ok,"callgrind":$cg_ok,"snapshot_read_source":"$snapshot_src","loadavg_at_end":"$(cut -d' ' -f1-3 /proc/loadavg)","instructions_method":"callgrind (--separate-threads) of a ${cg_duration} s pktgen --cores 1 run at full rate: each lcore thread's Ir (idle polls and control work included) / packets sent (generator) or received at the sink (sink, forwarder); a fixed duration, not a fixed packet count: pktgen has no --count"}
+{"mode":"$([ "$quick" = 1 ] && echo quick || echo full)","repetitions":$reps,"throughput_duration_s":$duration,"pingpong_duration_s":$pp_duration,"callgrind_count":$cg_count,"callgrind_counts":[$cg_count,$((2 * cg_count))],"callgrind_rate_pps":$cg_rate,"callgrind_idle_sleep_us":$cg_idle_sleep_us,"callgrind_duration_limit_s":$cg_limit,"started_at":"$started","finished_at":"$finished","elapsed_s":$elapsed,"rustc":"$rustc_v","perf_instructions_supported":$perf_ok,"callgrind":$cg_ok,"snapshot_read_source":"$snapshot_src","loadavg_at_end":"$(cut -d' ' -f1-3 /proc/loadavg)","instructions_method":"callgrind (--separate-threads) of pktgen --cores 1 --size 64 --burst 32 --mcast-groups 0 --rate $cg_rate --idle-sleep-us $cg_idle_sleep_us, twice per topology: --count $cg_count and --count $((2 * cg_count)) run packets. Marginal Ir per packet per thread role = (Ir(2N) - Ir(N)) / (packets(2N) - packets(N)), set-up and shutdown cancelling out: generator (TX and the simulated fabric) per packet sent, forwarder core and sink (RX) per packet received at the sink. The rate keeps the forwarder from being overrun under valgrind (at full rate most packets die in its receive queue); idle lcores sleep $cg_idle_sleep_us us per idle iteration instead of spinning, so that the run's spare time is not counted as idle polls; the idle wake-ups and the controller's polls still in the figures are shown as loop iterations per packet. The forwarder core's Ir is split by inclusive call costs (calls= lines of the callgrind files) into the simulated NIC (SimRxQueue::rx_burst and SimTxQueue::tx_burst, outside the controller), the controller (CtlHost::poll, its own sends included) and the rest (the stack and ipoib-fwd); 'excluding the simulated NIC' leaves out the NIC part, which a real HCA does in hardware. Single-run figures (set-up and shutdown included) are reported too"}
 EOF
 
 say "aggregating"

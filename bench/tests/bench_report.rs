@@ -236,3 +236,103 @@ fn a_bad_line_is_named() {
     );
     let _ = std::fs::remove_dir_all(&input);
 }
+
+/// One thread of a forwarder run in callgrind's format: `per_packet` Ir per packet on
+/// top of `setup`, of which the lcore loop's calls into the simulated NIC cost `nic` and
+/// into the controller `ctl` per packet.
+fn cg_thread(thread: u64, marker: &str, setup: u64, packets: u64, per: [u64; 3]) -> String {
+    let [all, nic, ctl] = per.map(|x| x * packets);
+    let own = setup + all - nic - ctl;
+    format!(
+        "version: 1\nthread: {thread}\npositions: line\nevents: Ir\nsummary: {}\n\n\
+         fl=(1) {marker}\nfn=(1) ibpoll::lcore::DataLcore<A>::run\n0 {own}\n\
+         cfn=(2) <ibpoll_pmd_sim::tx::SimTxQueue as ibpoll_dev::queue::TxQueue>::tx_burst\n\
+         calls=1 0\n0 {nic}\n\
+         cfn=(3) ibpoll::lcore::CtlHost::poll\ncalls=1 0\n0 {ctl}\n\ntotals: {}\n",
+        setup + all,
+        setup + all
+    )
+}
+
+#[test]
+fn two_counts_give_the_marginal_figures_and_the_targets() {
+    let input = out_dir("marginal-input");
+    std::fs::create_dir_all(&input).expect("temp dir");
+    let mut runs = String::new();
+    for (k, count) in [(1u64, 1000u64), (2, 2000)] {
+        // One priming packet; every packet arrives.
+        let n = count + 1;
+        let prefix = format!("callgrind.fwd.{k}");
+        let threads = [
+            (
+                2,
+                "/work/main/apps/pktgen/src/traffic.rs pktgen::traffic::Sink",
+                [200, 20, 0],
+            ),
+            (3, "/work/main/apps/ipoib-fwd/src/fwd.rs", [400, 150, 100]),
+            (
+                4,
+                "/work/main/apps/pktgen/src/traffic.rs pktgen::traffic::Generator",
+                [300, 100, 0],
+            ),
+        ];
+        for (t, marker, per) in threads {
+            std::fs::write(
+                input.join(format!("{prefix}-{t:02}")),
+                cg_thread(t, marker, 5_000_000, n, per),
+            )
+            .expect("write");
+        }
+        runs.push_str(&format!(
+            "{{\"bench\":\"callgrind\",\"case\":\"fwd\",\"size\":64,\"burst\":32,\"rep\":{k},\"callgrind\":\"{prefix}\",\"result\":{{\"count\":{count},\"count_reached\":true,\"prime_packets\":1,\"tx_packets\":{n},\"rx_packets\":{n},\"drops\":{{}}}}}}\n"
+        ));
+    }
+    std::fs::write(input.join("runs.jsonl"), runs).expect("write");
+    let out = out_dir("marginal-out");
+    let o = run_report(&input, &out);
+    assert!(
+        o.status.success(),
+        "bench-report failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let latest: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("latest.json")).expect("latest.json"),
+    )
+    .expect("JSON");
+    let cg = &latest["instructions_per_packet"]["fwd"];
+    assert_eq!(cg["runs"].as_array().map(Vec::len), Some(2), "{cg}");
+    let m = &cg["marginal"];
+    assert_eq!(m["valid"], true, "{m}");
+    let f = |k: &str| m[k].as_f64().unwrap_or_else(|| panic!("{k} in {m}"));
+    assert_eq!(f("tx_ir_per_packet"), 300.0);
+    assert_eq!(f("rx_ir_per_packet"), 200.0);
+    assert_eq!(f("fwd_core_ir_per_packet"), 400.0);
+    assert_eq!(f("fwd_core_nic_ir_per_packet"), 150.0);
+    assert_eq!(f("fwd_core_ctl_ir_per_packet"), 100.0);
+    assert_eq!(f("fwd_core_rest_ir_per_packet"), 150.0);
+    assert_eq!(f("fwd_core_ir_per_packet_excl_nic"), 250.0);
+    assert_eq!(f("path_ir_per_packet"), 900.0);
+    // The single run carries the set-up.
+    assert!(
+        cg["fwd_core_ir_per_packet"].as_f64().unwrap() > 2000.0,
+        "{cg}"
+    );
+    // The targets read the marginal figures: the whole core and without the NIC.
+    let t = target(&latest, "forwarder <= 150 instructions per packet");
+    assert_eq!(t["measured"].as_f64(), Some(400.0), "{t}");
+    assert!(t["metric"].as_str().unwrap().contains("marginal"), "{t}");
+    let t = target(
+        &latest,
+        "forwarder <= 150 instructions per packet, simulated NIC excluded",
+    );
+    assert_eq!(t["measured"].as_f64(), Some(250.0), "{t}");
+    let md = std::fs::read_to_string(out.join("summary.md")).expect("summary.md");
+    assert!(
+        md.contains(
+            "| fwd | 1000 / 2000 | 300 | 400 | 150 | 100 | 150 | 250 | 0.000 | 200 | 900 |"
+        ),
+        "{md}"
+    );
+    let _ = std::fs::remove_dir_all(&input);
+    let _ = std::fs::remove_dir_all(&out);
+}

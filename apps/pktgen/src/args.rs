@@ -5,6 +5,14 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
+/// The largest `--count`: a trillion packets is days of traffic even at full rate.
+pub const COUNT_MAX: u64 = 1_000_000_000_000;
+
+/// `--duration` without `--count` (seconds of traffic).
+pub const DURATION_DEFAULT_S: f64 = 3.0;
+/// `--duration` with `--count` (the time limit, seconds).
+pub const DURATION_LIMIT_DEFAULT_S: f64 = 60.0;
+
 /// The largest IP packet the fabric carries: the broadcast group's IB MTU (4096) less
 /// the 4-byte IPoIB header.
 pub const IP_MTU: usize = 4096 - 4;
@@ -31,15 +39,26 @@ impl Topology {
 /// simulated InfiniBand fabric.
 ///
 /// Starts a generator node and a sink node (and, with `--topology fwd`, an ipoib-fwd
-/// node between two partitions), sends IPv4/UDP datagrams for `--duration` seconds,
-/// prints one status line per second and a summary, and checks that every packet sent
-/// was received or counted as a drop somewhere (exit 1 if not).
+/// node between two partitions), sends IPv4/UDP datagrams for `--duration` seconds (or
+/// exactly `--count` packets), prints one status line per second and a summary, and
+/// checks that every packet sent was received or counted as a drop somewhere (exit 1
+/// if not).
 #[derive(Debug, Parser)]
 #[command(name = "pktgen", version)]
 pub struct Args {
-    /// Seconds of traffic (fractions allowed, e.g. 0.5).
-    #[arg(long, default_value_t = 3.0, allow_negative_numbers = true)]
-    pub duration: f64,
+    /// Seconds of traffic (fractions allowed, e.g. 0.5); default 3. With --count, the
+    /// time limit of the run instead; default 60.
+    #[arg(long, allow_negative_numbers = true)]
+    pub duration: Option<f64>,
+
+    /// Send exactly N packets in the measured run, over all generator lcores, then stop
+    /// (with --pingpong: N round trips, a ping given up after 200 ms counting as one).
+    /// The priming packets sent before the run (one per destination; `prime_packets` in
+    /// the JSON) are not part of N: tx_packets = prime_packets + N. If N is not reached
+    /// within --duration, the run stops there and says so (`count_reached` in the JSON).
+    /// 1 to 10^12.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub count: Option<String>,
 
     /// IP packet size in bytes, IPv4 and UDP headers included, IPoIB header not (64 = a
     /// 64-byte IPv4/UDP packet); 42 to 4092 (the IPoIB MTU).
@@ -77,6 +96,12 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Topology::Fwd)]
     pub topology: Topology,
 
+    /// Idle lcores sleep this many microseconds per idle iteration instead of spinning
+    /// (or, when lcores share CPUs, yielding): 1 to 1000000. For instruction counts
+    /// under valgrind, where a spinning lcore's idle polls would be counted as work.
+    #[arg(long, value_name = "US", allow_negative_numbers = true)]
+    pub idle_sleep_us: Option<i64>,
+
     /// CPUs to use, split between the nodes (default: every usable CPU).
     #[arg(long, allow_negative_numbers = true)]
     pub cores: Option<usize>,
@@ -112,7 +137,10 @@ impl std::fmt::Display for BadFlag {
 /// The checked configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Seconds of traffic; with `count`, the time limit.
     pub duration_s: f64,
+    /// Packets (ping-pong: round trips) of the measured run; `None`: until `duration_s`.
+    pub count: Option<u64>,
     pub size: usize,
     /// Packets per second in total; `None`: max.
     pub rate_pps: Option<f64>,
@@ -123,6 +151,8 @@ pub struct Config {
     pub pingpong: bool,
     pub topology: Topology,
     pub cores: usize,
+    /// Idle lcores sleep this long per idle iteration; `None`: they spin or yield.
+    pub idle_sleep: Option<std::time::Duration>,
     pub pcap: Option<PathBuf>,
     pub json: Option<String>,
     pub seed: u64,
@@ -138,15 +168,41 @@ fn bad(flag: &'static str, msg: impl Into<String>) -> BadFlag {
 impl Args {
     /// Checks every flag and the combinations; `usable_cpus` bounds `--cores`.
     pub fn check(&self, usable_cpus: usize) -> Result<Config, BadFlag> {
-        if !self.duration.is_finite() || self.duration <= 0.0 || self.duration > 86_400.0 {
+        let duration_s = self.duration.unwrap_or(if self.count.is_some() {
+            DURATION_LIMIT_DEFAULT_S
+        } else {
+            DURATION_DEFAULT_S
+        });
+        if !duration_s.is_finite() || duration_s <= 0.0 || duration_s > 86_400.0 {
             return Err(bad(
                 "--duration",
-                format!(
-                    "{} is not a duration: give seconds above 0 (at most 86400)",
-                    self.duration
-                ),
+                format!("{duration_s} is not a duration: give seconds above 0 (at most 86400)"),
             ));
         }
+        let count = match self.count.as_deref().map(str::trim) {
+            None => None,
+            Some(c) => match c.parse::<u64>() {
+                Ok(0) => {
+                    return Err(bad(
+                        "--count",
+                        "0 packets is no run: give at least 1 (or leave --count out to run for --duration)",
+                    ))
+                }
+                Ok(n) if n > COUNT_MAX => {
+                    return Err(bad(
+                        "--count",
+                        format!("{n} packets is too many: give 1 to {COUNT_MAX}"),
+                    ))
+                }
+                Ok(n) => Some(n),
+                Err(_) => {
+                    return Err(bad(
+                        "--count",
+                        format!("{c:?} is not a number of packets: give a whole number from 1 to {COUNT_MAX}"),
+                    ))
+                }
+            },
+        };
         if !(crate::traffic::PACKET_MIN.max(42)..=IP_MTU).contains(&self.size) {
             return Err(bad(
                 "--size",
@@ -236,11 +292,22 @@ impl Args {
                 format!("{cores} asked for but this process may run on {usable_cpus} CPUs: give at most {usable_cpus}"),
             ));
         }
+        let idle_sleep = match self.idle_sleep_us {
+            None => None,
+            Some(us @ 1..=1_000_000) => Some(std::time::Duration::from_micros(us as u64)),
+            Some(us) => {
+                return Err(bad(
+                    "--idle-sleep-us",
+                    format!("{us} is out of range: give 1 to 1000000 microseconds"),
+                ))
+            }
+        };
         if self.json.as_deref() == Some("") {
             return Err(bad("--json", "give a file name, or - for stdout"));
         }
         Ok(Config {
-            duration_s: self.duration,
+            duration_s,
+            count,
             size: self.size,
             rate_pps,
             burst: self.burst,
@@ -250,6 +317,7 @@ impl Args {
             pingpong: self.pingpong,
             topology: self.topology,
             cores,
+            idle_sleep,
             pcap: self.pcap.clone(),
             json: self.json.clone(),
             seed: self.seed,

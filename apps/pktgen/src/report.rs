@@ -44,9 +44,19 @@ pub struct Report {
     pub size: usize,
     pub burst: usize,
     pub cores: usize,
+    /// `--idle-sleep-us`.
+    pub idle_sleep_us: Option<u64>,
     pub pingpong: bool,
     /// Seconds of the measured run (from the start of traffic to the halt).
     pub duration_s: f64,
+    /// `--count`: run packets (ping-pong: round trips) asked for.
+    pub count: Option<u64>,
+    /// With `--count`: whether every generator lcore sent its share within the limit.
+    pub count_reached: Option<bool>,
+    /// `--duration`: the run's length, or with `--count` its time limit.
+    pub duration_limit_s: f64,
+    /// Of `tx_packets`, the priming packets sent before the run (one per destination).
+    pub prime_packets: u64,
     /// pktgen datagrams the generators handed to their stack.
     pub tx_packets: u64,
     /// pktgen datagrams received: at the sink, or (ping-pong) echoes at the generator.
@@ -123,6 +133,10 @@ impl Report {
             "mcast_groups_joined": self.mcast_groups_joined,
             "sa_memberships_after_shutdown": self.sa_memberships_after_shutdown,
             "conserved": self.conserved(),
+            "count": self.count,
+            "count_reached": self.count_reached,
+            "prime_packets": self.prime_packets,
+            "idle_sleep_us": self.idle_sleep_us,
             "pinned": self.pinned,
             "flushed": self.flushed,
         });
@@ -163,6 +177,27 @@ impl Report {
             let _ = writeln!(t, "  {k:<34} {v}");
         };
         row("duration", format!("{:.3} s", self.duration_s));
+        if let Some(n) = self.count {
+            let what = if self.pingpong {
+                "round trips"
+            } else {
+                "run packets"
+            };
+            row(
+                "count",
+                match self.count_reached {
+                    Some(true) => format!("{n} {what}: reached"),
+                    _ => format!(
+                        "{n} {what}: NOT reached within the {:.3} s limit (--duration); {} sent",
+                        self.duration_limit_s,
+                        self.tx_packets - self.prime_packets
+                    ),
+                },
+            );
+        }
+        if self.prime_packets > 0 {
+            row("priming packets (in tx)", self.prime_packets.to_string());
+        }
         row(
             "tx",
             format!(

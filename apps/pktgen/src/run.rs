@@ -22,6 +22,19 @@ const PRIME_TIMEOUT: Duration = Duration::from_secs(3);
 const SETTLE_QUIET: Duration = Duration::from_millis(100);
 /// ... within this long.
 const SETTLE_MAX: Duration = Duration::from_secs(5);
+/// How often the main thread looks whether the generators reached `--count`: the run's
+/// measured duration ends at most this late.
+const COUNT_POLL: Duration = Duration::from_millis(1);
+
+/// The share of `count` run packets of generator lcore `i` of `lcores`: as even as
+/// possible, the first lcores one more. Ping-pong sends from lcore 0 only.
+pub fn quota(count: u64, i: usize, lcores: usize, pingpong: bool) -> u64 {
+    if pingpong {
+        return if i == 0 { count } else { 0 };
+    }
+    let n = lcores.max(1) as u64;
+    count / n + u64::from((i as u64) < count % n)
+}
 
 /// Addresses of one topology.
 #[derive(Debug, Clone, Copy)]
@@ -78,7 +91,11 @@ impl Placement {
     /// Ping-pong (`single`) gives every node one data lcore: one packet is in flight,
     /// and its echo must come back to the lcore that sent it (RSS would spread the
     /// echoes of several generator lcores' flows over all of them).
-    pub fn new(cores: usize, fwd: bool, single: bool) -> Placement {
+    ///
+    /// With `idle_sleep` (`--idle-sleep-us`), idle lcores sleep that long from their
+    /// first idle iteration on, whatever the CPUs: under valgrind every idle poll would
+    /// be counted.
+    pub fn new(cores: usize, fwd: bool, single: bool, idle_sleep: Option<Duration>) -> Placement {
         let usable: Vec<usize> = core_affinity::get_core_ids()
             .map(|v| v.into_iter().map(|c| c.id).collect::<Vec<_>>())
             .filter(|v| !v.is_empty())
@@ -96,6 +113,7 @@ impl Placement {
         let lcores = gen_lcores + fwd_lcores + sink_lcores;
         let chosen = &usable[..cores];
         let cpus: Vec<usize> = (0..lcores).map(|i| chosen[i % cores]).collect();
+        let sleep = idle_sleep.map(|sleep| IdlePolicy::Sleep { after: 0, sleep });
         if lcores <= cores {
             return Placement {
                 gen_lcores,
@@ -103,15 +121,19 @@ impl Placement {
                 sink_lcores,
                 cpus,
                 pin: true,
-                idle: IdlePolicy::Spin,
+                idle: sleep.unwrap_or(IdlePolicy::Spin),
                 note: None,
             };
         }
         let pin = cores < usable.len();
         let note = format!(
-            "note: {lcores} lcores ({} nodes) share {cores} CPU{}: idle lcores yield the CPU; {}",
+            "note: {lcores} lcores ({} nodes) share {cores} CPU{}: idle lcores {}; {}",
             if fwd { 3 } else { 2 },
             if cores == 1 { "" } else { "s" },
+            match idle_sleep {
+                Some(d) => format!("sleep {} us per idle iteration", d.as_micros()),
+                None => String::from("yield the CPU"),
+            },
             if pin {
                 "threads are pinned round-robin to the CPUs asked for"
             } else {
@@ -124,7 +146,7 @@ impl Placement {
             sink_lcores,
             cpus,
             pin,
-            idle: IdlePolicy::Yield { after: 64 },
+            idle: sleep.unwrap_or(IdlePolicy::Yield { after: 64 }),
             note: Some(note),
         }
     }
@@ -300,7 +322,7 @@ pub fn run(cfg: &Config, out: &mut dyn FnMut(&str)) -> Result<Report, RunError> 
     let topology = cfg.topology;
     let fwd = topology == Topology::Fwd;
     let plan = if fwd { FWD } else { DIRECT };
-    let placement = Placement::new(cfg.cores, fwd, cfg.pingpong);
+    let placement = Placement::new(cfg.cores, fwd, cfg.pingpong, cfg.idle_sleep);
     if let Some(note) = &placement.note {
         out(note);
     }
@@ -377,7 +399,14 @@ pub fn run(cfg: &Config, out: &mut dyn FnMut(&str)) -> Result<Report, RunError> 
         rate_pps: cfg.rate_pps.map(|r| r / placement.gen_lcores as f64),
         stamp: cfg.latency,
         pingpong: cfg.pingpong,
+        quota: None,
     };
+    let quotas: Vec<Option<u64>> = (0..placement.gen_lcores)
+        .map(|i| {
+            cfg.count
+                .map(|n| quota(n, i, placement.gen_lcores, cfg.pingpong))
+        })
+        .collect();
     let mut flows_total = 0;
     let gen_flows: Vec<_> = (0..placement.gen_lcores)
         .map(|i| {
@@ -397,6 +426,7 @@ pub fn run(cfg: &Config, out: &mut dyn FnMut(&str)) -> Result<Report, RunError> 
         let phase = phase.clone();
         let hist = latency_hist.clone();
         let rtt = cfg.pingpong;
+        let quotas = quotas.clone();
         node(
             &fabric,
             "gen",
@@ -408,7 +438,10 @@ pub fn run(cfg: &Config, out: &mut dyn FnMut(&str)) -> Result<Report, RunError> 
         )
         .start(move |i| {
             Generator::new(
-                gen_cfg.clone(),
+                GenConfig {
+                    quota: quotas[i],
+                    ..gen_cfg.clone()
+                },
                 gen_flows[i].clone(),
                 phase.clone(),
                 counters[i].clone(),
@@ -482,7 +515,20 @@ pub fn run(cfg: &Config, out: &mut dyn FnMut(&str)) -> Result<Report, RunError> 
         }
     }
 
-    // The run.
+    // The run: for the duration, or until every generator lcore sent its share of the
+    // count (the duration is then the time limit).
+    let count_done = || {
+        cfg.count.is_some()
+            && gen_counters
+                .iter()
+                .zip(&quotas)
+                .all(|(c, q)| *q == Some(0) || c.finished.get() != 0)
+    };
+    let step = if cfg.count.is_some() {
+        COUNT_POLL
+    } else {
+        Duration::from_millis(50)
+    };
     let start = Instant::now();
     phase.set(Phase::RUN);
     let duration = Duration::from_secs_f64(cfg.duration_s);
@@ -490,11 +536,11 @@ pub fn run(cfg: &Config, out: &mut dyn FnMut(&str)) -> Result<Report, RunError> 
     let mut tick = 1u64;
     loop {
         let elapsed = start.elapsed();
-        if elapsed >= duration {
+        if elapsed >= duration || count_done() {
             break;
         }
         let next = Duration::from_secs(tick).min(duration);
-        std::thread::sleep(next.saturating_sub(elapsed).min(Duration::from_millis(50)));
+        std::thread::sleep(next.saturating_sub(elapsed).min(step));
         if start.elapsed() >= Duration::from_secs(tick) && start.elapsed() < duration {
             let now = Instant::now();
             let tx = sum(&gen_counters, |c| c.sent.get());
@@ -523,6 +569,7 @@ pub fn run(cfg: &Config, out: &mut dyn FnMut(&str)) -> Result<Report, RunError> 
     }
     phase.set(Phase::HALT);
     let run_s = start.elapsed().as_secs_f64();
+    let count_reached = cfg.count.map(|_| count_done());
     let groups_joined = joined(&sink, 0, &groups)?;
     let neighbours = gen
         .with_controller(|c| c.neighbour_count())
@@ -585,14 +632,20 @@ pub fn run(cfg: &Config, out: &mut dyn FnMut(&str)) -> Result<Report, RunError> 
         (cfg.latency && !h.is_empty()).then(|| h.clone())
     };
     let tx_packets = sum(&gen_counters, |c| c.sent.get());
+    let prime_packets = sum(&gen_counters, |c| c.primed.get());
     let rx_packets = sum(rx_counters, |c| c.received.get());
     Ok(Report {
         topology,
         size: cfg.size,
         burst: cfg.burst,
         cores: cfg.cores,
+        idle_sleep_us: cfg.idle_sleep.map(|d| d.as_micros() as u64),
         pingpong: cfg.pingpong,
         duration_s: run_s,
+        count: cfg.count,
+        count_reached,
+        duration_limit_s: cfg.duration_s,
+        prime_packets,
         tx_packets,
         rx_packets,
         rx_mcast: sum(&sink_counters, |c| c.received_mcast.get()),
@@ -611,4 +664,24 @@ pub fn run(cfg: &Config, out: &mut dyn FnMut(&str)) -> Result<Report, RunError> 
         foreign: sum(&sink_counters, |c| c.foreign.get()) + sum(&gen_counters, |c| c.foreign.get()),
         timeouts: sum(&gen_counters, |c| c.timeouts.get()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_count_is_split_exactly() {
+        for (count, lcores) in [(7u64, 1usize), (7, 2), (7, 3), (2, 5), (5000, 4), (1, 1)] {
+            let shares: Vec<u64> = (0..lcores)
+                .map(|i| quota(count, i, lcores, false))
+                .collect();
+            assert_eq!(shares.iter().sum::<u64>(), count, "{count} over {lcores}");
+            let (lo, hi) = (shares.iter().min().unwrap(), shares.iter().max().unwrap());
+            assert!(hi - lo <= 1, "{count} over {lcores}: {shares:?}");
+        }
+        // Ping-pong: lcore 0 sends every ping.
+        assert_eq!(quota(9, 0, 3, true), 9);
+        assert_eq!(quota(9, 2, 3, true), 0);
+    }
 }

@@ -85,8 +85,13 @@ impl Phase {
 /// One lcore's counters of pktgen's own packets (single writer: the lcore).
 #[derive(Debug, Default)]
 pub struct AppCounters {
-    /// Datagrams pushed into the stack (generator).
+    /// Datagrams pushed into the stack (generator), priming packets included.
     pub sent: Counter,
+    /// Of those, the priming packets sent before the run (generator).
+    pub primed: Counter,
+    /// 1 once the generator has sent its share of `--count` (ping-pong: and its last
+    /// ping was answered or given up); 0 before, and always without `--count`.
+    pub finished: Counter,
     /// Datagrams of ours received (sink; generator: echoes in ping-pong).
     pub received: Counter,
     /// Bytes of those (IP packets).
@@ -217,6 +222,9 @@ pub struct GenConfig {
     pub stamp: bool,
     /// One packet in flight (lcore 0 only), waiting for its echo.
     pub pingpong: bool,
+    /// This lcore's share of `--count`: packets (ping-pong: pings) of the run, after
+    /// which it halts; `None`: until the run's phase ends.
+    pub quota: Option<u64>,
 }
 
 /// The generator of one lcore.
@@ -228,6 +236,8 @@ pub struct Generator {
     /// One flow per distinct destination, sent once before the run.
     prime: Vec<Flow>,
     primed: usize,
+    /// Packets sent in the run phase (the priming packets not included).
+    run_sent: u64,
     phase: Arc<Phase>,
     counters: Arc<AppCounters>,
     tokens: f64,
@@ -256,6 +266,7 @@ impl Generator {
             next: 0,
             prime,
             primed: 0,
+            run_sent: 0,
             phase,
             counters,
             tokens: 0.0,
@@ -290,22 +301,40 @@ impl Generator {
                 break;
             };
             let flow = if priming {
-                self.primed += 1;
-                self.prime[self.primed - 1]
+                self.prime[self.primed]
             } else {
-                let f = self.flows[self.next];
-                self.next = (self.next + 1) % self.flows.len();
-                f
+                self.flows[self.next]
             };
             if !build(&mut m, self.cfg.size, self.cfg.src_ip, &flow, stamp) {
                 // Sizes are checked against the buffers at start-up.
                 break;
+            }
+            if priming {
+                self.primed += 1;
+                self.counters.primed.inc();
+            } else {
+                self.next = (self.next + 1) % self.flows.len();
+                self.run_sent += 1;
             }
             self.counters.sent.inc();
             tx.push(m, flow.dest);
             sent += 1;
         }
         sent
+    }
+
+    /// Run packets this lcore may still send: the rest of its `--count` share.
+    fn quota_left(&self) -> u64 {
+        self.cfg
+            .quota
+            .map_or(u64::MAX, |q| q.saturating_sub(self.run_sent))
+    }
+
+    /// Marks this lcore's share of `--count` as done (once).
+    fn finish(&mut self) {
+        if self.counters.finished.get() == 0 {
+            self.counters.finished.inc();
+        }
     }
 }
 
@@ -343,6 +372,11 @@ impl App for Generator {
                         return false;
                     }
                     self.counters.timeouts.inc();
+                    self.in_flight = None;
+                }
+                if self.quota_left() == 0 {
+                    self.finish();
+                    return false;
                 }
                 if self.send(ctx, tx, 1, false) == 1 {
                     self.in_flight = Some(ctx.now);
@@ -352,6 +386,11 @@ impl App for Generator {
                 }
             }
             Phase::RUN => {
+                let left = self.quota_left();
+                if left == 0 {
+                    self.finish();
+                    return false;
+                }
                 let n = match self.cfg.rate_pps {
                     None => self.cfg.burst,
                     Some(rate) => {
@@ -365,6 +404,7 @@ impl App for Generator {
                         (self.tokens as usize).min(self.cfg.burst)
                     }
                 };
+                let n = n.min(usize::try_from(left).unwrap_or(usize::MAX));
                 if n == 0 {
                     return false;
                 }

@@ -58,6 +58,9 @@ fn check(v: &Value) {
         "drops",
         "mcast_groups_joined",
         "sa_memberships_after_shutdown",
+        "count",
+        "count_reached",
+        "prime_packets",
     ] {
         assert!(v.get(key).is_some(), "key {key} missing from {v}");
     }
@@ -226,6 +229,137 @@ fn pingpong_measures_round_trips() {
 }
 
 #[test]
+fn count_sends_exactly_n_run_packets() {
+    let v = run_json(&["--topology", "direct", "--count", "5000"]);
+    check(&v);
+    assert_eq!(u(&v, "count"), 5000);
+    assert_eq!(v["count_reached"], true, "{v}");
+    // One priming packet per destination: the sink's next hop and the 4 default groups.
+    assert_eq!(u(&v, "prime_packets"), 5, "{v}");
+    assert_eq!(u(&v, "tx_packets"), 5000 + 5, "{v}");
+}
+
+#[test]
+fn count_is_split_over_the_generator_lcores() {
+    // 7 is not a multiple of most lcore counts: the shares must still add up. --cores 4
+    // where the machine has them gives direct two generator lcores.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let cores = cores.to_string();
+    for topology in ["direct", "fwd"] {
+        let v = run_json(&[
+            "--topology",
+            topology,
+            "--count",
+            "7",
+            "--mcast-groups",
+            "0",
+            "--cores",
+            &cores,
+        ]);
+        check(&v);
+        assert_eq!(v["count_reached"], true, "{topology}: {v}");
+        assert_eq!(
+            u(&v, "tx_packets"),
+            7 + u(&v, "prime_packets"),
+            "{topology}: {v}"
+        );
+    }
+}
+
+#[test]
+fn count_with_a_rate_crosses_the_forwarder() {
+    let v = run_json(&[
+        "--topology",
+        "fwd",
+        "--count",
+        "2000",
+        "--rate",
+        "20000",
+        "--mcast-groups",
+        "0",
+    ]);
+    check(&v);
+    assert_eq!(v["count_reached"], true, "{v}");
+    assert_eq!(u(&v, "prime_packets"), 1, "{v}");
+    assert_eq!(u(&v, "tx_packets"), 2001, "{v}");
+    // 2000 packets at 20,000 per second: about 0.1 s.
+    assert!(v["duration_s"].as_f64().unwrap() >= 0.09, "{v}");
+}
+
+#[test]
+fn idle_lcores_may_sleep() {
+    let v = run_json(&[
+        "--topology",
+        "fwd",
+        "--count",
+        "3000",
+        "--rate",
+        "30000",
+        "--mcast-groups",
+        "0",
+        "--cores",
+        "1",
+        "--idle-sleep-us",
+        "200",
+    ]);
+    check(&v);
+    assert_eq!(v["count_reached"], true, "{v}");
+    assert_eq!(u(&v, "idle_sleep_us"), 200, "{v}");
+    assert_eq!(u(&v, "tx_packets"), 3001, "{v}");
+}
+
+#[test]
+fn count_counts_round_trips_in_pingpong() {
+    for topology in ["direct", "fwd"] {
+        let v = run_json(&["--topology", topology, "--pingpong", "--count", "200"]);
+        check(&v);
+        assert_eq!(v["count_reached"], true, "{topology}: {v}");
+        assert_eq!(u(&v, "prime_packets"), 0, "{topology}: {v}");
+        assert_eq!(u(&v, "tx_packets"), 200, "{topology}: {v}");
+        assert_eq!(
+            u(&v, "rx_packets") + u(&v, "pingpong_timeouts"),
+            200,
+            "every ping answered or given up: {topology}: {v}"
+        );
+    }
+}
+
+#[test]
+fn a_count_not_reached_in_time_stops_at_the_limit_and_says_so() {
+    let _serial = serial();
+    let out = pktgen(&[
+        "--json",
+        "-",
+        "--topology",
+        "direct",
+        "--count",
+        "1000000000000",
+        "--duration",
+        "0.3",
+        "--rate",
+        "10000",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("--count"), "{stderr}");
+    assert!(stdout.contains("NOT reached"), "{stdout}");
+    let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    check(&v);
+    assert_eq!(v["count_reached"], false, "{v}");
+    assert!(u(&v, "tx_packets") < 1_000_000, "{v}");
+    let d = v["duration_s"].as_f64().unwrap();
+    assert!((0.3..3.0).contains(&d), "the limit is --duration: {v}");
+}
+
+#[test]
+fn without_count_the_count_keys_are_null() {
+    let v = run_json(&["--topology", "direct", "--duration", "0.2"]);
+    check(&v);
+    assert!(v["count"].is_null() && v["count_reached"].is_null(), "{v}");
+}
+
+#[test]
 fn pcap_and_json_files_are_written() {
     let dir = std::env::temp_dir().join(format!("pktgen-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -284,6 +418,15 @@ fn bad_flags_exit_non_zero_naming_the_flag() {
         (&["--burst", "0"], "--burst"),
         (&["--flows", "0", "--mcast-groups", "0"], "--flows"),
         (&["--no-such-flag"], "--no-such-flag"),
+        (&["--count", "0"], "--count"),
+        (&["--count", "-5"], "--count"),
+        (&["--count", "many"], "--count"),
+        (&["--count", "1.5"], "--count"),
+        (&["--count", "10000000000000"], "--count"),
+        (&["--count", "10", "--duration", "0"], "--duration"),
+        (&["--idle-sleep-us", "0"], "--idle-sleep-us"),
+        (&["--idle-sleep-us", "-3"], "--idle-sleep-us"),
+        (&["--idle-sleep-us", "2000000"], "--idle-sleep-us"),
     ];
     for (args, flag) in cases {
         let out = pktgen(args);

@@ -65,13 +65,39 @@ fn run(args: &Args) -> Result<(), report::ReportError> {
     for (case, v) in &r.instructions {
         let f = |k: &str| fmt_opt(v[k].as_f64());
         println!(
-            "  callgrind {case}: {} Ir per packet end to end (TX+fabric {}, forwarder {}, RX {}); all threads: {} per tx packet",
+            "  callgrind {case}, one run: {} Ir per packet end to end (TX+fabric {}, forwarder {}, RX {}); all threads: {} per tx packet",
             f("path_ir_per_packet"),
             f("tx_ir_per_packet"),
             f("fwd_core_ir_per_packet"),
             f("rx_ir_per_packet"),
             f("ir_per_tx_packet"),
         );
+        let m = &v["marginal"];
+        if m.is_object() {
+            let f = |k: &str| fmt_opt(m[k].as_f64());
+            let fwd = if m.get("fwd_core_ir_per_packet").is_some() {
+                format!(
+                    ", forwarder {} = NIC {} + controller {} + stack/ipoib-fwd {}, forwarder without the NIC {}, {} loop iterations per packet",
+                    f("fwd_core_ir_per_packet"),
+                    f("fwd_core_nic_ir_per_packet"),
+                    f("fwd_core_ctl_ir_per_packet"),
+                    f("fwd_core_rest_ir_per_packet"),
+                    f("fwd_core_ir_per_packet_excl_nic"),
+                    f("fwd_core_loop_iterations_per_packet"),
+                )
+            } else {
+                String::new()
+            };
+            println!(
+                "  callgrind {case}, marginal (--count {} -> {}): {} Ir per packet end to end (TX+fabric {}{fwd}, RX {}){}",
+                m["counts"][0],
+                m["counts"][1],
+                f("path_ir_per_packet"),
+                f("tx_ir_per_packet"),
+                f("rx_ir_per_packet"),
+                m["note"].as_str().map_or(String::new(), |n| format!("; not valid: {n}")),
+            );
+        }
     }
     for t in &r.targets {
         let met = match t.met() {
