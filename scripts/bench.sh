@@ -61,7 +61,7 @@ if [ ! -f apps/pktgen/Cargo.toml ]; then
     exit 3
 fi
 
-say "building release binaries (pktgen, kernel-udp, rejoin, bench-report)"
+say "building release binaries (pktgen, kernel-udp, rejoin, datapath-ir, bench-report)"
 if ! cargo build --release -q -p pktgen -p ibpoll-bench --bins; then
     echo "bench.sh: the build failed (pktgen or ibpoll-bench); no results written" >&2
     exit 3
@@ -194,6 +194,19 @@ if command -v valgrind >/dev/null 2>&1; then
             record callgrind "$topo" 64 32 "$k" "$o" ",\"callgrind\":\"callgrind.$topo.$k\""
         done
     done
+    # The data lcore's classify + resolve alone (no NIC, no loop): datapath-ir counts only
+    # its bursts (--toggle-collect), so Ir / packets is exact.
+    for c in unicast_1 unicast_8 mcast_4 mcast_32_of_10k; do
+        say "callgrind: datapath-ir --case $c (classify + resolve, 1000 bursts of 32)"
+        o="$tmp/dp_$c.out"
+        run_to "$o" valgrind --tool=callgrind --collect-atstart=no \
+            --toggle-collect='*Fixture*run_bursts*' \
+            --callgrind-out-file="$tmp/callgrind.datapath.$c" \
+            "$bin/datapath-ir" --case "$c" --bursts 1000
+        ir=$(awk '/^(summary|totals):/ {print $2; exit}' "$tmp/callgrind.datapath.$c")
+        line=$(grep '^{' "$o" | tail -n 1)
+        printf '%s\n' "${line%\}},\"ir\":$ir}" >> "$tmp/datapath_ir.jsonl"
+    done
 else
     say "valgrind not installed: no instruction counts"
 fi
@@ -202,6 +215,8 @@ fi
 if [ "$quick" = 0 ]; then
     say "criterion: crates/rcu benches/read.rs, qsbr/* (snapshot read)"
     run_to "$tmp/criterion.out" cargo bench -q -p ibpoll-rcu --bench read -- qsbr
+    say "criterion: bench/benches/datapath.rs (classify + resolve per burst of 32)"
+    run_to "$tmp/criterion_datapath.out" cargo bench -q -p ibpoll-bench --bench datapath
     snapshot_src="measured by this run"
 else
     snapshot_src="criterion's saved estimates (not re-run by --quick)"

@@ -872,6 +872,57 @@ pub fn snapshot_read(dir: &Path) -> Value {
     })
 }
 
+/// The data lcore's classify + resolve, without the NIC (`datapath-ir` under callgrind,
+/// `datapath_ir.jsonl` in `dir`: one `{"case","bursts","packets","ir"}` line per case;
+/// and criterion's `classify_resolve/<case>` estimates under `criterion`, ns per burst
+/// of 32). Null when neither is there.
+pub fn datapath(dir: &Path, criterion: Option<&Path>) -> Value {
+    let mut cases = Map::new();
+    if let Ok(text) = std::fs::read_to_string(dir.join("datapath_ir.jsonl")) {
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            let (Some(case), Some(ir), Some(packets)) = (
+                v["case"].as_str(),
+                v["ir"].as_f64(),
+                v["packets"].as_f64().filter(|&p| p > 0.0),
+            ) else {
+                continue;
+            };
+            cases.insert(
+                case.to_string(),
+                json!({"ir_per_packet": ir / packets, "packets": packets}),
+            );
+        }
+    }
+    if let Some(dir) = criterion {
+        for (case, entry) in cases.iter_mut() {
+            let p = dir
+                .join("classify_resolve")
+                .join(case)
+                .join("new")
+                .join("estimates.json");
+            let ns = std::fs::read_to_string(&p)
+                .ok()
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                .and_then(|v| v["median"]["point_estimate"].as_f64());
+            if let Some(ns) = ns {
+                entry["ns_per_packet"] = json!(ns / 32.0);
+            }
+        }
+    }
+    if cases.is_empty() {
+        return Value::Null;
+    }
+    json!({
+        "what": "a data lcore's classify + strip + resolve per packet against a real snapshot (10,000 groups, 8 neighbours), no NIC and no loop (bench/src/datapath.rs)",
+        "ir_source": "callgrind of datapath-ir --bursts 1000, only Fixture::run_bursts counted",
+        "ns_source": "criterion classify_resolve/<case> (median per burst of 32, divided by 32); a full run re-measures it",
+        "cases": cases,
+    })
+}
+
 /// `2026-11-27T23:13:00Z`.
 pub fn utc_text(t: std::time::SystemTime) -> String {
     let s = t
@@ -1198,6 +1249,8 @@ pub struct Report {
     /// By callgrind case (`direct`, `fwd`).
     pub instructions: BTreeMap<String, Value>,
     pub snapshot: Value,
+    /// Classify + resolve per packet ([`datapath`]).
+    pub datapath: Value,
     pub targets: Vec<Target>,
     /// Kernel ping-pong CDF (per-percentile median over the repetitions).
     pub kernel_cdf: Vec<(f64, f64)>,
@@ -1237,6 +1290,7 @@ pub fn build(dir: &Path, criterion: Option<&Path>) -> Result<Report, ReportError
         .map(|(case, runs)| (case, case_instructions(&runs)))
         .collect();
     let snapshot = criterion.map_or(Value::Null, snapshot_read);
+    let datapath = self::datapath(dir, criterion);
     let mut cdfs = Vec::new();
     for r in runs
         .iter()
@@ -1253,6 +1307,7 @@ pub fn build(dir: &Path, criterion: Option<&Path>) -> Result<Report, ReportError
         ratios,
         instructions,
         snapshot,
+        datapath,
         targets,
         kernel_cdf,
         meta,
@@ -1322,6 +1377,7 @@ impl Report {
             "instructions_per_packet": self.instructions,
             "rejoin": rejoin,
             "snapshot_read": self.snapshot,
+            "classify_resolve": self.datapath,
             "targets": self.targets.iter().map(Target::to_json).collect::<Vec<_>>(),
         })
     }
@@ -1516,6 +1572,19 @@ impl Report {
                 }
             }
         }
+        if let Some(cases) = self.datapath["cases"].as_object() {
+            s.push_str("\nClassify + resolve per packet, no NIC (datapath-ir under callgrind; criterion `classify_resolve/*`):\n\n| case | Ir / packet | ns / packet |\n| --- | ---: | ---: |\n");
+            for (case, v) in cases {
+                let _ = writeln!(
+                    s,
+                    "| {case} | {} | {} |",
+                    fmt_num(v["ir_per_packet"].as_f64()),
+                    v["ns_per_packet"]
+                        .as_f64()
+                        .map_or(String::from("-"), |ns| format!("{ns:.1}")),
+                );
+            }
+        }
         s.push_str("\nTargets (DESIGN.md):\n\n| target | measured | met |\n| --- | ---: | --- |\n");
         for t in &self.targets {
             let met = match t.met() {
@@ -1538,6 +1607,34 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn datapath_figures_per_packet_from_callgrind_and_criterion() {
+        let dir = std::env::temp_dir().join(format!("ibpoll-dp-{}", std::process::id()));
+        let crit = dir.join("criterion");
+        let est = crit.join("classify_resolve/unicast_1/new");
+        std::fs::create_dir_all(&est).unwrap();
+        std::fs::write(
+            dir.join("datapath_ir.jsonl"),
+            "{\"case\":\"unicast_1\",\"bursts\":1000,\"packets\":32000,\"ir\":3200000}\n\
+             {\"case\":\"mcast_4\",\"bursts\":10,\"packets\":320,\"ir\":48000}\n\
+             not json\n",
+        )
+        .unwrap();
+        std::fs::write(
+            est.join("estimates.json"),
+            "{\"median\":{\"point_estimate\":320.0}}",
+        )
+        .unwrap();
+        let v = datapath(&dir, Some(&crit));
+        assert_eq!(v["cases"]["unicast_1"]["ir_per_packet"], json!(100.0));
+        assert_eq!(v["cases"]["unicast_1"]["ns_per_packet"], json!(10.0));
+        assert_eq!(v["cases"]["mcast_4"]["ir_per_packet"], json!(150.0));
+        assert!(v["cases"]["mcast_4"].get("ns_per_packet").is_none());
+        assert_eq!(v["cases"].as_object().unwrap().len(), 2);
+        assert_eq!(datapath(&crit, None), Value::Null);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     /// A forwarder thread's callgrind output in the compressed form callgrind writes:
     /// the lcore loop calls rx_burst and tx_burst (the simulated NIC) and the
