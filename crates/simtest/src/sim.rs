@@ -14,11 +14,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use ibpoll_ctrl::{
     Controller, CtrlConfig, CtrlEvent, DataCore, FlushLevel, GroupAddr, GroupPhase, Poll, Request,
 };
-use ibpoll_dev::{Clock, Device, Nanos, Port, RxQueue, TxDesc, TxQueue, UdQpConfig, VirtualClock};
-use ibpoll_mem::{HugepagePolicy, Mbuf, Mempool, MempoolConfig};
+use ibpoll_dev::{Clock, Device, Nanos, Port, RxQueue, TxQueue, VirtualClock};
+use ibpoll_mem::{Mbuf, Mempool};
 use ibpoll_pmd_sim::{FabricConfig, FaultConfig, PortId, SimDevice, SimFabric};
+use ibpoll_testkit::data::{self, Direct, IpoibQp};
+use ibpoll_testkit::host::{assert_within, Net};
 use ibpoll_wire::ipoib::{self, EtherType};
-use ibpoll_wire::{Gid, IbMtu, Lid, PKey, QKey, Qpn};
+use ibpoll_wire::{Gid, IbMtu, Lid, PKey, Qpn};
 
 use crate::obs::{Obs, ObsPort};
 use crate::trace::Fnv;
@@ -149,6 +151,9 @@ pub struct Sim {
     seq: u32,
 }
 
+/// Descriptors per queue of a host's UD QP.
+const QP_RING_SIZE: u32 = 1024;
+
 fn lock(obs: &Mutex<Obs>) -> MutexGuard<'_, Obs> {
     obs.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -156,9 +161,7 @@ fn lock(obs: &Mutex<Obs>) -> MutexGuard<'_, Obs> {
 impl Sim {
     /// Builds the fabric and the hosts.
     pub fn new(cfg: SimConfig) -> Sim {
-        let clock = Arc::new(VirtualClock::new());
-        let fabric = SimFabric::new(FabricConfig {
-            clock: clock.clone(),
+        let Net { fabric, clock } = Net::with(FabricConfig {
             seed: cfg.seed,
             faults: cfg.faults,
             ..FabricConfig::default()
@@ -195,22 +198,19 @@ impl Sim {
         let h = lock(&self.obs).add_host(attr.gid);
         assert_eq!(h, index);
         let port: Arc<dyn Port> = Arc::new(ObsPort::new(raw, index, self.obs.clone()));
-        let pool = Mempool::new(MempoolConfig {
-            name: name.clone(),
-            n_bufs: self.cfg.pool_bufs,
-            data_room: 2048,
-            cache_size: 0,
-            hugepages: HugepagePolicy::Never,
-            ..MempoolConfig::default()
-        })
-        .expect("mempool");
+        let pool = data::pool(&name, self.cfg.pool_bufs);
         let ip = [10, 0, 0, index as u8 + 1];
         let cfg = CtrlConfig {
             ipv4: Some(ip),
             ..self.cfg.ctrl.clone()
         };
         let pkey_index = attr.pkey_index(cfg.pkey).expect("the partition");
-        let (qpn, ctl_tx, tx, rx) = make_qp(&port, pkey_index, &pool);
+        let IpoibQp {
+            qpn,
+            ctl_tx,
+            tx,
+            rx,
+        } = data::ipoib_qp(&*port, pkey_index, &pool, QP_RING_SIZE);
         let clock: Arc<dyn Clock> = self.clock.clone();
         let (ctl, cores) =
             Controller::new(cfg.clone(), port.clone(), qpn, ctl_tx, pool.clone(), clock)
@@ -362,19 +362,11 @@ impl Sim {
     fn packet(&mut self, h: usize) -> Option<Mbuf> {
         self.seq = self.seq.wrapping_add(1);
         let host = &mut self.hosts[h];
-        let Some(mut m) = host.pool.alloc() else {
+        let m = data::seq_packet(&host.pool, self.seq);
+        if m.is_none() {
             host.nombuf += 1;
-            return None;
-        };
-        let d = m.append(ipoib::HEADER_LEN + 4).expect("room");
-        ipoib::Repr {
-            ethertype: EtherType::IPV4,
         }
-        .emit(&mut ipoib::Packet::new_unchecked(
-            &mut d[..ipoib::HEADER_LEN],
-        ));
-        d[ipoib::HEADER_LEN..].copy_from_slice(&self.seq.to_be_bytes());
-        Some(m)
+        m
     }
 
     /// What data core `core` of host `h` does with a multicast packet: send it through
@@ -384,35 +376,10 @@ impl Sim {
         let mgid = self.mgid(g);
         self.known.insert(mgid);
         self.tag("mcast", h, mgid_low(&mgid) << 8 | core as u64);
-        let Some(m) = self.packet(h) else {
-            return false;
-        };
-        let host = &mut self.hosts[h];
-        let c = &mut host.cores[core];
-        let snap = c.reader.get();
-        if let Some(e) = snap.group(&mgid) {
-            e.mark_used();
-            let mut d = [TxDesc {
-                mbuf: Some(m),
-                ah: e.ah(),
-                remote_qpn: Qpn::MULTICAST,
-                remote_qkey: e.qkey,
-            }];
-            let n = host.tx.tx_burst(&mut d);
-            assert_eq!(n, 1, "the simulated send queue takes every packet");
-            host.sent_direct += 1;
-            return false;
-        }
-        match c.requests.send(Request::Mcast { group: g, mbuf: m }) {
-            Ok(()) => {
-                host.handed += 1;
-                true
-            }
-            Err(_) => {
-                host.ring_back += 1;
-                false
-            }
-        }
+        self.data_send(h, core, Direct::Group(&mgid), |mbuf| Request::Mcast {
+            group: g,
+            mbuf,
+        })
     }
 
     /// What data core `core` of host `h` does with a unicast packet to `ip`.
@@ -423,29 +390,36 @@ impl Sim {
             h,
             u64::from(u32::from_be_bytes(ip)) << 8 | core as u64,
         );
+        self.data_send(h, core, Direct::NextHop(&ip), |mbuf| Request::Resolve {
+            next_hop: ip,
+            mbuf,
+        })
+    }
+
+    /// A packet from data core `core` of host `h`: through its snapshot to `to` if it
+    /// is there, else to the control core as `request`. Returns whether the control
+    /// core got it.
+    fn data_send(
+        &mut self,
+        h: usize,
+        core: usize,
+        to: Direct<'_>,
+        request: impl FnOnce(Mbuf) -> Request,
+    ) -> bool {
         let Some(m) = self.packet(h) else {
             return false;
         };
         let host = &mut self.hosts[h];
         let c = &mut host.cores[core];
-        let snap = c.reader.get();
-        if let Some(n) = snap.neighbour(&ip) {
-            n.mark_used();
-            let mut d = [TxDesc {
-                mbuf: Some(m),
-                ah: n.ah(),
-                remote_qpn: n.qpn(),
-                remote_qkey: n.qkey,
-            }];
-            let sent = host.tx.tx_burst(&mut d);
-            assert_eq!(sent, 1, "the simulated send queue takes every packet");
-            host.sent_direct += 1;
-            return false;
-        }
-        match c.requests.send(Request::Resolve {
-            next_hop: ip,
-            mbuf: m,
-        }) {
+        let m = match data::send_direct(c, &mut *host.tx, to, m) {
+            Ok(sent) => {
+                assert_eq!(sent, 1, "the simulated send queue takes every packet");
+                host.sent_direct += 1;
+                return false;
+            }
+            Err(m) => m,
+        };
+        match c.requests.send(request(m)) {
             Ok(()) => {
                 host.handed += 1;
                 true
@@ -499,11 +473,7 @@ impl Sim {
             if done(self) {
                 return self.now().saturating_sub(start);
             }
-            assert!(
-                self.now().saturating_sub(start) < max,
-                "condition not reached within {:?}",
-                max.as_duration()
-            );
+            assert_within(start, self.now(), max);
             self.step(dt);
         }
     }
@@ -540,30 +510,14 @@ impl Sim {
     /// IPv4 counted, our own looped-back multicast dropped.
     fn drain_rx(&mut self, h: usize) {
         let host = &mut self.hosts[h];
-        let mut pkts: [Option<Mbuf>; 32] = Default::default();
-        loop {
-            let n = host.rx.rx_burst(&mut pkts);
-            if n == 0 {
-                break;
+        data::drain_rx(&mut *host.rx, host.qpn, |ethertype, m| {
+            if ethertype == EtherType::ARP {
+                let sent = host.cores[0].requests.send(Request::Arp { mbuf: m });
+                host.arp_handed += u64::from(sent.is_ok());
+            } else {
+                host.received += 1;
             }
-            for slot in &mut pkts[..n] {
-                let m = slot.take().expect("filled");
-                if m.meta().src_qpn == host.qpn.get() {
-                    continue;
-                }
-                let Ok(p) = ipoib::Packet::new_checked(m.data()) else {
-                    continue;
-                };
-                match ipoib::Repr::parse(&p).map(|r| r.ethertype) {
-                    Ok(EtherType::ARP) => {
-                        let sent = host.cores[0].requests.send(Request::Arp { mbuf: m });
-                        host.arp_handed += u64::from(sent.is_ok());
-                    }
-                    Ok(EtherType::IPV4) => host.received += 1,
-                    _ => {}
-                }
-            }
-        }
+        });
     }
 
     fn on_event(&mut self, h: usize, ev: CtrlEvent) {
@@ -593,11 +547,11 @@ impl Sim {
                     attached.is_empty(),
                     "host {h}: QP {old:?} rebuilt while still attached to {attached:?}"
                 );
-                let (qpn, ctl_tx, tx, rx) = make_qp(&host.port, pkey_index, &host.pool);
-                host.ctl.replace_qp(qpn, ctl_tx);
-                host.qpn = qpn;
-                host.tx = tx;
-                host.rx = rx;
+                let qp = data::ipoib_qp(&*host.port, pkey_index, &host.pool, QP_RING_SIZE);
+                host.ctl.replace_qp(qp.qpn, qp.ctl_tx);
+                host.qpn = qp.qpn;
+                host.tx = qp.tx;
+                host.rx = qp.rx;
             }
         }
     }
@@ -849,24 +803,4 @@ impl Sim {
 
 fn mgid_low(g: &Gid) -> u64 {
     u64::from_be_bytes(g.0[8..16].try_into().expect("8 bytes"))
-}
-
-type Queues = (Qpn, Box<dyn TxQueue>, Box<dyn TxQueue>, Box<dyn RxQueue>);
-
-fn make_qp(port: &Arc<dyn Port>, pkey_index: u16, pool: &Mempool) -> Queues {
-    let mut qp = port
-        .create_ud_qp(&UdQpConfig {
-            pkey_index,
-            qkey: QKey::IPOIB_DEFAULT,
-            rx_queues: 1,
-            tx_queues: 2,
-            rx_ring_size: 1024,
-            tx_ring_size: 1024,
-            pool: pool.clone(),
-        })
-        .expect("UD QP");
-    let ctl_tx = qp.tx.pop().expect("tx");
-    let tx = qp.tx.pop().expect("tx");
-    let rx = qp.rx.pop().expect("rx");
-    (qp.qpn, ctl_tx, tx, rx)
 }

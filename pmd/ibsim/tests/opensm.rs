@@ -25,6 +25,7 @@
 
 use std::fmt::Write as _;
 use std::io::Read as _;
+use std::ops::{Deref, DerefMut};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::PathBuf;
@@ -32,20 +33,19 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ibpoll_ctrl::{Controller, CtrlConfig, DataCore, GroupAddr, GroupPhase, Poll, Request};
-use ibpoll_dev::{
-    Clock, Device, Mad, MadChannel, MonotonicClock, Port, RxQueue, TxDesc, TxQueue, UdQpConfig,
-};
-use ibpoll_mem::{HugepagePolicy, Mbuf, Mempool, MempoolConfig};
+use ibpoll_ctrl::{CtrlConfig, GroupAddr, GroupPhase, Request};
+use ibpoll_dev::{Clock, Device, Mad, MadChannel, MonotonicClock, Port};
 use ibpoll_pmd_ibsim::{Error, HybridFabric, HybridPort, IbsimMadChannel, IbsimPort};
 use ibpoll_pmd_sim::sa::{PathEnd, Requester, SaConfig, SubnetAdmin};
-use ibpoll_pmd_sim::{FabricConfig, SimFabric};
-use ibpoll_wire::ipoib::{self, broadcast_mgid, ipv4_mcast_mgid, EtherType, McastScope};
+use ibpoll_pmd_sim::{FabricConfig, SimDevice, SimFabric};
+use ibpoll_testkit as testkit;
+use ibpoll_testkit::data::{send_direct, Direct};
+use ibpoll_wire::ipoib::{broadcast_mgid, ipv4_mcast_mgid, McastScope};
 use ibpoll_wire::mad::{Method, Status};
 use ibpoll_wire::mcmember::{self, mask as mcm, JoinState};
 use ibpoll_wire::path_record::{self, mask as prm};
 use ibpoll_wire::sa::{Attribute, ComponentMask, SaMad, Selector};
-use ibpoll_wire::{Gid, IbMtu, Lid, PKey, QKey, Qpn};
+use ibpoll_wire::{Gid, IbMtu, Lid, PKey, QKey};
 
 /// One ibsim fabric at a time in this process.
 static FABRIC: Mutex<()> = Mutex::new(());
@@ -1012,126 +1012,49 @@ Hca 1 "hostB"
 /// One IPoIB interface run by the real controller on a [`HybridPort`]: its SA is
 /// OpenSM, its packets travel on the simulated fabric. The test plays its data core.
 struct CtlHost {
-    name: &'static str,
     ip: [u8; 4],
     port: Arc<HybridPort>,
-    gid: Gid,
-    qpn: Qpn,
-    ctl: Controller,
-    cores: Vec<DataCore>,
-    rx: Box<dyn RxQueue>,
-    /// The data core's own send queue.
-    tx: Box<dyn TxQueue>,
-    pool: Mempool,
-    /// Sequence numbers of the IPv4 packets received (own looped-back ones excluded).
-    received: Vec<u32>,
+    host: testkit::CtlHost,
+}
+
+impl Deref for CtlHost {
+    type Target = testkit::CtlHost;
+
+    fn deref(&self) -> &testkit::CtlHost {
+        &self.host
+    }
+}
+
+impl DerefMut for CtlHost {
+    fn deref_mut(&mut self) -> &mut testkit::CtlHost {
+        &mut self.host
+    }
 }
 
 impl CtlHost {
-    fn new(name: &'static str, ip: [u8; 4], port: Arc<HybridPort>, clock: Arc<dyn Clock>) -> Self {
-        let pool = Mempool::new(MempoolConfig {
-            name: format!("ctl-{name}"),
-            n_bufs: 1024,
-            data_room: 2048,
-            cache_size: 0,
-            hugepages: HugepagePolicy::Never,
-            ..MempoolConfig::default()
-        })
-        .expect("mempool");
-        let sim_attr = port.sim_port().attr();
-        let mut qp = port
-            .create_ud_qp(&UdQpConfig {
-                pkey_index: sim_attr
-                    .pkey_index(PKey::DEFAULT)
-                    .expect("the simulated port is in the default partition"),
-                qkey: QKey::IPOIB_DEFAULT,
-                rx_queues: 1,
-                tx_queues: 2,
-                rx_ring_size: 256,
-                tx_ring_size: 256,
-                pool: pool.clone(),
-            })
-            .expect("UD QP on the simulated port");
-        let ctl_tx = qp.tx.pop().expect("two send queues");
-        let tx = qp.tx.pop().expect("two send queues");
-        let rx = qp.rx.pop().expect("one receive queue");
+    /// The interface `name` with address `ip` on `port`, whose data side is port 1 of
+    /// the simulated node `dev`.
+    fn new(
+        name: &'static str,
+        ip: [u8; 4],
+        dev: &SimDevice,
+        port: Arc<HybridPort>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let pool = testkit::pool(&format!("ctl-{name}"), 1024);
+        let pkey_index = port
+            .sim_port()
+            .attr()
+            .pkey_index(PKey::DEFAULT)
+            .expect("the simulated port is in the default partition");
+        let qp = testkit::ipoib_qp(&*port, pkey_index, &pool, 256);
         let cfg = CtrlConfig {
             ipv4: Some(ip),
             ..CtrlConfig::default()
         };
-        let dyn_port: Arc<dyn Port> = port.clone();
-        let (ctl, cores) = Controller::new(cfg, dyn_port, qp.qpn, ctl_tx, pool.clone(), clock)
-            .unwrap_or_else(|e| panic!("{name}: controller: {e}"));
-        CtlHost {
-            name,
-            ip,
-            gid: port.attr().gid,
-            port,
-            qpn: qp.qpn,
-            ctl,
-            cores,
-            rx,
-            tx,
-            pool,
-            received: Vec::new(),
-        }
-    }
-
-    /// Polls the controller until idle (bounded), lets the data core pass a quiescent
-    /// point, and drains the receive queue as the data core would: ARP to the
-    /// controller, IPv4 sequence numbers into `received`.
-    fn step(&mut self) {
-        for _ in 0..64 {
-            if self.ctl.poll() == Poll::Idle {
-                break;
-            }
-        }
-        for c in &mut self.cores {
-            c.reader.quiescent();
-        }
-        let mut pkts: [Option<Mbuf>; 32] = Default::default();
-        loop {
-            let n = self.rx.rx_burst(&mut pkts);
-            if n == 0 {
-                return;
-            }
-            for slot in &mut pkts[..n] {
-                let m = slot.take().expect("filled");
-                if m.meta().src_qpn == self.qpn.get() {
-                    continue;
-                }
-                let Ok(h) = ipoib::Packet::new_checked(m.data()) else {
-                    continue;
-                };
-                match ipoib::Repr::parse(&h).map(|r| r.ethertype) {
-                    Ok(EtherType::ARP) => {
-                        let _ = self.cores[0].requests.send(Request::Arp { mbuf: m });
-                    }
-                    Ok(EtherType::IPV4) => {
-                        let p = h.payload();
-                        if p.len() >= 4 {
-                            self.received
-                                .push(u32::from_be_bytes([p[0], p[1], p[2], p[3]]));
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
-
-    /// A packet: IPoIB header (IPv4) and a 4-byte sequence number.
-    fn packet(&self, seq: u32) -> Mbuf {
-        let mut m = self.pool.alloc().expect("buffer");
-        let d = m.append(ipoib::HEADER_LEN + 4).expect("room");
-        ipoib::Repr {
-            ethertype: EtherType::IPV4,
-        }
-        .emit(&mut ipoib::Packet::new_unchecked(
-            &mut d[..ipoib::HEADER_LEN],
-        ));
-        d[ipoib::HEADER_LEN..].copy_from_slice(&seq.to_be_bytes());
-        m
+        let host =
+            testkit::CtlHost::on_port(name, dev.port_id(1), port.clone(), qp, cfg, pool, clock);
+        CtlHost { ip, port, host }
     }
 
     /// Hands a request to the controller, as the data core does.
@@ -1146,15 +1069,10 @@ impl CtlHost {
     /// Joined there).
     fn send_mcast(&mut self, mgid: Gid, seq: u32) {
         let m = self.packet(seq);
-        let snap = self.cores[0].reader.get();
-        let e = snap.group(&mgid).expect("the group is in the snapshot");
-        let mut d = [TxDesc {
-            mbuf: Some(m),
-            ah: e.ah(),
-            remote_qpn: Qpn::MULTICAST,
-            remote_qkey: e.qkey,
-        }];
-        assert_eq!(self.tx.tx_burst(&mut d), 1, "{}: multicast send", self.name);
+        let h = &mut self.host;
+        let sent = send_direct(&h.cores[0], &mut *h.tx, Direct::Group(&mgid), m)
+            .unwrap_or_else(|_| panic!("{}: the group is in the snapshot", h.name));
+        assert_eq!(sent, 1, "{}: multicast send", h.name);
     }
 
     fn describe(&self) -> String {
@@ -1295,8 +1213,14 @@ fn opensm_answers_the_real_controller() {
     assert_eq!(attr_a.gid, sim_a.gid, "the two sides are the same port");
 
     let clock: Arc<dyn Clock> = Arc::new(MonotonicClock::new());
-    let mut ha = CtlHost::new("hostA", [10, 0, 0, 1], port_a.clone(), clock.clone());
-    let mut hb = CtlHost::new("hostB", [10, 0, 0, 2], port_b.clone(), clock);
+    let mut ha = CtlHost::new(
+        "hostA",
+        [10, 0, 0, 1],
+        &dev_a,
+        port_a.clone(),
+        clock.clone(),
+    );
+    let mut hb = CtlHost::new("hostB", [10, 0, 0, 2], &dev_b, port_b.clone(), clock);
     ha.ctl.set_admin_up(true);
     hb.ctl.set_admin_up(true);
 

@@ -3,20 +3,17 @@
 #![allow(dead_code)]
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ibpoll::{App, Dest, IdlePolicy, LcoreCtx, Stack, StackBuilder, TxBuffer};
+use ibpoll::{App, Dest, LcoreCtx, StackBuilder, TxBuffer};
 use ibpoll_dev::Counter;
 use ibpoll_mem::Mbuf;
 use ibpoll_pmd_sim::{FabricConfig, SimFabric};
-use ibpoll_wire::IbMtu;
+use ibpoll_testkit::stack;
 
 /// The tests share 2 CPUs: run them one at a time.
-pub fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
+pub use ibpoll_testkit::serial;
 
 pub fn fabric() -> SimFabric {
     SimFabric::new(FabricConfig::default())
@@ -32,21 +29,10 @@ pub fn host(fabric: &SimFabric, name: &str, ip: [u8; 4], cpu: usize) -> StackBui
     let cpus = core_affinity::get_core_ids()
         .map(|v| v.into_iter().map(|c| c.id).collect::<Vec<_>>())
         .unwrap_or_else(|| vec![0]);
-    Stack::builder()
-        .name(name)
-        .fabric(fabric, name)
+    stack::small(fabric, name)
         .ipv4(ip)
-        .data_cores(1)
         .cpus(vec![cpus[cpu % cpus.len()]])
-        .mtu(IbMtu::Mtu2048)
-        .pool_size(4096)
         .pool_cache(64)
-        .rx_ring_size(1024)
-        .tx_ring_size(256)
-        .idle(IdlePolicy::Sleep {
-            after: 64,
-            sleep: Duration::from_micros(200),
-        })
         .stop_timeout(Duration::from_secs(30))
 }
 
@@ -192,15 +178,8 @@ impl App for TestApp {
 }
 
 /// Polls `cond` every 5 ms until it holds; panics with `what` after `timeout`.
-pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+pub fn wait_for(what: &str, timeout: Duration, cond: impl FnMut() -> bool) {
+    stack::wait_for_every(what, timeout, Duration::from_millis(5), cond);
 }
 
 /// Waits until `value` has not changed for `quiet`.
@@ -221,35 +200,11 @@ pub fn settle(mut value: impl FnMut() -> u64, quiet: Duration, timeout: Duration
 
 pub const T: Duration = Duration::from_secs(30);
 
-/// The per-lcore conservation laws of `LcoreCounters`, for a stopped stack.
+/// The per-lcore conservation laws of `LcoreCounters`, for a stopped stack: receive and
+/// send, and every burst the driver consumed was sent or counted as an error.
 pub fn assert_conserved(r: &ibpoll::StopReport) {
+    stack::assert_conserved(r);
     for (i, s) in r.lcores.iter().enumerate() {
-        assert_eq!(
-            s.rx_packets,
-            s.rx_loopback
-                + s.rx_malformed
-                + s.rx_unknown_ethertype
-                + s.rx_arp
-                + s.rx_ctrl_full
-                + s.app_rx
-                + s.stop_dropped_rx,
-            "lcore {i}: receive counters do not add up: {s:?}"
-        );
-        assert_eq!(
-            s.app_tx,
-            s.tx_burst_consumed
-                + s.to_ctrl_resolve
-                + s.to_ctrl_mcast
-                + s.tx_link_down
-                + s.tx_too_long
-                + s.tx_malformed
-                + s.tx_no_iface
-                + s.tx_ctrl_full
-                + s.tx_full
-                + s.stop_dropped_tx
-                + s.tx_buffer_full,
-            "lcore {i}: send counters do not add up: {s:?}"
-        );
         assert_eq!(
             s.tx_burst_consumed,
             s.driver_tx_packets + s.driver_tx_errors,

@@ -170,34 +170,34 @@ impl Host {
 
     /// An address handle to a unicast LID, without global routing.
     pub fn ah(&self, dlid: Lid) -> AddressHandle {
-        self.port
-            .create_ah(&AhAttr {
-                dlid,
-                sl: 0,
-                src_path_bits: 0,
-                static_rate: ibpoll_wire::Rate::GBPS_10,
-                grh: None,
-            })
-            .expect("unicast address handle")
+        self.unicast_ah(dlid, None)
     }
 
     /// An address handle to a unicast LID with a GRH towards `dgid`.
     pub fn ah_global(&self, dlid: Lid, dgid: Gid) -> AddressHandle {
+        self.unicast_ah(
+            dlid,
+            Some(GrhAttr {
+                dgid,
+                flow_label: 0x12345,
+                sgid_index: 0,
+                hop_limit: 7,
+                traffic_class: 0x20,
+            }),
+        )
+    }
+
+    /// An address handle to a unicast LID on SL 0 at 10 Gb/s, with `grh` if given.
+    fn unicast_ah(&self, dlid: Lid, grh: Option<GrhAttr>) -> AddressHandle {
         self.port
             .create_ah(&AhAttr {
                 dlid,
                 sl: 0,
                 src_path_bits: 0,
                 static_rate: ibpoll_wire::Rate::GBPS_10,
-                grh: Some(GrhAttr {
-                    dgid,
-                    flow_label: 0x12345,
-                    sgid_index: 0,
-                    hop_limit: 7,
-                    traffic_class: 0x20,
-                }),
+                grh,
             })
-            .expect("globally routed address handle")
+            .expect("unicast address handle")
     }
 
     /// An address handle to a group, from the group's MCMemberRecord.

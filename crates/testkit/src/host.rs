@@ -1,0 +1,252 @@
+//! An IPoIB host running the real controller, and a simulated fabric in virtual time
+//! that drives such hosts.
+
+use std::sync::Arc;
+
+use ibpoll_ctrl::{Controller, CtrlConfig, DataCore, GroupAddr, Poll, Request};
+use ibpoll_dev::{Clock, Device, Nanos, Port, RxQueue, TxQueue, VirtualClock};
+use ibpoll_mem::{Mbuf, Mempool};
+use ibpoll_pmd_sim::{FabricConfig, FaultConfig, PortId, SimFabric};
+use ibpoll_wire::ipoib::EtherType;
+use ibpoll_wire::{arp, Gid, PKey, Qpn};
+
+use crate::data::{self, Direct, IpoibQp};
+
+/// A simulated fabric whose time is a [`VirtualClock`]: nothing moves unless the test
+/// advances it.
+#[derive(Debug)]
+pub struct Net {
+    /// The fabric.
+    pub fabric: SimFabric,
+    /// Its clock.
+    pub clock: Arc<VirtualClock>,
+}
+
+impl Net {
+    /// A default fabric with `faults`.
+    pub fn new(faults: FaultConfig) -> Net {
+        Net::with(FabricConfig {
+            faults,
+            ..FabricConfig::default()
+        })
+    }
+
+    /// A fabric made from `cfg`, its clock a fresh virtual clock at zero.
+    pub fn with(cfg: FabricConfig) -> Net {
+        let clock = Arc::new(VirtualClock::new());
+        let fabric = SimFabric::new(FabricConfig {
+            clock: clock.clone(),
+            ..cfg
+        });
+        Net { fabric, clock }
+    }
+
+    /// Virtual time now.
+    pub fn now(&self) -> Nanos {
+        self.clock.now()
+    }
+
+    /// The memberships the SA holds for `gid`.
+    pub fn memberships(&self, gid: &Gid) -> Vec<(Gid, ibpoll_wire::mcmember::JoinState)> {
+        self.fabric.with_sa(|sa| sa.memberships_of(gid).collect())
+    }
+}
+
+/// One IPoIB host: a controller, its data-core handles, and the data cores' queues,
+/// which the test reads and writes as the data cores would.
+#[derive(Debug)]
+pub struct CtlHost {
+    /// For messages.
+    pub name: &'static str,
+    /// Its port on the simulated fabric (for the fabric's port controls).
+    pub port_id: PortId,
+    /// Its port GID.
+    pub gid: Gid,
+    /// The UD QP's number.
+    pub qpn: Qpn,
+    /// The controller.
+    pub ctl: Controller,
+    /// Data-core handles.
+    pub cores: Vec<DataCore>,
+    /// The data cores' receive queue.
+    pub rx: Box<dyn RxQueue>,
+    /// A data core's own send queue (for sends through the snapshot).
+    pub tx: Box<dyn TxQueue>,
+    /// The buffer pool.
+    pub pool: Mempool,
+    /// IPv4 payload sequence numbers received (looped-back own packets excluded).
+    pub received: Vec<u32>,
+    /// ARP packets seen on the receive queue.
+    pub arp_seen: Vec<arp::Repr>,
+}
+
+impl CtlHost {
+    /// A host on a new node `name` of `net`, in the default partition, with a pool of
+    /// 4096 buffers.
+    pub fn new(net: &Net, name: &'static str, cfg: CtrlConfig) -> CtlHost {
+        CtlHost::with_pool(net, name, cfg, 4096)
+    }
+
+    /// Like [`CtlHost::new`], with a pool of `n_bufs` buffers.
+    pub fn with_pool(net: &Net, name: &'static str, cfg: CtrlConfig, n_bufs: u32) -> CtlHost {
+        let dev = net.fabric.add_node(name, 1);
+        let port = dev.open_port(1).expect("port");
+        let pkey_index = port
+            .attr()
+            .pkey_index(PKey::DEFAULT)
+            .expect("default partition");
+        let pool = data::pool(name, n_bufs);
+        let qp = data::ipoib_qp(&*port, pkey_index, &pool, 1024);
+        let clock: Arc<dyn Clock> = net.clock.clone();
+        CtlHost::on_port(name, dev.port_id(1), port, qp, cfg, pool, clock)
+    }
+
+    /// A host whose controller runs on `port` (`port_id` on the simulated fabric) with
+    /// `qp` (made on `port`, receiving into `pool`) and time from `clock`.
+    pub fn on_port(
+        name: &'static str,
+        port_id: PortId,
+        port: Arc<dyn Port>,
+        qp: IpoibQp,
+        cfg: CtrlConfig,
+        pool: Mempool,
+        clock: Arc<dyn Clock>,
+    ) -> CtlHost {
+        let gid = port.attr().gid;
+        let (ctl, cores) = Controller::new(cfg, port, qp.qpn, qp.ctl_tx, pool.clone(), clock)
+            .unwrap_or_else(|e| panic!("{name}: controller: {e}"));
+        CtlHost {
+            name,
+            port_id,
+            gid,
+            qpn: qp.qpn,
+            ctl,
+            cores,
+            rx: qp.rx,
+            tx: qp.tx,
+            pool,
+            received: Vec::new(),
+            arp_seen: Vec::new(),
+        }
+    }
+
+    /// Polls the controller until it is idle (bounded), lets every data core pass a
+    /// quiescent point, and drains the receive queue like a data core: ARP to the
+    /// controller, IPv4 sequence numbers into `received`.
+    pub fn step(&mut self) {
+        for _ in 0..64 {
+            if self.ctl.poll() == Poll::Idle {
+                break;
+            }
+        }
+        for c in &mut self.cores {
+            c.reader.quiescent();
+        }
+        self.drain_rx();
+    }
+
+    /// The receive half of [`CtlHost::step`].
+    pub fn drain_rx(&mut self) {
+        data::drain_rx(&mut *self.rx, self.qpn, |t, m| {
+            if t == EtherType::ARP {
+                if let Ok(a) =
+                    arp::Packet::new_checked(data::payload(&m)).and_then(|p| arp::Repr::parse(&p))
+                {
+                    self.arp_seen.push(a);
+                }
+                let _ = self.cores[0].requests.send(Request::Arp { mbuf: m });
+            } else if let Some(seq) = data::seq_of(&m) {
+                self.received.push(seq);
+            }
+        });
+    }
+
+    /// A packet: IPoIB header (IPv4) and a 4-byte sequence number.
+    pub fn packet(&self, seq: u32) -> Mbuf {
+        data::seq_packet(&self.pool, seq).expect("buffer")
+    }
+
+    /// What a data core does with a multicast packet: send it through the snapshot if
+    /// the group is Joined there, else hand it to the control core.
+    pub fn data_send_mcast(&mut self, core: usize, group: GroupAddr, seq: u32) -> bool {
+        let mgid = match group {
+            GroupAddr::Mgid(g) => g,
+            GroupAddr::Ipv4(ip) => self.cores[core].reader.get().ipv4_mgid(ip),
+        };
+        self.data_send(core, Direct::Group(&mgid), seq, |mbuf| Request::Mcast {
+            group,
+            mbuf,
+        })
+    }
+
+    /// What a data core does with a unicast packet to `ip`.
+    pub fn data_send_unicast(&mut self, core: usize, ip: [u8; 4], seq: u32) -> bool {
+        self.data_send(core, Direct::NextHop(&ip), seq, |mbuf| Request::Resolve {
+            next_hop: ip,
+            mbuf,
+        })
+    }
+
+    /// Packet `seq` from data core `core`: through the snapshot to `to` if it is there,
+    /// else to the control core as `request`. Whether it was sent or handed over.
+    fn data_send(
+        &mut self,
+        core: usize,
+        to: Direct<'_>,
+        seq: u32,
+        request: impl FnOnce(Mbuf) -> Request,
+    ) -> bool {
+        let m = self.packet(seq);
+        let c = &mut self.cores[core];
+        match data::send_direct(c, &mut *self.tx, to, m) {
+            Ok(sent) => sent == 1,
+            Err(m) => c.requests.send(request(m)).is_ok(),
+        }
+    }
+}
+
+/// Advances virtual time by `step` at a time for `dur`, stepping every host each time.
+pub fn run(net: &Net, hosts: &mut [&mut CtlHost], dur: Nanos, step: Nanos) {
+    let end = net.now().saturating_add(dur);
+    while net.now() < end {
+        for h in hosts.iter_mut() {
+            h.step();
+        }
+        net.clock.advance(step);
+    }
+    for h in hosts.iter_mut() {
+        h.step();
+    }
+}
+
+/// Like [`run`], stopping as soon as `done` holds (checked after every step); returns
+/// the virtual time it took, or panics after `max`.
+pub fn run_until(
+    net: &Net,
+    hosts: &mut [&mut CtlHost],
+    max: Nanos,
+    step: Nanos,
+    mut done: impl FnMut(&mut [&mut CtlHost]) -> bool,
+) -> Nanos {
+    let start = net.now();
+    loop {
+        for h in hosts.iter_mut() {
+            h.step();
+        }
+        if done(hosts) {
+            return net.now().saturating_sub(start);
+        }
+        assert_within(start, net.now(), max);
+        net.clock.advance(step);
+    }
+}
+
+/// The deadline of a run that waits for a condition in virtual time: panics once `max`
+/// has passed between `start` and `now`.
+pub fn assert_within(start: Nanos, now: Nanos, max: Nanos) {
+    assert!(
+        now.saturating_sub(start) < max,
+        "condition not reached within {:?}",
+        max.as_duration()
+    );
+}
