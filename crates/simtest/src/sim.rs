@@ -539,19 +539,17 @@ impl Sim {
             ),
             CtrlEvent::LinkDown => {}
             CtrlEvent::RebuildQp { pkey_index } => {
-                // What the stack does: a new QP with the new P_Key index; the old one
-                // goes when its last queue does. Its attachments must be gone already.
-                let old = host.qpn;
-                let attached: Vec<_> = lock(&self.obs).attached_of(h, old);
+                // What the stack does: the QP moves to the new P_Key index in place
+                // (same QPN, same queues). Its attachments must be gone already.
+                let qpn = host.qpn;
+                let attached: Vec<_> = lock(&self.obs).attached_of(h, qpn);
                 assert!(
                     attached.is_empty(),
-                    "host {h}: QP {old:?} rebuilt while still attached to {attached:?}"
+                    "host {h}: QP {qpn:?} moved to P_Key index {pkey_index} while still attached to {attached:?}"
                 );
-                let qp = data::ipoib_qp(&*host.port, pkey_index, &host.pool, QP_RING_SIZE);
-                host.ctl.replace_qp(qp.qpn, qp.ctl_tx);
-                host.qpn = qp.qpn;
-                host.tx = qp.tx;
-                host.rx = qp.rx;
+                host.port
+                    .set_qp_pkey_index(qpn, pkey_index)
+                    .unwrap_or_else(|e| panic!("host {h}: {e}"));
             }
         }
     }
