@@ -9,7 +9,6 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use ibpoll::Dest;
 use ibpoll_wire::PKey;
 
 const A_IP: [u8; 4] = [10, 0, 0, 1];
@@ -24,24 +23,11 @@ fn the_qp_follows_its_partition_to_a_new_pkey_index() {
     let pa = Arc::new(Probe::default());
     let pb = Arc::new(Probe::default());
     // Each sender keeps at most 256 datagrams in flight: no receive ring overflows.
-    let a = {
-        let (p, peer) = (pa.clone(), pb.clone());
-        host(&fabric, "a", A_IP, 0)
-            .device(dev_a.clone(), 1)
-            .clock(fabric.clock())
-            .start(move |_| {
-                TestApp::new(p.clone(), A_IP, B_IP, Some(Dest::NextHop(B_IP))).window(&peer, 256)
-            })
-            .expect("stack a")
-    };
-    let b = {
-        let (p, peer) = (pb.clone(), pa.clone());
-        host(&fabric, "b", B_IP, 1)
-            .start(move |_| {
-                TestApp::new(p.clone(), B_IP, A_IP, Some(Dest::NextHop(A_IP))).window(&peer, 256)
-            })
-            .expect("stack b")
-    };
+    let a_host = host(&fabric, "a", A_IP, 0)
+        .device(dev_a.clone(), 1)
+        .clock(fabric.clock());
+    let a = start_unicast(a_host, &pa, &pb, (A_IP, B_IP), 256);
+    let b = start_unicast(host(&fabric, "b", B_IP, 1), &pb, &pa, (B_IP, A_IP), 256);
     assert!(a.wait_link_up(T).unwrap() && b.wait_link_up(T).unwrap());
     let qpn = a.qpn();
     send(&pa, &pb, 500, "a to b");

@@ -24,22 +24,8 @@ fn unicast_with_arp_and_path_resolution_on_first_contact() {
     let pb = Arc::new(Probe::default());
     // Each sender keeps at most 256 datagrams in flight, so no receive ring overflows
     // and every count is exact.
-    let a = {
-        let (p, peer) = (pa.clone(), pb.clone());
-        host(&fabric, "a", A_IP, 0)
-            .start(move |_| {
-                TestApp::new(p.clone(), A_IP, B_IP, Some(Dest::NextHop(B_IP))).window(&peer, 256)
-            })
-            .expect("stack a")
-    };
-    let b = {
-        let (p, peer) = (pb.clone(), pa.clone());
-        host(&fabric, "b", B_IP, 1)
-            .start(move |_| {
-                TestApp::new(p.clone(), B_IP, A_IP, Some(Dest::NextHop(A_IP))).window(&peer, 256)
-            })
-            .expect("stack b")
-    };
+    let a = start_unicast(host(&fabric, "a", A_IP, 0), &pa, &pb, (A_IP, B_IP), 256);
+    let b = start_unicast(host(&fabric, "b", B_IP, 1), &pb, &pa, (B_IP, A_IP), 256);
     assert!(a.wait_link_up(T).unwrap(), "a: link never came up");
     assert!(b.wait_link_up(T).unwrap(), "b: link never came up");
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ibpoll::{App, Dest, LcoreCtx, StackBuilder, TxBuffer};
+use ibpoll::{App, Dest, LcoreCtx, Stack, StackBuilder, TxBuffer};
 use ibpoll_dev::Counter;
 use ibpoll_mem::Mbuf;
 use ibpoll_pmd_sim::{FabricConfig, SimFabric};
@@ -178,6 +178,25 @@ impl App for TestApp {
 }
 
 /// Polls `cond` every 5 ms until it holds; panics with `what` after `timeout`.
+/// Starts `builder` with a [`TestApp`] per lcore that sends unicast datagrams from `src`
+/// to `dst` (its next hop) into `probe`, keeping at most `window` of them in flight
+/// towards `peer` (the other side's probe): so no receive ring overflows and every count
+/// is exact.
+pub fn start_unicast(
+    builder: StackBuilder,
+    probe: &Arc<Probe>,
+    peer: &Arc<Probe>,
+    (src, dst): ([u8; 4], [u8; 4]),
+    window: u64,
+) -> Stack {
+    let (p, peer) = (probe.clone(), peer.clone());
+    builder
+        .start(move |_| {
+            TestApp::new(p.clone(), src, dst, Some(Dest::NextHop(dst))).window(&peer, window)
+        })
+        .expect("the stack starts")
+}
+
 pub fn wait_for(what: &str, timeout: Duration, cond: impl FnMut() -> bool) {
     stack::wait_for_every(what, timeout, Duration::from_millis(5), cond);
 }
