@@ -76,14 +76,9 @@ fn run(args: &Args) -> Result<(), report::ReportError> {
         if m.is_object() {
             let f = |k: &str| fmt_opt(m[k].as_f64());
             let fwd = if m.get("fwd_core_ir_per_packet").is_some() {
+                let [all, nic, ctl, rest, excl, iters] = report::FWD_CORE_SPLIT.map(f);
                 format!(
-                    ", forwarder {} = NIC {} + controller {} + stack/ipoib-fwd {}, forwarder without the NIC {}, {} loop iterations per packet",
-                    f("fwd_core_ir_per_packet"),
-                    f("fwd_core_nic_ir_per_packet"),
-                    f("fwd_core_ctl_ir_per_packet"),
-                    f("fwd_core_rest_ir_per_packet"),
-                    f("fwd_core_ir_per_packet_excl_nic"),
-                    f("fwd_core_loop_iterations_per_packet"),
+                    ", forwarder {all} = NIC {nic} + controller {ctl} + stack/ipoib-fwd {rest}, forwarder without the NIC {excl}, {iters} loop iterations per packet"
                 )
             } else {
                 String::new()
