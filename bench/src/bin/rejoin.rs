@@ -13,10 +13,11 @@
 //! controller's and the simulated SA's CPU time, not a fabric's latency.
 
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use ibpoll_bench::ctrl_host::{CtrlHost, Drive};
+use ibpoll_ctrl::Poll;
 use serde_json::json;
 
 /// Rejoin after a ClientReregister: time and SA transactions in flight.
@@ -32,6 +33,11 @@ struct Args {
     /// Give up (exit status 1) when a phase takes longer than this many seconds.
     #[arg(long, default_value_t = 120.0)]
     limit: f64,
+    /// After the rejoin, run this many polls with nothing due and report their mean cost
+    /// (for `valgrind --tool=callgrind`: the difference between two counts of this
+    /// option, divided by it, is the instruction count of one idle poll).
+    #[arg(long, default_value_t = 0)]
+    idle_polls: u64,
     /// Write one JSON object to FILE, or to stdout as the last line with `-`.
     #[arg(long, value_name = "FILE|-")]
     json: Option<String>,
@@ -73,6 +79,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let rejoin = host.reregister(limit)?;
     host.verify_joined()?;
     let after = host.ctl.stats();
+    let idle = idle_polls(&mut host, args.idle_polls);
 
     let ms = |d: &Drive| d.elapsed.as_secs_f64() * 1e3;
     println!(
@@ -97,6 +104,12 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         after.sa_leaves_sent - before.sa_leaves_sent,
         after.sa_window_full - before.sa_window_full
     );
+    if let Some(idle) = &idle {
+        println!(
+            "  idle polls: {} ({} busy), {:.1} ns each",
+            args.idle_polls, idle.busy, idle.ns_per_poll
+        );
+    }
     println!("  load average {}", ibpoll_bench::loadavg_text());
 
     let Some(dest) = &args.json else {
@@ -112,6 +125,8 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         "rejoin_polls": rejoin.polls,
         "rejoin_joins_sent": after.sa_joins_sent - before.sa_joins_sent,
         "rejoin_leaves_sent": after.sa_leaves_sent - before.sa_leaves_sent,
+        "idle_polls": args.idle_polls,
+        "idle_poll_ns": idle.as_ref().map(|i| i.ns_per_poll),
         "loadavg": ibpoll_bench::loadavg_json(),
     })
     .to_string();
@@ -121,4 +136,35 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         std::fs::write(dest, format!("{line}\n"))?;
     }
     Ok(())
+}
+
+/// What the polls after the rejoin cost.
+struct Idle {
+    /// Mean wall-clock time of one poll.
+    ns_per_poll: f64,
+    /// Polls that reported work (an expiry check that came due, say).
+    busy: u64,
+}
+
+/// Polls the rejoined controller `n` times, every data core quiescing after each poll as
+/// in the timed drives. `None` when `n` is 0.
+#[inline(never)] // a symbol of its own, for `valgrind --toggle-collect=*idle_polls*`
+fn idle_polls(host: &mut CtrlHost, n: u64) -> Option<Idle> {
+    if n == 0 {
+        return None;
+    }
+    let mut busy = 0;
+    let start = Instant::now();
+    for _ in 0..n {
+        if host.ctl.poll() == Poll::Busy {
+            busy += 1;
+        }
+        for c in &mut host.cores {
+            c.reader.quiescent();
+        }
+    }
+    Some(Idle {
+        ns_per_poll: start.elapsed().as_secs_f64() * 1e9 / n as f64,
+        busy,
+    })
 }

@@ -1,7 +1,7 @@
 //! The controller: one pollable state machine that owns every piece of mutable control
 //! state (groups, neighbours, SA transactions, flush) for one IPoIB interface.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 
@@ -20,10 +20,10 @@ use ibpoll_wire::{Gid, IbMtu, Qpn};
 use crate::mcast::{
     Backoff, Group, GroupKind, GroupPhase, GroupState, Membership, RetryAt, Unconfirmed,
 };
-use crate::neigh::Neigh;
 use crate::ring::{DataCore, GroupAddr, Request, RequestRing, RequestSender};
 use crate::sa::{self, SaClient, SaEvent, Tid, TxnKind};
 use crate::snapshot::{AhGuard, McastEntry, Snapshot};
+use crate::table::{Change, ChangeLog, GroupTable, NeighTable};
 use crate::{CtrlConfig, CtrlStats, Error};
 
 /// Whether a poll did any work (SPDK's pollers: busy and idle cycles are counted).
@@ -88,14 +88,17 @@ pub struct Controller {
     pub(crate) sa: SaClient,
     publisher: Publisher<Snapshot>,
     rings: Vec<RequestRing>,
-    /// Ordered maps, not hash maps: the order joins and leaves go out in must not depend
-    /// on a per-process hash seed, so that a simulated run replays exactly.
-    pub(crate) groups: BTreeMap<Gid, Group>,
+    /// Every write goes through the table, which keeps the indexes the schedulers read
+    /// (see `table`). The order joins and leaves go out in must not depend on a
+    /// per-process hash seed, so that a simulated run replays exactly: it comes from the
+    /// ordered indexes, never from the map.
+    pub(crate) groups: GroupTable,
     pub(crate) bcast_mgid: Gid,
     /// The broadcast group's record from its last successful join: the parameters every
     /// other join copies (RFC 4391).
     pub(crate) bcast_record: Option<mcmember::Repr>,
-    pub(crate) neighbours: BTreeMap<[u8; 4], Neigh>,
+    /// An ordered map: neighbours are scanned in address order.
+    pub(crate) neighbours: NeighTable,
     pub(crate) port_gid: Gid,
     pub(crate) port_active: bool,
     admin_up: bool,
@@ -110,6 +113,11 @@ pub struct Controller {
     events: VecDeque<CtrlEvent>,
     next_expiry_check: Nanos,
     generation: u64,
+    /// What changed in the published view since the oldest snapshot still alive.
+    pub(crate) changes: ChangeLog,
+    /// A snapshot no reader holds, up to date with the state as of its generation: the
+    /// next publish rewrites it instead of allocating one.
+    spare: Option<Box<Snapshot>>,
     pub(crate) gratuitous_arp: bool,
     sa_events: Vec<SaEvent>,
     scratch: Vec<Gid>,
@@ -160,11 +168,14 @@ impl Controller {
             scope: cfg.scope,
             ..Snapshot::default()
         };
-        let (publisher, registry) =
+        let (mut publisher, registry) =
             ibpoll_rcu::new(initial, cfg.data_cores).map_err(|source| Error::Snapshot {
                 data_cores: cfg.data_cores,
                 source,
             })?;
+        // One reclaimed snapshot is enough to publish without allocating: readers that
+        // quiesce every loop give the previous one back before the next publish.
+        publisher.set_recycle_max(1);
         let mut rings = Vec::with_capacity(cfg.data_cores);
         let mut cores = Vec::with_capacity(cfg.data_cores);
         for _ in 0..cfg.data_cores {
@@ -182,11 +193,8 @@ impl Controller {
         }
         let now = clock.now();
         let bcast_mgid = ipoib::broadcast_mgid(cfg.pkey);
-        let mut groups = BTreeMap::new();
-        groups.insert(
-            bcast_mgid,
-            Group::new(bcast_mgid, GroupKind::Broadcast, now),
-        );
+        let mut groups = GroupTable::with_touched_capacity(cfg.groups_max.min(4096));
+        groups.insert(Group::new(bcast_mgid, GroupKind::Broadcast, now));
         let sa = SaClient::new(chan, &attr, cfg.sa_window, cfg.sa_timeout);
         let ctl = Controller {
             clock,
@@ -200,7 +208,7 @@ impl Controller {
             groups,
             bcast_mgid,
             bcast_record: None,
-            neighbours: BTreeMap::new(),
+            neighbours: NeighTable::with_touched_capacity(cfg.neigh_max.min(4096)),
             port_gid: attr.gid,
             port_active: attr.state == PortState::Active,
             admin_up: true,
@@ -215,6 +223,8 @@ impl Controller {
             events: VecDeque::with_capacity(EVENTS_MAX),
             next_expiry_check: now.saturating_add(Nanos::from_secs(1)),
             generation: 0,
+            changes: ChangeLog::new(1),
+            spare: None,
             gratuitous_arp: false,
             sa_events: Vec::with_capacity(sa::RECV_PER_POLL + cfg.sa_window),
             scratch: Vec::with_capacity(cfg.groups_max),
@@ -240,11 +250,13 @@ impl Controller {
             work += self.expire(now);
         }
         work += self.tx_flush();
+        self.reindex();
         if self.dirty {
             self.publish();
             work += 1;
         }
         self.publisher.reclaim();
+        self.recycle();
         if work > 0 {
             self.stats.polls_busy += 1;
             Poll::Busy
@@ -302,8 +314,7 @@ impl Controller {
             self.stats.mcast_table_full += 1;
             return false;
         }
-        self.groups
-            .insert(mgid, Group::new(mgid, GroupKind::Full, now));
+        self.groups.insert(Group::new(mgid, GroupKind::Full, now));
         true
     }
 
@@ -463,11 +474,15 @@ impl Controller {
                 f.level = f.level.max(level);
                 f
             }
-            None => Flush {
-                level,
-                started: now,
-                leaving: false,
-            },
+            None => {
+                // No group is published while a flush runs.
+                self.changes.push(Change::AllGroups);
+                Flush {
+                    level,
+                    started: now,
+                    leaving: false,
+                }
+            }
         };
         self.flush = Some(f);
         // The next publish drops every group (see `publish`).
@@ -524,18 +539,12 @@ impl Controller {
             work += 1;
         }
         // Leave every Joined group (exactly once: the token is consumed) and every group
-        // whose join timed out (the SA may hold it), as the window allows.
+        // whose join timed out (the SA may hold it), as the window allows, in MGID order.
+        self.reindex();
         self.scratch.clear();
+        let room = self.sa.room();
         self.scratch
-            .extend(self.groups.values().filter_map(|g| match &g.state {
-                GroupState::Joined { .. } => Some(g.mgid),
-                GroupState::Idle {
-                    unconfirmed: Some(_),
-                    ..
-                } if !g.leave_deferred => Some(g.mgid),
-                _ => None,
-            }));
-        let mut pending = self.scratch.len();
+            .extend(self.groups.flush_leave().iter().take(room).copied());
         for i in 0..self.scratch.len() {
             if !self.sa.has_room() {
                 break;
@@ -545,11 +554,9 @@ impl Controller {
                 work += 1;
             }
         }
-        pending += self
-            .groups
-            .values()
-            .filter(|g| matches!(g.state, GroupState::Leaving { .. }))
-            .count();
+        // Still to leave, and leaves in flight.
+        self.reindex();
+        let pending = self.groups.flush_leave().len() + self.groups.leaving();
         if pending == 0 {
             self.flush_end(f.level, now);
             work += 1;
@@ -565,6 +572,8 @@ impl Controller {
         let mut n = 0;
         self.scratch.clear();
         self.scratch.extend(self.groups.keys().copied());
+        // In MGID order, so that a simulated run replays exactly.
+        self.scratch.sort_unstable();
         for i in 0..self.scratch.len() {
             let mgid = self.scratch[i];
             let Some(g) = self.groups.get_mut(&mgid) else {
@@ -606,21 +615,25 @@ impl Controller {
 
     fn flush_end(&mut self, level: FlushLevel, now: Nanos) {
         self.flush = None;
+        // Groups are published again.
+        self.changes.push(Change::AllGroups);
         // Send-only groups go with the flush (the kernel's mcast_dev_flush); what they
         // still queued is counted.
-        let mgids: Vec<Gid> = self
-            .groups
-            .values()
-            .filter(|g| {
-                // After a light flush (a subnet-manager restart) the link is still up:
-                // a send-only group with packets queued meanwhile is rejoined and sends
-                // them, rather than dropping them.
-                let keep = level == FlushLevel::Light && !g.queue.is_empty();
-                (g.kind == GroupKind::SendOnly && !keep) || g.remove_after_leave
-            })
-            .map(|g| g.mgid)
-            .collect();
-        for mgid in mgids {
+        self.scratch.clear();
+        self.scratch.extend(
+            self.groups
+                .values()
+                .filter(|g| {
+                    // After a light flush (a subnet-manager restart) the link is still
+                    // up: a send-only group with packets queued meanwhile is rejoined
+                    // and sends them, rather than dropping them.
+                    let keep = level == FlushLevel::Light && !g.queue.is_empty();
+                    (g.kind == GroupKind::SendOnly && !keep) || g.remove_after_leave
+                })
+                .map(|g| g.mgid),
+        );
+        for i in 0..self.scratch.len() {
+            let mgid = self.scratch[i];
             self.remove_idle_group(mgid);
         }
         for g in self.groups.values_mut() {
@@ -668,7 +681,7 @@ impl Controller {
             })
         );
         if removable {
-            if let Some(g) = self.groups.remove(&mgid) {
+            if let Some(g) = self.groups.remove(&mgid, &mut self.changes) {
                 self.stats.mcast_flush_dropped += g.queue.len() as u64;
             }
         }
@@ -682,66 +695,63 @@ impl Controller {
 
     /// Sends the joins that are due: the broadcast group first, the others only once it
     /// is Joined (DESIGN rule 1), all only while allowed (rule 2) and the window has room.
+    /// Reads only the groups due now (the table's indexes), never the whole table.
     fn schedule_joins(&mut self, now: Nanos) -> usize {
         if !self.joins_allowed() {
             return 0;
         }
-        let due = |g: &Group| matches!(g.state, GroupState::Idle { retry_at: RetryAt::At(t), .. } if t <= now);
-        // Groups left behind by `leave_group` (or expired) that still hold an
-        // `Unconfirmed` token are not joined again: their leave is tried again. So is
-        // a group unsubscribed while its join was in flight, Joined when the window had
-        // no room for its leave.
-        let mut n = 0;
-        self.scratch.clear();
-        self.scratch.extend(
-            self.groups
-                .values()
-                .filter(|g| {
-                    g.remove_after_leave && (due(g) || matches!(g.state, GroupState::Joined { .. }))
-                })
-                .map(|g| g.mgid),
-        );
-        for i in 0..self.scratch.len() {
-            let mgid = self.scratch[i];
-            self.remove_idle_group(mgid);
-            if self.groups.contains_key(&mgid) && self.begin_leave(mgid, now, true) {
-                n += 1;
-            }
-        }
-        let due = |g: &Group| due(g) && !g.remove_after_leave;
+        self.reindex();
         let bcast_joined = matches!(
             self.groups.get(&self.bcast_mgid).map(|g| &g.state),
             Some(GroupState::Joined { .. })
         );
+        let mut n = 0;
+        // Groups left behind by `leave_group` (or expired) that still hold an
+        // `Unconfirmed` token are not joined again: their leave is tried again. So is
+        // a group unsubscribed while its join was in flight, Joined when the window had
+        // no room for its leave. And a send-only membership of a group the interface
+        // now subscribes to is left first (once the broadcast group is Joined); the
+        // group then rejoins as a full member.
+        if self.groups.has_leave_due(now) {
+            self.scratch.clear();
+            self.scratch.extend(self.groups.leave_due(now));
+            for i in 0..self.scratch.len() {
+                let mgid = self.scratch[i];
+                let Some(g) = self.groups.get(&mgid) else {
+                    continue;
+                };
+                if g.remove_after_leave {
+                    self.remove_idle_group(mgid);
+                    if self.groups.contains_key(&mgid) && self.begin_leave(mgid, now, true) {
+                        n += 1;
+                    }
+                } else if bcast_joined && self.begin_leave(mgid, now, false) {
+                    n += 1;
+                }
+            }
+            self.reindex();
+        }
         if !bcast_joined {
-            let b = &self.groups[&self.bcast_mgid];
-            if due(b) && self.sa.has_room() {
+            let due = matches!(
+                self.groups[&self.bcast_mgid].state,
+                GroupState::Idle { retry_at: RetryAt::At(t), .. } if t <= now
+            );
+            if due && self.sa.has_room() {
                 self.send_join(self.bcast_mgid, now);
                 return n + 1;
             }
             return n;
         }
-        // A send-only membership of a group the interface now subscribes to is left
-        // first; the group then rejoins as a full member.
+        // The joins due, earliest first, as many as the window takes.
         self.scratch.clear();
-        self.scratch
-            .extend(self.groups.values().filter_map(|g| match &g.state {
-                GroupState::Joined { membership, .. }
-                    if !membership.join_state().contains(g.kind.join_state()) =>
-                {
-                    Some(g.mgid)
-                }
-                _ => None,
-            }));
-        for i in 0..self.scratch.len() {
-            let mgid = self.scratch[i];
-            if self.begin_leave(mgid, now, false) {
-                n += 1;
-            }
-        }
-        self.scratch.clear();
-        self.scratch
-            .extend(self.groups.values().filter(|g| due(g)).map(|g| g.mgid));
+        let room = self.sa.room();
+        let bcast = self.bcast_mgid;
+        self.scratch.extend(
+            self.groups
+                .join_due(now)
+                .filter(|m| *m != bcast)
+                .take(room + 1),
+        );
         for i in 0..self.scratch.len() {
             if !self.sa.has_room() {
                 self.stats.sa_window_full += 1;
@@ -1198,7 +1208,7 @@ impl Controller {
             && g.queue.is_empty()
             && (g.remove_after_leave || (g.kind == GroupKind::SendOnly && self.flush.is_none()));
         if remove {
-            self.groups.remove(&mgid);
+            self.groups.remove(&mgid, &mut self.changes);
         } else if let Some(g) = self.groups.get_mut(&mgid) {
             g.remove_after_leave = false;
         }
@@ -1233,18 +1243,15 @@ impl Controller {
             self.stats.mcast_bad_group += 1;
             return;
         };
-        let g = match self.groups.get_mut(&mgid) {
-            Some(g) => g,
-            None => {
-                if self.groups.len() >= self.cfg.groups_max {
-                    self.stats.mcast_table_full += 1;
-                    return;
-                }
-                self.groups
-                    .entry(mgid)
-                    .or_insert_with(|| Group::new(mgid, GroupKind::SendOnly, now))
+        if !self.groups.contains_key(&mgid) {
+            if self.groups.len() >= self.cfg.groups_max {
+                self.stats.mcast_table_full += 1;
+                return;
             }
-        };
+            self.groups
+                .insert(Group::new(mgid, GroupKind::SendOnly, now));
+        }
+        let g = self.groups.get_mut(&mgid).expect("present");
         g.last_used = now;
         let sendable = match &g.state {
             GroupState::Joined { entry, .. } if self.flush.is_none() => Some(entry.clone()),
@@ -1316,19 +1323,27 @@ impl Controller {
     fn expire(&mut self, now: Nanos) -> usize {
         let mut n = 0;
         if self.flush.is_none() {
+            // Only Joined send-only groups can expire (the table's index of them).
+            self.reindex();
             self.scratch.clear();
-            for g in self.groups.values_mut() {
-                if g.kind != GroupKind::SendOnly {
+            self.scratch
+                .extend(self.groups.send_only_joined().iter().copied());
+            let mut expired = 0;
+            for i in 0..self.scratch.len() {
+                let mgid = self.scratch[i];
+                let Some(g) = self.groups.get_mut(&mgid) else {
                     continue;
-                }
+                };
                 if let GroupState::Joined { entry, .. } = &g.state {
                     if entry.take_used() {
                         g.last_used = now;
                     } else if now.saturating_sub(g.last_used) >= self.cfg.sendonly_idle {
-                        self.scratch.push(g.mgid);
+                        self.scratch[expired] = mgid;
+                        expired += 1;
                     }
                 }
             }
+            self.scratch.truncate(expired);
             for i in 0..self.scratch.len() {
                 let mgid = self.scratch[i];
                 if self.begin_leave(mgid, now, true) {
@@ -1342,47 +1357,222 @@ impl Controller {
 
     // ----- publishing ------------------------------------------------------------------
 
-    fn publish(&mut self) {
-        self.generation += 1;
-        let mut groups = HashMap::with_capacity(self.groups.len());
-        let mut broadcast = None;
-        for g in self.groups.values() {
-            // While a flush runs no group is published: it is about to be left, or the
-            // SA has already lost it (a ClientReregister after a subnet-manager restart,
-            // which may also have given its MLID to another group). Packets for it go
-            // to the control core, which queues them until the rejoin.
-            if self.flush.is_some() {
-                break;
-            }
-            if let GroupState::Joined { entry, .. } = &g.state {
-                if g.mgid == self.bcast_mgid {
-                    broadcast = Some(entry.clone());
-                }
-                groups.insert(g.mgid, entry.clone());
-            }
+    /// Brings the indexes up to date with every write to the tables since the last call
+    /// (cheap when there was none); a published entry that changed makes the snapshot
+    /// dirty.
+    pub(crate) fn reindex(&mut self) {
+        let groups = self.groups.reindex(&mut self.changes);
+        let neighbours = self.neighbours.reindex(&mut self.changes);
+        if groups || neighbours {
+            self.dirty = true;
         }
-        let neighbours = self.neigh_entries();
-        let mtu = self
-            .bcast_record
-            .and_then(|r| IbMtu::from_code(r.mtu))
-            .map_or(0, |m| m.ipoib_mtu());
-        let snap = Snapshot {
-            generation: self.generation,
-            link_up: self.link_up,
-            mtu,
-            pkey: self.cfg.pkey,
-            scope: self.cfg.scope,
-            broadcast,
-            groups,
-            neighbours,
+    }
+
+    /// Publishes the current state. Rewrites a snapshot no reader holds (the spare, or
+    /// one the publisher just reclaimed) by applying what changed since its generation,
+    /// and builds one only when there is none: in steady state nothing is allocated.
+    fn publish(&mut self) {
+        self.reindex();
+        self.publisher.reclaim();
+        self.generation += 1;
+        let mut snap = match self.spare.take() {
+            Some(snap) => snap,
+            None => match self.publisher.take_reclaimed() {
+                Some(snap) => snap,
+                None => {
+                    self.stats.snapshots_built += 1;
+                    Box::new(Snapshot {
+                        pkey: self.cfg.pkey,
+                        scope: self.cfg.scope,
+                        ..Snapshot::default()
+                    })
+                }
+            },
         };
-        match self.publisher.publish(snap) {
+        self.refresh(&mut snap);
+        snap.generation = self.generation;
+        // What changes from now on is published by the next generation.
+        self.changes.set_next(self.generation + 1);
+        match self.publisher.publish_box(snap) {
             Ok(_) => {
                 self.stats.publishes += 1;
                 self.dirty = false;
             }
-            Err(_) => self.stats.publish_full += 1,
+            Err(full) => {
+                // Up to date as of this generation: the next try starts from it.
+                self.stats.publish_full += 1;
+                self.spare = Some(full.into_snapshot());
+            }
         }
+        self.recycle();
+    }
+
+    /// Brings `snap` up to date with the current state: the changes logged since its
+    /// generation (or everything, when the log does not reach back that far), and the
+    /// scalar fields. Allocates only when a table outgrows its capacity.
+    fn refresh(&mut self, snap: &mut Snapshot) {
+        let (mut all_groups, mut all_neighbours) = (false, false);
+        match self.changes.since(snap.generation) {
+            None => (all_groups, all_neighbours) = (true, true),
+            Some(changes) => {
+                for c in changes {
+                    match c {
+                        Change::AllGroups => all_groups = true,
+                        Change::AllNeighbours => all_neighbours = true,
+                        Change::Group(_) | Change::Neigh(_) => {}
+                    }
+                }
+            }
+        }
+        if snap.generation == 0 && snap.groups.is_empty() && snap.neighbours.is_empty() {
+            // A fresh (or the initial) snapshot: filling it is cheaper than a replay.
+            (all_groups, all_neighbours) = (true, true);
+        }
+        if all_groups {
+            self.stats.snapshot_rebuilds += 1;
+            snap.groups.clear();
+            if self.flush.is_none() {
+                for g in self.groups.values() {
+                    if let GroupState::Joined { entry, .. } = &g.state {
+                        snap.groups.insert(g.mgid, entry.clone());
+                    }
+                }
+            }
+        }
+        if all_neighbours {
+            snap.neighbours.clear();
+            for ip in self.neighbours.keys() {
+                if let Some(entry) = self.neigh_published(ip) {
+                    snap.neighbours.insert(*ip, entry.clone());
+                }
+            }
+        }
+        if !(all_groups && all_neighbours) {
+            let changes = self.changes.since(snap.generation).expect("checked above");
+            for c in changes {
+                match c {
+                    Change::Group(mgid) if !all_groups => {
+                        let entry = match self.flush {
+                            Some(_) => None,
+                            None => match self.groups.get(&mgid).map(|g| &g.state) {
+                                Some(GroupState::Joined { entry, .. }) => Some(entry),
+                                _ => None,
+                            },
+                        };
+                        set_entry(&mut snap.groups, mgid, entry);
+                    }
+                    Change::Neigh(ip) if !all_neighbours => {
+                        set_entry(&mut snap.neighbours, ip, self.neigh_published(&ip));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        snap.broadcast = match (&self.flush, self.groups.get(&self.bcast_mgid)) {
+            (
+                None,
+                Some(Group {
+                    state: GroupState::Joined { entry, .. },
+                    ..
+                }),
+            ) => Some(entry.clone()),
+            _ => None,
+        };
+        snap.link_up = self.link_up;
+        snap.mtu = self
+            .bcast_record
+            .and_then(|r| IbMtu::from_code(r.mtu))
+            .map_or(0, |m| m.ipoib_mtu());
+        snap.pkey = self.cfg.pkey;
+        snap.scope = self.cfg.scope;
+    }
+
+    /// Takes a snapshot the publisher reclaimed and keeps it as the spare, brought up to
+    /// date at once: it then names no entry the published snapshot does not (an address
+    /// handle is destroyed as soon as no published or retired snapshot names it). Then
+    /// forgets the changes every live snapshot has.
+    fn recycle(&mut self) {
+        if let Some(mut snap) = self.publisher.take_reclaimed() {
+            if self.spare.is_none() {
+                self.refresh(&mut snap);
+                snap.generation = self.generation;
+                self.spare = Some(snap);
+            }
+        }
+        if self.changes.len() == 0 {
+            return;
+        }
+        // The oldest generation a snapshot that may come back for reuse has: the current
+        // one, the retired ones, the spare.
+        let mut oldest = self.publisher.current().generation;
+        if let Some(retired) = self.publisher.pending_oldest() {
+            oldest = oldest.min(retired.generation);
+        }
+        if let Some(spare) = &self.spare {
+            oldest = oldest.min(spare.generation);
+        }
+        self.changes.trim(oldest);
+    }
+
+    /// For tests: the group table's indexes match its entries, and the published
+    /// snapshot equals one built from scratch from the current state: same groups and
+    /// neighbours (the very same entries), same link state, MTU and broadcast group.
+    /// `Err` names the first difference. The snapshot is compared only when nothing
+    /// waits to be published (after a poll whose publish went through).
+    #[doc(hidden)]
+    pub fn check_snapshot(&mut self) -> Result<(), String> {
+        self.reindex();
+        self.groups.check()?;
+        if self.dirty {
+            return Ok(());
+        }
+        let mut fresh = Snapshot::default();
+        self.refresh(&mut fresh);
+        let snap = self.publisher.current();
+        if snap.generation != self.generation {
+            return Err(format!(
+                "published generation {} but {} was built",
+                snap.generation, self.generation
+            ));
+        }
+        if (snap.link_up, snap.mtu, snap.pkey, snap.scope)
+            != (fresh.link_up, fresh.mtu, fresh.pkey, fresh.scope)
+        {
+            return Err(format!(
+                "scalars differ: published {snap:?}, fresh {fresh:?}"
+            ));
+        }
+        let same = |a: &Option<Arc<McastEntry>>, b: &Option<Arc<McastEntry>>| match (a, b) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same(&snap.broadcast, &fresh.broadcast) {
+            return Err(String::from("broadcast entry differs"));
+        }
+        for (what, a, b) in [
+            ("published", &snap.groups, &fresh.groups),
+            ("fresh", &fresh.groups, &snap.groups),
+        ] {
+            for (mgid, e) in a {
+                if !b.get(mgid).is_some_and(|f| Arc::ptr_eq(e, f)) {
+                    return Err(format!("group {mgid}: {what} has an entry the other lacks"));
+                }
+            }
+        }
+        for (what, a, b) in [
+            ("published", &snap.neighbours, &fresh.neighbours),
+            ("fresh", &fresh.neighbours, &snap.neighbours),
+        ] {
+            for (ip, e) in a {
+                if !b.get(ip).is_some_and(|f| Arc::ptr_eq(e, f)) {
+                    return Err(format!(
+                        "neighbour {ip:?}: {what} has an entry the other lacks"
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn ah_destroyed(&self) -> Arc<Counter> {
@@ -1392,6 +1582,31 @@ impl Controller {
     /// The snapshot as published last (the control core's view).
     pub fn snapshot(&self) -> &Snapshot {
         self.publisher.current()
+    }
+}
+
+/// Makes `map[key]` the entry `entry` (the same `Arc`), or removes it.
+fn set_entry<K, V, S>(
+    map: &mut std::collections::HashMap<K, Arc<V>, S>,
+    key: K,
+    entry: Option<&Arc<V>>,
+) where
+    K: std::hash::Hash + Eq,
+    S: std::hash::BuildHasher,
+{
+    match (entry, map.get_mut(&key)) {
+        (Some(e), Some(slot)) => {
+            if !Arc::ptr_eq(e, slot) {
+                *slot = e.clone();
+            }
+        }
+        (Some(e), None) => {
+            map.insert(key, e.clone());
+        }
+        (None, Some(_)) => {
+            map.remove(&key);
+        }
+        (None, None) => {}
     }
 }
 

@@ -94,6 +94,20 @@
 //! Neither needs a lock: there is no shared mutable state to lock. The data cores only
 //! read snapshots and push requests into rings.
 //!
+//! # Publication and polling cost
+//!
+//! A poll publishes a snapshot only when something it shows changed, and builds none in
+//! steady state: the rcu publisher hands back snapshots no data core holds any more, and
+//! the controller rewrites one in place with what changed since its generation (a log of
+//! changed MGIDs and neighbours, see `table`), rebuilding its tables whole only when a
+//! flush starts or ends or the log no longer reaches back that far.
+//!
+//! The group and neighbour tables note every write; indexes derived from the states
+//! (groups due to join, to leave, to be left by a flush, send-only groups, the earliest
+//! neighbour timer) tell each poll what is due, so a poll with nothing due reads no
+//! entry and allocates nothing, and a rejoin storm sends the joins that fit the window
+//! without rescanning the table.
+//!
 //! # Address handles
 //!
 //! An address handle lives in an `Arc<AhGuard>` shared by the controller's tables, the
@@ -114,6 +128,7 @@ mod ring;
 mod sa;
 mod snapshot;
 mod stats;
+mod table;
 
 pub use config::CtrlConfig;
 pub use controller::{Controller, CtrlEvent, FlushLevel, Poll};

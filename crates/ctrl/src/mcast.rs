@@ -46,6 +46,7 @@ use ibpoll_wire::Gid;
 
 use crate::sa::{JoinGranted, Tid};
 use crate::snapshot::McastEntry;
+use crate::table::GroupIndex;
 
 /// Why this port is in a group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,6 +299,11 @@ pub(crate) struct Group {
     /// Its leave was abandoned during the running flush (every try lost or refused):
     /// the flush does not try again; the next one does.
     pub(crate) leave_deferred: bool,
+    /// Where the group stood at the last `GroupTable::reindex` (owned by the table).
+    pub(crate) index: GroupIndex,
+    /// Written since the last reindex and on the table's list for it (owned by the
+    /// table).
+    pub(crate) noted: bool,
 }
 
 impl Group {
@@ -310,6 +316,8 @@ impl Group {
             last_used: now,
             remove_after_leave: false,
             leave_deferred: false,
+            index: GroupIndex::default(),
+            noted: false,
         }
     }
 }

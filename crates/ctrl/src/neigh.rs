@@ -14,7 +14,8 @@
 //! still published until the new path replaces it); a normal or heavy flush drops the
 //! table.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::ops::Bound;
 use std::sync::Arc;
 
 use ibpoll_dev::{AhAttr, Nanos, TxDesc};
@@ -51,6 +52,23 @@ pub(crate) struct Neigh {
     pub(crate) state: NeighState,
     pub(crate) queue: VecDeque<Mbuf>,
     pub(crate) last_used: Nanos,
+    /// What the snapshot published for it at the last `NeighTable::reindex` (the entry's
+    /// address, identity only).
+    pub(crate) published: Option<usize>,
+}
+
+impl Neigh {
+    fn incomplete(now: Nanos) -> Neigh {
+        Neigh {
+            state: NeighState::Incomplete {
+                tries: 0,
+                next_arp_at: now,
+            },
+            queue: VecDeque::new(),
+            last_used: now,
+            published: None,
+        }
+    }
 }
 
 impl Controller {
@@ -77,23 +95,14 @@ impl Controller {
             self.send_unicast(&entry, mbuf);
             return;
         }
-        let n = match self.neighbours.get_mut(&ip) {
-            Some(n) => n,
-            None => {
-                if self.neighbours.len() >= self.cfg.neigh_max {
-                    self.stats.neigh_table_full += 1;
-                    return;
-                }
-                self.neighbours.entry(ip).or_insert(Neigh {
-                    state: NeighState::Incomplete {
-                        tries: 0,
-                        next_arp_at: now,
-                    },
-                    queue: VecDeque::new(),
-                    last_used: now,
-                })
+        if !self.neighbours.contains_key(&ip) {
+            if self.neighbours.len() >= self.cfg.neigh_max {
+                self.stats.neigh_table_full += 1;
+                return;
             }
-        };
+            self.neighbours.insert(ip, Neigh::incomplete(now));
+        }
+        let n = self.neighbours.get_mut(&ip).expect("present");
         n.last_used = now;
         if n.queue.len() >= qmax {
             self.stats.neigh_queue_full += 1;
@@ -133,17 +142,7 @@ impl Controller {
                 self.stats.neigh_table_full += 1;
                 return;
             }
-            self.neighbours.insert(
-                a.source_ip,
-                Neigh {
-                    state: NeighState::Incomplete {
-                        tries: 0,
-                        next_arp_at: now,
-                    },
-                    queue: VecDeque::new(),
-                    last_used: now,
-                },
-            );
+            self.neighbours.insert(a.source_ip, Neigh::incomplete(now));
         }
         self.learn(a.source_ip, a.source_hwaddr);
         if for_us {
@@ -191,11 +190,12 @@ impl Controller {
         }
     }
 
-    /// ARP retries, path queries and the gratuitous ARP.
+    /// ARP retries, path queries and the gratuitous ARP. Scans the table only when a
+    /// neighbour was written since the last scan or the earliest timer it found is due.
     pub(crate) fn neigh_timers(&mut self, now: Nanos) -> usize {
         let mut work = 0;
-        let bcast = self.snapshot_bcast();
         if self.gratuitous_arp {
+            let bcast = self.snapshot_bcast();
             if let (Some(ip), Some(_)) = (self.cfg.ipv4, &bcast) {
                 self.gratuitous_arp = false;
                 self.send_arp_request(ip, ip);
@@ -204,25 +204,46 @@ impl Controller {
                 self.gratuitous_arp = false;
             }
         }
-        let ips: Vec<[u8; 4]> = self.neighbours.keys().copied().collect();
-        for ip in ips {
-            let Some(n) = self.neighbours.get_mut(&ip) else {
+        if !self.neighbours.scan_due(now) {
+            return work;
+        }
+        let bcast = self.snapshot_bcast();
+        // The earliest time a timer is due; `now` (the next poll) while one waits for the
+        // link, the SA window or the end of a flush.
+        let mut scan_at = Nanos(u64::MAX);
+        let mut cursor = self.neighbours.keys().next().copied();
+        while let Some(ip) = cursor {
+            cursor = self
+                .neighbours
+                .range((Bound::Excluded(ip), Bound::Unbounded))
+                .next()
+                .map(|(k, _)| *k);
+            let Some(n) = self.neighbours.get(&ip) else {
                 continue;
             };
             match n.state {
-                NeighState::Incomplete { tries, next_arp_at } if next_arp_at <= now => {
+                NeighState::Incomplete { next_arp_at, .. } if next_arp_at > now => {
+                    scan_at = scan_at.min(next_arp_at);
+                }
+                NeighState::Incomplete { tries, .. } => {
                     if bcast.is_none() || !self.link_up {
+                        scan_at = now;
                         continue;
                     }
                     if tries >= self.cfg.arp_tries {
-                        let n = self.neighbours.remove(&ip).expect("present");
+                        let n = self
+                            .neighbours
+                            .remove(&ip, &mut self.changes)
+                            .expect("present");
                         self.stats.neigh_unresolved_dropped += n.queue.len() as u64;
                         work += 1;
                         continue;
                     }
-                    n.state = NeighState::Incomplete {
+                    let next_arp_at = now.saturating_add(self.cfg.arp_interval);
+                    scan_at = scan_at.min(next_arp_at);
+                    self.neighbours.get_mut(&ip).expect("present").state = NeighState::Incomplete {
                         tries: tries + 1,
-                        next_arp_at: now.saturating_add(self.cfg.arp_interval),
+                        next_arp_at,
                     };
                     if let Some(src) = self.cfg.ipv4 {
                         self.send_arp_request(src, ip);
@@ -235,6 +256,7 @@ impl Controller {
                     hwaddr, tid: None, ..
                 } => {
                     if !self.path_allowed() || !self.sa.has_room() {
+                        scan_at = now;
                         continue;
                     }
                     let rec = path_record::Repr {
@@ -258,11 +280,14 @@ impl Controller {
                             *tid = Some(t);
                         }
                         work += 1;
+                    } else {
+                        scan_at = now;
                     }
                 }
                 _ => {}
             }
         }
+        self.neighbours.scanned(scan_at);
         work
     }
 
@@ -358,7 +383,10 @@ impl Controller {
             }
             (None, None) => {
                 self.stats.paths_failed += 1;
-                let n = self.neighbours.remove(&ip).expect("present");
+                let n = self
+                    .neighbours
+                    .remove(&ip, &mut self.changes)
+                    .expect("present");
                 self.stats.neigh_unresolved_dropped += n.queue.len() as u64;
                 return;
             }
@@ -379,7 +407,7 @@ impl Controller {
     pub(crate) fn neigh_expire(&mut self, now: Nanos) -> usize {
         let idle = self.cfg.neigh_idle;
         let mut expired = 0;
-        self.neighbours.retain(|_, n| {
+        self.neighbours.retain(&mut self.changes, |_, n| {
             if let NeighState::Reachable { entry } = &n.state {
                 if entry.take_used() {
                     n.last_used = now;
@@ -397,18 +425,15 @@ impl Controller {
         expired as usize
     }
 
-    /// What the snapshot publishes.
-    pub(crate) fn neigh_entries(&self) -> HashMap<[u8; 4], Arc<Neighbour>> {
-        self.neighbours
-            .iter()
-            .filter_map(|(ip, n)| match &n.state {
-                NeighState::Reachable { entry }
-                | NeighState::Resolving {
-                    old: Some(entry), ..
-                } => Some((*ip, entry.clone())),
-                _ => None,
-            })
-            .collect()
+    /// What the snapshot publishes for neighbour `ip`.
+    pub(crate) fn neigh_published(&self, ip: &[u8; 4]) -> Option<&Arc<Neighbour>> {
+        match &self.neighbours.get(ip)?.state {
+            NeighState::Reachable { entry }
+            | NeighState::Resolving {
+                old: Some(entry), ..
+            } => Some(entry),
+            _ => None,
+        }
     }
 
     /// A normal or heavy flush: every neighbour goes (queued packets counted).
@@ -418,7 +443,7 @@ impl Controller {
         if !self.neighbours.is_empty() {
             self.dirty = true;
         }
-        self.neighbours.clear();
+        self.neighbours.clear(&mut self.changes);
     }
 
     /// A light flush (ClientReregister): query every path again; the old entry serves

@@ -152,6 +152,11 @@ impl SaClient {
         self.inflight.len() < self.window
     }
 
+    /// Transactions that can still start before the window is full.
+    pub(crate) fn room(&self) -> usize {
+        self.window.saturating_sub(self.inflight.len())
+    }
+
     /// Transactions in flight.
     pub(crate) fn in_flight(&self) -> usize {
         self.inflight.len()

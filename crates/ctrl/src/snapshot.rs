@@ -6,10 +6,13 @@
 //! only the control core changes (when it builds or frees a snapshot).
 //!
 //! Address-handle lifetime: an [`AhGuard`] destroys its handle when dropped. Every
-//! snapshot that names a handle holds an `Arc` to its guard, and the publisher frees a
-//! snapshot only after every data core passed a quiescent point, so a handle is destroyed
-//! only after no data core can still read it. The control core sends synchronously in
-//! `poll` and holds no descriptor across polls with a handle it no longer has.
+//! snapshot that names a handle holds an `Arc` to its guard, and the publisher gives a
+//! snapshot back (to be dropped or rewritten) only after every data core passed a
+//! quiescent point, so a handle is destroyed only after no data core can still read it.
+//! A snapshot given back is rewritten at once to the current state (see
+//! `Controller::recycle`), so it keeps no handle alive that no published snapshot names.
+//! The control core sends synchronously in `poll` and holds no descriptor across polls
+//! with a handle it no longer has.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -19,6 +22,12 @@ use std::sync::Arc;
 use ibpoll_dev::{AddressHandle, Counter, Port};
 use ibpoll_wire::ipoib::{self, HwAddr, McastScope};
 use ibpoll_wire::{Gid, Lid, PKey, QKey, Qpn};
+
+/// The hasher of the snapshot's tables: foldhash (hashbrown's default), seeded per
+/// process. Data cores hash a 16-byte MGID or a 4-byte IPv4 address once per destination
+/// per burst; SipHash costs several times as much for keys this short, and the tables
+/// hold only what the control core admitted (bounded by `groups_max` and `neigh_max`).
+pub(crate) type FastHash = foldhash::fast::RandomState;
 
 /// Owns an address handle: destroys it when the last snapshot or table naming it goes.
 pub struct AhGuard {
@@ -160,6 +169,10 @@ impl Neighbour {
 }
 
 /// One immutable view of the control state. Published after every poll that changed it.
+///
+/// The control core rewrites a snapshot that no data core holds any more (reclaimed by
+/// the publisher) with the changes since its generation, rather than building each one
+/// anew: readers cannot tell, since they see it again only through a later publish.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     /// Incremented with every publish.
@@ -176,8 +189,8 @@ pub struct Snapshot {
     /// The broadcast group, when Joined and no flush runs (while one runs no group is
     /// published: packets for groups go to the control core, which queues them).
     pub broadcast: Option<Arc<McastEntry>>,
-    pub(crate) groups: HashMap<Gid, Arc<McastEntry>>,
-    pub(crate) neighbours: HashMap<[u8; 4], Arc<Neighbour>>,
+    pub(crate) groups: HashMap<Gid, Arc<McastEntry>, FastHash>,
+    pub(crate) neighbours: HashMap<[u8; 4], Arc<Neighbour>, FastHash>,
 }
 
 impl Snapshot {

@@ -113,6 +113,11 @@ pub struct CtrlStats {
     pub publishes: u64,
     /// Publishes deferred because readers held back reclamation.
     pub publish_full: u64,
+    /// Snapshots allocated (a publish found none reclaimed to rewrite).
+    pub snapshots_built: u64,
+    /// Snapshots whose group table was refilled whole (a flush started or ended, a new
+    /// snapshot, or one older than the change log reaches) instead of patched.
+    pub snapshot_rebuilds: u64,
     /// Address handles created.
     pub ah_created: u64,
     /// Address-handle creations that failed.

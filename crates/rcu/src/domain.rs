@@ -73,7 +73,23 @@ impl<T> Retired<T> {
     pub(crate) unsafe fn free(self) {
         // SAFETY: the pointer came from `Box::into_raw` and `Retired` is not `Clone`, so
         // this is its only free; no reader holds it, by this function's contract.
-        drop(unsafe { Box::from_raw(self.snapshot.as_ptr()) });
+        drop(unsafe { self.into_box() });
+    }
+
+    /// Hands the snapshot back as the `Box` it was published from, for the publisher to
+    /// reuse (write and publish again) instead of freeing it.
+    ///
+    /// # Safety
+    ///
+    /// As for [`free`](Self::free): no reader may still hold a reference to it. The
+    /// publisher's writes to the box then happen after every reader's reads of it (the
+    /// Release stores to the slots and the Acquire loads in `Publisher::reclaim`), and a
+    /// reader sees them only through the Release swap of a later publish.
+    pub(crate) unsafe fn into_box(self) -> Box<T> {
+        // SAFETY: the pointer came from `Box::into_raw` and `Retired` is not `Clone`, so
+        // this is the only `Box` made from it; no reader holds it, by this function's
+        // contract.
+        unsafe { Box::from_raw(self.snapshot.as_ptr()) }
     }
 }
 

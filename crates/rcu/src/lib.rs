@@ -37,6 +37,12 @@
 //! * A snapshot is freed (dropped) exactly once, on the publisher's thread, never while a
 //!   reader may hold it; dropping the publisher and every reader frees all of them
 //!   (retired ones the publisher could not free yet are freed with the last reader).
+//! * Or, with [`Publisher::set_recycle_max`], a reclaimed snapshot is kept instead of
+//!   freed, under the same condition, and handed back by [`Publisher::take_reclaimed`]:
+//!   the publisher may rewrite it in place and publish it again
+//!   ([`Publisher::publish_box`]), so publishing allocates nothing. Readers cannot tell:
+//!   the rewrite happens after their last read of it, and they see it again only
+//!   through a later publish's Release swap, like any new snapshot.
 //!
 //! # Protocol
 //!

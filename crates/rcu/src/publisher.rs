@@ -18,6 +18,9 @@ pub struct PublisherStats {
     pub reclaimed: u64,
     /// `publish` calls that found the retire list full and handed their snapshot back.
     pub publish_full: u64,
+    /// Reclaimed snapshots kept for [`Publisher::take_reclaimed`] instead of being
+    /// dropped (counted in `reclaimed` too).
+    pub recycled: u64,
 }
 
 /// The one writer of a domain: swaps in new snapshots and frees old ones once every online
@@ -32,6 +35,9 @@ pub struct Publisher<T> {
     retired_max: usize,
     /// The last token this publisher stored (the publisher is the only writer of it).
     token: u64,
+    /// Reclaimed snapshots kept for reuse, oldest first; at most `recycle_max`.
+    recycled: VecDeque<Box<T>>,
+    recycle_max: usize,
     stats: PublisherStats,
 }
 
@@ -42,8 +48,42 @@ impl<T> Publisher<T> {
             retired: VecDeque::with_capacity(retired_max),
             retired_max,
             token: 0,
+            recycled: VecDeque::new(),
+            recycle_max: 0,
             stats: PublisherStats::default(),
         }
+    }
+
+    /// Keeps up to `recycle_max` reclaimed snapshots for [`take_reclaimed`](Self::take_reclaimed)
+    /// instead of dropping them (0, the default: drop every reclaimed snapshot). A
+    /// publisher that rewrites reclaimed snapshots in place and publishes them again with
+    /// [`publish_box`](Self::publish_box) allocates nothing per publish. When more are
+    /// reclaimed than fit, the oldest are dropped. Allocates the list once, here.
+    pub fn set_recycle_max(&mut self, recycle_max: usize) {
+        self.recycle_max = recycle_max;
+        while self.recycled.len() > recycle_max {
+            self.recycled.pop_front();
+        }
+        self.recycled
+            .reserve_exact(recycle_max.saturating_sub(self.recycled.len()));
+    }
+
+    /// A reclaimed snapshot that no reader holds or can load any more, the most recently
+    /// published one first; only while [`set_recycle_max`](Self::set_recycle_max) keeps
+    /// some. The caller owns it: it may change it and publish it again.
+    pub fn take_reclaimed(&mut self) -> Option<Box<T>> {
+        self.recycled.pop_back()
+    }
+
+    /// The oldest retired snapshot that readers may still hold (the next one `reclaim`
+    /// frees), if any: for a publisher that tracks what each snapshot it may get back
+    /// from [`take_reclaimed`](Self::take_reclaimed) contains.
+    pub fn pending_oldest(&self) -> Option<&T> {
+        let oldest = self.retired.front()?;
+        // SAFETY: a retired snapshot is freed or handed out only by `reclaim(&mut self)`
+        // (or our drop), which the returned borrow of `self` excludes; readers only read
+        // it, and this is a read.
+        Some(unsafe { oldest.snapshot.as_ref() })
     }
 
     /// Makes `snapshot` the one readers get from now on and retires the previous one,
@@ -53,14 +93,28 @@ impl<T> Publisher<T> {
     /// reclaim, nothing is published, [`PublisherStats::publish_full`] counts it, and the
     /// snapshot comes back in [`Full`]: some reader neither quiesces nor is offline.
     pub fn publish(&mut self, snapshot: T) -> Result<usize, Full<T>> {
-        if self.retired.len() >= self.retired_max && self.reclaim() >= self.retired_max {
-            self.stats.publish_full += 1;
+        if self.is_full() {
             return Err(Full {
                 snapshot,
                 retired_max: self.retired_max,
             });
         }
-        let new = Box::into_raw(Box::new(snapshot));
+        self.publish_box(Box::new(snapshot)).map_err(|full| Full {
+            snapshot: *full.snapshot,
+            retired_max: full.retired_max,
+        })
+    }
+
+    /// [`publish`](Self::publish) for a snapshot already in a `Box` (one from
+    /// [`take_reclaimed`](Self::take_reclaimed), say): allocates nothing.
+    pub fn publish_box(&mut self, snapshot: Box<T>) -> Result<usize, Full<Box<T>>> {
+        if self.is_full() {
+            return Err(Full {
+                snapshot,
+                retired_max: self.retired_max,
+            });
+        }
+        let new = Box::into_raw(snapshot);
         // Release: pairs with the Acquire load in `Reader::get`: a reader that loads `new`
         // sees the snapshot fully built. No Acquire needed on the old value: only this
         // publisher (or `new()`, before it) ever stored `current`.
@@ -82,6 +136,15 @@ impl<T> Publisher<T> {
         });
         self.stats.published += 1;
         Ok(self.reclaim())
+    }
+
+    /// Whether `retired_max` snapshots wait even after a reclaim (counted).
+    fn is_full(&mut self) -> bool {
+        if self.retired.len() >= self.retired_max && self.reclaim() >= self.retired_max {
+            self.stats.publish_full += 1;
+            return true;
+        }
+        false
     }
 
     /// Frees every retired snapshot that no reader can still hold: those retired at a
@@ -108,12 +171,25 @@ impl<T> Publisher<T> {
                 break;
             }
             let oldest = self.retired.pop_front().expect("front exists");
-            // SAFETY: every slot was OFFLINE or >= `oldest.token` after the fence above,
-            // which is `Retired::free`'s contract: an online reader that observed that
-            // token loads `current` only after the swap that retired this snapshot, and
-            // its reads from before happen before this free (Release/Acquire on its slot).
-            unsafe { oldest.free() };
             self.stats.reclaimed += 1;
+            if self.recycle_max == 0 {
+                // SAFETY: every slot was OFFLINE or >= `oldest.token` after the fence
+                // above, which is `Retired::free`'s contract: an online reader that
+                // observed that token loads `current` only after the swap that retired
+                // this snapshot, and its reads from before happen before this free
+                // (Release/Acquire on its slot).
+                unsafe { oldest.free() };
+                continue;
+            }
+            if self.recycled.len() == self.recycle_max {
+                // Keep the newest: they differ least from what is published now.
+                self.recycled.pop_front();
+            }
+            // SAFETY: as for `free` above: no reader holds it or can load it again (it
+            // is no longer `current`), and their reads happen before this point. It is
+            // published again only through the Release swap in `publish_box`.
+            self.recycled.push_back(unsafe { oldest.into_box() });
+            self.stats.recycled += 1;
         }
         self.retired.len()
     }
@@ -171,6 +247,7 @@ impl<T> fmt::Debug for Publisher<T> {
             .field("token", &self.token)
             .field("pending", &self.retired.len())
             .field("retired_max", &self.retired_max)
+            .field("recycled", &self.recycled.len())
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }

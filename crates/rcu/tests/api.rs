@@ -304,3 +304,54 @@ fn handles_are_send_and_registry_is_sync() {
     send::<Publisher<Snap>>();
     send_sync::<Registry<Snap>>();
 }
+
+#[test]
+fn recycled_snapshots_come_back_newest_first_and_only_once_readers_moved_on() {
+    let mut f = Fixture::new(2, 8);
+    f.publisher.set_recycle_max(2);
+    let mut reader = f.registry.register().unwrap();
+    f.publish(1);
+    f.publish(2);
+    f.publish(3);
+    assert!(
+        f.publisher.take_reclaimed().is_none(),
+        "the reader may hold 0, 1 and 2"
+    );
+    assert_eq!(f.publisher.pending_oldest().map(|s| s.id), Some(0));
+    reader.quiescent();
+    assert_eq!(f.publisher.reclaim(), 0);
+    assert_eq!(f.publisher.pending_oldest().map(|s| s.id), None);
+    // Three reclaimed, two kept (the newest); the oldest was dropped.
+    assert_eq!(f.drops(), 1);
+    assert_eq!(f.publisher.stats().reclaimed, 3);
+    assert_eq!(f.publisher.stats().recycled, 3);
+    let mut newest = f.publisher.take_reclaimed().expect("kept");
+    assert_eq!(newest.id, 2);
+    // Rewritten in place and published again: no allocation, readers see the new value.
+    newest.id = 4;
+    assert_eq!(f.publisher.publish_box(newest).expect("room"), 1);
+    assert_eq!(reader.get().id, 4);
+    assert_eq!(f.publisher.take_reclaimed().map(|s| s.id), Some(1));
+    assert!(f.publisher.take_reclaimed().is_none());
+    assert_eq!(f.drops(), 2, "taken and dropped by the test");
+    drop(reader);
+    drop(f.publisher);
+    drop(f.registry);
+    // Snapshots 0, 1, 2 (rewritten as 4) and 3: each dropped once.
+    assert_eq!(f.drops.load(Ordering::Relaxed), 4);
+}
+
+#[test]
+fn publish_box_hands_the_box_back_when_full() {
+    let mut f = Fixture::new(1, 1);
+    f.publisher.set_recycle_max(1);
+    let _stalled = f.registry.register().unwrap();
+    f.publish(1);
+    let full = f
+        .publisher
+        .publish_box(Box::new(f.snap(2)))
+        .expect_err("retire list full");
+    assert_eq!(full.retired_max(), 1);
+    assert_eq!(full.into_snapshot().id, 2);
+    assert_eq!(f.publisher.stats().publish_full, 1);
+}
