@@ -2,6 +2,7 @@
 //! Requests are answered when sent; answers wait in the channel's inbox until their
 //! (possibly injected) delay has passed on the fabric's clock.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use ibpoll_dev::{Error, Mad, MadAddr, MadChannel, Nanos, PortState};
@@ -14,8 +15,9 @@ use crate::sa::{PathEnd, Requester};
 /// Answers waiting for delivery on one channel, in delivery order.
 #[derive(Debug, Default)]
 pub(crate) struct MadInbox {
-    /// (due time, sequence number, answer); kept sorted by (due, seq).
-    pending: Vec<(Nanos, u64, Mad)>,
+    /// (due time, sequence number, answer); kept sorted by (due, seq). Taken from the
+    /// front, added mostly at the back (answers fall due in the order they were made).
+    pending: VecDeque<(Nanos, u64, Mad)>,
     seq: u64,
 }
 
@@ -120,7 +122,7 @@ impl MadChannel for SimMadChannel {
         if dup {
             inbox.push(due, answer);
         }
-        self.next_due = inbox.pending.first().map(|(d, _, _)| *d);
+        self.next_due = inbox.pending.front().map(|(d, _, _)| *d);
         if dup {
             ctl.stats.sa_answers_duplicated += 1;
         }
@@ -135,10 +137,10 @@ impl MadChannel for SimMadChannel {
         }
         let mut ctl = self.fabric.lock();
         let inbox = ctl.mad_inboxes[self.id].as_mut()?;
-        match inbox.pending.first() {
+        match inbox.pending.front() {
             Some((due, _, _)) if *due <= now => {
-                let (_, _, m) = inbox.pending.remove(0);
-                self.next_due = inbox.pending.first().map(|(d, _, _)| *d);
+                let (_, _, m) = inbox.pending.pop_front()?;
+                self.next_due = inbox.pending.front().map(|(d, _, _)| *d);
                 if ctl.pcap.is_some() {
                     ctl.clock_now = now;
                     let lid = ctl.ports[self.port].lid;
