@@ -4,104 +4,25 @@
 //! readers that quiesce or stall, the published snapshot must equal one built from
 //! scratch from the controller's state, and the group indexes must match the groups.
 
-use std::sync::Arc;
-
-use ibpoll_ctrl::{Controller, CtrlConfig, DataCore, GroupAddr, Request};
-use ibpoll_dev::{Device, Nanos, RxQueue, UdQpConfig, VirtualClock};
-use ibpoll_mem::{HugepagePolicy, Mbuf, Mempool, MempoolConfig};
-use ibpoll_pmd_sim::{FabricConfig, FaultConfig, PortId, SimDevice, SimFabric};
-use ibpoll_wire::ipoib::{self, EtherType};
-use ibpoll_wire::{PKey, QKey};
+use ibpoll_ctrl::{CtrlConfig, GroupAddr, Request};
+use ibpoll_dev::Nanos;
+use ibpoll_pmd_sim::FaultConfig;
+use ibpoll_testkit::data::seq_packet;
+use ibpoll_testkit::{CtlHost, Net};
 use proptest::prelude::*;
 
-struct Node {
-    _dev: Arc<SimDevice>,
-    port: PortId,
-    ctl: Controller,
-    cores: Vec<DataCore>,
-    rx: Box<dyn RxQueue>,
-    pool: Mempool,
-}
-
-impl Node {
-    fn new(fabric: &SimFabric, clock: &Arc<VirtualClock>, name: &str, ip: [u8; 4]) -> Node {
-        let dev = fabric.add_node(name, 1);
-        let port = dev.open_port(1).expect("port");
-        let attr = port.attr();
-        let pool = Mempool::new(MempoolConfig {
-            name: name.to_owned(),
-            n_bufs: 2048,
-            data_room: 2048,
-            cache_size: 0,
-            hugepages: HugepagePolicy::Never,
-            ..MempoolConfig::default()
-        })
-        .expect("mempool");
-        let mut qp = port
-            .create_ud_qp(&UdQpConfig {
-                pkey_index: attr.pkey_index(PKey::DEFAULT).expect("default partition"),
-                qkey: QKey::IPOIB_DEFAULT,
-                rx_queues: 1,
-                tx_queues: 1,
-                rx_ring_size: 1024,
-                tx_ring_size: 1024,
-                pool: pool.clone(),
-            })
-            .expect("qp");
-        let cfg = CtrlConfig {
-            data_cores: 2,
-            groups_max: 24,
-            ipv4: Some(ip),
-            // Short, so that expiry (rule 7, neighbour ageing) happens within a run.
-            sendonly_idle: Nanos::from_secs(3),
-            neigh_idle: Nanos::from_secs(3),
-            ..CtrlConfig::default()
-        };
-        let tx = qp.tx.pop().expect("tx");
-        let clock: Arc<dyn ibpoll_dev::Clock> = clock.clone();
-        let (ctl, cores) =
-            Controller::new(cfg, port, qp.qpn, tx, pool.clone(), clock).expect("ctl");
-        Node {
-            port: dev.port_id(1),
-            _dev: dev,
-            ctl,
-            cores,
-            rx: qp.rx.pop().expect("rx"),
-            pool,
-        }
-    }
-
-    fn packet(&self) -> Option<Mbuf> {
-        let mut m = self.pool.alloc()?;
-        let d = m.append(ipoib::HEADER_LEN + 4)?;
-        ipoib::Repr {
-            ethertype: EtherType::IPV4,
-        }
-        .emit(&mut ipoib::Packet::new_unchecked(
-            &mut d[..ipoib::HEADER_LEN],
-        ));
-        Some(m)
-    }
-
-    /// ARP packets to the controller, everything else dropped (as a data core would).
-    fn drain_rx(&mut self) {
-        let mut pkts: [Option<Mbuf>; 32] = Default::default();
-        loop {
-            let n = self.rx.rx_burst(&mut pkts);
-            if n == 0 {
-                return;
-            }
-            for slot in &mut pkts[..n] {
-                let m = slot.take().expect("filled");
-                let arp = ipoib::Packet::new_checked(m.data())
-                    .and_then(|h| ipoib::Repr::parse(&h))
-                    .is_ok_and(|r| r.ethertype == EtherType::ARP);
-                if arp {
-                    let _ = self.cores[0].requests.send(Request::Arp { mbuf: m });
-                }
-            }
-        }
-    }
+/// A host with IPv4 address `ip`, two data cores and a pool of 2048 buffers.
+fn host(net: &Net, name: &'static str, ip: [u8; 4]) -> CtlHost {
+    let cfg = CtrlConfig {
+        data_cores: 2,
+        groups_max: 24,
+        ipv4: Some(ip),
+        // Short, so that expiry (rule 7, neighbour ageing) happens within a run.
+        sendonly_idle: Nanos::from_secs(3),
+        neigh_idle: Nanos::from_secs(3),
+        ..CtrlConfig::default()
+    };
+    CtlHost::with_pool(net, name, cfg, 2048)
 }
 
 #[derive(Debug, Clone)]
@@ -157,31 +78,28 @@ struct Seen {
 
 fn run(ops: &[Op]) -> Result<Seen, TestCaseError> {
     let mut seen = Seen::default();
-    let clock = Arc::new(VirtualClock::new());
-    let fabric = SimFabric::new(FabricConfig {
-        clock: clock.clone(),
-        faults: FaultConfig::NONE,
-        ..FabricConfig::default()
-    });
-    let mut a = Node::new(&fabric, &clock, "a", [10, 0, 0, 1]);
-    let mut peer = Node::new(&fabric, &clock, "b", PEER_IP);
-    let mut poll = |a: &mut Node, peer: &mut Node, stall: bool| -> Result<(), TestCaseError> {
-        a.ctl.poll();
-        seen.neighbours |= a.ctl.snapshot().neighbour_count() > 0;
-        seen.groups |= a.ctl.snapshot().group_count() > 1;
-        peer.ctl.poll();
-        a.cores[0].reader.quiescent();
-        if !stall {
-            a.cores[1].reader.quiescent();
-        }
-        for c in &mut peer.cores {
-            c.reader.quiescent();
-        }
-        a.drain_rx();
-        peer.drain_rx();
-        a.ctl.check_snapshot().map_err(TestCaseError::fail)?;
-        peer.ctl.check_snapshot().map_err(TestCaseError::fail)
-    };
+    let net = Net::new(FaultConfig::NONE);
+    let (fabric, clock) = (&net.fabric, &net.clock);
+    let mut a = host(&net, "a", [10, 0, 0, 1]);
+    let mut peer = host(&net, "b", PEER_IP);
+    let mut poll =
+        |a: &mut CtlHost, peer: &mut CtlHost, stall: bool| -> Result<(), TestCaseError> {
+            a.ctl.poll();
+            seen.neighbours |= a.ctl.snapshot().neighbour_count() > 0;
+            seen.groups |= a.ctl.snapshot().group_count() > 1;
+            peer.ctl.poll();
+            a.cores[0].reader.quiescent();
+            if !stall {
+                a.cores[1].reader.quiescent();
+            }
+            for c in &mut peer.cores {
+                c.reader.quiescent();
+            }
+            a.drain_rx();
+            peer.drain_rx();
+            a.ctl.check_snapshot().map_err(TestCaseError::fail)?;
+            peer.ctl.check_snapshot().map_err(TestCaseError::fail)
+        };
     for op in ops {
         match *op {
             Op::Join(i) => {
@@ -189,7 +107,7 @@ fn run(ops: &[Op]) -> Result<Seen, TestCaseError> {
             }
             Op::Leave(i) => a.ctl.leave_group(group(i)),
             Op::Send(i) => {
-                if let Some(mbuf) = a.packet() {
+                if let Some(mbuf) = seq_packet(&a.pool, 0) {
                     let _ = a.cores[0].requests.send(Request::Mcast {
                         group: group(i),
                         mbuf,
@@ -198,7 +116,7 @@ fn run(ops: &[Op]) -> Result<Seen, TestCaseError> {
             }
             Op::Resolve(known) => {
                 let next_hop = if known { PEER_IP } else { [10, 0, 0, 99] };
-                if let Some(mbuf) = a.packet() {
+                if let Some(mbuf) = seq_packet(&a.pool, 0) {
                     let _ = a.cores[0]
                         .requests
                         .send(Request::Resolve { next_hop, mbuf });
@@ -206,9 +124,9 @@ fn run(ops: &[Op]) -> Result<Seen, TestCaseError> {
             }
             Op::Reregister => fabric.restart_sm(None),
             Op::PortFlap => {
-                fabric.set_port_up(a.port, false);
+                fabric.set_port_up(a.port_id, false);
                 poll(&mut a, &mut peer, false)?;
-                fabric.set_port_up(a.port, true);
+                fabric.set_port_up(a.port_id, true);
             }
             Op::AdminDown => a.ctl.set_admin_up(false),
             Op::AdminUp => a.ctl.set_admin_up(true),

@@ -4,62 +4,18 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use common::*;
 use ibpoll::{App, ControlCore, Dest, LcoreCtx, TxBuffer};
 use ibpoll_mem::Mbuf;
-
-struct Counting;
-
-thread_local! {
-    /// Whether allocations on this thread are counted (const, no destructor: readable
-    /// from inside the allocator and during thread teardown).
-    static TRACK: Cell<bool> = const { Cell::new(false) };
-}
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-fn track() {
-    if TRACK.try_with(Cell::get).unwrap_or(false) {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator; counting touches
-// only an atomic and a const thread-local.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        track();
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        track();
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        track();
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use ibpoll_testkit::alloc::{self, CountingAlloc};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAlloc = CountingAlloc;
 
-/// Sets this lcore's TRACK from the test's switch every iteration.
+/// Switches counting for this lcore from the test's switch every iteration.
 struct Tracked {
     inner: TestApp,
     on: Arc<AtomicBool>,
@@ -71,7 +27,7 @@ impl App for Tracked {
     }
 
     fn poll(&mut self, ctx: &LcoreCtx, tx: &mut TxBuffer) -> bool {
-        TRACK.with(|t| t.set(self.on.load(Ordering::Relaxed)));
+        alloc::count_this_thread(self.on.load(Ordering::Relaxed));
         self.inner.poll(ctx, tx)
     }
 }
@@ -129,7 +85,7 @@ fn steady_traffic_allocates_nothing_on_the_data_lcores() {
     on.store(false, Ordering::Relaxed);
     pa.halt.store(true, Ordering::Relaxed);
     std::thread::sleep(std::time::Duration::from_millis(20));
-    let allocs = ALLOCS.load(Ordering::Relaxed);
+    let allocs = alloc::allocs();
     let (ra, rb) = (a.stop().unwrap(), b.stop().unwrap());
     assert_conserved(&ra);
     assert_conserved(&rb);

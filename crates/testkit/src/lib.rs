@@ -7,9 +7,12 @@
 //!   fabric in virtual time ([`Net`]) that drives such hosts step by step.
 //! - `stack` (feature `stack`): test-sized stacks on the simulated fabric and the
 //!   stack's counter conservation laws.
+//! - [`alloc`]: a global allocator that counts the allocations of chosen threads, for
+//!   tests that check a path allocates nothing.
 //!
 //! Set-up failures panic with what failed: these are test fixtures, not library code.
 
+pub mod alloc;
 pub mod data;
 pub mod host;
 #[cfg(feature = "stack")]
