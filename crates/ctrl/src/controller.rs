@@ -58,10 +58,11 @@ pub enum CtrlEvent {
     /// The link went down.
     LinkDown,
     /// A heavy flush found the interface's P_Key at this index of the port's table: the
-    /// stack must rebuild its UD QP with it and hand the new send queue over with
+    /// stack must move its UD QP there (`Port::set_qp_pkey_index`, keeping its QPN and
+    /// queues), or create a new QP with it and hand the new send queue over with
     /// [`Controller::replace_qp`].
     RebuildQp {
-        /// The P_Key index to create the QP with.
+        /// The P_Key index the QP must use.
         pkey_index: u16,
     },
 }

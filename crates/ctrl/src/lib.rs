@@ -55,8 +55,9 @@
 //!    link stays up, paths are revalidated); port Error/Active/LidChange and interface
 //!    down normal (link down, leave everything, drop neighbours, rejoin when allowed);
 //!    PkeyChange heavy (as normal, then the P_Key index is re-read and
-//!    [`CtrlEvent::RebuildQp`] asks the stack, which owns the QP, to rebuild it and hand
-//!    the new send queue over with [`Controller::replace_qp`]). While any flush runs
+//!    [`CtrlEvent::RebuildQp`] asks the stack, which owns the QP, to move it to that
+//!    index: in place with `Port::set_qp_pkey_index`, as the kernel does, or as a new QP
+//!    whose send queue it hands over with [`Controller::replace_qp`]). While any flush runs
 //!    the snapshot publishes no multicast group (the SA may already have lost it, and
 //!    its MLID with it); packets for groups are queued on the control core meanwhile,
 //!    and a light flush keeps send-only groups that queued packets.
