@@ -9,7 +9,7 @@
 //!
 //! A [`Membership`] can only be made from a [`JoinGranted`], which only the SA client
 //! makes, from a TID-matched join answer with status OK. It is neither `Clone` nor
-//! `Copy`. Leaving *consumes* it ([`Membership::leave`]), so a group can be left at most
+//! `Copy`. Leaving *consumes* it (`Membership::leave`), so a group can be left at most
 //! once per successful join, and never without one.
 //!
 //! A join that timed out may still have been granted (its answer was lost). Its group
