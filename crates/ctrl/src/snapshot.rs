@@ -10,7 +10,9 @@
 //! snapshot back (to be dropped or rewritten) only after every data core passed a
 //! quiescent point, so a handle is destroyed only after no data core can still read it.
 //! A snapshot given back is rewritten at once to the current state (see
-//! `Controller::recycle`), so it keeps no handle alive that no published snapshot names.
+//! `Controller::recycle`), so it keeps a handle alive that no published snapshot names
+//! only while publishing is held up (a stalled reader): the handle is then destroyed
+//! late, never early.
 //! The control core sends synchronously in `poll` and holds no descriptor across polls
 //! with a handle it no longer has.
 
