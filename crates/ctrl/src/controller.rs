@@ -633,6 +633,9 @@ impl Controller {
                 })
                 .map(|g| g.mgid),
         );
+        // In MGID order, not the hash map's: what is freed, and in which order, is the
+        // same on every run (the simulator replays seeds bit for bit).
+        self.scratch.sort_unstable();
         for i in 0..self.scratch.len() {
             let mgid = self.scratch[i];
             self.remove_idle_group(mgid);
