@@ -327,6 +327,15 @@ impl Control {
         Gid::new(self.subnet_prefix, self.ports[port].guid)
     }
 
+    /// Whether `index` names a valid entry (base not 0) of port `port`'s P_Key table: a
+    /// QP may be created at, or moved to, that index.
+    pub(crate) fn pkey_index_valid(&self, port: usize, index: u16) -> bool {
+        self.ports[port]
+            .pkeys
+            .get(usize::from(index))
+            .is_some_and(|p| p.base() != 0)
+    }
+
     /// The P_Key a QP on `port` sends and accepts: its P_Key-table entry, or the invalid
     /// P_Key (which matches nothing) when the table no longer has that index.
     pub(crate) fn qp_pkey(&self, port: usize, qp: &QpData) -> PKey {
@@ -909,11 +918,7 @@ impl Port for SimPort {
 
     fn set_qp_pkey_index(&self, qpn: Qpn, pkey_index: u16) -> Result<(), Error> {
         let mut ctl = self.fabric.lock();
-        let valid = ctl.ports[self.index]
-            .pkeys
-            .get(usize::from(pkey_index))
-            .is_some_and(|p| p.base() != 0);
-        if !valid {
+        if !ctl.pkey_index_valid(self.index, pkey_index) {
             return Err(Error::PkeyIndex {
                 port: self.num,
                 index: pkey_index,

@@ -61,11 +61,7 @@ pub(crate) fn create_ud_qp(
     check_ring("rx_ring_size", cfg.rx_ring_size)?;
     check_ring("tx_ring_size", cfg.tx_ring_size)?;
     let mut ctl = fabric.lock();
-    let valid_pkey = ctl.ports[port]
-        .pkeys
-        .get(usize::from(cfg.pkey_index))
-        .is_some_and(|p| p.base() != 0);
-    if !valid_pkey {
+    if !ctl.pkey_index_valid(port, cfg.pkey_index) {
         return Err(Error::PkeyIndex {
             port: port_num,
             index: cfg.pkey_index,
