@@ -541,10 +541,15 @@ impl NeighTable {
     /// changed.
     #[inline]
     pub(crate) fn reindex(&mut self, log: &mut ChangeLog) -> bool {
-        if !self.all_touched && self.touched.is_empty() {
+        if self.is_indexed() {
             return false;
         }
         self.reindex_noted(log)
+    }
+
+    /// Whether writes wait to be logged.
+    fn is_indexed(&self) -> bool {
+        !self.all_touched && self.touched.is_empty()
     }
 
     fn reindex_noted(&mut self, log: &mut ChangeLog) -> bool {
