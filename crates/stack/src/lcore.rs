@@ -6,8 +6,8 @@
 //! receives up to [`BURST_MAX`] packets per queue, classifies them and hands IP packets
 //! to the application; lets the application generate; resolves every queued packet
 //! against one snapshot (each destination is looked up once per burst, see
-//! [`burst::Resolver`](crate::burst::Resolver)); sends them in one `tx_burst`; and adds the iteration's time to
-//! the busy or idle counter. None of this takes a lock, allocates, makes a system call
+//! [`burst::Resolver`](crate::burst::Resolver)); sends them in one `tx_burst`; and
+//! adds the iteration's time to the busy or idle counter. None of this takes a lock, allocates, makes a system call
 //! or does an atomic read-modify-write per packet (the time is read once per iteration).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -159,13 +159,18 @@ impl CtlHost {
                             iface = self.iface,
                             "ibpoll: P_Key table changed; the UD QP moved to the new index"
                         ),
-                        Err(e) => tracing::error!(
-                            pkey_index,
-                            iface = self.iface,
-                            error = %e,
-                            "ibpoll: P_Key table changed and the UD QP could not follow; \
-                             the interface stays down"
-                        ),
+                        Err(e) => {
+                            // A QP left in another partition must carry nothing: the
+                            // interface goes administratively down (no rejoin).
+                            self.ctl.set_admin_up(false);
+                            tracing::error!(
+                                pkey_index,
+                                iface = self.iface,
+                                error = %e,
+                                "ibpoll: P_Key table changed and the UD QP could not \
+                                 follow; the interface is set down"
+                            );
+                        }
                     }
                 }
             }
