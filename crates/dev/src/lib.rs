@@ -1,25 +1,39 @@
-//! The driver contract of ibpoll: what every poll-mode driver (PMD) implements, and the
-//! only way the stack reaches an InfiniBand port. It plays the part of DPDK's
-//! `rte_ethdev` and of libibverbs.
+//! The driver contract of ibpoll (v2): what every poll-mode driver (PMD) implements,
+//! and the only way the stack reaches an InfiniBand or RoCE port. It plays the part of
+//! DPDK's `rte_ethdev`, and its shape is what a libibverbs UD QP is.
 //!
-//! - A [`Device`] opens [`Port`]s. A port reports its attributes ([`PortAttr`]: LID,
-//!   GID, P_Key table, MTU, state) and delivers [`PortEvent`]s.
-//! - A UD queue pair is created on a port and split into [`RxQueue`]s and [`TxQueue`]s,
-//!   each owned by exactly one lcore (`Send`, not `Sync`). Bursts are batched like
-//!   `rte_eth_rx_burst` / `rte_eth_tx_burst`: they return how many packets they handled;
-//!   failures on bursts are counters ([`RxCounters`], [`TxCounters`]), never `Result`s.
-//!   What a `tx_burst` could not send stays in the caller's slice, never lost.
-//! - [`AddressHandle`]s name remote ports; [`Port::attach_mcast`] joins a QP to a
-//!   multicast group at the HCA; a [`MadChannel`] reaches the subnet administrator on
-//!   QP1.
-//! - Set-up paths return the typed [`Error`].
+//! - A [`Device`] opens [`Port`]s. A port reports its attributes ([`PortAttr`]: link
+//!   layer, LID, GID and P_Key tables, MTU, state), what its UD QPs can do
+//!   ([`UdCaps`]), and [`PortEvent`]s.
+//! - A UD queue pair ([`UdQp`]) has one receive queue (more only where
+//!   [`UdCaps::rx_queues_per_qpn`] says the device spreads a QPN by RSS) and one send
+//!   queue; its QPN is the one in the IPoIB hardware address. More send queues are more
+//!   QPs, each with its own QPN. Each queue is owned by one lcore (`Send`, not `Sync`).
+//! - Bursts move [`MbufArray`](ibpoll_mem::MbufArray)s of plain mbufs: `rx_burst`
+//!   appends, `tx_burst` takes from the front with a [`TxDst`] beside each packet and
+//!   leaves what it did not take. A send queue may refuse (back-pressure). A send
+//!   completes later ([`TxQueue::completed`]); the address handle it names must live
+//!   until then. Hot-path failures are counters ([`RxCounters`], [`TxCounters`]), never
+//!   `Result`s.
+//! - Control operations on a QP whose queues lcores own go through a [`Parked`] proof
+//!   that the owners stopped using them ([`Port::move_qp_pkey_index`]).
+//! - [`AddressHandle`]s name remote ports and groups; [`Port::destroy_ah`] is `unsafe`:
+//!   the caller guarantees no posted or future send names the handle.
+//!   [`Port::attach_mcast`] attaches a QP to a multicast group at the HCA; a
+//!   [`MadChannel`] reaches the subnet administrator on QP1.
+//! - Set-up paths return the typed [`Error`]. Public contract types are
+//!   `#[non_exhaustive]`; drivers build them with their `new` functions.
 //!
-//! Buffer contract: a received [`Mbuf`](ibpoll_mem::Mbuf)'s data starts at the 4-byte
-//! IPoIB header. The 40 bytes before it are the GRH area of the UD receive buffer; they
-//! hold a GRH when the metadata flag [`MBUF_F_GRH`](ibpoll_mem::MBUF_F_GRH) is set. A
-//! transmitted mbuf's data starts at the IPoIB header too; the driver adds the
-//! InfiniBand headers.
-#![forbid(unsafe_code)]
+//! Memory: receive buffers come from the [`Mempool`](ibpoll_mem::Mempool) named in the
+//! QP's configuration; sends may come from any pool. A driver that registers memory does
+//! it once per pool ([`Mempool::region`](ibpoll_mem::Mempool::region)), keyed by the
+//! pool's id, never per packet.
+//!
+//! Buffer contract: a received mbuf's data starts at the 4-byte IPoIB header. The 40
+//! bytes before it are the GRH area of the UD receive buffer; they hold a GRH when the
+//! metadata flag [`MBUF_F_GRH`](ibpoll_mem::MBUF_F_GRH) is set. A transmitted mbuf's
+//! data starts at the IPoIB header too; the driver adds the InfiniBand headers.
+#![deny(unsafe_code)]
 
 mod ah;
 mod clock;
@@ -36,8 +50,10 @@ pub use clock::{Clock, MonotonicClock, Nanos, VirtualClock};
 pub use counter::Counter;
 pub use error::Error;
 pub use mad::{Mad, MadAddr, MadChannel, MAD_LEN};
-pub use port::{PortAttr, PortEvent, PortState};
-pub use queue::{RxCounters, RxQueue, TxCounters, TxDesc, TxQueue, UdQp, UdQpConfig};
+pub use port::{LinkLayer, PortAttr, PortEvent, PortState};
+pub use queue::{
+    Parked, RxCounters, RxQueue, TxCounters, TxDst, TxQueue, UdCaps, UdQp, UdQpConfig,
+};
 
 /// An InfiniBand device (an HCA, or a simulated one).
 pub trait Device: Send + Sync + std::fmt::Debug {
@@ -58,25 +74,34 @@ pub trait Port: Send + Sync + std::fmt::Debug {
     fn port_num(&self) -> u8;
     /// The port's current attributes.
     fn attr(&self) -> PortAttr;
+    /// What this port's UD QPs can do.
+    fn ud_caps(&self) -> UdCaps;
     /// The next asynchronous port event, if any (non-blocking).
     fn poll_event(&self) -> Option<PortEvent>;
-    /// Creates a UD queue pair with `cfg.rx_queues` receive queues (spread by a flow
-    /// hash) and `cfg.tx_queues` send queues.
+    /// Creates a UD queue pair (checked with [`UdQpConfig::check`] against
+    /// [`ud_caps`](Self::ud_caps)), in RTS: ready to receive and send.
     fn create_ud_qp(&self, cfg: &UdQpConfig) -> Result<UdQp, Error>;
     /// Changes the Q_Key a UD QP accepts and sends with (IPoIB takes it from the
-    /// broadcast group's record).
+    /// broadcast group's record). An RTS-to-RTS change: its owners may keep polling.
     fn set_qp_qkey(&self, qpn: ibpoll_wire::Qpn, qkey: ibpoll_wire::QKey) -> Result<(), Error>;
-    /// Moves a UD QP to another entry of the port's P_Key table, as the kernel's IPoIB
-    /// does after a P_Key change (`ibv_modify_qp` with `IBV_QP_PKEY_INDEX`, through
-    /// RESET and INIT): from then on it sends with that P_Key and receives that
-    /// partition. Its QPN and its queues stay; its multicast attachments must already
-    /// be gone (the heavy flush left every group).
-    fn set_qp_pkey_index(&self, qpn: ibpoll_wire::Qpn, pkey_index: u16) -> Result<(), Error>;
+    /// Moves the parked QP to another entry of the port's P_Key table, as the kernel's
+    /// IPoIB does after a P_Key change (`ibv_modify_qp` through RESET, INIT with the new
+    /// `pkey_index`, RTR, RTS): from then on it sends with that P_Key and receives that
+    /// partition. Its QPN stays. Reset discards the posted receive buffers: the driver
+    /// returns them (and any received but not yet polled) to their pool and reposts
+    /// fresh ones, and returns how many it returned. Its multicast attachments must
+    /// already be gone (the heavy flush left every group).
+    fn move_qp_pkey_index(&self, parked: &Parked, pkey_index: u16) -> Result<usize, Error>;
     /// Creates an address handle for sends to a remote port or multicast group.
     fn create_ah(&self, attr: &AhAttr) -> Result<AddressHandle, Error>;
-    /// Destroys an address handle. The caller guarantees that no send using it is still
-    /// queued; sends posted with a destroyed handle fail and are counted.
-    fn destroy_ah(&self, ah: AddressHandle) -> Result<(), Error>;
+    /// Destroys an address handle.
+    ///
+    /// # Safety
+    /// No send naming `ah` may be posted and not yet completed, and none may be posted
+    /// after this call: a verbs driver frees the handle, and a later work request naming
+    /// it would read freed memory.
+    #[allow(unsafe_code)] // a precondition on the caller, see above
+    unsafe fn destroy_ah(&self, ah: AddressHandle) -> Result<(), Error>;
     /// Attaches a UD QP to a multicast group so that packets sent to `mlid` reach it.
     fn attach_mcast(
         &self,

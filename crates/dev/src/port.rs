@@ -1,7 +1,8 @@
-use ibpoll_wire::{Gid, IbMtu, Lid, PKey, Rate};
+use ibpoll_wire::{Gid, IbMtu, Lid, PKey, Qpn, Rate};
 
 /// The logical state of a port (IBA 14.2.5.6 PortInfo.PortState).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum PortState {
     /// Link down.
     Down,
@@ -13,11 +14,27 @@ pub enum PortState {
     Active,
 }
 
-/// What a port reports about itself (ibv_query_port + ibv_query_gid/pkey).
+/// The link layer under a port: what its multicast joins and paths are made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum LinkLayer {
+    /// InfiniBand: a subnet manager assigns LIDs; joins and paths go through the SA.
+    #[default]
+    InfiniBand,
+    /// Ethernet (RoCE): no SA; a join is an attach, paths are computed from GIDs and
+    /// every packet carries a GRH.
+    Ethernet,
+}
+
+/// What a port reports about itself (ibv_query_port + ibv_query_gid/pkey). Build it with
+/// [`PortAttr::new`] and set fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PortAttr {
     /// The port number (1-based).
     pub port_num: u8,
+    /// The link layer.
+    pub link_layer: LinkLayer,
     /// The logical state.
     pub state: PortState,
     /// The port's base LID.
@@ -30,6 +47,8 @@ pub struct PortAttr {
     pub sm_sl: u8,
     /// GID index 0: subnet prefix and port GUID.
     pub gid: Gid,
+    /// The whole GID table (index 0 is `gid`); on RoCE it holds the IP-derived GIDs.
+    pub gids: Vec<Gid>,
     /// The P_Key table; invalid entries are `PKey(0)`.
     pub pkeys: Vec<PKey>,
     /// The largest MTU the port supports.
@@ -41,6 +60,26 @@ pub struct PortAttr {
 }
 
 impl PortAttr {
+    /// A port that is Down, InfiniBand, LID 0, no GIDs beyond a zero index 0, an empty
+    /// P_Key table, 2048-byte MTU, 10 Gb/s: a driver fills in what it knows.
+    pub fn new(port_num: u8) -> PortAttr {
+        PortAttr {
+            port_num,
+            link_layer: LinkLayer::InfiniBand,
+            state: PortState::Down,
+            lid: Lid(0),
+            lmc: 0,
+            sm_lid: Lid(0),
+            sm_sl: 0,
+            gid: Gid::default(),
+            gids: vec![Gid::default()],
+            pkeys: Vec::new(),
+            max_mtu: IbMtu::Mtu2048,
+            active_mtu: IbMtu::Mtu2048,
+            rate: Rate::GBPS_10,
+        }
+    }
+
     /// The index of `pkey` in the P_Key table (membership bit ignored when looking for a
     /// full-member entry that also covers limited membership).
     pub fn pkey_index(&self, pkey: PKey) -> Option<u16> {
@@ -58,8 +97,10 @@ impl PortAttr {
     }
 }
 
-/// An asynchronous port event (the `IB_EVENT_*` a ULP handles).
+/// An asynchronous port event (the `IB_EVENT_*` a ULP handles, from the device's
+/// asynchronous event queue).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum PortEvent {
     /// The port became Active.
     Active,
@@ -74,6 +115,17 @@ pub enum PortEvent {
     ClientReregister,
     /// A different subnet manager took over.
     SmChange,
+    /// The GID table changed (on RoCE: an IP address of the netdev came or went).
+    GidChange,
+    /// The device failed (`IBV_EVENT_DEVICE_FATAL`): every resource on it is dead; the
+    /// interface goes down and stays down until it is opened again.
+    DeviceFatal,
+    /// A QP went to the Error state (`IBV_EVENT_QP_FATAL`, or a completion with an error
+    /// status): it carries nothing until it is recreated.
+    QpFatal {
+        /// The QP.
+        qpn: Qpn,
+    },
 }
 
 #[cfg(test)]
@@ -82,19 +134,8 @@ mod tests {
 
     #[test]
     fn pkey_index_prefers_exact_then_same_partition() {
-        let a = PortAttr {
-            port_num: 1,
-            state: PortState::Active,
-            lid: Lid(2),
-            lmc: 0,
-            sm_lid: Lid(1),
-            sm_sl: 0,
-            gid: Gid::default(),
-            pkeys: vec![PKey(0x7fff), PKey(0xffff), PKey(0), PKey(0x8001)],
-            max_mtu: IbMtu::Mtu4096,
-            active_mtu: IbMtu::Mtu2048,
-            rate: Rate::GBPS_10,
-        };
+        let mut a = PortAttr::new(1);
+        a.pkeys = vec![PKey(0x7fff), PKey(0xffff), PKey(0), PKey(0x8001)];
         assert_eq!(a.pkey_index(PKey(0xffff)), Some(1));
         assert_eq!(a.pkey_index(PKey(0x0001)), Some(3));
         assert_eq!(a.pkey_index(PKey(0x8002)), None);

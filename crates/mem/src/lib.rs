@@ -29,6 +29,7 @@
 //! (`pool.rs`, `Owner::drop`).
 
 mod alloc;
+mod array;
 mod config;
 mod error;
 mod lcore;
@@ -36,6 +37,7 @@ mod mbuf;
 mod mmap;
 mod pool;
 
+pub use array::{DrainFront, MbufArray};
 pub use config::{
     HugepagePolicy, MempoolConfig, BUF_LEN_MAX, CACHE_SIZE_DEFAULT, CACHE_SIZE_MAX,
     DATA_ROOM_DEFAULT, HEADROOM_DEFAULT, HEADROOM_MAX, HEADROOM_MIN, N_BUFS_MAX, POOL_BYTES_MAX,

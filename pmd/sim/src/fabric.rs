@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ibpoll_dev::{
-    AddressHandle, AhAttr, Clock, Device, Error, MadChannel, MonotonicClock, Port, PortAttr,
-    PortEvent, PortState, RxCounters, UdQp, UdQpConfig,
+    AddressHandle, AhAttr, Clock, Device, Error, MadChannel, MonotonicClock, Parked, Port,
+    PortAttr, PortEvent, PortState, RxCounters, UdCaps, UdQp, UdQpConfig,
 };
 use ibpoll_mem::Mempool;
 use ibpoll_wire::{Gid, IbMtu, Lid, PKey, QKey, Qpn, Rate};
@@ -28,6 +28,8 @@ const QPN_BASE: u32 = 0x48;
 const AH_MAX: usize = 1 << 16;
 /// QPs per port.
 const QP_PER_PORT_MAX: usize = 1024;
+/// Work requests a simulated queue holds.
+const SIM_MAX_WR: u32 = 32768;
 /// Multicast attachments per QP, as HCAs bound them (mlx5: thousands; keep it large).
 const ATTACH_PER_QP_MAX: usize = 1 << 14;
 
@@ -50,6 +52,27 @@ pub struct FabricConfig {
     pub faults: FaultConfig,
     /// Where time comes from (SA answer delays).
     pub clock: Arc<dyn Clock>,
+    /// What every port's UD QPs can do. The default is an InfiniBand HCA's answer through
+    /// verbs (one receive queue per QPN, one send queue per QP, no loopback block);
+    /// [`FabricConfig::with_rss`] and [`FabricConfig::with_mcast_lb_block`] opt in to more.
+    pub ud_caps: UdCaps,
+}
+
+impl FabricConfig {
+    /// Lets a QPN have up to `queues` receive queues, spread by a flow hash over the
+    /// IPv4 addresses, protocol and ports (RSS, which verbs offers only for raw-packet
+    /// QPs on Ethernet ports).
+    pub fn with_rss(mut self, queues: u16) -> FabricConfig {
+        self.ud_caps.rx_queues_per_qpn = queues.max(1);
+        self
+    }
+
+    /// Lets QPs ask the HCA to drop the multicast they send before it loops back
+    /// (`IBV_QP_CREATE_BLOCK_SELF_MCAST_LB`, as mlx5 offers).
+    pub fn with_mcast_lb_block(mut self) -> FabricConfig {
+        self.ud_caps.block_self_mcast_lb = true;
+        self
+    }
 }
 
 impl Default for FabricConfig {
@@ -63,6 +86,7 @@ impl Default for FabricConfig {
             rate: Rate::GBPS_10,
             faults: FaultConfig::default(),
             clock: Arc::new(MonotonicClock::new()),
+            ud_caps: UdCaps::verbs(SIM_MAX_WR, QP_PER_PORT_MAX as u32),
         }
     }
 }
@@ -239,6 +263,8 @@ pub(crate) struct RxRing {
 pub(crate) struct QpData {
     pub(crate) qkey: QKey,
     pub(crate) pkey_index: u16,
+    /// Multicast this QP sends is not looped back to its own port.
+    pub(crate) block_mcast_lb: bool,
     pub(crate) rx: Vec<Arc<RxRing>>,
     pub(crate) attached: usize,
 }
@@ -294,6 +320,7 @@ pub(crate) struct Control {
     next_lid: u16,
     cfg_partitions: Vec<PKey>,
     cfg_port_mtu: IbMtu,
+    pub(crate) ud_caps: UdCaps,
     pub(crate) rate: Rate,
     pub(crate) subnet_prefix: u64,
     next_tx_seed: u64,
@@ -361,19 +388,17 @@ impl Control {
 
     pub(crate) fn port_attr(&self, port: usize) -> PortAttr {
         let p = &self.ports[port];
-        PortAttr {
-            port_num: p.num,
-            state: p.state,
-            lid: p.lid,
-            lmc: 0,
-            sm_lid: SM_LID,
-            sm_sl: 0,
-            gid: self.port_gid(port),
-            pkeys: p.pkeys.clone(),
-            max_mtu: IbMtu::Mtu4096,
-            active_mtu: p.mtu,
-            rate: self.rate,
-        }
+        let mut a = PortAttr::new(p.num);
+        a.state = p.state;
+        a.lid = p.lid;
+        a.sm_lid = SM_LID;
+        a.gid = self.port_gid(port);
+        a.gids = vec![a.gid];
+        a.pkeys = p.pkeys.clone();
+        a.max_mtu = IbMtu::Mtu4096;
+        a.active_mtu = p.mtu;
+        a.rate = self.rate;
+        a
     }
 
     pub(crate) fn push_event(&mut self, port: usize, ev: PortEvent) {
@@ -660,6 +685,7 @@ impl SimFabric {
             next_lid: SM_LID.0 + 1,
             cfg_partitions: cfg.partitions,
             cfg_port_mtu: cfg.port_mtu,
+            ud_caps: cfg.ud_caps,
             rate: cfg.rate,
             subnet_prefix: cfg.subnet_prefix,
             next_tx_seed: cfg.seed,
@@ -897,6 +923,10 @@ impl Port for SimPort {
         ev
     }
 
+    fn ud_caps(&self) -> UdCaps {
+        self.fabric.lock().ud_caps
+    }
+
     fn create_ud_qp(&self, cfg: &UdQpConfig) -> Result<UdQp, Error> {
         crate::setup::create_ud_qp(&self.fabric, self.index, self.num, cfg)
     }
@@ -916,7 +946,8 @@ impl Port for SimPort {
         }
     }
 
-    fn set_qp_pkey_index(&self, qpn: Qpn, pkey_index: u16) -> Result<(), Error> {
+    fn move_qp_pkey_index(&self, parked: &Parked, pkey_index: u16) -> Result<usize, Error> {
+        let qpn = parked.qpn();
         let mut ctl = self.fabric.lock();
         if !ctl.pkey_index_valid(self.index, pkey_index) {
             return Err(Error::PkeyIndex {
@@ -924,24 +955,35 @@ impl Port for SimPort {
                 index: pkey_index,
             });
         }
-        match ctl.qps.get_mut(&(self.index, qpn.get())) {
-            Some(qp) => {
-                qp.pkey_index = pkey_index;
-                ctl.routes_changed();
-                Ok(())
-            }
-            None => Err(Error::NoSuchQp {
+        let Some(qp) = ctl.qps.get_mut(&(self.index, qpn.get())) else {
+            return Err(Error::NoSuchQp {
                 port: self.num,
                 qpn,
-            }),
+            });
+        };
+        qp.pkey_index = pkey_index;
+        // Through Reset: what the receive queues held (posted buffers, filled or not) is
+        // given back to the pool.
+        let mut flushed = 0;
+        for ring in &qp.rx {
+            // SAFETY: `parked` says no thread calls this QP's queues, so we (under the
+            // fabric lock, which orders us against the switch) are the rings' only
+            // consumer until the owners resume.
+            let n = unsafe { ring.inbox.clear() };
+            ring.counters.flushed.add_shared(n as u64);
+            flushed += n;
         }
+        ctl.routes_changed();
+        Ok(flushed)
     }
 
     fn create_ah(&self, attr: &AhAttr) -> Result<AddressHandle, Error> {
         self.fabric.lock().create_ah(self.index, attr)
     }
 
-    fn destroy_ah(&self, ah: AddressHandle) -> Result<(), Error> {
+    unsafe fn destroy_ah(&self, ah: AddressHandle) -> Result<(), Error> {
+        // The simulated handles are generation-tagged indices: a send that names a
+        // destroyed one fails and is counted (`bad_ah`) rather than reading freed memory.
         self.fabric.lock().destroy_ah(self.index, ah)
     }
 

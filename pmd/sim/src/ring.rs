@@ -185,18 +185,37 @@ impl<T> InboxRing<T> {
         n
     }
 
-    /// Drops every buffer in the ring.
+    /// Hands up to `max` buffers, oldest first, to `f` and returns how many.
     ///
     /// # Safety
     /// As `pop_burst`.
-    pub unsafe fn clear(&self) {
-        let mut burst: [Option<T>; 32] = Default::default();
-        // SAFETY: forwarded to the caller.
-        while unsafe { self.pop_burst(&mut burst) } > 0 {
-            for m in &mut burst {
-                drop(m.take());
-            }
+    #[inline]
+    pub unsafe fn pop_with(&self, max: usize, mut f: impl FnMut(T)) -> usize {
+        // Relaxed: only the consumer writes `head`.
+        let head = self.head.load(Ordering::Relaxed);
+        // Acquire: pairs with the Release store in `push`.
+        let tail = self.prod.tail.load(Ordering::Acquire);
+        let n = tail.wrapping_sub(head).min(max);
+        for i in 0..n {
+            let at = head.wrapping_add(i) & self.mask;
+            // SAFETY: as in `pop_burst`: `at` is inside `head..tail`, filled and made
+            // visible by the Acquire above, read exactly once.
+            f(self.slots[at].with(|p| unsafe { (*p).assume_init_read() }));
         }
+        if n > 0 {
+            // Release: pairs with the Acquire load in `is_full`, as in `pop_burst`.
+            self.head.store(head.wrapping_add(n), Ordering::Release);
+        }
+        n
+    }
+
+    /// Drops every buffer in the ring and returns how many there were.
+    ///
+    /// # Safety
+    /// As `pop_burst`.
+    pub unsafe fn clear(&self) -> usize {
+        // SAFETY: forwarded to the caller.
+        unsafe { self.pop_with(usize::MAX, drop) }
     }
 }
 

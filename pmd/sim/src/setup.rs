@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use ibpoll_dev::{Error, RxCounters, RxQueue, TxCounters, TxQueue, UdQp, UdQpConfig};
+use ibpoll_dev::{Error, RxCounters, RxQueue, TxCounters, UdQp, UdQpConfig};
 use ibpoll_wire::Qpn;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
@@ -28,39 +28,14 @@ impl Drop for QpGuard {
     }
 }
 
-fn check_ring(field: &'static str, v: u32) -> Result<(), Error> {
-    if !(32..=32768).contains(&v) || !v.is_power_of_two() {
-        return Err(Error::QpConfig {
-            field,
-            value: u64::from(v),
-            fix: "use a power of two from 32 to 32768",
-        });
-    }
-    Ok(())
-}
-
-fn check_queues(field: &'static str, v: u16) -> Result<(), Error> {
-    if !(1..=64).contains(&v) {
-        return Err(Error::QpConfig {
-            field,
-            value: u64::from(v),
-            fix: "use 1 to 64 queues",
-        });
-    }
-    Ok(())
-}
-
 pub(crate) fn create_ud_qp(
     fabric: &Arc<Fabric>,
     port: usize,
     port_num: u8,
     cfg: &UdQpConfig,
 ) -> Result<UdQp, Error> {
-    check_queues("rx_queues", cfg.rx_queues)?;
-    check_queues("tx_queues", cfg.tx_queues)?;
-    check_ring("rx_ring_size", cfg.rx_ring_size)?;
-    check_ring("tx_ring_size", cfg.tx_ring_size)?;
     let mut ctl = fabric.lock();
+    cfg.check(&ctl.ud_caps)?;
     if !ctl.pkey_index_valid(port, cfg.pkey_index) {
         return Err(Error::PkeyIndex {
             port: port_num,
@@ -74,7 +49,8 @@ pub(crate) fn create_ud_qp(
         });
     }
     let qpn = Qpn::from_bits(ctl.alloc_qpn());
-    let rings: Vec<Arc<RxRing>> = (0..cfg.rx_queues)
+    let rx_queues = if cfg.rx_ring_size == 0 { 0 } else { cfg.rx_queues };
+    let rings: Vec<Arc<RxRing>> = (0..rx_queues)
         .map(|queue_id| {
             Arc::new(RxRing {
                 inbox: InboxRing::new(cfg.rx_ring_size as usize),
@@ -91,11 +67,12 @@ pub(crate) fn create_ud_qp(
         QpData {
             qkey: cfg.qkey,
             pkey_index: cfg.pkey_index,
+            block_mcast_lb: cfg.block_self_mcast_lb,
             rx: rings.clone(),
             attached: 0,
         },
     );
-    let seeds: Vec<u64> = (0..cfg.tx_queues).map(|_| ctl.next_tx_seed()).collect();
+    let seed = ctl.next_tx_seed();
     drop(ctl);
 
     let guard = Arc::new(QpGuard {
@@ -105,31 +82,23 @@ pub(crate) fn create_ud_qp(
     });
     let rx = rings
         .into_iter()
-        .enumerate()
-        .map(|(i, ring)| {
+        .map(|ring| {
             Box::new(SimRxQueue {
                 ring,
-                queue_id: i as u16,
                 _qp: guard.clone(),
             }) as Box<dyn RxQueue>
         })
         .collect();
-    let tx = seeds
-        .into_iter()
-        .enumerate()
-        .map(|(i, seed)| {
-            Box::new(SimTxQueue {
-                qp: guard.clone(),
-                queue_id: i as u16,
-                counters: Arc::new(TxCounters::default()),
-                rng: SmallRng::seed_from_u64(seed),
-                held: Vec::with_capacity(cfg.tx_ring_size as usize),
-                routes: (0..crate::tx::ROUTE_SLOTS)
-                    .map(|_| crate::tx::Route::default())
-                    .collect(),
-                routes_gen: 0,
-            }) as Box<dyn TxQueue>
-        })
-        .collect();
-    Ok(UdQp { qpn, rx, tx })
+    let tx = Box::new(SimTxQueue {
+        qp: guard.clone(),
+        counters: Arc::new(TxCounters::default()),
+        completed: 0,
+        rng: SmallRng::seed_from_u64(seed),
+        held: Vec::with_capacity(cfg.tx_ring_size as usize),
+        routes: (0..crate::tx::ROUTE_SLOTS)
+            .map(|_| crate::tx::Route::default())
+            .collect(),
+        routes_gen: 0,
+    });
+    Ok(UdQp::new(qpn, rx, tx))
 }

@@ -13,8 +13,8 @@
 
 use std::sync::Arc;
 
-use ibpoll_dev::{TxCounters, TxDesc, TxQueue};
-use ibpoll_mem::{Mbuf, MbufMeta, MBUF_F_GRH, MBUF_F_MCAST};
+use ibpoll_dev::{TxCounters, TxDst, TxQueue};
+use ibpoll_mem::{Mbuf, MbufArray, MbufMeta, MBUF_F_GRH, MBUF_F_MCAST};
 use ibpoll_wire::{bth, crc, grh, ipoib, Gid, PKey, QKey, Qpn};
 use rand::rngs::SmallRng;
 use rand::Rng;
@@ -26,8 +26,9 @@ use crate::setup::QpGuard;
 #[derive(Debug)]
 pub(crate) struct SimTxQueue {
     pub(crate) qp: Arc<QpGuard>,
-    pub(crate) queue_id: u16,
     pub(crate) counters: Arc<TxCounters>,
+    /// Sends completed (all of them, at once: the switch copies synchronously).
+    pub(crate) completed: u64,
     /// Draws packet-loss and reordering faults for this queue.
     pub(crate) rng: SmallRng,
     /// Deliveries held back by the reordering fault: placed after the next packet.
@@ -89,10 +90,20 @@ struct Sender {
     pkey: PKey,
     gid: Gid,
     slid: ibpoll_wire::Lid,
+    /// The QP asked the HCA to drop its own multicast before it loops back.
+    block_mcast_lb: bool,
 }
 
 impl TxQueue for SimTxQueue {
-    fn tx_burst(&mut self, descs: &mut [TxDesc]) -> usize {
+    fn src_qpn(&self) -> Qpn {
+        self.qp.qpn
+    }
+
+    fn tx_burst(&mut self, pkts: &mut MbufArray, dst: &[TxDst]) -> usize {
+        let n = pkts.len().min(dst.len());
+        if n == 0 {
+            return 0;
+        }
         let fabric = self.qp.fabric.clone();
         let mut ctl = fabric.lock();
         let pcap = ctl.pcap.is_some();
@@ -112,6 +123,7 @@ impl TxQueue for SimTxQueue {
             pkey,
             gid: ctl.port_gid(port),
             slid: ctl.ports[port].lid,
+            block_mcast_lb: qp.block_mcast_lb,
         };
         let gen = ctl.route_gen;
         if gen != self.routes_gen {
@@ -120,23 +132,15 @@ impl TxQueue for SimTxQueue {
             }
             self.routes_gen = gen;
         }
-        let mut consumed = 0;
         let mut bytes = 0u64;
         let mut errors = 0u64;
-        for d in descs.iter_mut() {
-            let Some(m) = d.mbuf.take() else {
-                // An empty descriptor is the caller's bug; consume and count it.
-                consumed += 1;
-                errors += 1;
-                continue;
-            };
-            consumed += 1;
+        for (m, d) in pkts.drain_front(n).zip(dst) {
             ctl.stats.sent += 1;
             let held_before = self.held.len();
             let payload = m.data();
-            let (ah, remote_qpn) = (d.ah.raw(), d.remote_qpn.get());
-            let slot = route_slot(ah, remote_qpn);
-            let key = (ah, remote_qpn, d.remote_qkey.0);
+            bytes += payload.len() as u64;
+            let slot = route_slot(d.ah.raw(), d.qpn.get());
+            let key = (d.ah.raw(), d.qpn.get(), d.qkey.0);
             let r = &mut self.routes[slot];
             // A running tap sees every frame through the full path.
             let cached =
@@ -148,12 +152,9 @@ impl TxQueue for SimTxQueue {
                 } else {
                     switch(&mut ctl, &sender, d, payload, &mut self.rng, &mut self.held)
                 };
-            match result {
-                Ok(()) => bytes += m.len() as u64,
-                Err(why) => {
-                    ctl.stats.count(why, 1);
-                    errors += 1;
-                }
+            if let Err(why) = result {
+                ctl.stats.count(why, 1);
+                errors += 1;
             }
             // Release what an earlier packet held back, now that this one went first.
             if held_before > 0 {
@@ -161,18 +162,21 @@ impl TxQueue for SimTxQueue {
             }
             // `m` drops here: the send completed and its buffer returns to its pool.
         }
-        let n = self.held.len();
-        release_held(&mut ctl, &mut self.held, n);
+        let h = self.held.len();
+        release_held(&mut ctl, &mut self.held, h);
         drop(ctl);
+        self.completed += n as u64;
         // This lcore is the only writer of its send counters.
-        self.counters.packets.add((consumed as u64) - errors);
-        self.counters.bytes.add(bytes);
-        self.counters.errors.add(errors);
-        consumed
+        let c = &self.counters;
+        c.packets.add(n as u64);
+        c.bytes.add(bytes);
+        c.completed.add(n as u64);
+        c.errors.add(errors);
+        n
     }
 
-    fn queue_id(&self) -> u16 {
-        self.queue_id
+    fn completed(&mut self) -> u64 {
+        self.completed
     }
 
     fn counters(&self) -> Arc<TxCounters> {
@@ -201,8 +205,8 @@ fn enqueue(ctl: &mut Control, ring: &RxRing, m: Mbuf) {
 }
 
 /// Counts a packet dropped because every posted receive buffer of `ring` is full.
-fn overrun(ctl: &mut Control, ring: &RxRing) {
-    ring.counters.overrun.add_shared(1);
+fn overrun(ctl: &mut Control, _ring: &RxRing) {
+    // A real HCA drops it silently (a port counter at most), so no queue counts it.
     ctl.stats.count(DropReason::NoReceivePosted, 1);
 }
 
@@ -211,7 +215,7 @@ fn overrun(ctl: &mut Control, ring: &RxRing) {
 fn switch(
     ctl: &mut Control,
     s: &Sender,
-    d: &TxDesc,
+    d: &TxDst,
     payload: &[u8],
     rng: &mut SmallRng,
     held: &mut Vec<(Arc<RxRing>, Mbuf)>,
@@ -238,7 +242,7 @@ fn switch(
             s.pkey,
             &s.gid,
             &ah,
-            d.remote_qpn,
+            d.qpn,
             qkey,
             payload,
         );
@@ -255,7 +259,7 @@ fn switch(
         ctl.stats.count(DropReason::PortDown, 1);
         return Ok(());
     }
-    let Some(qp) = ctl.qps.get(&(dst, d.remote_qpn.get())) else {
+    let Some(qp) = ctl.qps.get(&(dst, d.qpn.get())) else {
         ctl.stats.count(DropReason::UnknownQpn, 1);
         return Ok(());
     };
@@ -292,11 +296,11 @@ fn switch(
 
 /// A Q_Key with the high bit set means "use the QP's own" (IBA 10.2.5).
 #[inline]
-fn effective_qkey(s: &Sender, d: &TxDesc) -> QKey {
-    if d.remote_qkey.is_controlled() {
+fn effective_qkey(s: &Sender, d: &TxDst) -> QKey {
+    if d.qkey.is_controlled() {
         s.qkey
     } else {
-        d.remote_qkey
+        d.qkey
     }
 }
 
@@ -322,7 +326,7 @@ impl Route {
 /// `r`, without counting anything, and returns whether the decision may be cached:
 /// false (and `r` left empty) for every send error and for a unicast drop at the
 /// receiver, which the full path then takes and counts.
-fn build_route(ctl: &mut Control, s: &Sender, d: &TxDesc, r: &mut Route, gen: u64) -> bool {
+fn build_route(ctl: &mut Control, s: &Sender, d: &TxDst, r: &mut Route, gen: u64) -> bool {
     use ibpoll_dev::PortState::Active;
     r.clear();
     if ctl.ports[s.port].state != Active {
@@ -351,9 +355,13 @@ fn build_route(ctl: &mut Control, s: &Sender, d: &TxDesc, r: &mut Route, gen: u6
             return false;
         }
         len_max = len_max.min(group.mtu.bytes());
-        // As `multicast`: every receiving member port, and the sender's own.
+        // As `multicast`: every receiving member port, and the sender's own unless the
+        // sending QP blocks its loopback.
         let own = (!group.receivers.contains(&s.port)).then_some(s.port);
         for &p in group.receivers.iter().chain(own.iter()) {
+            if p == s.port && s.block_mcast_lb {
+                continue;
+            }
             if ctl.ports[p].state != Active {
                 r.drops[2] += 1;
                 continue;
@@ -391,7 +399,7 @@ fn build_route(ctl: &mut Control, s: &Sender, d: &TxDesc, r: &mut Route, gen: u6
         if ctl.ports[dst].state != Active {
             return false;
         }
-        let Some(qp) = ctl.qps.get(&(dst, d.remote_qpn.get())) else {
+        let Some(qp) = ctl.qps.get(&(dst, d.qpn.get())) else {
             return false;
         };
         if qp.qkey != qkey || !s.pkey.matches(ctl.qp_pkey(dst, qp)) {
@@ -408,8 +416,8 @@ fn build_route(ctl: &mut Control, s: &Sender, d: &TxDesc, r: &mut Route, gen: u6
     }
     r.len_max = len_max;
     r.ah = d.ah.raw();
-    r.remote_qpn = d.remote_qpn.get();
-    r.remote_qkey = d.remote_qkey.0;
+    r.remote_qpn = d.qpn.get();
+    r.remote_qkey = d.qkey.0;
     r.gen = Some(gen);
     true
 }
@@ -503,6 +511,9 @@ fn multicast(
     ports.extend(group.receivers.iter().copied());
     if !ports.contains(&s.port) {
         ports.push(s.port);
+    }
+    if s.block_mcast_lb {
+        ports.retain(|&p| p != s.port);
     }
     let hash = rss_hash(payload);
     let mut rings = std::mem::take(&mut ctl.scratch_rings);
