@@ -5,23 +5,29 @@
 //! touches a reference count. Entries are shared between snapshots as `Arc`s whose counts
 //! only the control core changes (when it builds or frees a snapshot).
 //!
-//! Address-handle lifetime: an [`AhGuard`] destroys its handle when dropped. Every
+//! Next hops: every group and neighbour entry owns a slot ([`NhId`]) of the snapshot's
+//! flat next-hop array, which holds what a send needs ([`TxDst`]: address handle, QPN,
+//! Q_Key). A data core resolves a destination to an id once (through the maps) and
+//! sends through the array: one indexed load per packet.
+//!
+//! Address-handle lifetime: an [`AhGuard`] retires its handle when dropped (see
+//! `reaper`: it is destroyed once the sends that could name it completed). Every
 //! snapshot that names a handle holds an `Arc` to its guard, and the publisher gives a
 //! snapshot back (to be dropped or rewritten) only after every data core passed a
-//! quiescent point, so a handle is destroyed only after no data core can still read it.
-//! A snapshot given back is rewritten at once to the current state (see
-//! `Controller::recycle`), so it keeps a handle alive that no published snapshot names
-//! only while publishing is held up (a stalled reader): the handle is then destroyed
-//! late, never early.
-//! The control core sends synchronously in `poll` and holds no descriptor across polls
-//! with a handle it no longer has.
+//! quiescent point. A snapshot given back is rewritten at once to the current state
+//! (see `Controller::recycle`), so it keeps a handle alive that no published snapshot
+//! names only while publishing is held up (a stalled reader): the handle is then
+//! destroyed late, never early.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::nh::{NhId, NhSlot};
+use crate::reaper::AhGuard;
 use std::sync::Arc;
 
-use ibpoll_dev::{AddressHandle, Counter, Port};
+use ibpoll_dev::{AddressHandle, TxDst};
 use ibpoll_wire::ipoib::{self, HwAddr, McastScope};
 use ibpoll_wire::{Gid, Lid, PKey, QKey, Qpn};
 
@@ -30,44 +36,6 @@ use ibpoll_wire::{Gid, Lid, PKey, QKey, Qpn};
 /// per burst; SipHash costs several times as much for keys this short, and the tables
 /// hold only what the control core admitted (bounded by `groups_max` and `neigh_max`).
 pub(crate) type FastHash = foldhash::fast::RandomState;
-
-/// Owns an address handle: destroys it when the last snapshot or table naming it goes.
-pub struct AhGuard {
-    port: Arc<dyn Port>,
-    ah: AddressHandle,
-    destroyed: Arc<Counter>,
-}
-
-impl AhGuard {
-    pub(crate) fn new(port: Arc<dyn Port>, ah: AddressHandle, destroyed: Arc<Counter>) -> Self {
-        AhGuard {
-            port,
-            ah,
-            destroyed,
-        }
-    }
-
-    /// The handle.
-    pub fn ah(&self) -> AddressHandle {
-        self.ah
-    }
-}
-
-impl Drop for AhGuard {
-    fn drop(&mut self) {
-        // Runs on the control core (the rcu publisher frees snapshots on its thread), or
-        // on the last reader's thread if the controller is gone first: the shared add.
-        if self.port.destroy_ah(self.ah).is_ok() {
-            self.destroyed.add_shared(1);
-        }
-    }
-}
-
-impl fmt::Debug for AhGuard {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "AhGuard({:#x})", self.ah.raw())
-    }
-}
 
 /// A Joined multicast group as the data path sees it.
 #[derive(Debug)]
@@ -80,21 +48,30 @@ pub struct McastEntry {
     pub qkey: QKey,
     /// Whether this port is a full member (receives) or send-only.
     pub send_only: bool,
+    /// The QP the group is attached to (full members; the lane that receives it).
+    pub qpn: Qpn,
     pub(crate) ah: Arc<AhGuard>,
-    /// Set by data cores when they send to the group; cleared by the control core when
-    /// it checks for idle send-only groups (DESIGN rule 7).
-    used: AtomicBool,
+    pub(crate) nh: NhSlot,
 }
 
 impl McastEntry {
-    pub(crate) fn new(mgid: Gid, mlid: Lid, qkey: QKey, send_only: bool, ah: Arc<AhGuard>) -> Self {
+    pub(crate) fn new(
+        mgid: Gid,
+        mlid: Lid,
+        qkey: QKey,
+        send_only: bool,
+        qpn: Qpn,
+        ah: Arc<AhGuard>,
+        nh: NhSlot,
+    ) -> Self {
         McastEntry {
             mgid,
             mlid,
             qkey,
             send_only,
+            qpn,
             ah,
-            used: AtomicBool::new(true),
+            nh,
         }
     }
 
@@ -103,21 +80,18 @@ impl McastEntry {
         self.ah.ah()
     }
 
-    /// Marks the group used. One relaxed load per call and a store only when the flag was
-    /// clear (about once per idle-check period), never a read-modify-write.
-    #[inline]
-    pub fn mark_used(&self) {
-        // Relaxed: a usage hint; pairs with the control core's `take_used` swap only in
-        // the sense that a lost mark costs at most one early expiry check.
-        if !self.used.load(Ordering::Relaxed) {
-            self.used.store(true, Ordering::Relaxed);
-        }
+    /// Its next-hop id.
+    pub fn nh(&self) -> NhId {
+        self.nh.id
     }
 
-    /// Reads and clears the usage flag (control core only).
-    pub(crate) fn take_used(&self) -> bool {
-        // Relaxed: see `mark_used`.
-        self.used.swap(false, Ordering::Relaxed)
+    /// Where a send to the group goes.
+    pub fn tx_dst(&self) -> TxDst {
+        TxDst {
+            ah: self.ah(),
+            qpn: Qpn::MULTICAST,
+            qkey: self.qkey,
+        }
     }
 }
 
@@ -131,17 +105,37 @@ pub struct Neighbour {
     /// The Q_Key to send with (the broadcast group's).
     pub qkey: QKey,
     pub(crate) ah: Arc<AhGuard>,
-    used: AtomicBool,
+    pub(crate) nh: NhSlot,
 }
 
 impl Neighbour {
-    pub(crate) fn new(ip: [u8; 4], hwaddr: HwAddr, qkey: QKey, ah: Arc<AhGuard>) -> Self {
+    pub(crate) fn new(
+        ip: [u8; 4],
+        hwaddr: HwAddr,
+        qkey: QKey,
+        ah: Arc<AhGuard>,
+        nh: NhSlot,
+    ) -> Self {
         Neighbour {
             ip,
             hwaddr,
             qkey,
             ah,
-            used: AtomicBool::new(true),
+            nh,
+        }
+    }
+
+    /// Its next-hop id.
+    pub fn nh(&self) -> NhId {
+        self.nh.id
+    }
+
+    /// Where a send to it goes.
+    pub fn tx_dst(&self) -> TxDst {
+        TxDst {
+            ah: self.ah(),
+            qpn: self.qpn(),
+            qkey: self.qkey,
         }
     }
 
@@ -155,19 +149,6 @@ impl Neighbour {
         self.ah.ah()
     }
 
-    /// Marks the neighbour used (as [`McastEntry::mark_used`]).
-    #[inline]
-    pub fn mark_used(&self) {
-        // Relaxed: a usage hint only.
-        if !self.used.load(Ordering::Relaxed) {
-            self.used.store(true, Ordering::Relaxed);
-        }
-    }
-
-    pub(crate) fn take_used(&self) -> bool {
-        // Relaxed: a usage hint only.
-        self.used.swap(false, Ordering::Relaxed)
-    }
 }
 
 /// One immutable view of the control state. Published after every poll that changed it.
@@ -175,7 +156,7 @@ impl Neighbour {
 /// The control core rewrites a snapshot that no data core holds any more (reclaimed by
 /// the publisher) with the changes since its generation, rather than building each one
 /// anew: readers cannot tell, since they see it again only through a later publish.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Snapshot {
     /// Incremented with every publish.
     pub generation: u64,
@@ -190,12 +171,204 @@ pub struct Snapshot {
     pub scope: McastScope,
     /// The broadcast group, when Joined and no flush runs (while one runs no group is
     /// published: packets for groups go to the control core, which queues them).
-    pub broadcast: Option<Arc<McastEntry>>,
-    pub(crate) groups: HashMap<Gid, Arc<McastEntry>, FastHash>,
-    pub(crate) neighbours: HashMap<[u8; 4], Arc<Neighbour>, FastHash>,
+    broadcast: Option<Arc<McastEntry>>,
+    groups: HashMap<Gid, Arc<McastEntry>, FastHash>,
+    neighbours: HashMap<[u8; 4], Arc<Neighbour>, FastHash>,
+    /// The next-hop array: entry `i` is where sends to the group or neighbour owning
+    /// slot `i` go, with that owner's generation (0: no owner in this snapshot).
+    nh: Box<[NhEntry]>,
+    /// Usage marks per slot, shared with the control core and every snapshot.
+    used: Arc<[AtomicBool]>,
+}
+
+/// One slot of the next-hop array.
+#[derive(Debug, Clone, Copy)]
+struct NhEntry {
+    dst: TxDst,
+    gen: u32,
+}
+
+const NH_EMPTY: NhEntry = NhEntry {
+    dst: TxDst {
+        ah: AddressHandle::from_raw(0),
+        qpn: Qpn::from_bits(0),
+        qkey: QKey(0),
+    },
+    gen: 0,
+};
+
+const _: () = assert!(std::mem::size_of::<NhEntry>() == 16);
+
+/// Empties slot `id` of `nh` if `id`'s entry still owns it.
+fn clear_slot(nh: &mut [NhEntry], id: NhId) {
+    let e = &mut nh[id.index as usize];
+    if e.gen == id.gen {
+        *e = NH_EMPTY;
+    }
 }
 
 impl Snapshot {
+    /// An empty snapshot of an interface in partition `pkey` whose next hops come from a
+    /// slab with the usage marks `used`.
+    pub(crate) fn new(pkey: PKey, scope: McastScope, used: Arc<[AtomicBool]>) -> Snapshot {
+        Snapshot {
+            generation: 0,
+            link_up: false,
+            mtu: 0,
+            pkey,
+            scope,
+            broadcast: None,
+            groups: HashMap::default(),
+            neighbours: HashMap::default(),
+            nh: vec![NH_EMPTY; used.len()].into_boxed_slice(),
+            used,
+        }
+    }
+
+    /// Where sends through next hop `id` go; `None` if `id` names no entry of this
+    /// snapshot (never resolved, or replaced since: resolve again).
+    #[inline]
+    pub fn nh(&self, id: NhId) -> Option<&TxDst> {
+        let e = self.nh.get(id.index as usize)?;
+        (e.gen == id.gen).then_some(&e.dst)
+    }
+
+    /// Marks next hop `id` used: one relaxed load, and a store only when the mark was
+    /// clear (about once per idle-check period), never a read-modify-write. The control
+    /// core reads and clears the marks to age send-only groups and neighbours.
+    #[inline]
+    pub fn mark_used(&self, id: NhId) {
+        if let Some(u) = self.used.get(id.index as usize) {
+            // Relaxed: a usage hint; a lost mark costs at most one early expiry check.
+            if !u.load(Ordering::Relaxed) {
+                u.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The broadcast group's next hop, when it is published.
+    #[inline]
+    pub fn broadcast_nh(&self) -> Option<NhId> {
+        self.broadcast.as_ref().map(|b| b.nh())
+    }
+
+    /// The Joined group `mgid`'s next hop.
+    #[inline]
+    pub fn group_nh(&self, mgid: &Gid) -> Option<NhId> {
+        self.groups.get(mgid).map(|g| g.nh())
+    }
+
+    /// The resolved neighbour `ip`'s next hop.
+    #[inline]
+    pub fn neighbour_nh(&self, ip: &[u8; 4]) -> Option<NhId> {
+        self.neighbours.get(ip).map(|n| n.nh())
+    }
+
+    /// The broadcast group, when Joined and no flush runs.
+    pub fn broadcast(&self) -> Option<&McastEntry> {
+        self.broadcast.as_deref()
+    }
+
+    fn nh_set(&mut self, id: NhId, dst: TxDst) {
+        self.nh[id.index as usize] = NhEntry { dst, gen: id.gen };
+    }
+
+    fn nh_clear(&mut self, id: NhId) {
+        clear_slot(&mut self.nh, id);
+    }
+
+    /// Publishes (or, `None`, withdraws) the broadcast group.
+    pub(crate) fn set_broadcast(&mut self, b: Option<Arc<McastEntry>>) {
+        if let Some(old) = self.broadcast.take() {
+            // The broadcast group's slot is shared with its entry in `groups`.
+            if !self.groups.get(&old.mgid).is_some_and(|g| Arc::ptr_eq(g, &old)) {
+                self.nh_clear(old.nh());
+            }
+        }
+        if let Some(b) = &b {
+            self.nh_set(b.nh(), b.tx_dst());
+        }
+        self.broadcast = b;
+    }
+
+    /// Publishes a Joined group (replacing the entry it had, if any).
+    pub(crate) fn insert_group(&mut self, e: Arc<McastEntry>) {
+        self.nh_set(e.nh(), e.tx_dst());
+        if let Some(old) = self.groups.insert(e.mgid, e) {
+            self.clear_replaced(old.nh());
+        }
+    }
+
+    /// Withdraws group `mgid`.
+    pub(crate) fn remove_group(&mut self, mgid: &Gid) -> Option<Arc<McastEntry>> {
+        let old = self.groups.remove(mgid)?;
+        if !self.broadcast.as_ref().is_some_and(|b| Arc::ptr_eq(b, &old)) {
+            self.nh_clear(old.nh());
+        }
+        Some(old)
+    }
+
+    /// Withdraws every group (the broadcast group stays as it is). Keeps the map's
+    /// capacity: a rebuild in place allocates nothing.
+    pub(crate) fn clear_groups(&mut self) {
+        for g in self.groups.values() {
+            if !self.broadcast.as_ref().is_some_and(|b| Arc::ptr_eq(b, g)) {
+                clear_slot(&mut self.nh, g.nh());
+            }
+        }
+        self.groups.clear();
+    }
+
+    /// Withdraws every neighbour, keeping the map's capacity.
+    pub(crate) fn clear_neighbours(&mut self) {
+        for n in self.neighbours.values() {
+            clear_slot(&mut self.nh, n.nh());
+        }
+        self.neighbours.clear();
+    }
+
+    /// Withdraws every group and neighbour.
+    pub(crate) fn clear_tables(&mut self) {
+        self.set_broadcast(None);
+        self.clear_groups();
+        self.clear_neighbours();
+    }
+
+    /// The Joined groups.
+    pub fn groups(&self) -> impl Iterator<Item = &McastEntry> {
+        self.groups.values().map(|g| &**g)
+    }
+
+    /// The resolved neighbours.
+    pub fn neighbours(&self) -> impl Iterator<Item = &Neighbour> {
+        self.neighbours.values().map(|n| &**n)
+    }
+
+    /// Whether the next-hop array agrees with the maps: every published entry's slot
+    /// names it, and no other slot is live (checked by the controller's tests).
+    pub(crate) fn nh_consistent(&self) -> bool {
+        let entries = self
+            .groups
+            .values()
+            .map(|g| (g.nh(), g.tx_dst()))
+            .chain(self.neighbours.values().map(|n| (n.nh(), n.tx_dst())))
+            .chain(self.broadcast.iter().map(|b| (b.nh(), b.tx_dst())));
+        let mut live = 0;
+        for (id, dst) in entries {
+            if self.nh(id) != Some(&dst) {
+                return false;
+            }
+            live += 1;
+        }
+        // The broadcast group is also in `groups` when published there.
+        let in_groups = self
+            .broadcast
+            .as_ref()
+            .is_some_and(|b| self.groups.get(&b.mgid).is_some_and(|g| Arc::ptr_eq(g, b)));
+        live -= usize::from(in_groups);
+        self.nh.iter().filter(|e| e.gen != 0).count() == live
+    }
+
     /// The Joined group `mgid`, if any.
     #[inline]
     pub fn group(&self, mgid: &Gid) -> Option<&McastEntry> {

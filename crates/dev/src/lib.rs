@@ -38,6 +38,7 @@
 mod ah;
 mod clock;
 mod counter;
+mod delegate;
 mod error;
 mod mad;
 mod port;
@@ -46,6 +47,9 @@ mod queue;
 use std::sync::Arc;
 
 pub use ah::{AddressHandle, AhAttr, GrhAttr};
+#[doc(hidden)]
+pub use ibpoll_wire as __wire;
+
 pub use clock::{Clock, MonotonicClock, Nanos, VirtualClock};
 pub use counter::Counter;
 pub use error::Error;

@@ -124,6 +124,26 @@ impl MbufArray {
         }
         n
     }
+    /// Passes the elements from index `from` on, in order, through `f`, which keeps an
+    /// element by returning it (changed or not) and takes it by returning `None`; what
+    /// is kept stays in order. Elements before `from` are untouched.
+    pub fn filter_map_from(&mut self, from: usize, mut f: impl FnMut(Mbuf) -> Option<Mbuf>) {
+        let len = self.len;
+        let mut w = from.min(len);
+        // Shrink first: a panic in `f` leaks the elements after the one it held rather
+        // than letting them be dropped twice.
+        self.len = w;
+        for r in w..len {
+            // SAFETY: `r < len`: initialised, and moved out exactly once, here.
+            let m = unsafe { self.m[r].assume_init_read() };
+            if let Some(m) = f(m) {
+                self.m[w].write(m);
+                w += 1;
+                self.len = w;
+            }
+        }
+    }
+
     /// Prefetch hint for element `i` (no-op here).
     #[inline]
     pub fn prefetch(&self, _i: usize) {}

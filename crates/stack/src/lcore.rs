@@ -1,43 +1,28 @@
-//! The lcores' loops: a data lcore's per-iteration pipeline, and the control core
-//! (hosted on its own lcore or on data lcore 0).
+//! The lcores: a data lcore drives one [`Lane`] with its application (and, on data
+//! lcore 0 by default, hosts the controllers); the control core runs the controllers
+//! (hosted on its own lcore or on data lcore 0), executes commands from the [`Stack`]
+//! handle, and parks the lanes' queues for the control operations that need it.
 //!
-//! Per iteration a data lcore: reports a quiescent point; runs the controller when it
-//! hosts it (a bounded poll plus at most [`COMMANDS_PER_ITERATION`] control messages);
-//! receives up to [`BURST_MAX`] packets per queue, classifies them and hands IP packets
-//! to the application; lets the application generate; resolves every queued packet
-//! against one snapshot (each destination is looked up once per burst, see
-//! [`burst::Resolver`](crate::burst::Resolver)); sends them in one `tx_burst`; and
-//! adds the iteration's time to the busy or idle counter. None of this takes a lock, allocates, makes a system call
-//! or does an atomic read-modify-write per packet (the time is read once per iteration).
+//! [`Stack`]: crate::Stack
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam::queue::ArrayQueue;
-use ibpoll_ctrl::{Controller, CtrlEvent, CtrlStats, DataCore, Poll, Request};
-use ibpoll_dev::{Port, RxQueue, TxDesc, TxQueue};
-use ibpoll_mem::{Mbuf, MBUF_F_MCAST};
-use ibpoll_wire::ipoib;
+use crossbeam::utils::CachePadded;
+use ibpoll_ctrl::{Controller, CtrlEvent, CtrlStats, Poll};
+use ibpoll_dev::{Parked, Port};
 use ibpoll_wire::Qpn;
 
-use crate::app::{App, Dest, LcoreCtx, TxBuffer};
-use crate::burst::{classify, Class, Resolver};
-use crate::stats::LcoreCounters;
+use crate::app::App;
+use crate::lane::{Lane, PARK_ACK_GONE};
 
-/// Packets received per `rx_burst`.
-pub const BURST_MAX: usize = 32;
-/// Packets an application may queue per iteration (its [`TxBuffer`]'s capacity).
-pub const TX_BUFFER_MAX: usize = 2 * BURST_MAX;
-/// Times a packet is offered to `tx_burst` before it is dropped (`tx_full`).
-pub const TX_TRIES: u8 = 4;
 /// Control messages (commands from the [`Stack`](crate::Stack) handle) run per iteration
 /// by the lcore that hosts the controller.
 pub const COMMANDS_PER_ITERATION: usize = 8;
 /// Slots of the command queue to the control core.
 pub(crate) const COMMANDS_MAX: usize = 64;
-/// Receive bursts drained at stop, per queue (bounds the stop).
-const STOP_DRAIN_BURSTS: usize = 4096;
 
 /// A control message: runs on the control core with the controller.
 pub(crate) type Command = Box<dyn FnOnce(&mut Controller) + Send>;
@@ -84,14 +69,29 @@ pub(crate) struct IfShared {
     /// Cleared (Release) by the control core when it stops; loaded (Acquire) by a
     /// command's sender, to stop waiting for an answer that cannot come.
     pub(crate) ctl_alive: AtomicBool,
+    /// The park handshake: odd while the control core asks the lanes to stop using this
+    /// interface's queues. Written (Release) only by the control core, loaded (Acquire)
+    /// by every lane once per iteration.
+    pub(crate) park_seq: AtomicU64,
+    /// Per lane: the `park_seq` it last acknowledged (Release, after its last use of the
+    /// queues), or [`PARK_ACK_GONE`] once it exited; loaded (Acquire) by the control core.
+    pub(crate) park_acks: Box<[CachePadded<AtomicU64>]>,
+    /// Every lane's QP on this interface (lane order), whose queues a park covers.
+    pub(crate) lane_qpns: Vec<Qpn>,
 }
 
 impl IfShared {
-    pub(crate) fn new(lid: u16) -> IfShared {
+    pub(crate) fn new(lid: u16, lane_qpns: Vec<Qpn>) -> IfShared {
         IfShared {
             own_lid: AtomicU32::new(u32::from(lid)),
             commands: ArrayQueue::new(COMMANDS_MAX),
             ctl_alive: AtomicBool::new(true),
+            park_seq: AtomicU64::new(0),
+            park_acks: lane_qpns
+                .iter()
+                .map(|_| CachePadded::new(AtomicU64::new(0)))
+                .collect(),
+            lane_qpns,
         }
     }
 }
@@ -123,6 +123,9 @@ pub(crate) struct CtlHost {
     pub(crate) shared: Arc<Shared>,
     /// The interface this controller serves.
     pub(crate) iface: usize,
+    /// A P_Key index move waiting for the lanes to park: the index and the park
+    /// sequence asked for.
+    pub(crate) pending_move: Option<(u16, u64)>,
 }
 
 impl CtlHost {
@@ -147,35 +150,85 @@ impl CtlHost {
                     tracing::info!(lid, iface = self.iface, "ibpoll: link up");
                 }
                 CtrlEvent::LinkDown => tracing::info!(iface = self.iface, "ibpoll: link down"),
-                CtrlEvent::RebuildQp { pkey_index } => {
-                    // The heavy flush left every group (no attachment remains) and the
-                    // link is down; the QP takes the partition's new P_Key index in
-                    // place (the kernel's ipoib_ib_dev_open), keeping its QPN and the
-                    // data lcores' queues. The rejoin that follows brings the link up.
-                    let qpn = self.ctl.hwaddr().qpn();
-                    match self.port.set_qp_pkey_index(qpn, pkey_index) {
-                        Ok(()) => tracing::info!(
-                            pkey_index,
-                            iface = self.iface,
-                            "ibpoll: P_Key table changed; the UD QP moved to the new index"
-                        ),
-                        Err(e) => {
-                            // A QP left in another partition must carry nothing: the
-                            // interface goes administratively down (no rejoin).
-                            self.ctl.set_admin_up(false);
-                            tracing::error!(
-                                pkey_index,
-                                iface = self.iface,
-                                error = %e,
-                                "ibpoll: P_Key table changed and the UD QP could not \
-                                 follow; the interface is set down"
-                            );
-                        }
-                    }
-                }
+                CtrlEvent::RebuildQp { pkey_index } => self.park(pkey_index),
+            }
+        }
+        if let Some((pkey_index, seq)) = self.pending_move {
+            if self.parked(seq) {
+                self.move_qps(pkey_index);
+                self.pending_move = None;
+                // Release: pairs with the Acquire load in `Lane::begin`: the moves
+                // happen before a lane uses its queues again.
+                shared.park_seq.store(seq + 1, Ordering::Release);
+                busy = true;
             }
         }
         busy
+    }
+
+    /// Asks every lane to park this interface's queues before a P_Key index move.
+    fn park(&mut self, pkey_index: u16) {
+        let shared = &self.shared.ifaces[self.iface];
+        let seq = match self.pending_move {
+            // Already parking: the newer index wins, same request.
+            Some((_, seq)) => seq,
+            None => shared.park_seq.load(Ordering::Relaxed) + 1,
+        };
+        debug_assert!(seq & 1 == 1);
+        // Release: pairs with the Acquire load in `Lane::begin`.
+        shared.park_seq.store(seq, Ordering::Release);
+        self.pending_move = Some((pkey_index, seq));
+    }
+
+    /// Whether every lane acknowledged park request `seq` (or exited).
+    fn parked(&self, seq: u64) -> bool {
+        self.shared.ifaces[self.iface].park_acks.iter().all(|a| {
+            // Acquire: pairs with the Release store in `Lane::begin` / `Lane::drain`.
+            let ack = a.load(Ordering::Acquire);
+            ack == seq || ack == PARK_ACK_GONE
+        })
+    }
+
+    /// The heavy flush left every group (no attachment remains) and the link is down:
+    /// every QP of the interface takes the partition's new P_Key index in place (the
+    /// kernel's ipoib_ib_dev_open), keeping its QPN; the rejoin that follows brings the
+    /// link up.
+    fn move_qps(&mut self, pkey_index: u16) {
+        let shared = &self.shared.ifaces[self.iface];
+        let own = self.ctl.ctl_qpn();
+        let mut flushed = 0;
+        let mut failed = None;
+        for &qpn in shared.lane_qpns.iter().chain(std::iter::once(&own)) {
+            // SAFETY: every lane acknowledged the park request (or exited), and the
+            // controller's own send queue is only used inside `Controller::poll`, which
+            // is not running: no thread calls this QP's queues until `park_seq` moves on.
+            let parked = unsafe { Parked::assume(qpn) };
+            match self.port.move_qp_pkey_index(&parked, pkey_index) {
+                Ok(n) => flushed += n,
+                Err(e) => failed = Some((qpn, e)),
+            }
+        }
+        match failed {
+            None => tracing::info!(
+                pkey_index,
+                iface = self.iface,
+                receive_buffers_returned = flushed,
+                "ibpoll: P_Key table changed; the interface's UD QPs moved to the new index"
+            ),
+            Some((qpn, e)) => {
+                // A QP left in another partition must carry nothing: the interface goes
+                // administratively down (no rejoin).
+                self.ctl.set_admin_up(false);
+                tracing::error!(
+                    pkey_index,
+                    iface = self.iface,
+                    %qpn,
+                    error = %e,
+                    "ibpoll: P_Key table changed and a UD QP could not follow; the \
+                     interface is set down"
+                );
+            }
+        }
     }
 
     /// Stops hosting: says so to command senders and returns the final counters.
@@ -252,113 +305,34 @@ pub(crate) fn run_control(
     hosts.into_iter().map(CtlHost::finish).collect()
 }
 
-/// A packet on its way out: where it goes and how often it was offered.
-#[derive(Debug, Clone, Copy)]
-struct Pending {
-    dest: Dest,
-    tries: u8,
-}
-
-/// One data lcore: its queues, its side of the control plane, its application.
+/// One data lcore: its lane, its application, and the controllers it hosts.
 #[derive(Debug)]
 pub(crate) struct DataLcore<A> {
-    pub(crate) ctx: LcoreCtx,
-    /// Per interface: this lcore's queues and its side of that interface's control plane.
-    ifaces: Vec<LcoreIface>,
+    pub(crate) lane: Lane,
     /// The controllers this lcore hosts (all of them on data lcore 0 when the control
     /// core is not dedicated; none elsewhere).
     ctl: Vec<CtlHost>,
     pub(crate) app: A,
-    pub(crate) counters: Arc<LcoreCounters>,
-    pub(crate) shared: Arc<Shared>,
     pub(crate) idle: IdlePolicy,
     ctl_interval: Duration,
     ctl_next: Instant,
-    rx_pkts: [Option<Mbuf>; BURST_MAX],
-    app_pkts: [Option<Mbuf>; BURST_MAX],
-    txbuf: TxBuffer,
-}
-
-/// One interface as seen by one data lcore.
-#[derive(Debug)]
-struct LcoreIface {
-    rx: Box<dyn RxQueue>,
-    tx: Box<dyn TxQueue>,
-    core: DataCore,
-    qpn: Qpn,
-    /// Link state and MTU from this iteration's snapshot.
-    link_up: bool,
-    mtu: usize,
-    /// Packets the send queue handed back, offered again next iteration (resolved again
-    /// against that iteration's snapshot: a descriptor never outlives the snapshot its
-    /// address handle came from).
-    retry: Vec<(Mbuf, Pending)>,
-    descs: Vec<TxDesc>,
-    pending: Vec<Pending>,
-}
-
-/// One interface's part of a data lcore, before its buffers are allocated.
-pub(crate) struct LcoreIfaceParts {
-    pub(crate) rx: Box<dyn RxQueue>,
-    pub(crate) tx: Box<dyn TxQueue>,
-    pub(crate) core: DataCore,
-    pub(crate) qpn: Qpn,
-}
-
-/// Everything a data lcore is made of, before its buffers are allocated.
-pub(crate) struct DataLcoreParts<A> {
-    pub(crate) ctx: LcoreCtx,
-    pub(crate) ifaces: Vec<LcoreIfaceParts>,
-    pub(crate) ctl: Vec<CtlHost>,
-    pub(crate) app: A,
-    pub(crate) counters: Arc<LcoreCounters>,
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) idle: IdlePolicy,
-    pub(crate) ctl_interval: Duration,
-    pub(crate) pool: ibpoll_mem::Mempool,
-}
-
-/// Takes every reader offline (nested) while `f` runs.
-fn offline_all(ifaces: &mut [LcoreIface], f: &dyn Fn()) {
-    match ifaces.split_first_mut() {
-        None => f(),
-        Some((first, rest)) => first.core.reader.offline_while(|| offline_all(rest, f)),
-    }
 }
 
 impl<A: App> DataLcore<A> {
-    pub(crate) fn new(p: DataLcoreParts<A>) -> DataLcore<A> {
-        // A packet is offered at most TX_TRIES times, so the retry list holds at most
-        // TX_TRIES - 1 iterations' worth of packets, and one burst at most TX_TRIES.
-        let desc_max = usize::from(TX_TRIES) * TX_BUFFER_MAX;
-        let n_ifaces = p.ifaces.len();
+    pub(crate) fn new(
+        lane: Lane,
+        ctl: Vec<CtlHost>,
+        app: A,
+        idle: IdlePolicy,
+        ctl_interval: Duration,
+    ) -> DataLcore<A> {
         DataLcore {
-            txbuf: TxBuffer::new(TX_BUFFER_MAX, n_ifaces, p.pool, p.counters.clone()),
-            ctx: p.ctx,
-            ifaces: p
-                .ifaces
-                .into_iter()
-                .map(|i| LcoreIface {
-                    rx: i.rx,
-                    tx: i.tx,
-                    core: i.core,
-                    qpn: i.qpn,
-                    link_up: false,
-                    mtu: 0,
-                    retry: Vec::with_capacity(desc_max),
-                    descs: Vec::with_capacity(desc_max),
-                    pending: Vec::with_capacity(desc_max),
-                })
-                .collect(),
-            ctl: p.ctl,
-            app: p.app,
-            counters: p.counters,
-            shared: p.shared,
-            idle: p.idle,
-            ctl_interval: p.ctl_interval,
+            lane,
+            ctl,
+            app,
+            idle,
+            ctl_interval,
             ctl_next: Instant::now(),
-            rx_pkts: Default::default(),
-            app_pkts: Default::default(),
         }
     }
 
@@ -367,215 +341,37 @@ impl<A: App> DataLcore<A> {
     pub(crate) fn run(mut self) -> Vec<(usize, CtrlStats)> {
         let mut idler = Idler::new(self.idle);
         let mut t0 = Instant::now();
+        let shared = self.lane.shared.clone();
         // Relaxed: see `Shared::stop`.
-        while !self.shared.stop.load(Ordering::Relaxed) {
-            let worked = self.iteration(t0);
+        while !shared.stop.load(Ordering::Relaxed) {
+            let mut worked = false;
+            if !self.ctl.is_empty() && t0 >= self.ctl_next {
+                self.ctl_next = t0 + self.ctl_interval;
+                for host in &mut self.ctl {
+                    worked |= host.poll();
+                }
+            }
+            worked |= self.lane.iteration(&mut self.app, t0);
             let t1 = Instant::now();
             let dt = t1.duration_since(t0).as_nanos() as u64;
-            self.counters.iterations.inc();
+            let c = &self.lane.counters;
+            c.iterations.inc();
             if worked {
-                self.counters.busy_ns.add(dt);
+                c.busy_ns.add(dt);
             } else {
-                self.counters.idle_ns.add(dt);
+                c.idle_ns.add(dt);
             }
             t0 = t1;
-            let ifaces = &mut self.ifaces;
-            if idler.after(worked, |f| offline_all(ifaces, f)) {
+            let lane = &mut self.lane;
+            if idler.after(worked, |f| lane.offline_while(f)) {
                 let t2 = Instant::now();
-                self.counters
+                lane.counters
                     .idle_ns
                     .add(t2.duration_since(t0).as_nanos() as u64);
                 t0 = t2;
             }
         }
-        self.drain();
+        self.lane.drain();
         self.ctl.drain(..).map(CtlHost::finish).collect()
-    }
-
-    /// One iteration of the pipeline. Whether it did any work.
-    #[inline]
-    fn iteration(&mut self, now: Instant) -> bool {
-        let mut worked = false;
-        let mut links_up = 0u64;
-        for (i, ifc) in self.ifaces.iter_mut().enumerate() {
-            ifc.core.reader.quiescent();
-            let snap = ifc.core.reader.get();
-            ifc.link_up = snap.link_up;
-            ifc.mtu = snap.mtu;
-            links_up |= u64::from(snap.link_up) << i;
-        }
-        if !self.ctl.is_empty() && now >= self.ctl_next {
-            self.ctl_next = now + self.ctl_interval;
-            for host in &mut self.ctl {
-                worked |= host.poll();
-            }
-        }
-        self.ctx.now = now;
-        self.ctx.links_up = links_up;
-        for i in 0..self.ifaces.len() {
-            worked |= self.rx_stage(i);
-        }
-        self.set_ctx_iface(0);
-        worked |= self.app.poll(&self.ctx, &mut self.txbuf);
-        for i in 0..self.ifaces.len() {
-            worked |= self.tx_stage(i);
-        }
-        self.txbuf.reset_len();
-        worked
-    }
-
-    /// Points the context at interface `i` (the one whose burst the app is handed).
-    #[inline]
-    fn set_ctx_iface(&mut self, i: usize) {
-        let ifc = &self.ifaces[i];
-        self.ctx.iface = i;
-        self.ctx.link_up = ifc.link_up;
-        self.ctx.mtu = ifc.mtu;
-    }
-
-    /// Receives one burst from interface `i`'s queue, classifies it and hands the IP
-    /// packets to the application.
-    #[inline]
-    fn rx_stage(&mut self, i: usize) -> bool {
-        let ifc = &mut self.ifaces[i];
-        let n = ifc.rx.rx_burst(&mut self.rx_pkts);
-        if n == 0 {
-            return false;
-        }
-        let c = &*self.counters;
-        c.rx_packets.add(n as u64);
-        // Relaxed: see `IfShared::own_lid`.
-        let own_lid = self.shared.ifaces[i].own_lid.load(Ordering::Relaxed) as u16;
-        let own_qpn = ifc.qpn.get();
-        let mut n_app = 0;
-        let mut bytes = 0u64;
-        for slot in &mut self.rx_pkts[..n] {
-            let Some(mut m) = slot.take() else {
-                continue;
-            };
-            bytes += m.len() as u64;
-            let meta = *m.meta();
-            if meta.flags & MBUF_F_MCAST != 0 && meta.src_qpn == own_qpn && meta.slid == own_lid {
-                c.rx_loopback.inc();
-                continue;
-            }
-            match classify(m.data()) {
-                Class::Ip => {
-                    // Cannot fail: classify checked the length.
-                    m.adj(ipoib::HEADER_LEN);
-                    self.app_pkts[n_app] = Some(m);
-                    n_app += 1;
-                }
-                Class::Arp => match ifc.core.requests.send(Request::Arp { mbuf: m }) {
-                    Ok(()) => c.rx_arp.inc(),
-                    Err(_req) => c.rx_ctrl_full.inc(),
-                },
-                Class::Malformed => c.rx_malformed.inc(),
-                Class::Unknown => c.rx_unknown_ethertype.inc(),
-            }
-        }
-        c.rx_bytes.add(bytes);
-        if n_app > 0 {
-            c.app_rx.add(n_app as u64);
-            self.set_ctx_iface(i);
-            self.app
-                .on_burst(&self.ctx, &mut self.app_pkts[..n_app], &mut self.txbuf);
-            let mut left = 0;
-            for slot in &mut self.app_pkts[..n_app] {
-                if slot.take().is_some() {
-                    left += 1;
-                }
-            }
-            if left > 0 {
-                self.counters.app_dropped.add(left);
-            }
-        }
-        true
-    }
-
-    /// Resolves interface `i`'s retried and newly queued packets against one snapshot
-    /// and sends them in one burst.
-    #[inline]
-    fn tx_stage(&mut self, i: usize) -> bool {
-        let ifc = &mut self.ifaces[i];
-        let queued = &mut self.txbuf.pkts[i];
-        if ifc.retry.is_empty() && queued.is_empty() {
-            return false;
-        }
-        let c = &*self.counters;
-        let mut bytes = 0u64;
-        {
-            let snap = ifc.core.reader.get();
-            let mut r = Resolver::new(snap, &mut ifc.core.requests, c);
-            let fresh = queued
-                .drain(..)
-                .map(|(m, dest)| (m, Pending { dest, tries: 0 }));
-            for (m, p) in ifc.retry.drain(..).chain(fresh) {
-                if let Some(d) = r.resolve(m, p.dest) {
-                    bytes += d.mbuf.as_ref().map_or(0, |m| m.len() as u64);
-                    // Within the capacity reserved at start-up (see `DataLcore::new`).
-                    debug_assert!(ifc.descs.len() < ifc.descs.capacity());
-                    ifc.descs.push(d);
-                    ifc.pending.push(p);
-                }
-            }
-        }
-        if !ifc.descs.is_empty() {
-            let n = ifc.tx.tx_burst(&mut ifc.descs);
-            c.tx_burst_consumed.add(n as u64);
-            for (d, p) in ifc.descs[n..].iter_mut().zip(&ifc.pending[n..]) {
-                let Some(mut m) = d.mbuf.take() else {
-                    continue;
-                };
-                bytes -= m.len() as u64;
-                if p.tries + 1 >= TX_TRIES {
-                    c.tx_full.inc();
-                    continue;
-                }
-                // Strip the IPoIB header again: the packet is resolved afresh next time.
-                m.adj(ipoib::HEADER_LEN);
-                c.tx_retries.inc();
-                ifc.retry.push((
-                    m,
-                    Pending {
-                        dest: p.dest,
-                        tries: p.tries + 1,
-                    },
-                ));
-            }
-            ifc.descs.clear();
-            ifc.pending.clear();
-        }
-        c.tx_bytes.add(bytes);
-        true
-    }
-
-    /// At stop: frees what is queued and drains the receive queues (bounded), counting
-    /// everything. The application is dropped with the lcore, on this thread.
-    fn drain(&mut self) {
-        let c = &*self.counters;
-        let mut queued = 0;
-        for (ifc, q) in self.ifaces.iter_mut().zip(&mut self.txbuf.pkts) {
-            queued += (q.len() + ifc.retry.len()) as u64;
-            q.clear();
-            ifc.retry.clear();
-        }
-        self.txbuf.reset_len();
-        c.stop_dropped_tx.add(queued);
-        for ifc in &mut self.ifaces {
-            for _ in 0..STOP_DRAIN_BURSTS {
-                let n = ifc.rx.rx_burst(&mut self.rx_pkts);
-                if n == 0 {
-                    break;
-                }
-                c.rx_packets.add(n as u64);
-                c.stop_dropped_rx.add(n as u64);
-                for slot in &mut self.rx_pkts[..n] {
-                    if let Some(m) = slot.take() {
-                        c.rx_bytes.add(m.len() as u64);
-                    }
-                }
-            }
-        }
     }
 }

@@ -103,6 +103,7 @@
 mod app;
 pub mod burst;
 mod error;
+mod lane;
 mod lcore;
 mod setup;
 mod signal;
@@ -110,11 +111,14 @@ pub mod smol;
 mod stack;
 mod stats;
 mod tee;
+mod tx;
 
-pub use app::{App, Dest, Discard, LcoreCtx, TxBuffer};
+pub use app::{App, Discard, LcoreCtx};
 pub use error::Error;
-pub use ibpoll_ctrl::{CtrlConfig, CtrlStats, GroupAddr};
-pub use lcore::{IdlePolicy, BURST_MAX, COMMANDS_PER_ITERATION, TX_BUFFER_MAX, TX_TRIES};
+pub use ibpoll_ctrl::{CtrlConfig, CtrlStats, GroupAddr, NhId};
+pub use lane::Lane;
+pub use lcore::{IdlePolicy, COMMANDS_PER_ITERATION};
+pub use tx::{Dest, Tx, BURST_MAX, TX_TABLE_MAX, TX_TRIES};
 pub use setup::{ControlCore, IfaceConfig, StackBuilder, IFACES_MAX};
 pub use signal::{ctrl_c_pressed, install_ctrl_c};
 pub use stack::{ctrl_packet_drops, Stack, StopReport};

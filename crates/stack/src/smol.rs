@@ -1,11 +1,11 @@
 //! smoltcp over the burst API: an [`IpDevice`] is a `smoltcp::phy::Device` with
 //! `Medium::Ip`, fed from an application's received bursts and drained into its
-//! [`TxBuffer`]. An application owns one `Interface`, its sockets and one `IpDevice` per
+//! [`Tx`]. An application owns one `Interface`, its sockets and one `IpDevice` per
 //! data lcore:
 //!
 //! ```text
-//! on_burst(ctx, rx, tx): dev.bind(tx); dev.stage_rx(rx); iface.poll(now, &mut dev, &mut sockets); dev.flush_tx(tx)
-//! poll(ctx, tx):         dev.bind(tx); (socket work);    iface.poll(now, &mut dev, &mut sockets); dev.flush_tx(tx)
+//! on_burst(ctx, rx, tx): dev.bind(tx); dev.stage_rx(rx); iface.poll(now, &mut dev, &mut sockets); dev.flush_tx(0, tx)
+//! poll(ctx, tx):         dev.bind(tx); (socket work);    iface.poll(now, &mut dev, &mut sockets); dev.flush_tx(0, tx)
 //! ```
 //!
 //! Received packets reach smoltcp in their own buffers (no copy); smoltcp writes each
@@ -16,11 +16,11 @@
 use std::collections::VecDeque;
 
 use ibpoll_ctrl::GroupAddr;
-use ibpoll_mem::{Mbuf, Mempool};
+use ibpoll_mem::{Mbuf, MbufArray, Mempool};
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
-use crate::{Dest, TxBuffer, BURST_MAX, TX_BUFFER_MAX};
+use crate::{Dest, Tx, BURST_MAX, TX_TABLE_MAX};
 
 /// Counters of one [`IpDevice`] (owned by its lcore; plain integers).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -61,7 +61,7 @@ pub struct IpDevice {
 impl IpDevice {
     /// A device with IP MTU `mtu` (e.g. 2044 for a 2048-byte IB MTU; update it from
     /// [`LcoreCtx::mtu`](crate::LcoreCtx::mtu) with [`set_mtu`](Self::set_mtu)). It sends
-    /// through the stack's pool once [`bind`](Self::bind) has shown it a [`TxBuffer`].
+    /// through the stack's pool once [`bind`](Self::bind) has shown it a [`Tx`].
     /// Everything it needs is allocated here.
     pub fn new(mtu: usize) -> IpDevice {
         IpDevice::build(None, mtu)
@@ -76,7 +76,7 @@ impl IpDevice {
         IpDevice {
             rx: VecDeque::with_capacity(BURST_MAX),
             tx: TxSide {
-                staged: Vec::with_capacity(TX_BUFFER_MAX),
+                staged: Vec::with_capacity(TX_TABLE_MAX),
                 pool,
                 scratch: vec![0; 64 * 1024],
                 stats: IpDeviceStats::default(),
@@ -88,30 +88,25 @@ impl IpDevice {
     /// Sends through `tx`'s pool from now on (the first call clones the pool handle;
     /// later calls only check). Call it at the top of every callback.
     #[inline]
-    pub fn bind(&mut self, tx: &TxBuffer) {
+    pub fn bind(&mut self, tx: &Tx) {
         if self.tx.pool.is_none() {
             self.tx.pool = Some(tx.pool().clone());
         }
     }
 
-    /// Takes received packets out of the application's slots for smoltcp (as many as
-    /// fit: [`BURST_MAX`]; the rest stay in their slots and are counted by the stack).
-    pub fn stage_rx(&mut self, rx: &mut [Option<Mbuf>]) {
-        for slot in rx {
-            if self.rx.len() >= BURST_MAX {
-                self.tx.stats.rx_full += 1;
-                continue;
-            }
-            if let Some(m) = slot.take() {
-                // Within the capacity reserved in `new`.
-                self.rx.push_back(m);
-            }
-        }
+    /// Takes received packets out of the application's burst for smoltcp (as many as
+    /// fit: [`BURST_MAX`]; the rest stay in the burst and are counted by the stack).
+    pub fn stage_rx(&mut self, rx: &mut MbufArray) {
+        let room = BURST_MAX - self.rx.len();
+        let n = rx.len().min(room);
+        self.tx.stats.rx_full += (rx.len() - n) as u64;
+        // Within the capacity reserved in `new`.
+        self.rx.extend(rx.drain_front(n));
     }
 
     /// Queues what smoltcp sent for transmission: each to its IPv4 destination as an
-    /// on-link next hop, or its multicast group.
-    pub fn flush_tx(&mut self, tx: &mut TxBuffer) {
+    /// on-link next hop, or its multicast group, on interface `iface`.
+    pub fn flush_tx(&mut self, iface: usize, tx: &mut Tx) {
         for m in self.tx.staged.drain(..) {
             let d = m.data();
             if d.len() < 20 || d[0] >> 4 != 4 {
@@ -124,7 +119,7 @@ impl IpDevice {
             } else {
                 Dest::NextHop(dst)
             };
-            tx.push(m, dest);
+            tx.push(iface, m, dest);
         }
     }
 
@@ -186,7 +181,7 @@ impl phy::Device for IpDevice {
     type TxToken<'a> = TxToken<'a>;
 
     fn receive(&mut self, _timestamp: Instant) -> Option<(RxToken, TxToken<'_>)> {
-        if self.tx.staged.len() >= TX_BUFFER_MAX {
+        if self.tx.staged.len() >= TX_TABLE_MAX {
             // No room for an answer: leave the packet until the next flush.
             return None;
         }
@@ -196,7 +191,7 @@ impl phy::Device for IpDevice {
     }
 
     fn transmit(&mut self, _timestamp: Instant) -> Option<TxToken<'_>> {
-        (self.tx.staged.len() < TX_BUFFER_MAX).then_some(TxToken(&mut self.tx))
+        (self.tx.staged.len() < TX_TABLE_MAX).then_some(TxToken(&mut self.tx))
     }
 
     fn capabilities(&self) -> DeviceCapabilities {

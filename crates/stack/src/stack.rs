@@ -74,42 +74,7 @@ pub fn ctrl_packet_drops(s: &CtrlStats) -> u64 {
 fn sum(all: &[LcoreStats]) -> LcoreStats {
     let mut t = LcoreStats::default();
     for s in all {
-        macro_rules! add {
-            ($($f:ident),*) => { $( t.$f += s.$f; )* };
-        }
-        add!(
-            iterations,
-            busy_ns,
-            idle_ns,
-            rx_packets,
-            rx_bytes,
-            rx_loopback,
-            rx_malformed,
-            rx_unknown_ethertype,
-            rx_arp,
-            rx_ctrl_full,
-            app_rx,
-            app_dropped,
-            app_tx,
-            tx_buffer_full,
-            tx_burst_consumed,
-            tx_bytes,
-            to_ctrl_resolve,
-            to_ctrl_mcast,
-            tx_link_down,
-            tx_too_long,
-            tx_malformed,
-            tx_no_iface,
-            tx_ctrl_full,
-            tx_retries,
-            tx_full,
-            stop_dropped_rx,
-            stop_dropped_tx,
-            driver_tx_packets,
-            driver_tx_errors,
-            driver_rx_nombuf,
-            driver_rx_overrun
-        );
+        t += *s;
     }
     t
 }

@@ -6,10 +6,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use ibpoll_dev::{
-    AddressHandle, AhAttr, Error, MadChannel, Port, PortAttr, PortEvent, UdQp, UdQpConfig,
-};
-use ibpoll_wire::{Gid, Lid, QKey, Qpn};
+use ibpoll_dev::{Port, PortEvent};
 
 /// Events buffered per subscriber: more than an HCA's async event queue holds.
 const EVENTS_MAX: usize = 256;
@@ -44,12 +41,8 @@ pub(crate) fn tee(port: &Arc<dyn Port>, n: usize) -> Vec<Arc<dyn Port>> {
 }
 
 impl Port for TeePort {
-    fn port_num(&self) -> u8 {
-        self.inner.port_num()
-    }
-    fn attr(&self) -> PortAttr {
-        self.inner.attr()
-    }
+    ibpoll_dev::delegate_port!(inner: info, qp, ah, mcast, mad);
+
     fn poll_event(&self) -> Option<PortEvent> {
         let mut q = self.queues.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(ev) = self.inner.poll_event() {
@@ -62,29 +55,5 @@ impl Port for TeePort {
             }
         }
         q.subs[self.sub].pop_front()
-    }
-    fn create_ud_qp(&self, cfg: &UdQpConfig) -> Result<UdQp, Error> {
-        self.inner.create_ud_qp(cfg)
-    }
-    fn set_qp_qkey(&self, qpn: Qpn, qkey: QKey) -> Result<(), Error> {
-        self.inner.set_qp_qkey(qpn, qkey)
-    }
-    fn set_qp_pkey_index(&self, qpn: Qpn, pkey_index: u16) -> Result<(), Error> {
-        self.inner.set_qp_pkey_index(qpn, pkey_index)
-    }
-    fn create_ah(&self, attr: &AhAttr) -> Result<AddressHandle, Error> {
-        self.inner.create_ah(attr)
-    }
-    fn destroy_ah(&self, ah: AddressHandle) -> Result<(), Error> {
-        self.inner.destroy_ah(ah)
-    }
-    fn attach_mcast(&self, qpn: Qpn, mgid: &Gid, mlid: Lid) -> Result<(), Error> {
-        self.inner.attach_mcast(qpn, mgid, mlid)
-    }
-    fn detach_mcast(&self, qpn: Qpn, mgid: &Gid, mlid: Lid) -> Result<(), Error> {
-        self.inner.detach_mcast(qpn, mgid, mlid)
-    }
-    fn open_mad_channel(&self) -> Result<Box<dyn MadChannel>, Error> {
-        self.inner.open_mad_channel()
     }
 }

@@ -1,0 +1,242 @@
+//! Creates what a checked configuration describes: the device's port, the pool, per
+//! interface one UD QP per lane and a send-only QP for the control core, the
+//! controllers, and the lanes. Starts no thread.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use ibpoll_ctrl::{Controller, CtrlConfig, CtrlQps, DataCore};
+use ibpoll_dev::{Clock, Device, MonotonicClock, Port, PortAttr, UdQp, UdQpConfig};
+use ibpoll_mem::Mempool;
+use ibpoll_pmd_sim::{FabricConfig, SimFabric};
+use ibpoll_wire::{QKey, Qpn};
+
+use super::check::Plan;
+use super::{DeviceChoice, StackBuilder};
+use crate::app::LcoreCtx;
+use crate::lane::{Lane, RxIface};
+use crate::lcore::{CtlHost, IfShared, Shared};
+use crate::stack::IfaceInfo;
+use crate::stats::{LcoreCounterSet, LcoreCounters};
+use crate::tx::{Tx, TxIface};
+use crate::Error;
+
+/// Everything a stack is made of, before any thread runs it.
+pub(crate) struct Built {
+    pub(crate) port: Arc<dyn Port>,
+    pub(crate) pool: Mempool,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) hosts: Vec<CtlHost>,
+    pub(crate) lanes: Vec<Lane>,
+    pub(crate) counters: Vec<LcoreCounterSet>,
+    pub(crate) infos: Vec<IfaceInfo>,
+}
+
+/// One interface's QPs: one per lane (lane 0's is the interface's own) and the control
+/// core's send-only one.
+struct IfaceQps {
+    lanes: Vec<UdQp>,
+    ctl: UdQp,
+    /// The HCA drops our own multicast before it loops back.
+    hw_blocks_loopback: bool,
+}
+
+impl IfaceQps {
+    fn lane_qpns(&self) -> Vec<Qpn> {
+        self.lanes.iter().map(|q| q.qpn).collect()
+    }
+
+    /// What the lanes' loopback filter compares against: every QPN, or none when the
+    /// HCA filters.
+    fn own_qpns(&self) -> Box<[u32]> {
+        if self.hw_blocks_loopback {
+            return Box::new([]);
+        }
+        let ctl = std::iter::once(self.ctl.qpn);
+        self.lanes.iter().map(|q| q.qpn).chain(ctl).map(Qpn::get).collect()
+    }
+}
+
+pub(super) fn build(b: &StackBuilder, plan: &Plan) -> Result<Built, Error> {
+    let (device, port_num, clock) = device(b);
+    let dev_err = |op: &'static str| {
+        let device = device.name().to_owned();
+        move |source| Error::Device { op, device, source }
+    };
+    let port = device.open_port(port_num).map_err(dev_err("open_port"))?;
+    let attr = port.attr();
+    let pkey_indexes = pkey_indexes(plan, &attr, port_num)?;
+    let pool = Mempool::new(plan.pool.clone()).map_err(|source| Error::Pool {
+        n_bufs: plan.pool.n_bufs,
+        data_room: plan.pool.data_room,
+        source,
+    })?;
+    let mut qps = Vec::with_capacity(plan.ifaces.len());
+    for &pkey_index in &pkey_indexes {
+        qps.push(create_qps(b, plan, &port, &pool, pkey_index).map_err(dev_err("create_ud_qp"))?);
+    }
+    let shared = Arc::new(Shared {
+        stop: AtomicBool::new(false),
+        ifaces: qps
+            .iter()
+            .map(|q| IfShared::new(attr.lid.0, q.lane_qpns()))
+            .collect(),
+    });
+    // One controller per interface; each must see every port event, so with several
+    // they read them through a tee (one interface reads the port itself, unchanged).
+    let ctl_ports: Vec<Arc<dyn Port>> = if qps.len() == 1 {
+        vec![port.clone()]
+    } else {
+        crate::tee::tee(&port, qps.len())
+    };
+    let n_ifaces = qps.len();
+    let mut hosts = Vec::with_capacity(n_ifaces);
+    let mut infos = Vec::with_capacity(n_ifaces);
+    let mut lane_parts: Vec<Vec<(RxIface, TxIface)>> =
+        (0..plan.data_cores).map(|_| Vec::with_capacity(n_ifaces)).collect();
+    for (i, q) in qps.into_iter().enumerate() {
+        let f = plan.ifaces[i];
+        let ctrl_cfg = CtrlConfig {
+            pkey: f.pkey,
+            scope: b.scope,
+            ipv4: f.ipv4,
+            data_cores: plan.data_cores,
+            ..b.ctrl.clone()
+        };
+        let own_qpns = q.own_qpns();
+        let lane_qpns = q.lane_qpns();
+        let ctl_qps = CtrlQps::new(lane_qpns[0], lane_qpns, q.ctl.tx);
+        let (ctl, cores) = Controller::new(ctrl_cfg, ctl_ports[i].clone(), ctl_qps, pool.clone(), clock.clone())
+            .map_err(|source| Error::Controller { source })?;
+        infos.push(IfaceInfo {
+            config: f,
+            qpn: ctl.hwaddr().qpn(),
+            hwaddr: ctl.hwaddr(),
+        });
+        hosts.push(CtlHost {
+            ctl,
+            port: ctl_ports[i].clone(),
+            shared: shared.clone(),
+            iface: i,
+            pending_move: None,
+        });
+        for ((parts, qp), core) in lane_parts.iter_mut().zip(q.lanes).zip(cores) {
+            parts.push(lane_iface(qp, core, own_qpns.clone()));
+        }
+    }
+    let (lanes, counters) = lanes(plan, lane_parts, &pool, &shared);
+    Ok(Built {
+        port,
+        pool,
+        shared,
+        hosts,
+        lanes,
+        counters,
+        infos,
+    })
+}
+
+/// The device and port to open, and the control plane's clock.
+fn device(b: &StackBuilder) -> (Arc<dyn Device>, u8, Arc<dyn Clock>) {
+    match b.device.clone() {
+        Some(DeviceChoice::Fabric { fabric, node }) => {
+            let clock = b.clock.clone().unwrap_or_else(|| fabric.clock());
+            (fabric.add_node(&node, 1), 1, clock)
+        }
+        Some(DeviceChoice::Device { device, port }) => {
+            let clock = b
+                .clock
+                .clone()
+                .unwrap_or_else(|| Arc::new(MonotonicClock::new()));
+            (device, port, clock)
+        }
+        None => {
+            let fabric = SimFabric::new(FabricConfig::default());
+            let clock = b.clock.clone().unwrap_or_else(|| fabric.clock());
+            (fabric.add_node(&b.name, 1), 1, clock)
+        }
+    }
+}
+
+/// Each interface's index in the port's P_Key table.
+fn pkey_indexes(plan: &Plan, attr: &PortAttr, port_num: u8) -> Result<Vec<u16>, Error> {
+    plan.ifaces
+        .iter()
+        .map(|f| {
+            attr.pkey_index(f.pkey).ok_or_else(|| Error::Partition {
+                pkey: f.pkey,
+                port: port_num,
+                pkeys: attr
+                    .pkeys
+                    .iter()
+                    .filter(|p| p.base() != 0)
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+        })
+        .collect()
+}
+
+/// One interface's QPs.
+fn create_qps(
+    b: &StackBuilder,
+    plan: &Plan,
+    port: &Arc<dyn Port>,
+    pool: &Mempool,
+    pkey_index: u16,
+) -> Result<IfaceQps, ibpoll_dev::Error> {
+    let caps = port.ud_caps();
+    let mut cfg = UdQpConfig::new(pool.clone(), pkey_index, QKey::IPOIB_DEFAULT);
+    cfg.rx_ring_size = b.rx_ring_size;
+    cfg.tx_ring_size = b.tx_ring_size;
+    cfg.block_self_mcast_lb = caps.block_self_mcast_lb;
+    let lanes = (0..plan.data_cores)
+        .map(|_| port.create_ud_qp(&cfg))
+        .collect::<Result<Vec<_>, _>>()?;
+    cfg.rx_ring_size = 0;
+    let ctl = port.create_ud_qp(&cfg)?;
+    Ok(IfaceQps {
+        lanes,
+        ctl,
+        hw_blocks_loopback: caps.block_self_mcast_lb,
+    })
+}
+
+/// One lane's share of one interface.
+fn lane_iface(qp: UdQp, core: DataCore, own_qpns: Box<[u32]>) -> (RxIface, TxIface) {
+    (RxIface::new(qp.rx, own_qpns), TxIface::new(qp.tx, core))
+}
+
+/// The lanes and where their counters live.
+fn lanes(
+    plan: &Plan,
+    parts: Vec<Vec<(RxIface, TxIface)>>,
+    pool: &Mempool,
+    shared: &Arc<Shared>,
+) -> (Vec<Lane>, Vec<LcoreCounterSet>) {
+    let mut lanes = Vec::with_capacity(parts.len());
+    let mut sets = Vec::with_capacity(parts.len());
+    for (i, p) in parts.into_iter().enumerate() {
+        let counters = Arc::new(LcoreCounters::default());
+        let (rx, tx): (Vec<RxIface>, Vec<TxIface>) = p.into_iter().unzip();
+        sets.push(LcoreCounterSet {
+            lcore: counters.clone(),
+            rx: rx.iter().flat_map(|r| r.qs.iter().map(|q| q.counters())).collect(),
+            tx: tx.iter().map(TxIface::counters).collect(),
+        });
+        let ctx = LcoreCtx {
+            lcore: i,
+            data_cores: plan.data_cores,
+            link_up: false,
+            mtu: 0,
+            now: std::time::Instant::now(),
+            iface: 0,
+            ifaces: plan.ifaces.len(),
+            links_up: 0,
+        };
+        let tx = Tx::new(tx, pool.clone());
+        lanes.push(Lane::new(ctx, i, rx, tx, counters, shared.clone()));
+    }
+    (lanes, sets)
+}

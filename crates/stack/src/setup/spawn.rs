@@ -1,0 +1,83 @@
+//! Starts the lcores: one thread per lane (pinned, registered with the pools), data
+//! lcore 0 hosting the controllers unless the control core is dedicated.
+
+use super::build::Built;
+use super::check::Plan;
+use super::{pin_to, register_lcore, StackBuilder};
+use crate::app::App;
+use crate::lcore::{self, DataLcore};
+use crate::stack::{LcoreExit, Stack};
+use crate::Error;
+
+pub(super) fn spawn<A: App>(
+    b: &StackBuilder,
+    plan: &Plan,
+    built: Built,
+    mut app: impl FnMut(usize) -> A,
+) -> Result<Stack, Error> {
+    let Built {
+        port,
+        pool,
+        shared,
+        hosts,
+        lanes,
+        counters,
+        infos,
+    } = built;
+    let mut stack = Stack::new(shared.clone(), counters, pool, port, infos, b.stop_timeout);
+    let mut host = (!plan.dedicated).then_some(hosts);
+    let dedicated_hosts = if plan.dedicated { Some(host.take()) } else { None };
+    let mut threads = Vec::with_capacity(lanes.len() + 1);
+    let pin = b.pin;
+    for (i, lane) in lanes.into_iter().enumerate() {
+        let name = format!("{}-lcore{i}", b.name);
+        let cpu = plan.cpus[i];
+        let ctl = if i == 0 { host.take().unwrap_or_default() } else { Vec::new() };
+        let lcore = DataLcore::new(lane, ctl, app(i), b.idle, b.ctl_poll_interval);
+        let thread = name.clone();
+        let h = std::thread::Builder::new().name(name.clone()).spawn(move || {
+            if pin {
+                pin_to(cpu, &thread);
+            }
+            let _lcore = register_lcore(&thread);
+            LcoreExit { ctrl: lcore.run() }
+        });
+        match h {
+            Ok(h) => threads.push(h),
+            Err(source) => return Err(abort(stack, threads, Error::Spawn { name, source })),
+        }
+    }
+    if let Some(Some(hosts)) = dedicated_hosts {
+        let name = format!("{}-ctl", b.name);
+        let cpu = plan.cpus[plan.data_cores];
+        let thread = name.clone();
+        let idle = b.idle;
+        let shared = shared.clone();
+        let h = std::thread::Builder::new().name(name.clone()).spawn(move || {
+            if pin {
+                pin_to(cpu, &thread);
+            }
+            let _lcore = register_lcore(&thread);
+            LcoreExit {
+                ctrl: lcore::run_control(hosts, shared, idle),
+            }
+        });
+        match h {
+            Ok(h) => threads.push(h),
+            Err(source) => return Err(abort(stack, threads, Error::Spawn { name, source })),
+        }
+    }
+    stack.adopt(threads);
+    Ok(stack)
+}
+
+/// A thread could not start: stops the ones that did and returns the error.
+fn abort(
+    mut stack: Stack,
+    threads: Vec<std::thread::JoinHandle<LcoreExit>>,
+    e: Error,
+) -> Error {
+    stack.adopt(threads);
+    let _ = stack.stop();
+    e
+}
