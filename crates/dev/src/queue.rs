@@ -63,9 +63,6 @@ pub struct TxCounters {
     /// Descriptors consumed but failed (bad address handle, longer than the path MTU,
     /// port down): the buffer was freed and the packet counted here.
     pub errors: Counter,
-    /// Times a burst stopped early because the send queue was full (the rest went back
-    /// to the caller).
-    pub full: Counter,
 }
 
 /// One send: the packet (data from the IPoIB header on) and where it goes.

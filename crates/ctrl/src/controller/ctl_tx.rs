@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use ibpoll_dev::{TxDesc, TxQueue};
+use ibpoll_dev::TxDesc;
 use ibpoll_mem::Mbuf;
 use ibpoll_wire::Qpn;
 
@@ -12,14 +12,6 @@ use super::Controller;
 use crate::snapshot::{AhGuard, McastEntry};
 
 impl Controller {
-    /// Hands over the send queue of a rebuilt QP (after [`CtrlEvent::RebuildQp`]).
-    pub fn replace_qp(&mut self, qpn: Qpn, tx: Box<dyn TxQueue>) {
-        self.tx_descs.clear();
-        self.tx_guards.clear();
-        self.qpn = qpn;
-        self.tx = tx;
-    }
-
     pub(crate) fn send_mcast(&mut self, entry: &Arc<McastEntry>, mbuf: Mbuf) {
         let desc = TxDesc {
             mbuf: Some(mbuf),

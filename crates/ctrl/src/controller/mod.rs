@@ -80,8 +80,7 @@ pub enum CtrlEvent {
     LinkDown,
     /// A heavy flush found the interface's P_Key at this index of the port's table: the
     /// stack must move its UD QP there (`Port::set_qp_pkey_index`, keeping its QPN and
-    /// queues), or create a new QP with it and hand the new send queue over with
-    /// [`Controller::replace_qp`].
+    /// queues).
     RebuildQp {
         /// The P_Key index the QP must use.
         pkey_index: u16,
