@@ -132,7 +132,7 @@ mod table;
 
 pub use config::CtrlConfig;
 pub use controller::{Controller, CtrlEvent, FlushLevel, Poll};
-pub use error::Error;
+pub use error::{Error, SnapshotMismatch, SnapshotSide};
 pub use mcast::{Backoff, GroupKind, GroupPhase, GroupState, Membership, RetryAt};
 pub use ring::{DataCore, GroupAddr, Request, RequestSender};
 pub use sa::JoinGranted;
