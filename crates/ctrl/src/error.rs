@@ -1,6 +1,8 @@
 //! Set-up errors. Everything after set-up is a counter ([`CtrlStats`](crate::CtrlStats)).
 
-use ibpoll_wire::PKey;
+use std::fmt;
+
+use ibpoll_wire::{Gid, PKey};
 
 /// Why a controller could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -42,4 +44,77 @@ pub enum Error {
         #[source]
         source: ibpoll_rcu::Error,
     },
+}
+
+/// The first difference [`Controller::check_snapshot`](crate::Controller::check_snapshot)
+/// found between the controller's state and what it derives from it: the group table's
+/// indexes and the published snapshot. Any of these is a bug in the controller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SnapshotMismatch {
+    /// A group's index entry is not the one its state gives: a write to it was not
+    /// noted, or not reindexed.
+    #[error("group {mgid}: its index entry is not the one its state gives")]
+    GroupIndex {
+        /// The group.
+        mgid: Gid,
+    },
+    /// The group indexes differ from indexes derived afresh from the entries.
+    #[error("group indexes differ from their entries")]
+    GroupIndexes,
+    /// The published snapshot is not the last one built.
+    #[error("published generation {published} but {built} was built")]
+    Generation {
+        /// The published snapshot's generation.
+        published: u64,
+        /// The last generation built.
+        built: u64,
+    },
+    /// A scalar field differs.
+    #[error("snapshot field {field}: published {published}, fresh {fresh}")]
+    Scalar {
+        /// The field: `link_up`, `mtu`, `pkey` or `scope`.
+        field: &'static str,
+        /// Its published value.
+        published: u64,
+        /// Its value in a snapshot built afresh.
+        fresh: u64,
+    },
+    /// The broadcast entries are not the same one.
+    #[error("broadcast entry differs")]
+    Broadcast,
+    /// A group's entry is in one snapshot and not (the same one) in the other.
+    #[error("group {mgid}: the {side} snapshot has an entry the other lacks")]
+    Group {
+        /// The group.
+        mgid: Gid,
+        /// The snapshot holding the entry.
+        side: SnapshotSide,
+    },
+    /// A neighbour's entry is in one snapshot and not (the same one) in the other.
+    #[error("neighbour {ip:?}: the {side} snapshot has an entry the other lacks")]
+    Neighbour {
+        /// The neighbour's IPv4 address.
+        ip: [u8; 4],
+        /// The snapshot holding the entry.
+        side: SnapshotSide,
+    },
+}
+
+/// One of the two snapshots [`SnapshotMismatch`] compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotSide {
+    /// The snapshot the data cores read.
+    Published,
+    /// One built afresh from the current state.
+    Fresh,
+}
+
+impl fmt::Display for SnapshotSide {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SnapshotSide::Published => "published",
+            SnapshotSide::Fresh => "fresh",
+        })
+    }
 }

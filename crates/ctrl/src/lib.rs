@@ -56,11 +56,10 @@
 //!    down normal (link down, leave everything, drop neighbours, rejoin when allowed);
 //!    PkeyChange heavy (as normal, then the P_Key index is re-read and
 //!    [`CtrlEvent::RebuildQp`] asks the stack, which owns the QP, to move it to that
-//!    index: in place with `Port::set_qp_pkey_index`, as the kernel does, or as a new QP
-//!    whose send queue it hands over with [`Controller::replace_qp`]). While any flush runs
-//!    the snapshot publishes no multicast group (the SA may already have lost it, and
-//!    its MLID with it); packets for groups are queued on the control core meanwhile,
-//!    and a light flush keeps send-only groups that queued packets.
+//!    index in place with `Port::set_qp_pkey_index`, as the kernel does). While any
+//!    flush runs the snapshot publishes no multicast group (the SA may already have lost
+//!    it, and its MLID with it); packets for groups are queued on the control core
+//!    meanwhile, and a light flush keeps send-only groups that queued packets.
 //! 9. Everything is bounded: groups (`groups_max`), queues (64 per group, 3 per
 //!    neighbour), neighbours, rings, the send backlog, the SA window. A flood costs
 //!    counters ([`CtrlStats`]), not memory.
@@ -133,7 +132,7 @@ mod table;
 
 pub use config::CtrlConfig;
 pub use controller::{Controller, CtrlEvent, FlushLevel, Poll};
-pub use error::Error;
+pub use error::{Error, SnapshotMismatch, SnapshotSide};
 pub use mcast::{Backoff, GroupKind, GroupPhase, GroupState, Membership, RetryAt};
 pub use ring::{DataCore, GroupAddr, Request, RequestSender};
 pub use sa::JoinGranted;

@@ -32,6 +32,7 @@ use ibpoll_wire::Gid;
 use crate::mcast::{Group, GroupKind, GroupState, RetryAt};
 use crate::neigh::{Neigh, NeighState};
 use crate::snapshot::FastHash;
+use crate::SnapshotMismatch;
 
 /// One change of what the snapshot publishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -388,16 +389,13 @@ impl GroupTable {
 
     /// Checks every index against one derived afresh from the groups' states; `Err`
     /// names the first difference. Call after a reindex.
-    pub(crate) fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), SnapshotMismatch> {
         let mut fresh = GroupTable::default();
         let mut log = ChangeLog::new(0);
         for g in self.map.values() {
             let new = GroupIndex::of(g);
             if g.index != new || g.noted {
-                return Err(format!(
-                    "group {} indexed as {:?}, its state says {new:?}",
-                    g.mgid, g.index
-                ));
+                return Err(SnapshotMismatch::GroupIndex { mgid: g.mgid });
             }
             fresh.apply(g.mgid, GroupIndex::default(), new, &mut log);
         }
@@ -407,7 +405,7 @@ impl GroupTable {
             && fresh.leaving == self.leaving
             && fresh.send_only == self.send_only;
         if !same {
-            return Err(String::from("group indexes differ from their entries"));
+            return Err(SnapshotMismatch::GroupIndexes);
         }
         Ok(())
     }

@@ -97,8 +97,12 @@ fn run(ops: &[Op]) -> Result<Seen, TestCaseError> {
             }
             a.drain_rx();
             peer.drain_rx();
-            a.ctl.check_snapshot().map_err(TestCaseError::fail)?;
-            peer.ctl.check_snapshot().map_err(TestCaseError::fail)
+            a.ctl
+                .check_snapshot()
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            peer.ctl
+                .check_snapshot()
+                .map_err(|e| TestCaseError::fail(e.to_string()))
         };
     for op in ops {
         match *op {

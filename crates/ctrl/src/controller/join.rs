@@ -1,0 +1,528 @@
+//! The joining half of the multicast state machine: subscriptions, the joins that are
+//! due (broadcast group first, DESIGN rules 1 and 2), and the SA's answers to them
+//! (Joining -> Joined, or back to Idle with backoff).
+
+use std::sync::Arc;
+
+use ibpoll_dev::{AhAttr, GrhAttr, Nanos};
+use ibpoll_wire::mad::Method;
+use ibpoll_wire::mcmember::{self, JoinState};
+use ibpoll_wire::sa::{Attribute, ComponentMask, Selector};
+use ibpoll_wire::{Gid, PKey};
+
+use super::Controller;
+use crate::mcast::{Backoff, Group, GroupKind, GroupState, Membership, RetryAt, Unconfirmed};
+use crate::ring::GroupAddr;
+use crate::sa::{self, Tid, TxnKind};
+use crate::snapshot::{AhGuard, McastEntry};
+
+impl Controller {
+    /// Subscribes the interface to a group (it will receive it): a full-member join,
+    /// sent once the broadcast group is Joined. False if the table is full or the address
+    /// is not a multicast group of this partition.
+    pub fn join_group(&mut self, group: GroupAddr) -> bool {
+        let now = self.clock.now();
+        let Some(mgid) = self.mgid_of(group) else {
+            self.stats.mcast_bad_group += 1;
+            return false;
+        };
+        if let Some(g) = self.groups.get_mut(&mgid) {
+            g.remove_after_leave = false;
+            if g.kind == GroupKind::SendOnly {
+                // Upgrade: `schedule_joins` leaves the send-only membership, then the
+                // group joins as a full member.
+                g.kind = GroupKind::Full;
+            }
+            return true;
+        }
+        if self.groups.len() >= self.cfg.groups_max {
+            self.stats.mcast_table_full += 1;
+            return false;
+        }
+        self.groups.insert(Group::new(mgid, GroupKind::Full, now));
+        true
+    }
+
+    fn joins_allowed(&self) -> bool {
+        self.port_active && self.admin_up && self.flush.is_none() && self.pkey_index.is_some()
+    }
+
+    /// Sends the joins that are due: the broadcast group first, the others only once it
+    /// is Joined (DESIGN rule 1), all only while allowed (rule 2) and the window has room.
+    /// Reads only the groups due now (the table's indexes), never the whole table.
+    pub(super) fn schedule_joins(&mut self, now: Nanos) -> usize {
+        if !self.joins_allowed() {
+            return 0;
+        }
+        self.reindex();
+        let bcast_joined = matches!(
+            self.groups.get(&self.bcast_mgid).map(|g| &g.state),
+            Some(GroupState::Joined { .. })
+        );
+        let mut n = self.leaves_due(now, bcast_joined);
+        if !bcast_joined {
+            let due = matches!(
+                self.groups[&self.bcast_mgid].state,
+                GroupState::Idle { retry_at: RetryAt::At(t), .. } if t <= now
+            );
+            if due && self.sa.has_room() {
+                self.send_join(self.bcast_mgid, now);
+                return n + 1;
+            }
+            return n;
+        }
+        // The joins due, earliest first, as many as the window takes.
+        self.scratch.clear();
+        let room = self.sa.room();
+        let bcast = self.bcast_mgid;
+        self.scratch.extend(
+            self.groups
+                .join_due(now)
+                .filter(|m| *m != bcast)
+                .take(room + 1),
+        );
+        for i in 0..self.scratch.len() {
+            if !self.sa.has_room() {
+                self.stats.sa_window_full += 1;
+                break;
+            }
+            let mgid = self.scratch[i];
+            self.send_join(mgid, now);
+            n += 1;
+        }
+        n
+    }
+
+    /// The leaves `schedule_joins` sends instead of joins. Groups left behind by
+    /// `leave_group` (or expired) that still hold an `Unconfirmed` token are not joined
+    /// again: their leave is tried again. So is a group unsubscribed while its join was
+    /// in flight, Joined when the window had no room for its leave. And a send-only
+    /// membership of a group the interface now subscribes to is left first (once the
+    /// broadcast group is Joined); the group then rejoins as a full member.
+    fn leaves_due(&mut self, now: Nanos, bcast_joined: bool) -> usize {
+        if !self.groups.has_leave_due(now) {
+            return 0;
+        }
+        let mut n = 0;
+        self.scratch.clear();
+        self.scratch.extend(self.groups.leave_due(now));
+        for i in 0..self.scratch.len() {
+            let mgid = self.scratch[i];
+            let Some(g) = self.groups.get(&mgid) else {
+                continue;
+            };
+            if g.remove_after_leave {
+                self.remove_idle_group(mgid);
+                if self.groups.contains_key(&mgid) && self.begin_leave(mgid, now, true) {
+                    n += 1;
+                }
+            } else if bcast_joined && self.begin_leave(mgid, now, false) {
+                n += 1;
+            }
+        }
+        self.reindex();
+        n
+    }
+
+    /// Idle -> Joining.
+    fn send_join(&mut self, mgid: Gid, now: Nanos) {
+        let Some(g) = self.groups.get(&mgid) else {
+            return;
+        };
+        let Some((mask, rec)) = join_request(
+            mgid,
+            self.port_gid,
+            self.cfg.pkey,
+            g.kind,
+            self.bcast_record.as_ref(),
+        ) else {
+            return;
+        };
+        let Some((tid, deadline)) = self.sa.start(
+            now,
+            Method::SET,
+            mask,
+            Attribute::McMember(rec),
+            TxnKind::Join(mgid),
+            &mut self.stats,
+        ) else {
+            return;
+        };
+        let g = self.groups.get_mut(&mgid).expect("looked up above");
+        // The failures so far and a timed-out join's token go with the new try.
+        let (backoff, unconfirmed) =
+            match std::mem::replace(&mut g.state, GroupState::idle_now(now)) {
+                GroupState::Idle {
+                    backoff,
+                    unconfirmed,
+                    ..
+                } => (backoff, unconfirmed),
+                _ => (Backoff::default(), None),
+            };
+        g.state = GroupState::Joining {
+            tid,
+            deadline,
+            backoff,
+            unconfirmed,
+        };
+    }
+
+    fn joining_tid(&self, mgid: &Gid) -> Option<Tid> {
+        match self.groups.get(mgid).map(|g| &g.state) {
+            Some(GroupState::Joining { tid, .. }) => Some(*tid),
+            _ => None,
+        }
+    }
+
+    /// Joining -> Joined. Runs on the control core, in `poll`: nothing else runs at the
+    /// same time, a flush included.
+    pub(super) fn on_joined(
+        &mut self,
+        tid: Tid,
+        mgid: Gid,
+        mut membership: Membership,
+        now: Nanos,
+    ) {
+        if self.joining_tid(&mgid) != Some(tid) {
+            // Cannot happen: the SA client hands out an answer only for a transaction in
+            // flight, and a Joining group is the only holder of its TID.
+            panic!("join answer for a group not Joining with that TID");
+        }
+        // An earlier timed-out join of this group may have been granted with other
+        // JoinState bits: the answer names every bit the port now holds (the SA merges
+        // them), so the leave of this membership covers exactly those.
+        if let Some(GroupState::Joining { unconfirmed, .. }) =
+            self.groups.get_mut(&mgid).map(|g| &mut g.state)
+        {
+            if let Some(u) = unconfirmed.take() {
+                membership.absorb(u);
+            }
+        }
+        self.stats.joins_ok += 1;
+        let rec = *membership.record();
+        let kind = self.groups[&mgid].kind;
+        if mgid == self.bcast_mgid {
+            if self.port.set_qp_qkey(self.qpn, rec.qkey).is_err() {
+                self.stats.qp_errors += 1;
+            }
+            self.bcast_record = Some(rec);
+        }
+        let Some(ah) = self.attach_joined(&rec, kind) else {
+            // A membership without a handle is useless: leave it (the token is
+            // consumed; the answer just freed a window slot) and retry later.
+            self.send_leave(mgid, membership.leave(), 1, now);
+            return;
+        };
+        let entry = Arc::new(McastEntry::new(
+            mgid,
+            rec.mlid,
+            rec.qkey,
+            kind == GroupKind::SendOnly,
+            ah,
+        ));
+        let g = self.groups.get_mut(&mgid).expect("checked above");
+        g.state = GroupState::Joined {
+            membership,
+            entry: entry.clone(),
+        };
+        g.last_used = now;
+        self.dirty = true;
+        self.after_joined(mgid, &entry, now);
+    }
+
+    /// Attaches the QP to a group just joined (unless it is send-only) and makes the
+    /// group's address handle. `None` (counted) when the handle cannot be made: the
+    /// attachment is undone.
+    fn attach_joined(&mut self, rec: &mcmember::Repr, kind: GroupKind) -> Option<Arc<AhGuard>> {
+        if kind != GroupKind::SendOnly
+            && self
+                .port
+                .attach_mcast(self.qpn, &rec.mgid, rec.mlid)
+                .is_err()
+        {
+            self.stats.qp_errors += 1;
+        }
+        match self.port.create_ah(&mcast_ah_attr(rec)) {
+            Ok(ah) => {
+                self.stats.ah_created += 1;
+                Some(Arc::new(AhGuard::new(
+                    self.port.clone(),
+                    ah,
+                    self.ah_destroyed.clone(),
+                )))
+            }
+            Err(_) => {
+                self.stats.ah_errors += 1;
+                if kind != GroupKind::SendOnly {
+                    let _ = self.port.detach_mcast(self.qpn, &rec.mgid, rec.mlid);
+                }
+                None
+            }
+        }
+    }
+
+    /// What follows a group's join: nothing during a flush (the flush leaves it; its
+    /// queue waits for the rejoin), its leave if it was unsubscribed meanwhile, else the
+    /// link up (broadcast group) and the packets it queued sent.
+    fn after_joined(&mut self, mgid: Gid, entry: &Arc<McastEntry>, now: Nanos) {
+        if self.flush.is_some() {
+            return;
+        }
+        let g = self.groups.get_mut(&mgid).expect("just joined");
+        if g.remove_after_leave {
+            // `leave_group` came while the join was in flight: leave it now (or, with
+            // the window full, from `schedule_joins`).
+            self.begin_leave(mgid, now, true);
+            return;
+        }
+        let queue = std::mem::take(&mut g.queue);
+        if mgid == self.bcast_mgid {
+            self.set_link(true);
+        }
+        for m in queue {
+            self.stats.mcast_sent_from_queue += 1;
+            self.send_mcast(entry, m);
+        }
+    }
+
+    /// Joining -> Idle with backoff (and, after a timeout, an Unconfirmed token).
+    pub(super) fn on_join_failed(
+        &mut self,
+        tid: Tid,
+        mgid: Gid,
+        timed_out: Option<JoinState>,
+        now: Nanos,
+    ) {
+        if self.joining_tid(&mgid) != Some(tid) {
+            return;
+        }
+        self.stats.joins_failed += 1;
+        let max_s = self.cfg.backoff_s_max;
+        let so_max = self.cfg.sendonly_failures_max;
+        let g = self.groups.get_mut(&mgid).expect("checked above");
+        let GroupState::Joining {
+            backoff,
+            unconfirmed,
+            ..
+        } = std::mem::replace(&mut g.state, GroupState::idle_now(now))
+        else {
+            unreachable!("checked above");
+        };
+        let backoff = Backoff {
+            failures: backoff.failures + 1,
+        };
+        let unconfirmed = unconfirmed_after(mgid, unconfirmed, timed_out);
+        let at = now.saturating_add(backoff.delay(max_s));
+        let retry_at = if g.kind == GroupKind::SendOnly && backoff.failures >= so_max {
+            self.stats.mcast_sendonly_dropped += g.queue.len() as u64;
+            g.queue.clear();
+            RetryAt::NextPacket(at)
+        } else {
+            RetryAt::At(at)
+        };
+        let unsubscribed = g.remove_after_leave;
+        g.state = GroupState::Idle {
+            backoff,
+            retry_at,
+            unconfirmed,
+        };
+        if mgid == self.bcast_mgid && self.flush.is_none() {
+            // The link stayed up across a light flush, but the broadcast group could not
+            // be joined again: it is up only while the broadcast group is Joined.
+            self.set_link(false);
+        }
+        if unsubscribed {
+            // `leave_group` came while the join was in flight: nothing to leave unless
+            // the join timed out (then `schedule_joins` leaves what the SA may hold).
+            self.remove_idle_group(mgid);
+            self.leave_when_due(mgid);
+        }
+    }
+
+    /// An unsubscribed group still holding an `Unconfirmed` token: `schedule_joins`
+    /// leaves it (instead of joining it) as soon as it may.
+    fn leave_when_due(&mut self, mgid: Gid) {
+        if let Some(GroupState::Idle { retry_at, .. }) =
+            self.groups.get_mut(&mgid).map(|g| &mut g.state)
+        {
+            let at = match *retry_at {
+                RetryAt::At(t) | RetryAt::NextPacket(t) => t,
+            };
+            *retry_at = RetryAt::At(at.min(self.clock.now()));
+        }
+    }
+}
+
+/// The MCMemberRecord Set that joins `mgid` (IPoIB's `ipoib_mcast_join`): the broadcast
+/// group with MGID, PortGID, P_Key and JoinState; any other group with the parameters
+/// of the broadcast group's record as well (DESIGN rule 1), so `None` without one.
+fn join_request(
+    mgid: Gid,
+    port_gid: Gid,
+    pkey: PKey,
+    kind: GroupKind,
+    bcast_record: Option<&mcmember::Repr>,
+) -> Option<(ComponentMask, mcmember::Repr)> {
+    let mut rec = mcmember::Repr {
+        mgid,
+        port_gid,
+        pkey,
+        join_state: kind.join_state(),
+        ..mcmember::Repr::default()
+    };
+    if kind == GroupKind::Broadcast {
+        return Some((sa::broadcast_join_mask(), rec));
+    }
+    let b = bcast_record?;
+    rec.qkey = b.qkey;
+    rec.mtu_selector = Selector::Exactly;
+    rec.mtu = b.mtu;
+    rec.tclass = b.tclass;
+    rec.rate_selector = Selector::Exactly;
+    rec.rate = b.rate;
+    rec.sl = b.sl;
+    rec.flow_label = b.flow_label;
+    rec.hop_limit = b.hop_limit;
+    Some((sa::group_join_mask(), rec))
+}
+
+/// The address handle of a joined group: its MLID, and a GRH to its MGID with the
+/// record's flow label, hop limit and traffic class.
+fn mcast_ah_attr(rec: &mcmember::Repr) -> AhAttr {
+    AhAttr {
+        dlid: rec.mlid,
+        sl: rec.sl,
+        src_path_bits: 0,
+        static_rate: rec.rate,
+        grh: Some(GrhAttr {
+            dgid: rec.mgid,
+            flow_label: rec.flow_label,
+            sgid_index: 0,
+            hop_limit: rec.hop_limit,
+            traffic_class: rec.tclass,
+        }),
+    }
+}
+
+/// What the SA may hold after a failed join: the token of an earlier timed-out join,
+/// and this join's JoinState bits if it timed out (a refusal grants nothing). Two
+/// timed-out joins (of different JoinState bits, after an upgrade from send-only): the
+/// SA may hold either, the token covers both.
+fn unconfirmed_after(
+    mgid: Gid,
+    earlier: Option<Unconfirmed>,
+    timed_out: Option<JoinState>,
+) -> Option<Unconfirmed> {
+    match (earlier, timed_out) {
+        (Some(u), Some(js)) => Some(u.with(js)),
+        (Some(u), None) => Some(u),
+        (None, Some(js)) => Some(Unconfirmed::from_timeout(mgid, js)),
+        (None, None) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ibpoll_wire::mcmember::mask as mcm;
+    use ibpoll_wire::{Lid, QKey, Rate};
+
+    const MGID: Gid = Gid([
+        0xff, 0x12, 0x40, 0x1b, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0xe0, 0, 0, 1,
+    ]);
+
+    fn bcast_record() -> mcmember::Repr {
+        mcmember::Repr {
+            qkey: QKey(0x0B1B),
+            mlid: Lid(0xC000),
+            mtu: 4,
+            tclass: 3,
+            rate: Rate::GBPS_40,
+            sl: 2,
+            flow_label: 0x12345,
+            hop_limit: 7,
+            ..mcmember::Repr::default()
+        }
+    }
+
+    #[test]
+    fn the_broadcast_join_names_only_what_ipoib_names() {
+        let port = Gid::new(Gid::DEFAULT_SUBNET_PREFIX, 9);
+        let (mask, rec) =
+            join_request(MGID, port, PKey::DEFAULT, GroupKind::Broadcast, None).unwrap();
+        assert_eq!(mask, sa::broadcast_join_mask());
+        assert_eq!(
+            mask,
+            mcm::MGID | mcm::PORT_GID | mcm::PKEY | mcm::JOIN_STATE
+        );
+        assert_eq!(
+            (rec.mgid, rec.port_gid, rec.pkey),
+            (MGID, port, PKey::DEFAULT)
+        );
+        assert_eq!(rec.join_state, JoinState::FULL_MEMBER);
+        assert_eq!(rec.qkey, QKey(0));
+    }
+
+    #[test]
+    fn other_joins_copy_the_broadcast_groups_parameters() {
+        let port = Gid::new(Gid::DEFAULT_SUBNET_PREFIX, 9);
+        // DESIGN rule 1: no other join before the broadcast group's record exists.
+        assert!(join_request(MGID, port, PKey::DEFAULT, GroupKind::Full, None).is_none());
+        let b = bcast_record();
+        let (mask, rec) =
+            join_request(MGID, port, PKey::DEFAULT, GroupKind::SendOnly, Some(&b)).unwrap();
+        assert_eq!(mask, sa::group_join_mask());
+        assert_eq!(rec.join_state, JoinState::SEND_ONLY_FULL_MEMBER);
+        assert_eq!((rec.qkey, rec.tclass, rec.sl), (b.qkey, b.tclass, b.sl));
+        assert_eq!((rec.flow_label, rec.hop_limit), (b.flow_label, b.hop_limit));
+        assert_eq!((rec.mtu_selector, rec.mtu), (Selector::Exactly, b.mtu));
+        assert_eq!((rec.rate_selector, rec.rate), (Selector::Exactly, b.rate));
+        // The MLID is the SA's to choose.
+        assert_eq!(rec.mlid, Lid(0));
+        let (_, full) = join_request(MGID, port, PKey::DEFAULT, GroupKind::Full, Some(&b)).unwrap();
+        assert_eq!(full.join_state, JoinState::FULL_MEMBER);
+    }
+
+    #[test]
+    fn a_groups_address_handle_routes_to_its_mlid_with_a_grh_to_its_mgid() {
+        let rec = mcmember::Repr {
+            mgid: MGID,
+            ..bcast_record()
+        };
+        let ah = mcast_ah_attr(&rec);
+        assert_eq!(
+            (ah.dlid, ah.sl, ah.static_rate),
+            (rec.mlid, rec.sl, rec.rate)
+        );
+        let grh = ah.grh.expect("multicast is globally routed");
+        assert_eq!(grh.dgid, MGID);
+        assert_eq!(
+            (grh.flow_label, grh.hop_limit, grh.traffic_class),
+            (rec.flow_label, rec.hop_limit, rec.tclass)
+        );
+    }
+
+    #[test]
+    fn a_timed_out_join_leaves_a_token_a_refused_one_does_not() {
+        let full = JoinState::FULL_MEMBER;
+        let send_only = JoinState::SEND_ONLY_FULL_MEMBER;
+        assert!(unconfirmed_after(MGID, None, None).is_none());
+        let u = unconfirmed_after(MGID, None, Some(full)).unwrap().leave();
+        assert_eq!(
+            (u.mgid(), u.join_state(), u.confirmed()),
+            (MGID, full, false)
+        );
+        // A refusal keeps the earlier token as it is.
+        let earlier = Unconfirmed::from_timeout(MGID, send_only);
+        let u = unconfirmed_after(MGID, Some(earlier), None)
+            .unwrap()
+            .leave();
+        assert_eq!(u.join_state(), send_only);
+        // A second timeout: the token covers both joins' bits.
+        let earlier = Unconfirmed::from_timeout(MGID, send_only);
+        let u = unconfirmed_after(MGID, Some(earlier), Some(full))
+            .unwrap()
+            .leave();
+        assert_eq!(u.join_state(), full | send_only);
+    }
+}

@@ -1,0 +1,435 @@
+//! The controller: one pollable state machine that owns every piece of mutable control
+//! state (groups, neighbours, SA transactions, flush) for one IPoIB interface.
+//!
+//! [`Controller::poll`] runs one bounded round of each part, in this order, each in its
+//! own module as another `impl Controller` block:
+//!
+//! - `flush`: port events start a flush (or raise its level); a running flush drains
+//!   joins and path queries, leaves every group, and ends;
+//! - `sa_events`: answers and timeouts of SA transactions, handed to the multicast state
+//!   machine (`join`, `leave`) and to path resolution (`neigh`);
+//! - `requests`: what the data cores ask through their rings (multicast packets for
+//!   groups not Joined, unresolved next hops, ARP);
+//! - `join` and `leave`: the multicast state machine's transitions (Idle -> Joining ->
+//!   Joined -> Leaving -> Idle or removed);
+//! - `neigh` (beside this module): ARP and path records;
+//! - `expire`: send-only groups unused for too long, and neighbours;
+//! - `ctl_tx`: the control core's own send backlog;
+//! - `publish`: the snapshot the data cores read, rewritten in place from the change log;
+//!   `check` compares it with one built afresh (for tests).
+
+mod check;
+mod ctl_tx;
+mod expire;
+mod flush;
+mod join;
+mod leave;
+mod publish;
+mod requests;
+mod sa_events;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+
+use crossbeam::queue::ArrayQueue;
+use ibpoll_dev::{Clock, Counter, Nanos, Port, PortState, TxDesc, TxQueue};
+use ibpoll_mem::Mempool;
+use ibpoll_rcu::{Publisher, Registry};
+use ibpoll_wire::ipoib::{self, HwAddr};
+use ibpoll_wire::mcmember;
+use ibpoll_wire::{Gid, Qpn};
+
+use crate::mcast::{Group, GroupKind, GroupPhase, GroupState};
+use crate::ring::{DataCore, GroupAddr, RequestRing, RequestSender};
+use crate::sa::{self, SaClient, SaEvent};
+use crate::snapshot::{AhGuard, Snapshot};
+use crate::table::{ChangeLog, GroupTable, NeighTable};
+use crate::{CtrlConfig, CtrlStats, Error};
+
+/// Whether a poll did any work (SPDK's pollers: busy and idle cycles are counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Poll {
+    /// Something was done.
+    Busy,
+    /// Nothing to do.
+    Idle,
+}
+
+/// How much a flush tears down (the kernel's `ipoib_flush_level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FlushLevel {
+    /// ClientReregister, SmChange: leave and rejoin every group; the link stays up;
+    /// neighbours' paths are revalidated.
+    Light,
+    /// Port Error/Active/LidChange, interface down: the link goes down, every group is
+    /// left, neighbours are dropped; joins start again when allowed.
+    Normal,
+    /// PkeyChange: as Normal, then the P_Key index is re-read and the stack is asked to
+    /// rebuild its QP ([`CtrlEvent::RebuildQp`]).
+    Heavy,
+}
+
+/// What the controller tells the stack that owns it (drained with
+/// [`Controller::take_event`]; at most 64 wait, the oldest go first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CtrlEvent {
+    /// The link came up: the broadcast group is Joined.
+    LinkUp,
+    /// The link went down.
+    LinkDown,
+    /// A heavy flush found the interface's P_Key at this index of the port's table: the
+    /// stack must move its UD QP there (`Port::set_qp_pkey_index`, keeping its QPN and
+    /// queues).
+    RebuildQp {
+        /// The P_Key index the QP must use.
+        pkey_index: u16,
+    },
+}
+
+const EVENTS_MAX: usize = 64;
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Flush {
+    pub(crate) level: FlushLevel,
+    pub(crate) started: Nanos,
+    /// False while in-flight joins and path queries drain; true once leaves go out.
+    pub(crate) leaving: bool,
+}
+
+/// The control plane of one IPoIB interface. See the crate docs.
+pub struct Controller {
+    pub(crate) cfg: CtrlConfig,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) port: Arc<dyn Port>,
+    pub(crate) qpn: Qpn,
+    pub(crate) tx: Box<dyn TxQueue>,
+    pub(crate) pool: Mempool,
+    pub(crate) sa: SaClient,
+    publisher: Publisher<Snapshot>,
+    rings: Vec<RequestRing>,
+    /// Every write goes through the table, which keeps the indexes the schedulers read
+    /// (see `table`). The order joins and leaves go out in must not depend on a
+    /// per-process hash seed, so that a simulated run replays exactly: it comes from the
+    /// ordered indexes, never from the map.
+    pub(crate) groups: GroupTable,
+    pub(crate) bcast_mgid: Gid,
+    /// The broadcast group's record from its last successful join: the parameters every
+    /// other join copies (RFC 4391).
+    pub(crate) bcast_record: Option<mcmember::Repr>,
+    /// An ordered map: neighbours are scanned in address order.
+    pub(crate) neighbours: NeighTable,
+    pub(crate) port_gid: Gid,
+    pub(crate) port_active: bool,
+    admin_up: bool,
+    pkey_index: Option<u16>,
+    pub(crate) flush: Option<Flush>,
+    pub(crate) link_up: bool,
+    pub(crate) dirty: bool,
+    pub(crate) stats: CtrlStats,
+    ah_destroyed: Arc<Counter>,
+    tx_descs: VecDeque<TxDesc>,
+    tx_guards: VecDeque<Arc<AhGuard>>,
+    events: VecDeque<CtrlEvent>,
+    next_expiry_check: Nanos,
+    generation: u64,
+    /// What changed in the published view since the oldest snapshot still alive.
+    pub(crate) changes: ChangeLog,
+    /// A snapshot no reader holds, up to date with the state as of its generation: the
+    /// next publish rewrites it instead of allocating one.
+    spare: Option<Box<Snapshot>>,
+    pub(crate) gratuitous_arp: bool,
+    sa_events: Vec<SaEvent>,
+    scratch: Vec<Gid>,
+}
+
+impl fmt::Debug for Controller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Controller")
+            .field("qpn", &self.qpn)
+            .field("groups", &self.groups.len())
+            .field("neighbours", &self.neighbours.len())
+            .field("link_up", &self.link_up)
+            .field("flush", &self.flush)
+            .field("sa", &self.sa)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Controller {
+    /// Creates the controller of the interface whose UD QP is `qpn` on `port`, and one
+    /// [`DataCore`] handle per data core (`cfg.data_cores`).
+    ///
+    /// `tx` is a send queue of that same QP, owned by the control core from now on: the
+    /// controller sends queued packets, ARP and gratuitous ARP through it. `pool` is where
+    /// it takes buffers for the packets it builds (ARP). Time comes only from `clock`.
+    pub fn new(
+        cfg: CtrlConfig,
+        port: Arc<dyn Port>,
+        qpn: Qpn,
+        tx: Box<dyn TxQueue>,
+        pool: Mempool,
+        clock: Arc<dyn Clock>,
+    ) -> Result<(Controller, Vec<DataCore>), Error> {
+        cfg.check()?;
+        let attr = port.attr();
+        let pkey_index = attr.pkey_index(cfg.pkey).ok_or(Error::NoPkey {
+            port: attr.port_num,
+            pkey: cfg.pkey,
+        })?;
+        let chan = port
+            .open_mad_channel()
+            .map_err(|source| Error::MadChannel {
+                port: attr.port_num,
+                source,
+            })?;
+        let initial = Snapshot {
+            pkey: cfg.pkey,
+            scope: cfg.scope,
+            ..Snapshot::default()
+        };
+        let (mut publisher, registry) =
+            ibpoll_rcu::new(initial, cfg.data_cores).map_err(|source| Error::Snapshot {
+                data_cores: cfg.data_cores,
+                source,
+            })?;
+        // One reclaimed snapshot is enough to publish without allocating: readers that
+        // quiesce every loop give the previous one back before the next publish.
+        publisher.set_recycle_max(1);
+        let (rings, cores) = data_core_rings(&cfg, &registry)?;
+        let now = clock.now();
+        let bcast_mgid = ipoib::broadcast_mgid(cfg.pkey);
+        let mut groups = GroupTable::with_touched_capacity(cfg.groups_max.min(4096));
+        groups.insert(Group::new(bcast_mgid, GroupKind::Broadcast, now));
+        let sa = SaClient::new(chan, &attr, cfg.sa_window, cfg.sa_timeout);
+        let ctl = Controller {
+            clock,
+            port,
+            qpn,
+            tx,
+            pool,
+            sa,
+            publisher,
+            rings,
+            groups,
+            bcast_mgid,
+            bcast_record: None,
+            neighbours: NeighTable::with_touched_capacity(cfg.neigh_max.min(4096)),
+            port_gid: attr.gid,
+            port_active: attr.state == PortState::Active,
+            admin_up: true,
+            pkey_index: Some(pkey_index),
+            flush: None,
+            link_up: false,
+            dirty: true,
+            stats: CtrlStats::default(),
+            ah_destroyed: Arc::new(Counter::new()),
+            tx_descs: VecDeque::with_capacity(cfg.tx_backlog_max),
+            tx_guards: VecDeque::with_capacity(cfg.tx_backlog_max),
+            events: VecDeque::with_capacity(EVENTS_MAX),
+            next_expiry_check: now.saturating_add(Nanos::from_secs(1)),
+            generation: 0,
+            changes: ChangeLog::new(1),
+            spare: None,
+            gratuitous_arp: false,
+            sa_events: Vec::with_capacity(sa::RECV_PER_POLL + cfg.sa_window),
+            scratch: Vec::with_capacity(cfg.groups_max),
+            cfg,
+        };
+        Ok((ctl, cores))
+    }
+
+    // ----- the public control surface --------------------------------------------------
+
+    /// Runs one bounded round of work; never blocks. Reads the time once, from the clock.
+    pub fn poll(&mut self) -> Poll {
+        let now = self.clock.now();
+        let mut work = 0;
+        work += self.port_events(now);
+        work += self.sa_poll(now);
+        work += self.requests(now);
+        work += self.flush_progress(now);
+        work += self.schedule_joins(now);
+        work += self.neigh_timers(now);
+        work += self.expire_due(now);
+        work += self.tx_flush();
+        work += self.publish_changes();
+        if work > 0 {
+            self.stats.polls_busy += 1;
+            Poll::Busy
+        } else {
+            self.stats.polls_idle += 1;
+            Poll::Idle
+        }
+    }
+
+    /// A copy of the counters.
+    pub fn stats(&self) -> CtrlStats {
+        let mut s = self.stats;
+        s.ring_full = self.rings.iter().map(|r| r.full.get()).sum();
+        s.ah_destroyed = self.ah_destroyed.get();
+        s
+    }
+
+    /// The next event for the stack, if any.
+    pub fn take_event(&mut self) -> Option<CtrlEvent> {
+        self.events.pop_front()
+    }
+
+    /// Brings the interface up or down (`ip link set ... up/down`). Down runs a normal
+    /// flush and keeps joins off until it is up again.
+    pub fn set_admin_up(&mut self, up: bool) {
+        if up == self.admin_up {
+            return;
+        }
+        self.admin_up = up;
+        if !up {
+            let now = self.clock.now();
+            self.start_flush(FlushLevel::Normal, now);
+        }
+    }
+
+    /// Whether a flush runs.
+    pub fn is_flushing(&self) -> bool {
+        self.flush.is_some()
+    }
+
+    /// The level of the running flush.
+    pub fn flush_level(&self) -> Option<FlushLevel> {
+        self.flush.map(|f| f.level)
+    }
+
+    /// Whether the link is up (the broadcast group is Joined).
+    pub fn link_up(&self) -> bool {
+        self.link_up
+    }
+
+    /// The coarse state of a group, if it is in the table.
+    pub fn group_phase(&self, group: GroupAddr) -> Option<GroupPhase> {
+        let mgid = self.mgid_of(group)?;
+        self.groups.get(&mgid).map(|g| g.state.phase())
+    }
+
+    /// The state of a group, if it is in the table.
+    pub fn group_state(&self, group: GroupAddr) -> Option<&GroupState> {
+        let mgid = self.mgid_of(group)?;
+        self.groups.get(&mgid).map(|g| &g.state)
+    }
+
+    /// Groups in the table (broadcast included).
+    pub fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Packets queued for groups that are not Joined.
+    pub fn mcast_queued(&self) -> usize {
+        self.groups.values().map(|g| g.queue.len()).sum()
+    }
+
+    /// Packets queued for one group (0 when it is not in the table).
+    pub fn group_queued(&self, group: GroupAddr) -> usize {
+        self.mgid_of(group)
+            .and_then(|m| self.groups.get(&m))
+            .map_or(0, |g| g.queue.len())
+    }
+
+    /// Packets queued for one unresolved neighbour (0 when it is not in the table).
+    pub fn neigh_queued_for(&self, ip: [u8; 4]) -> usize {
+        self.neighbours.get(&ip).map_or(0, |n| n.queue.len())
+    }
+
+    /// Neighbours in the table.
+    pub fn neighbour_count(&self) -> usize {
+        self.neighbours.len()
+    }
+
+    /// Packets queued for unresolved neighbours.
+    pub fn neigh_queued(&self) -> usize {
+        self.neighbours.values().map(|n| n.queue.len()).sum()
+    }
+
+    /// SA transactions in flight.
+    pub fn sa_in_flight(&self) -> usize {
+        self.sa.in_flight()
+    }
+
+    /// The broadcast group's record from its last successful join.
+    pub fn broadcast_record(&self) -> Option<&mcmember::Repr> {
+        self.bcast_record.as_ref()
+    }
+
+    /// The IPoIB hardware address of this interface.
+    pub fn hwaddr(&self) -> HwAddr {
+        HwAddr::new(0, self.qpn, self.port_gid)
+    }
+
+    /// The MGID a group address maps to on this interface, if it is one of its groups.
+    pub fn mgid_of(&self, group: GroupAddr) -> Option<Gid> {
+        let mgid = match group {
+            GroupAddr::Mgid(m) => m,
+            GroupAddr::Ipv4(ip) => {
+                if ip[0] & 0xf0 != 0xe0 {
+                    return None;
+                }
+                ipoib::ipv4_mcast_mgid(ip, self.cfg.pkey, self.cfg.scope)
+            }
+        };
+        let in_partition = ipoib::mgid_pkey(&mgid).is_none_or(|p| p.base() == self.cfg.pkey.base());
+        (mgid.is_multicast() && in_partition).then_some(mgid)
+    }
+
+    /// The snapshot as published last (the control core's view).
+    pub fn snapshot(&self) -> &Snapshot {
+        self.publisher.current()
+    }
+
+    pub(crate) fn ah_destroyed(&self) -> Arc<Counter> {
+        self.ah_destroyed.clone()
+    }
+
+    fn set_link(&mut self, up: bool) {
+        if self.link_up != up {
+            self.link_up = up;
+            self.dirty = true;
+            self.push_event(if up {
+                CtrlEvent::LinkUp
+            } else {
+                CtrlEvent::LinkDown
+            });
+            if up {
+                self.gratuitous_arp = true;
+            }
+        }
+    }
+
+    fn push_event(&mut self, ev: CtrlEvent) {
+        if self.events.len() == EVENTS_MAX {
+            self.events.pop_front();
+        }
+        self.events.push_back(ev);
+    }
+}
+
+/// One request ring and one [`DataCore`] handle (its snapshot reader and the ring's
+/// producer end) per data core.
+fn data_core_rings(
+    cfg: &CtrlConfig,
+    registry: &Registry<Snapshot>,
+) -> Result<(Vec<RequestRing>, Vec<DataCore>), Error> {
+    let mut rings = Vec::with_capacity(cfg.data_cores);
+    let mut cores = Vec::with_capacity(cfg.data_cores);
+    for _ in 0..cfg.data_cores {
+        let ring = Arc::new(ArrayQueue::new(cfg.ring_size));
+        let full = Arc::new(Counter::new());
+        let reader = registry.register().map_err(|source| Error::Snapshot {
+            data_cores: cfg.data_cores,
+            source,
+        })?;
+        cores.push(DataCore {
+            reader,
+            requests: RequestSender::new(ring.clone(), full.clone()),
+        });
+        rings.push(RequestRing { ring, full });
+    }
+    Ok((rings, cores))
+}

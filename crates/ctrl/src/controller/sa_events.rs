@@ -1,0 +1,50 @@
+//! SA transactions' answers and timeouts, dispatched to the multicast state machine and
+//! to path resolution. The SA client matches each answer to its transaction; a handler
+//! acts only when the group (or neighbour) still waits on that very transaction.
+
+use ibpoll_dev::Nanos;
+
+use super::Controller;
+use crate::mcast::Membership;
+use crate::sa::{SaEvent, TxnKind};
+
+impl Controller {
+    pub(super) fn sa_poll(&mut self, now: Nanos) -> usize {
+        let mut events = std::mem::take(&mut self.sa_events);
+        events.clear();
+        let n = self.sa.poll(now, &mut self.stats, &mut events);
+        for ev in events.drain(..) {
+            self.on_sa_event(ev, now);
+        }
+        self.sa_events = events;
+        n
+    }
+
+    fn on_sa_event(&mut self, ev: SaEvent, now: Nanos) {
+        match ev {
+            SaEvent::Joined { tid, mgid, granted } => {
+                self.on_joined(tid, mgid, Membership::new(granted), now)
+            }
+            SaEvent::JoinRefused { tid, mgid, .. } => self.on_join_failed(tid, mgid, None, now),
+            SaEvent::Timeout {
+                tid,
+                kind: TxnKind::Join(mgid),
+                join_state,
+            } => self.on_join_failed(tid, mgid, Some(join_state), now),
+            SaEvent::Left { tid, mgid, .. } => self.on_leave_done(tid, mgid, now),
+            SaEvent::LeaveRefused { tid, mgid } => self.on_leave_timeout(tid, mgid, now),
+            SaEvent::Timeout {
+                tid,
+                kind: TxnKind::Leave(mgid),
+                ..
+            } => self.on_leave_timeout(tid, mgid, now),
+            SaEvent::Path { tid, ip, path } => self.on_path(tid, ip, Some(path), now),
+            SaEvent::PathRefused { tid, ip }
+            | SaEvent::Timeout {
+                tid,
+                kind: TxnKind::Path(ip),
+                ..
+            } => self.on_path(tid, ip, None, now),
+        }
+    }
+}
