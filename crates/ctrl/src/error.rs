@@ -35,6 +35,14 @@ pub enum Error {
         #[source]
         source: ibpoll_dev::Error,
     },
+    /// The QPs given do not match the data cores configured.
+    #[error("{lane_qpns} lane QPs given for {data_cores} data cores: give one QP per data core (lane)")]
+    Lanes {
+        /// `CtrlConfig::data_cores`.
+        data_cores: usize,
+        /// Lane QPs given.
+        lane_qpns: usize,
+    },
     /// The snapshot domain could not be created.
     #[error("creating the snapshot domain for {data_cores} data cores failed")]
     Snapshot {
@@ -83,6 +91,9 @@ pub enum SnapshotMismatch {
     /// The broadcast entries are not the same one.
     #[error("broadcast entry differs")]
     Broadcast,
+    /// The published snapshot's next-hop array does not match its groups and neighbours.
+    #[error("the next-hop array differs from the snapshot's entries")]
+    NextHops,
     /// A group's entry is in one snapshot and not (the same one) in the other.
     #[error("group {mgid}: the {side} snapshot has an entry the other lacks")]
     Group {

@@ -117,13 +117,15 @@
 //! `Arc` counts change only on the control core (building and freeing snapshots), never
 //! per packet.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 mod config;
 mod controller;
 mod error;
 pub mod mcast;
 mod neigh;
+mod nh;
+mod reaper;
 mod ring;
 mod sa;
 mod snapshot;
@@ -131,10 +133,12 @@ mod stats;
 mod table;
 
 pub use config::CtrlConfig;
-pub use controller::{Controller, CtrlEvent, FlushLevel, Poll};
+pub use controller::{Controller, CtrlEvent, CtrlQps, FlushLevel, Poll};
 pub use error::{Error, SnapshotMismatch, SnapshotSide};
 pub use mcast::{Backoff, GroupKind, GroupPhase, GroupState, Membership, RetryAt};
 pub use ring::{DataCore, GroupAddr, Request, RequestSender};
 pub use sa::JoinGranted;
-pub use snapshot::{AhGuard, McastEntry, Neighbour, Snapshot};
+pub use nh::NhId;
+pub use reaper::{AhGuard, TxProgress};
+pub use snapshot::{McastEntry, Neighbour, Snapshot};
 pub use stats::CtrlStats;

@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use std::ops::Bound;
 use std::sync::Arc;
 
-use ibpoll_dev::{AhAttr, Nanos, TxDesc};
+use ibpoll_dev::{AhAttr, Nanos};
 use ibpoll_mem::Mbuf;
 use ibpoll_wire::ipoib::{self, HwAddr};
 use ibpoll_wire::mad::Method;
@@ -27,7 +27,8 @@ use ibpoll_wire::{arp, path_record, QKey};
 
 use crate::controller::{Controller, FlushLevel};
 use crate::sa::{self, Tid, TxnKind};
-use crate::snapshot::{AhGuard, Neighbour};
+use crate::nh::NhSlot;
+use crate::snapshot::Neighbour;
 
 /// The resolution state of one neighbour.
 #[derive(Debug)]
@@ -91,7 +92,7 @@ impl Controller {
             _ => None,
         };
         if let Some(entry) = sendable {
-            entry.mark_used();
+            self.snapshot().mark_used(entry.nh());
             self.send_unicast(&entry, mbuf);
             return;
         }
@@ -112,13 +113,7 @@ impl Controller {
     }
 
     fn send_unicast(&mut self, entry: &Arc<Neighbour>, mbuf: Mbuf) {
-        let desc = TxDesc {
-            mbuf: Some(mbuf),
-            ah: entry.ah(),
-            remote_qpn: entry.qpn(),
-            remote_qkey: entry.qkey,
-        };
-        self.tx_push(desc, entry.ah.clone());
+        self.tx_push(mbuf, entry.tx_dst(), entry.ah.clone());
     }
 
     /// A received ARP packet (data from the IPoIB header on).
@@ -370,12 +365,20 @@ impl Controller {
                 .map_err(|_| self.stats.ah_errors += 1)
                 .ok()
         });
-        let entry = match (ah, old) {
-            (Some(ah), _) => {
+        let slot = ah.and_then(|ah| {
+            self.stats.ah_created += 1;
+            let guard = self.ah_guard(ah);
+            // Without a next-hop slot the handle is retired again at once.
+            let slot = NhSlot::new(&self.nh).map(|slot| (guard, slot));
+            if slot.is_none() {
+                self.stats.neigh_table_full += 1;
+            }
+            slot
+        });
+        let entry = match (slot, old) {
+            (Some((guard, slot)), _) => {
                 self.stats.paths_ok += 1;
-                self.stats.ah_created += 1;
-                let guard = Arc::new(AhGuard::new(self.port.clone(), ah, self.ah_destroyed()));
-                Arc::new(Neighbour::new(ip, hwaddr, qkey, guard))
+                Arc::new(Neighbour::new(ip, hwaddr, qkey, guard, slot))
             }
             (None, Some(old)) => {
                 self.stats.paths_failed += 1;
@@ -406,10 +409,11 @@ impl Controller {
     /// Removes neighbours unused for `neigh_idle`.
     pub(crate) fn neigh_expire(&mut self, now: Nanos) -> usize {
         let idle = self.cfg.neigh_idle;
+        let nh = self.nh.clone();
         let mut expired = 0;
         self.neighbours.retain(&mut self.changes, |_, n| {
             if let NeighState::Reachable { entry } = &n.state {
-                if entry.take_used() {
+                if nh.take_used(entry.nh()) {
                     n.last_used = now;
                 } else if now.saturating_sub(n.last_used) >= idle {
                     expired += 1;

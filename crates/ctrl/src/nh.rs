@@ -66,11 +66,6 @@ impl NhSlab {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The number of slots.
-    pub(crate) fn capacity(&self) -> usize {
-        self.used.len()
-    }
-
     /// A free slot, marked used; `None` when every slot is taken.
     pub(crate) fn alloc(&self) -> Option<NhId> {
         let mut s = self.lock();

@@ -133,6 +133,7 @@ impl AhReaper {
         self.lock().len()
     }
 
+    #[allow(unsafe_code)] // calling `destroy_ah`, whose precondition is argued below
     fn destroy(&self, ah: AddressHandle) {
         // SAFETY: `ah` was retired after the last snapshot naming it was freed (no data
         // core can post it again) and every data core's send queue completed the sends

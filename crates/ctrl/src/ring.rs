@@ -92,6 +92,9 @@ pub struct DataCore {
     pub reader: Reader<Snapshot>,
     /// Its request ring.
     pub requests: RequestSender,
+    /// Where it publishes its send progress (once per loop iteration), so that the
+    /// control core destroys an address handle only after the sends naming it completed.
+    pub progress: Arc<crate::TxProgress>,
 }
 
 /// The consumer end, owned by the controller.

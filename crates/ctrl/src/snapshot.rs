@@ -20,7 +20,6 @@
 //! destroyed late, never early.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::nh::{NhId, NhSlot};
@@ -171,9 +170,11 @@ pub struct Snapshot {
     pub scope: McastScope,
     /// The broadcast group, when Joined and no flush runs (while one runs no group is
     /// published: packets for groups go to the control core, which queues them).
-    broadcast: Option<Arc<McastEntry>>,
-    groups: HashMap<Gid, Arc<McastEntry>, FastHash>,
-    neighbours: HashMap<[u8; 4], Arc<Neighbour>, FastHash>,
+    pub(crate) broadcast: Option<Arc<McastEntry>>,
+    /// Read anywhere in the crate; written only through the methods below, which keep
+    /// the next-hop array in step.
+    pub(crate) groups: HashMap<Gid, Arc<McastEntry>, FastHash>,
+    pub(crate) neighbours: HashMap<[u8; 4], Arc<Neighbour>, FastHash>,
     /// The next-hop array: entry `i` is where sends to the group or neighbour owning
     /// slot `i` go, with that owner's generation (0: no owner in this snapshot).
     nh: Box<[NhEntry]>,
@@ -295,8 +296,23 @@ impl Snapshot {
     pub(crate) fn insert_group(&mut self, e: Arc<McastEntry>) {
         self.nh_set(e.nh(), e.tx_dst());
         if let Some(old) = self.groups.insert(e.mgid, e) {
-            self.clear_replaced(old.nh());
+            self.nh_clear(old.nh());
         }
+    }
+
+    /// Publishes a resolved neighbour (replacing the entry it had, if any).
+    pub(crate) fn insert_neighbour(&mut self, n: Arc<Neighbour>) {
+        self.nh_set(n.nh(), n.tx_dst());
+        if let Some(old) = self.neighbours.insert(n.ip, n) {
+            self.nh_clear(old.nh());
+        }
+    }
+
+    /// Withdraws neighbour `ip`.
+    pub(crate) fn remove_neighbour(&mut self, ip: &[u8; 4]) -> Option<Arc<Neighbour>> {
+        let old = self.neighbours.remove(ip)?;
+        self.nh_clear(old.nh());
+        Some(old)
     }
 
     /// Withdraws group `mgid`.
@@ -306,6 +322,42 @@ impl Snapshot {
             self.nh_clear(old.nh());
         }
         Some(old)
+    }
+
+    /// Makes the published broadcast group `b` (the same entry), or none.
+    pub(crate) fn set_broadcast_entry(&mut self, b: Option<&Arc<McastEntry>>) {
+        let same = match (&self.broadcast, b) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            self.set_broadcast(b.cloned());
+        }
+    }
+
+    /// Makes the published entry of group `mgid` `entry` (the same `Arc`), or none.
+    pub(crate) fn set_group(&mut self, mgid: Gid, entry: Option<&Arc<McastEntry>>) {
+        match (entry, self.groups.get(&mgid)) {
+            (Some(e), Some(cur)) if Arc::ptr_eq(e, cur) => {}
+            (Some(e), _) => self.insert_group(e.clone()),
+            (None, Some(_)) => {
+                self.remove_group(&mgid);
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// Makes the published entry of neighbour `ip` `entry` (the same `Arc`), or none.
+    pub(crate) fn set_neighbour(&mut self, ip: [u8; 4], entry: Option<&Arc<Neighbour>>) {
+        match (entry, self.neighbours.get(&ip)) {
+            (Some(e), Some(cur)) if Arc::ptr_eq(e, cur) => {}
+            (Some(e), _) => self.insert_neighbour(e.clone()),
+            (None, Some(_)) => {
+                self.remove_neighbour(&ip);
+            }
+            (None, None) => {}
+        }
     }
 
     /// Withdraws every group (the broadcast group stays as it is). Keeps the map's
@@ -325,13 +377,6 @@ impl Snapshot {
             clear_slot(&mut self.nh, n.nh());
         }
         self.neighbours.clear();
-    }
-
-    /// Withdraws every group and neighbour.
-    pub(crate) fn clear_tables(&mut self) {
-        self.set_broadcast(None);
-        self.clear_groups();
-        self.clear_neighbours();
     }
 
     /// The Joined groups.

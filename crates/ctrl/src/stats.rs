@@ -122,8 +122,12 @@ pub struct CtrlStats {
     pub ah_created: u64,
     /// Address-handle creations that failed.
     pub ah_errors: u64,
-    /// Address handles destroyed (after every snapshot holding them was reclaimed).
+    /// Address handles destroyed (after every snapshot holding them was reclaimed and
+    /// every send that could name them completed).
     pub ah_destroyed: u64,
-    /// Multicast attach/detach or Q_Key changes that failed.
+    /// Multicast attach/detach or Q_Key changes that failed, and QPs that went to the
+    /// error state.
     pub qp_errors: u64,
+    /// Fatal device errors reported by the port (the interface stays down).
+    pub device_fatal: u64,
 }

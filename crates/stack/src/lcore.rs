@@ -132,7 +132,8 @@ impl CtlHost {
     /// One bounded round: the controller's poll, up to `COMMANDS_PER_ITERATION`
     /// commands, and its events. Whether anything was done.
     pub(crate) fn poll(&mut self) -> bool {
-        let shared = &self.shared.ifaces[self.iface];
+        let all = self.shared.clone();
+        let shared = &all.ifaces[self.iface];
         let mut busy = self.ctl.poll() == Poll::Busy;
         for _ in 0..COMMANDS_PER_ITERATION {
             let Some(cmd) = shared.commands.pop() else {

@@ -22,9 +22,12 @@ impl Controller {
         if self.dirty {
             return Ok(());
         }
-        let mut fresh = Snapshot::default();
+        let mut fresh = Snapshot::new(self.cfg.pkey, self.cfg.scope, self.nh.used.clone());
         self.refresh(&mut fresh);
         let snap = self.publisher.current();
+        if !snap.nh_consistent() {
+            return Err(SnapshotMismatch::NextHops);
+        }
         if snap.generation != self.generation {
             return Err(SnapshotMismatch::Generation {
                 published: snap.generation,
@@ -119,8 +122,9 @@ mod tests {
 
     #[test]
     fn the_first_differing_scalar_is_named() {
-        let snap = Snapshot::default();
-        let mut fresh = Snapshot::default();
+        let used: Arc<[std::sync::atomic::AtomicBool]> = Arc::new([]);
+        let snap = Snapshot::new(Default::default(), Default::default(), used.clone());
+        let mut fresh = Snapshot::new(Default::default(), Default::default(), used);
         assert_eq!(compare_snapshots(&snap, &fresh), Ok(()));
         fresh.mtu = 2044;
         fresh.link_up = true;

@@ -33,7 +33,7 @@ impl Controller {
                     continue;
                 };
                 if let GroupState::Joined { entry, .. } = &g.state {
-                    if entry.take_used() {
+                    if self.nh.take_used(entry.nh()) {
                         g.last_used = now;
                     } else if now.saturating_sub(g.last_used) >= self.cfg.sendonly_idle {
                         self.scratch[expired] = mgid;

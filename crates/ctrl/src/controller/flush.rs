@@ -21,9 +21,24 @@ impl Controller {
             };
             n += 1;
             let attr = self.port.attr();
-            self.port_active = attr.state == PortState::Active;
+            self.port_active = attr.state == PortState::Active && !self.device_dead;
             self.port_gid = attr.gid;
             self.sa.set_port(&attr);
+            match ev {
+                PortEvent::DeviceFatal => {
+                    // Every resource of the device is dead: down for good (leaves are
+                    // still tried; the SA may hold memberships of this port).
+                    self.device_dead = true;
+                    self.port_active = false;
+                    self.stats.device_fatal += 1;
+                    tracing::error!(port = attr.port_num, "ibpoll: device fatal error; the interface stays down");
+                }
+                PortEvent::QpFatal { qpn } => {
+                    self.stats.qp_errors += 1;
+                    tracing::error!(%qpn, "ibpoll: a UD QP of the interface went to the error state");
+                }
+                _ => {}
+            }
             self.start_flush(flush_level_of(ev), now);
         }
         n
@@ -141,7 +156,7 @@ impl Controller {
                 }
                 GroupState::Joined { membership, entry } => {
                     if !entry.send_only {
-                        let _ = self.port.detach_mcast(self.qpn, &entry.mgid, entry.mlid);
+                        let _ = self.port.detach_mcast(entry.qpn, &entry.mgid, entry.mlid);
                     }
                     self.dirty = true;
                     n += 1;
@@ -235,8 +250,11 @@ fn goes_with_flush(kind: GroupKind, queued: bool, unsubscribed: bool, level: Flu
 fn flush_level_of(ev: PortEvent) -> FlushLevel {
     match ev {
         PortEvent::ClientReregister | PortEvent::SmChange => FlushLevel::Light,
-        PortEvent::Active | PortEvent::Error | PortEvent::LidChange => FlushLevel::Normal,
         PortEvent::PkeyChange => FlushLevel::Heavy,
+        // Active, Error, LidChange, GidChange (a new source GID: paths and the hardware
+        // address change), a fatal device or QP error (down, then up when it can), and
+        // anything a newer driver reports.
+        _ => FlushLevel::Normal,
     }
 }
 
@@ -247,7 +265,13 @@ mod tests {
     #[test]
     fn port_events_start_the_kernels_flush_levels() {
         let light = [PortEvent::ClientReregister, PortEvent::SmChange];
-        let normal = [PortEvent::Active, PortEvent::Error, PortEvent::LidChange];
+        let normal = [
+            PortEvent::Active,
+            PortEvent::Error,
+            PortEvent::LidChange,
+            PortEvent::GidChange,
+            PortEvent::DeviceFatal,
+        ];
         assert!(light
             .iter()
             .all(|e| flush_level_of(*e) == FlushLevel::Light));

@@ -8,13 +8,15 @@ use ibpoll_dev::{AhAttr, GrhAttr, Nanos};
 use ibpoll_wire::mad::Method;
 use ibpoll_wire::mcmember::{self, JoinState};
 use ibpoll_wire::sa::{Attribute, ComponentMask, Selector};
-use ibpoll_wire::{Gid, PKey};
+use ibpoll_wire::{Gid, PKey, Qpn};
 
 use super::Controller;
 use crate::mcast::{Backoff, Group, GroupKind, GroupState, Membership, RetryAt, Unconfirmed};
 use crate::ring::GroupAddr;
 use crate::sa::{self, Tid, TxnKind};
-use crate::snapshot::{AhGuard, McastEntry};
+use crate::nh::NhSlot;
+use crate::reaper::AhGuard;
+use crate::snapshot::McastEntry;
 
 impl Controller {
     /// Subscribes the interface to a group (it will receive it): a full-member join,
@@ -202,12 +204,17 @@ impl Controller {
         let rec = *membership.record();
         let kind = self.groups[&mgid].kind;
         if mgid == self.bcast_mgid {
-            if self.port.set_qp_qkey(self.qpn, rec.qkey).is_err() {
-                self.stats.qp_errors += 1;
+            // Every QP of the interface sends and receives with the broadcast group's
+            // Q_Key (the lanes' and the control core's).
+            let qpns: Vec<Qpn> = self.qpns().collect();
+            for qpn in qpns {
+                if self.port.set_qp_qkey(qpn, rec.qkey).is_err() {
+                    self.stats.qp_errors += 1;
+                }
             }
             self.bcast_record = Some(rec);
         }
-        let Some(ah) = self.attach_joined(&rec, kind) else {
+        let Some((ah, slot, qpn)) = self.attach_joined(&rec, kind) else {
             // A membership without a handle is useless: leave it (the token is
             // consumed; the answer just freed a window slot) and retry later.
             self.send_leave(mgid, membership.leave(), 1, now);
@@ -218,7 +225,9 @@ impl Controller {
             rec.mlid,
             rec.qkey,
             kind == GroupKind::SendOnly,
+            qpn,
             ah,
+            slot,
         ));
         let g = self.groups.get_mut(&mgid).expect("checked above");
         g.state = GroupState::Joined {
@@ -230,35 +239,35 @@ impl Controller {
         self.after_joined(mgid, &entry, now);
     }
 
-    /// Attaches the QP to a group just joined (unless it is send-only) and makes the
-    /// group's address handle. `None` (counted) when the handle cannot be made: the
-    /// attachment is undone.
-    fn attach_joined(&mut self, rec: &mcmember::Repr, kind: GroupKind) -> Option<Arc<AhGuard>> {
-        if kind != GroupKind::SendOnly
-            && self
-                .port
-                .attach_mcast(self.qpn, &rec.mgid, rec.mlid)
-                .is_err()
-        {
+    /// Attaches the group's lane QP to a group just joined (unless it is send-only) and
+    /// makes the group's address handle and next-hop slot. `None` (counted) when either
+    /// cannot be made: the attachment is undone.
+    fn attach_joined(
+        &mut self,
+        rec: &mcmember::Repr,
+        kind: GroupKind,
+    ) -> Option<(Arc<AhGuard>, NhSlot, Qpn)> {
+        let qpn = self.lane_qpn_for(&rec.mgid);
+        let attach = kind != GroupKind::SendOnly;
+        if attach && self.port.attach_mcast(qpn, &rec.mgid, rec.mlid).is_err() {
             self.stats.qp_errors += 1;
         }
-        match self.port.create_ah(&mcast_ah_attr(rec)) {
+        let made = match self.port.create_ah(&mcast_ah_attr(rec)) {
             Ok(ah) => {
                 self.stats.ah_created += 1;
-                Some(Arc::new(AhGuard::new(
-                    self.port.clone(),
-                    ah,
-                    self.ah_destroyed.clone(),
-                )))
+                let guard = self.ah_guard(ah);
+                // Without a slot the guard retires the handle again at once.
+                NhSlot::new(&self.nh).map(|slot| (guard, slot))
             }
-            Err(_) => {
-                self.stats.ah_errors += 1;
-                if kind != GroupKind::SendOnly {
-                    let _ = self.port.detach_mcast(self.qpn, &rec.mgid, rec.mlid);
-                }
-                None
+            Err(_) => None,
+        };
+        if made.is_none() {
+            self.stats.ah_errors += 1;
+            if attach {
+                let _ = self.port.detach_mcast(qpn, &rec.mgid, rec.mlid);
             }
         }
+        made.map(|(guard, slot)| (guard, slot, qpn))
     }
 
     /// What follows a group's join: nothing during a flush (the flush leaves it; its

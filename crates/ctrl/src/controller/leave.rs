@@ -54,7 +54,7 @@ impl Controller {
                 // The snapshot drops the entry at the next publish; its address handle
                 // is destroyed once every data core has moved past it.
                 if !entry.send_only {
-                    let _ = self.port.detach_mcast(self.qpn, &entry.mgid, entry.mlid);
+                    let _ = self.port.detach_mcast(entry.qpn, &entry.mgid, entry.mlid);
                 }
                 self.dirty = true;
                 membership.leave()

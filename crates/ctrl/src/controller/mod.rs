@@ -33,8 +33,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use crossbeam::queue::ArrayQueue;
-use ibpoll_dev::{Clock, Counter, Nanos, Port, PortState, TxDesc, TxQueue};
-use ibpoll_mem::Mempool;
+use ibpoll_dev::{Clock, Counter, Nanos, Port, PortState, TxDst, TxQueue};
+use ibpoll_mem::{MbufArray, Mempool};
 use ibpoll_rcu::{Publisher, Registry};
 use ibpoll_wire::ipoib::{self, HwAddr};
 use ibpoll_wire::mcmember;
@@ -43,7 +43,9 @@ use ibpoll_wire::{Gid, Qpn};
 use crate::mcast::{Group, GroupKind, GroupPhase, GroupState};
 use crate::ring::{DataCore, GroupAddr, RequestRing, RequestSender};
 use crate::sa::{self, SaClient, SaEvent};
-use crate::snapshot::{AhGuard, Snapshot};
+use crate::nh::NhSlab;
+use crate::reaper::{AhGuard, AhReaper, TxProgress};
+use crate::snapshot::Snapshot;
 use crate::table::{ChangeLog, GroupTable, NeighTable};
 use crate::{CtrlConfig, CtrlStats, Error};
 
@@ -102,7 +104,11 @@ pub struct Controller {
     pub(crate) cfg: CtrlConfig,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) port: Arc<dyn Port>,
+    /// The interface's QPN (in its hardware address): lane 0's QP.
     pub(crate) qpn: Qpn,
+    /// Each lane's QP, in lane order: the QP a group assigned to that lane is attached to.
+    pub(crate) lane_qpns: Vec<Qpn>,
+    /// The control core's own send-only QP.
     pub(crate) tx: Box<dyn TxQueue>,
     pub(crate) pool: Mempool,
     pub(crate) sa: SaClient,
@@ -121,6 +127,8 @@ pub struct Controller {
     pub(crate) neighbours: NeighTable,
     pub(crate) port_gid: Gid,
     pub(crate) port_active: bool,
+    /// The device reported a fatal error: the port never counts as Active again.
+    pub(crate) device_dead: bool,
     admin_up: bool,
     pkey_index: Option<u16>,
     pub(crate) flush: Option<Flush>,
@@ -128,8 +136,17 @@ pub struct Controller {
     pub(crate) dirty: bool,
     pub(crate) stats: CtrlStats,
     ah_destroyed: Arc<Counter>,
-    tx_descs: VecDeque<TxDesc>,
-    tx_guards: VecDeque<Arc<AhGuard>>,
+    pub(crate) reaper: Arc<AhReaper>,
+    pub(crate) nh: Arc<NhSlab>,
+    /// The control core's send backlog: packets, where each goes, and the guards that
+    /// keep their address handles alive until they went out...
+    pub(crate) tx_pkts: MbufArray,
+    pub(crate) tx_dst: Box<[TxDst]>,
+    pub(crate) tx_guards: VecDeque<Arc<AhGuard>>,
+    /// ... and, once posted, until they completed: (posting sequence, guard).
+    pub(crate) tx_inflight: VecDeque<(u64, Arc<AhGuard>)>,
+    /// Sends posted on `tx` so far.
+    pub(crate) tx_posted: u64,
     events: VecDeque<CtrlEvent>,
     next_expiry_check: Nanos,
     generation: u64,
@@ -157,21 +174,31 @@ impl fmt::Debug for Controller {
 }
 
 impl Controller {
-    /// Creates the controller of the interface whose UD QP is `qpn` on `port`, and one
-    /// [`DataCore`] handle per data core (`cfg.data_cores`).
+    /// Creates the controller of an interface on `port` whose QPs are `qps`, and one
+    /// [`DataCore`] handle per data core (`cfg.data_cores`, one per lane of `qps`).
     ///
-    /// `tx` is a send queue of that same QP, owned by the control core from now on: the
-    /// controller sends queued packets, ARP and gratuitous ARP through it. `pool` is where
-    /// it takes buffers for the packets it builds (ARP). Time comes only from `clock`.
+    /// The controller owns `qps.tx` (a send-only QP of its own) from now on: it sends
+    /// queued packets, ARP and gratuitous ARP through it. `pool` is where it takes
+    /// buffers for the packets it builds (ARP). Time comes only from `clock`.
     pub fn new(
         cfg: CtrlConfig,
         port: Arc<dyn Port>,
-        qpn: Qpn,
-        tx: Box<dyn TxQueue>,
+        qps: CtrlQps,
         pool: Mempool,
         clock: Arc<dyn Clock>,
     ) -> Result<(Controller, Vec<DataCore>), Error> {
         cfg.check()?;
+        if qps.lane_qpns.len() != cfg.data_cores {
+            return Err(Error::Lanes {
+                data_cores: cfg.data_cores,
+                lane_qpns: qps.lane_qpns.len(),
+            });
+        }
+        let CtrlQps {
+            iface_qpn: qpn,
+            lane_qpns,
+            tx,
+        } = qps;
         let attr = port.attr();
         let pkey_index = attr.pkey_index(cfg.pkey).ok_or(Error::NoPkey {
             port: attr.port_num,
@@ -183,11 +210,10 @@ impl Controller {
                 port: attr.port_num,
                 source,
             })?;
-        let initial = Snapshot {
-            pkey: cfg.pkey,
-            scope: cfg.scope,
-            ..Snapshot::default()
-        };
+        // Every group and neighbour can have an entry in the current snapshot and an
+        // older one in a snapshot that is still being given back.
+        let nh = Arc::new(NhSlab::new(2 * (cfg.groups_max + cfg.neigh_max) + 8));
+        let initial = Snapshot::new(cfg.pkey, cfg.scope, nh.used.clone());
         let (mut publisher, registry) =
             ibpoll_rcu::new(initial, cfg.data_cores).map_err(|source| Error::Snapshot {
                 data_cores: cfg.data_cores,
@@ -197,6 +223,10 @@ impl Controller {
         // quiesce every loop give the previous one back before the next publish.
         publisher.set_recycle_max(1);
         let (rings, cores) = data_core_rings(&cfg, &registry)?;
+        let ah_destroyed = Arc::new(Counter::new());
+        let progress = cores.iter().map(|c| c.progress.clone()).collect();
+        let reaper = Arc::new(AhReaper::new(port.clone(), progress, ah_destroyed.clone()));
+        let inflight_max = cfg.tx_backlog_max + 32768;
         let now = clock.now();
         let bcast_mgid = ipoib::broadcast_mgid(cfg.pkey);
         let mut groups = GroupTable::with_touched_capacity(cfg.groups_max.min(4096));
@@ -206,6 +236,7 @@ impl Controller {
             clock,
             port,
             qpn,
+            lane_qpns,
             tx,
             pool,
             sa,
@@ -217,15 +248,21 @@ impl Controller {
             neighbours: NeighTable::with_touched_capacity(cfg.neigh_max.min(4096)),
             port_gid: attr.gid,
             port_active: attr.state == PortState::Active,
+            device_dead: false,
             admin_up: true,
             pkey_index: Some(pkey_index),
             flush: None,
             link_up: false,
             dirty: true,
             stats: CtrlStats::default(),
-            ah_destroyed: Arc::new(Counter::new()),
-            tx_descs: VecDeque::with_capacity(cfg.tx_backlog_max),
+            ah_destroyed,
+            reaper,
+            nh,
+            tx_pkts: MbufArray::with_capacity(cfg.tx_backlog_max),
+            tx_dst: vec![ctl_tx_dst_zero(); cfg.tx_backlog_max].into_boxed_slice(),
             tx_guards: VecDeque::with_capacity(cfg.tx_backlog_max),
+            tx_inflight: VecDeque::with_capacity(inflight_max),
+            tx_posted: 0,
             events: VecDeque::with_capacity(EVENTS_MAX),
             next_expiry_check: now.saturating_add(Nanos::from_secs(1)),
             generation: 0,
@@ -254,6 +291,7 @@ impl Controller {
         work += self.expire_due(now);
         work += self.tx_flush();
         work += self.publish_changes();
+        self.reaper.reap();
         if work > 0 {
             self.stats.polls_busy += 1;
             Poll::Busy
@@ -383,8 +421,35 @@ impl Controller {
         self.publisher.current()
     }
 
-    pub(crate) fn ah_destroyed(&self) -> Arc<Counter> {
-        self.ah_destroyed.clone()
+    /// The control core's own send-only QP.
+    pub fn ctl_qpn(&self) -> Qpn {
+        self.tx.src_qpn()
+    }
+
+    /// Every QP of the interface: the lanes' and the control core's.
+    pub fn qpns(&self) -> impl Iterator<Item = Qpn> + '_ {
+        self.lane_qpns.iter().copied().chain(std::iter::once(self.ctl_qpn()))
+    }
+
+    /// The QP group `mgid` is attached to: the broadcast group on the interface's own
+    /// QP (ARP goes to the control core through it), every other group on the lane an
+    /// MGID hash picks, so groups spread over the lanes and each is received by one.
+    pub fn lane_qpn_for(&self, mgid: &Gid) -> Qpn {
+        if *mgid == self.bcast_mgid || self.lane_qpns.len() == 1 {
+            return self.qpn;
+        }
+        let h = mgid.0.iter().fold(0u32, |h, &b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+        self.lane_qpns[h as usize % self.lane_qpns.len()]
+    }
+
+    /// Address handles retired and waiting for their sends to complete.
+    pub fn ah_waiting(&self) -> usize {
+        self.reaper.waiting()
+    }
+
+    /// A guard that retires `ah` through this controller's reaper when dropped.
+    pub(crate) fn ah_guard(&self, ah: ibpoll_dev::AddressHandle) -> Arc<AhGuard> {
+        Arc::new(AhGuard::new(self.reaper.clone(), ah))
     }
 
     fn set_link(&mut self, up: bool) {
@@ -428,8 +493,43 @@ fn data_core_rings(
         cores.push(DataCore {
             reader,
             requests: RequestSender::new(ring.clone(), full.clone()),
+            progress: Arc::new(TxProgress::default()),
         });
         rings.push(RequestRing { ring, full });
     }
     Ok((rings, cores))
+}
+
+/// The QPs an interface's controller knows: what it attaches groups to, sets Q_Keys on
+/// and sends with.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct CtrlQps {
+    /// The interface's QPN (its hardware address): lane 0's QP, which receives unicast
+    /// and the broadcast group.
+    pub iface_qpn: Qpn,
+    /// Each lane's QP in lane order (`lane_qpns[0] == iface_qpn`).
+    pub lane_qpns: Vec<Qpn>,
+    /// The control core's own send-only QP's send queue.
+    pub tx: Box<dyn TxQueue>,
+}
+
+impl CtrlQps {
+    /// The QPs of an interface.
+    pub fn new(iface_qpn: Qpn, lane_qpns: Vec<Qpn>, tx: Box<dyn TxQueue>) -> CtrlQps {
+        CtrlQps {
+            iface_qpn,
+            lane_qpns,
+            tx,
+        }
+    }
+}
+
+/// A placeholder destination for unused backlog slots.
+fn ctl_tx_dst_zero() -> TxDst {
+    TxDst {
+        ah: ibpoll_dev::AddressHandle::from_raw(0),
+        qpn: Qpn::from_bits(0),
+        qkey: ibpoll_wire::QKey(0),
+    }
 }

@@ -2,8 +2,6 @@
 //! holds rewritten from the change log, published through the rcu publisher, and the
 //! ones readers gave back recycled.
 
-use std::sync::Arc;
-
 use ibpoll_wire::IbMtu;
 
 use super::Controller;
@@ -51,11 +49,11 @@ impl Controller {
                 Some(snap) => snap,
                 None => {
                     self.stats.snapshots_built += 1;
-                    Box::new(Snapshot {
-                        pkey: self.cfg.pkey,
-                        scope: self.cfg.scope,
-                        ..Snapshot::default()
-                    })
+                    Box::new(Snapshot::new(
+                        self.cfg.pkey,
+                        self.cfg.scope,
+                        self.nh.used.clone(),
+                    ))
                 }
             },
         };
@@ -104,11 +102,11 @@ impl Controller {
 
     /// Every Joined group, none while a flush runs.
     fn refill_groups(&self, snap: &mut Snapshot) {
-        snap.groups.clear();
+        snap.clear_groups();
         if self.flush.is_none() {
             for g in self.groups.values() {
                 if let GroupState::Joined { entry, .. } = &g.state {
-                    snap.groups.insert(g.mgid, entry.clone());
+                    snap.insert_group(entry.clone());
                 }
             }
         }
@@ -116,10 +114,10 @@ impl Controller {
 
     /// Every neighbour with a published entry.
     fn refill_neighbours(&self, snap: &mut Snapshot) {
-        snap.neighbours.clear();
+        snap.clear_neighbours();
         for ip in self.neighbours.keys() {
             if let Some(entry) = self.neigh_published(ip) {
-                snap.neighbours.insert(*ip, entry.clone());
+                snap.insert_neighbour(entry.clone());
             }
         }
     }
@@ -141,10 +139,10 @@ impl Controller {
                             _ => None,
                         },
                     };
-                    set_entry(&mut snap.groups, mgid, entry);
+                    snap.set_group(mgid, entry);
                 }
                 Change::Neigh(ip) if !all_neighbours => {
-                    set_entry(&mut snap.neighbours, ip, self.neigh_published(&ip));
+                    snap.set_neighbour(ip, self.neigh_published(&ip));
                 }
                 _ => {}
             }
@@ -153,16 +151,17 @@ impl Controller {
 
     /// The broadcast entry (none while a flush runs), link state, MTU, P_Key and scope.
     fn refresh_scalars(&self, snap: &mut Snapshot) {
-        snap.broadcast = match (&self.flush, self.groups.get(&self.bcast_mgid)) {
+        let broadcast = match (&self.flush, self.groups.get(&self.bcast_mgid)) {
             (
                 None,
                 Some(Group {
                     state: GroupState::Joined { entry, .. },
                     ..
                 }),
-            ) => Some(entry.clone()),
+            ) => Some(entry),
             _ => None,
         };
+        snap.set_broadcast_entry(broadcast);
         snap.link_up = self.link_up;
         snap.mtu = self
             .bcast_record
@@ -200,31 +199,6 @@ impl Controller {
     }
 }
 
-/// Makes `map[key]` the entry `entry` (the same `Arc`), or removes it.
-fn set_entry<K, V, S>(
-    map: &mut std::collections::HashMap<K, Arc<V>, S>,
-    key: K,
-    entry: Option<&Arc<V>>,
-) where
-    K: std::hash::Hash + Eq,
-    S: std::hash::BuildHasher,
-{
-    match (entry, map.get_mut(&key)) {
-        (Some(e), Some(slot)) => {
-            if !Arc::ptr_eq(e, slot) {
-                *slot = e.clone();
-            }
-        }
-        (Some(e), None) => {
-            map.insert(key, e.clone());
-        }
-        (None, Some(_)) => {
-            map.remove(&key);
-        }
-        (None, None) => {}
-    }
-}
-
 /// Which tables a list of changes makes rebuild whole (groups, neighbours): a flush
 /// starting or ending changes every group at once.
 fn rebuilds_needed(changes: impl IntoIterator<Item = Change>) -> (bool, bool) {
@@ -241,27 +215,9 @@ fn rebuilds_needed(changes: impl IntoIterator<Item = Change>) -> (bool, bool) {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use ibpoll_wire::Gid;
 
     use super::*;
-
-    #[test]
-    fn set_entry_keeps_replaces_or_removes_the_arc() {
-        let mut map: HashMap<u8, Arc<u32>> = HashMap::new();
-        let a = Arc::new(1);
-        set_entry(&mut map, 1, Some(&a));
-        assert!(Arc::ptr_eq(&map[&1], &a));
-        // An equal value in another Arc is another entry: it replaces the first.
-        let b = Arc::new(1);
-        set_entry(&mut map, 1, Some(&b));
-        assert!(Arc::ptr_eq(&map[&1], &b));
-        assert_eq!(Arc::strong_count(&a), 1);
-        set_entry(&mut map, 1, None);
-        set_entry(&mut map, 2, None);
-        assert!(map.is_empty());
-    }
 
     #[test]
     fn only_a_flush_or_a_cleared_table_rebuilds_whole() {

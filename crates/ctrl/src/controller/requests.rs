@@ -50,7 +50,7 @@ impl Controller {
             _ => None,
         };
         if let Some(entry) = sendable {
-            entry.mark_used();
+            self.snapshot().mark_used(entry.nh());
             self.send_mcast(&entry, mbuf);
             return;
         }
