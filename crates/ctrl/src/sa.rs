@@ -422,19 +422,17 @@ mod tests {
     }
 
     fn attr() -> PortAttr {
-        PortAttr {
-            port_num: 1,
-            state: PortState::Active,
-            lid: Lid(2),
-            lmc: 0,
-            sm_lid: Lid(1),
-            sm_sl: 0,
-            gid: Gid::new(Gid::DEFAULT_SUBNET_PREFIX, 0x1234),
-            pkeys: vec![PKey::DEFAULT],
-            max_mtu: IbMtu::Mtu4096,
-            active_mtu: IbMtu::Mtu4096,
-            rate: Rate::GBPS_10,
-        }
+        let mut a = PortAttr::new(1);
+        a.state = PortState::Active;
+        a.lid = Lid(2);
+        a.sm_lid = Lid(1);
+        a.gid = Gid::new(Gid::DEFAULT_SUBNET_PREFIX, 0x1234);
+        a.gids = vec![a.gid];
+        a.pkeys = vec![PKey::DEFAULT];
+        a.max_mtu = IbMtu::Mtu4096;
+        a.active_mtu = IbMtu::Mtu4096;
+        a.rate = Rate::GBPS_10;
+        a
     }
 
     fn answer_to(req: &Mad, status: u16) -> Mad {

@@ -63,8 +63,8 @@ fn idle_poll_allocates_nothing() {
         }
         if i % 1000 == 0 {
             let snap = a.cores[0].reader.get();
-            if let Some(e) = snap.group(&snap.ipv4_mgid([239, 3, 0, 1])) {
-                e.mark_used();
+            if let Some(id) = snap.group_nh(&snap.ipv4_mgid([239, 3, 0, 1])) {
+                snap.mark_used(id);
             }
         }
         net.clock.advance(Nanos(500_000));

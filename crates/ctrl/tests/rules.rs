@@ -73,7 +73,7 @@ fn rule1_broadcast_first() {
     let snap = a.ctl.snapshot();
     assert!(snap.link_up);
     assert_eq!(snap.mtu, IbMtu::Mtu2048.ipoib_mtu());
-    assert_eq!(snap.broadcast.as_ref().map(|b| b.mgid), Some(bcast()));
+    assert_eq!(snap.broadcast().map(|b| b.mgid), Some(bcast()));
 
     // The other groups copy the broadcast group's parameters (RFC 4391): check the
     // records the SA created from our joins.

@@ -696,13 +696,13 @@ impl Sim {
             let snap = c.reader.get();
             if snap.link_up && !host.light_window {
                 assert!(
-                    snap.broadcast.is_some(),
+                    snap.broadcast().is_some(),
                     "{at}: core {i}: link up without broadcast"
                 );
             }
             if snap.group_count() > 0 {
                 assert!(
-                    snap.broadcast.is_some(),
+                    snap.broadcast().is_some(),
                     "{at}: core {i}: groups published without the broadcast group"
                 );
             }

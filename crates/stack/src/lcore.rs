@@ -209,6 +209,7 @@ impl CtlHost {
                 Err(e) => failed = Some((qpn, e)),
             }
         }
+        self.ctl.qps_moved(failed.is_none());
         match failed {
             None => tracing::info!(
                 pkey_index,
@@ -217,9 +218,8 @@ impl CtlHost {
                 "ibpoll: P_Key table changed; the interface's UD QPs moved to the new index"
             ),
             Some((qpn, e)) => {
-                // A QP left in another partition must carry nothing: the interface goes
-                // administratively down (no rejoin).
-                self.ctl.set_admin_up(false);
+                // A QP left in another partition must carry nothing: the controller
+                // took the interface administratively down (no rejoin).
                 tracing::error!(
                     pkey_index,
                     iface = self.iface,

@@ -1,21 +1,20 @@
-//! `ibpoll`: the stack. Lcores (pinned threads) poll the queues of one InfiniBand UD
-//! queue pair per interface in datagram-mode IPoIB, hand IP packets to an application
-//! in bursts and send what it queues, resolving destinations against the control
-//! plane's snapshots; the control core (`ibpoll-ctrl`, one controller per interface)
-//! runs on its own lcore or is polled from data lcore 0.
+//! `ibpoll`: the stack. Lanes (one per pinned lcore thread) poll the UD queue pairs of
+//! each interface in datagram-mode IPoIB, hand IP packets to an application in bursts
+//! and send what it pushes, resolving destinations against the control plane's
+//! snapshots when they are pushed; the control core (`ibpoll-ctrl`, one controller per
+//! interface) runs on its own lcore or is polled from data lcore 0.
 //!
 //! ```no_run
-//! use ibpoll::{Dest, Stack};
+//! use ibpoll::{Dest, LcoreCtx, Stack, Tx};
+//! use ibpoll_mem::MbufArray;
 //! let stack = Stack::builder()
 //!     .data_cores(1)
 //!     .ipv4([10, 0, 0, 1])
 //!     .start(|_lcore| {
 //!         // A forwarder: every IP packet goes back out to 10.0.0.2, zero copy.
-//!         |_ctx: &ibpoll::LcoreCtx, rx: &mut [Option<ibpoll_mem::Mbuf>], tx: &mut ibpoll::TxBuffer| {
-//!             for slot in rx {
-//!                 if let Some(m) = slot.take() {
-//!                     tx.push(m, Dest::NextHop([10, 0, 0, 2]));
-//!                 }
+//!         |ctx: &LcoreCtx, rx: &mut MbufArray, tx: &mut Tx| {
+//!             while let Some(m) = rx.pop() {
+//!                 tx.push(ctx.iface, m, Dest::NextHop([10, 0, 0, 2]));
 //!             }
 //!         }
 //!     })?;
@@ -24,62 +23,44 @@
 //! # Ok::<(), ibpoll::Error>(())
 //! ```
 //!
-//! # Lcores and queues
+//! # Lanes and queue pairs
 //!
-//! The interface's UD QP has one receive and one send queue per data lcore (the driver
-//! spreads received packets over the receive queues by a flow hash, RSS) and one more
-//! send queue for the control core. Each queue is owned by one lcore. By default there
-//! is one data lcore per usable CPU and the controller is polled from data lcore 0
-//! ([`ControlCore::OnDataLcore0`]), so a 2-CPU machine does data work on both.
+//! A UD QP has one receive queue and one send queue (what verbs gives on an InfiniBand
+//! port; see `ibpoll-dev`). Per interface the stack creates one QP per data lcore (its
+//! lane) and a send-only QP for the control core:
+//!
+//! - lane 0's QP is the interface's: its QPN is in the hardware address, so unicast and
+//!   the broadcast group (ARP) arrive there;
+//! - every lane sends from its own QP (the loopback filter knows every QPN of the
+//!   interface, or the HCA blocks self multicast loopback when it can);
+//! - the control core attaches each multicast group it joins to one lane's QP (an MGID
+//!   hash picks the lane), so multicast-heavy work (market data) spreads over the lanes
+//!   in hardware.
+//!
+//! By default there is one data lcore per usable CPU and the controller is polled from
+//! data lcore 0 ([`ControlCore::OnDataLcore0`]).
 //!
 //! # Several interfaces
 //!
 //! A stack has one interface by default (the builder's `pkey` and `ipv4`). Like a DPDK
 //! l3fwd lcore polling several ports, it can serve up to [`IFACES_MAX`] partitions of
-//! its port: [`StackBuilder::interface`] once per [`IfaceConfig`] (P_Key, IPv4 address,
-//! prefix length). Each interface has its own UD QP (its P_Key index from the port's
-//! table), its own controller (broadcast group, ARP, path records, multicast; all
-//! hosted where the single one would be, and each sees every port event), and its own
-//! receive and send queue on every data lcore; all share one buffer pool, so a buffer
-//! received on one interface can be sent on another without a copy.
+//! its port: [`StackBuilder::interface`] once per [`IfaceConfig`]. Each interface has its
+//! own QPs and controller; all share one buffer pool, so a buffer received on one
+//! interface can be sent on another without a copy. Each burst names its interface in
+//! [`LcoreCtx::iface`]; [`Tx::push`] names the outgoing one.
 //!
-//! - Receive: each burst comes from one interface, named by [`LcoreCtx::iface`]
-//!   (`link_up` and `mtu` describe that interface; [`LcoreCtx::links_up`] has them
-//!   all). In [`App::poll`], `iface` is 0.
-//! - Send: [`TxBuffer::push_on`] names the outgoing interface, whose control plane
-//!   resolves the [`Dest`]; [`TxBuffer::push`] is `push_on(0, ..)`. An interface that
-//!   does not exist is a counted drop (`tx_no_iface`).
-//! - The handle: [`Stack::ifaces`], [`Stack::iface_qpn`], [`Stack::with_controller_on`],
-//!   [`Stack::link_up_on`], [`Stack::ctrl_stats_on`]; `set_admin_up`, `link_up`,
-//!   `wait_link_up` and `stop` act on every interface; [`StopReport::ctrl_ifaces`] has
-//!   every controller's counters.
+//! # One iteration of a lane
 //!
-//! # One iteration of a data lcore
-//!
-//! 1. report a quiescent point to the snapshot protocol (`Reader::quiescent`);
-//! 2. on the lcore that hosts the controller: `Controller::poll` (bounded) and at most
-//!    [`COMMANDS_PER_ITERATION`] control messages from the [`Stack`] handle (on data
-//!    lcore 0 at most once per `ctrl_poll_interval`, 20 µs by default);
-//! 3. `rx_burst` (up to [`BURST_MAX`]) on each of its receive queues (one per
-//!    interface), and classify: our
-//!    own looped-back multicast (by SLID and source QPN) is dropped; ARP goes to the
-//!    control core; IPv4/IPv6 go to the application with the IPoIB header stripped;
-//!    malformed packets and unknown ethertypes are dropped; every drop is counted;
-//! 4. [`App::on_burst`] per received burst, then [`App::poll`] (the generator hook);
-//! 5. resolve every queued packet against one snapshot of its interface's control
-//!    plane: a group's address handle, QPN
-//!    0xFFFFFF and Q_Key, or a neighbour's address handle and QPN; a miss goes to the
-//!    control core with its packet; link down, too long and ring full are counted drops;
-//! 6. one `tx_burst` per interface with packets; what the queue hands back is retried next iteration (resolved
-//!    again, so no descriptor outlives its snapshot) up to [`TX_TRIES`] times, then
-//!    dropped and counted (`tx_full`);
-//! 7. the iteration's time (one `Instant::now()` per iteration) goes to `busy_ns` or
-//!    `idle_ns`; idle iterations follow the [`IdlePolicy`].
+//! See [`Lane`]: park requests and quiescent points; one receive burst per interface,
+//! classified in place ([`burst::classify_burst`]: our own looped-back multicast
+//! dropped, ARP to the control core, IPv4/IPv6 to the application with the IPoIB header
+//! stripped); [`App::on_burst`] per burst and [`App::poll`]; each interface's TX table
+//! flushed with one `tx_burst` (also as soon as it holds a burst); drops freed in bulk;
+//! counters published once.
 //!
 //! No lock, allocation, system call or atomic read-modify-write happens per packet: the
-//! counters are single-writer [`Counter`](ibpoll_dev::Counter)s (load + store), the
-//! snapshot is one load per burst, the request rings are bounded, and every buffer
-//! (bursts, descriptors, the [`TxBuffer`]) is allocated at start-up.
+//! counters are per-iteration integers published once, the snapshot is one load, the
+//! request rings are bounded, and every array is allocated at start-up.
 //!
 //! # Packets the application sees and sends
 //!

@@ -7,9 +7,8 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use ibpoll::{App, Dest, Error, IfaceConfig, LcoreCtx, Stack, TxBuffer};
+use ibpoll::{App, Dest, Error, IfaceConfig, LcoreCtx, Stack, Tx};
 use ibpoll_dev::Counter;
-use ibpoll_mem::Mbuf;
 use ibpoll_pmd_sim::{FabricConfig, SimFabric};
 use ibpoll_wire::PKey;
 
@@ -50,14 +49,13 @@ struct Echo {
 struct EchoApp(Arc<Echo>);
 
 impl App for EchoApp {
-    fn on_burst(&mut self, ctx: &LcoreCtx, rx: &mut [Option<Mbuf>], tx: &mut TxBuffer) {
+    fn on_burst(&mut self, ctx: &LcoreCtx, rx: &mut ibpoll_mem::MbufArray, tx: &mut Tx) {
         assert_eq!(ctx.ifaces, 2);
         assert!(ctx.link_up && ctx.link_up_on(ctx.iface));
         if ctx.link_up_on(0) && ctx.link_up_on(1) {
             self.0.links_seen.inc();
         }
-        for slot in rx {
-            let Some(mut m) = slot.take() else { continue };
+        while let Some(mut m) = rx.pop() {
             self.0.per_iface[ctx.iface].inc();
             let d = m.data_mut();
             let mut src = [0u8; 4];
@@ -65,7 +63,7 @@ impl App for EchoApp {
             let dst: [u8; 4] = d[16..20].try_into().unwrap();
             d[12..16].copy_from_slice(&dst);
             d[16..20].copy_from_slice(&src);
-            assert!(tx.push_on(ctx.iface, m, Dest::NextHop(src)));
+            assert!(tx.push(ctx.iface, m, Dest::NextHop(src)));
         }
     }
 }
@@ -159,11 +157,11 @@ fn one_stack_serves_two_partitions_and_names_the_interface_of_each_packet() {
 struct Stray;
 
 impl App for Stray {
-    fn on_burst(&mut self, _: &LcoreCtx, _: &mut [Option<Mbuf>], _: &mut TxBuffer) {}
-    fn poll(&mut self, ctx: &LcoreCtx, tx: &mut TxBuffer) -> bool {
+    fn on_burst(&mut self, _: &LcoreCtx, _: &mut ibpoll_mem::MbufArray, _: &mut Tx) {}
+    fn poll(&mut self, ctx: &LcoreCtx, tx: &mut Tx) -> bool {
         if ctx.link_up && ctx.lcore == 0 {
             if let Some(m) = tx.alloc() {
-                assert!(!tx.push_on(7, m, Dest::NextHop([10, 0, 0, 9])));
+                assert!(!tx.push(7, m, Dest::NextHop([10, 0, 0, 9])));
             }
         }
         false

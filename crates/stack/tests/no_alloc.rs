@@ -8,8 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use common::*;
-use ibpoll::{App, ControlCore, Dest, LcoreCtx, TxBuffer};
-use ibpoll_mem::Mbuf;
+use ibpoll::{App, ControlCore, Dest, LcoreCtx, Tx};
 use ibpoll_testkit::alloc::{self, CountingAlloc};
 
 #[global_allocator]
@@ -22,11 +21,11 @@ struct Tracked {
 }
 
 impl App for Tracked {
-    fn on_burst(&mut self, ctx: &LcoreCtx, rx: &mut [Option<Mbuf>], tx: &mut TxBuffer) {
+    fn on_burst(&mut self, ctx: &LcoreCtx, rx: &mut ibpoll_mem::MbufArray, tx: &mut Tx) {
         self.inner.on_burst(ctx, rx, tx);
     }
 
-    fn poll(&mut self, ctx: &LcoreCtx, tx: &mut TxBuffer) -> bool {
+    fn poll(&mut self, ctx: &LcoreCtx, tx: &mut Tx) -> bool {
         alloc::count_this_thread(self.on.load(Ordering::Relaxed));
         self.inner.poll(ctx, tx)
     }

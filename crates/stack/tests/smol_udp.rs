@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use common::*;
 use ibpoll::smol::IpDevice;
-use ibpoll::{App, LcoreCtx, TxBuffer};
-use ibpoll_mem::Mbuf;
+use ibpoll::{App, LcoreCtx, Tx};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::udp;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint};
@@ -61,7 +60,7 @@ impl SmolApp {
         }
     }
 
-    fn run(&mut self, ctx: &LcoreCtx, tx: &mut TxBuffer) -> bool {
+    fn run(&mut self, ctx: &LcoreCtx, tx: &mut Tx) -> bool {
         self.dev.bind(tx);
         let now = smoltcp::time::Instant::from_micros(
             ctx.now.saturating_duration_since(self.start).as_micros() as i64,
@@ -94,18 +93,18 @@ impl SmolApp {
             }
             did = true;
         }
-        self.dev.flush_tx(tx);
+        self.dev.flush_tx(0, tx);
         did
     }
 }
 
 impl App for SmolApp {
-    fn on_burst(&mut self, ctx: &LcoreCtx, rx: &mut [Option<Mbuf>], tx: &mut TxBuffer) {
+    fn on_burst(&mut self, ctx: &LcoreCtx, rx: &mut ibpoll_mem::MbufArray, tx: &mut Tx) {
         self.dev.stage_rx(rx);
         self.run(ctx, tx);
     }
 
-    fn poll(&mut self, ctx: &LcoreCtx, tx: &mut TxBuffer) -> bool {
+    fn poll(&mut self, ctx: &LcoreCtx, tx: &mut Tx) -> bool {
         self.run(ctx, tx)
     }
 }

@@ -2,8 +2,9 @@
 //! themselves: the UD QP, packets, receive, send through the snapshot.
 
 use ibpoll_ctrl::DataCore;
-use ibpoll_dev::{Port, RxQueue, TxDesc, TxQueue, UdQpConfig};
-use ibpoll_mem::{HugepagePolicy, Mbuf, Mempool, MempoolConfig};
+use ibpoll_ctrl::CtrlQps;
+use ibpoll_dev::{Port, RxQueue, TxDst, TxQueue, UdQpConfig};
+use ibpoll_mem::{HugepagePolicy, Mbuf, MbufArray, Mempool, MempoolConfig};
 use ibpoll_wire::ipoib::{self, EtherType};
 use ibpoll_wire::{Gid, QKey, Qpn};
 
@@ -24,41 +25,39 @@ pub fn pool(name: &str, n_bufs: u32) -> Mempool {
     .expect("mempool")
 }
 
-/// An IPoIB interface's UD QP, split as the stack splits it.
+/// An IPoIB interface's QPs as the stack makes them for one lane: the lane's QP (the
+/// interface's own) and the control core's send-only QP.
 #[derive(Debug)]
 pub struct IpoibQp {
-    /// The QP's number.
+    /// The interface's QPN (the lane's QP).
     pub qpn: Qpn,
-    /// The control core's send queue.
-    pub ctl_tx: Box<dyn TxQueue>,
-    /// The data cores' send queue.
+    /// The controller's QPs (its own send queue inside).
+    pub ctl: CtrlQps,
+    /// The lane's send queue.
     pub tx: Box<dyn TxQueue>,
-    /// The data cores' receive queue.
+    /// The lane's receive queue.
     pub rx: Box<dyn RxQueue>,
+    /// Every QPN of the interface (lane and control core), to recognise our own
+    /// looped-back multicast.
+    pub own: Vec<Qpn>,
 }
 
-/// A UD QP with the IPoIB Q_Key on `port` (partition `pkey_index`), one receive queue
-/// and two send queues of `ring_size` descriptors, receiving into `pool`.
+/// The QPs of an IPoIB interface with one lane on `port` (partition `pkey_index`), the
+/// IPoIB Q_Key, rings of `ring_size`, receiving into `pool`.
 pub fn ipoib_qp(port: &dyn Port, pkey_index: u16, pool: &Mempool, ring_size: u32) -> IpoibQp {
-    let mut qp = port
-        .create_ud_qp(&UdQpConfig {
-            pkey_index,
-            qkey: QKey::IPOIB_DEFAULT,
-            rx_queues: 1,
-            tx_queues: 2,
-            rx_ring_size: ring_size,
-            tx_ring_size: ring_size,
-            pool: pool.clone(),
-        })
-        .expect("UD QP");
-    let ctl_tx = qp.tx.pop().expect("two send queues");
-    let tx = qp.tx.pop().expect("two send queues");
-    let rx = qp.rx.pop().expect("one receive queue");
+    let mut cfg = UdQpConfig::new(pool.clone(), pkey_index, QKey::IPOIB_DEFAULT);
+    cfg.rx_ring_size = ring_size;
+    cfg.tx_ring_size = ring_size;
+    let (ctl, mut lanes) = CtrlQps::create(port, &cfg, 1).expect("UD QPs");
+    let lane = lanes.pop().expect("one lane");
+    let mut rx = lane.rx;
+    let own = vec![lane.qpn, ctl.tx.src_qpn()];
     IpoibQp {
-        qpn: qp.qpn,
-        ctl_tx,
-        tx,
-        rx,
+        qpn: lane.qpn,
+        ctl,
+        tx: lane.tx,
+        rx: rx.pop().expect("one receive queue"),
+        own,
     }
 }
 
@@ -90,18 +89,16 @@ pub fn seq_of(m: &Mbuf) -> Option<u32> {
 
 /// Drains `rx` as a data core does: `on` gets every ARP and IPv4 packet, in arrival
 /// order, with its EtherType. Our own looped-back multicast (QPNs are unique across the
-/// simulated fabric: ours is the one from `own_qpn`), what is not IPoIB and other
-/// EtherTypes are freed.
-pub fn drain_rx(rx: &mut dyn RxQueue, own_qpn: Qpn, mut on: impl FnMut(EtherType, Mbuf)) {
-    let mut pkts: [Option<Mbuf>; BURST] = Default::default();
+/// simulated fabric: ours are `own`), what is not IPoIB and other EtherTypes are freed.
+pub fn drain_rx(rx: &mut dyn RxQueue, own: &[Qpn], mut on: impl FnMut(EtherType, Mbuf)) {
+    let mut pkts = MbufArray::with_capacity(BURST);
     loop {
         let n = rx.rx_burst(&mut pkts);
         if n == 0 {
             return;
         }
-        for slot in &mut pkts[..n] {
-            let m = slot.take().expect("filled");
-            if m.meta().src_qpn == own_qpn.get() {
+        for m in pkts.drain_front(n) {
+            if own.iter().any(|q| q.get() == m.meta().src_qpn) {
                 continue;
             }
             let Ok(p) = ipoib::Packet::new_checked(m.data()) else {
@@ -126,9 +123,9 @@ pub enum Direct<'a> {
 }
 
 /// A data core's send: when `to` is in `core`'s snapshot (a group Joined, a next hop
-/// resolved), `m` goes out on `tx` to it (the entry marked used) and the answer is how
-/// many packets `tx` took (a packet it did not take is freed); else `m` comes back, for
-/// the control core.
+/// resolved), `m` goes out on `tx` to it (the next hop marked used) and the answer is
+/// how many packets `tx` took (a packet it did not take is freed); else `m` comes back,
+/// for the control core.
 pub fn send_direct(
     core: &DataCore,
     tx: &mut dyn TxQueue,
@@ -136,27 +133,16 @@ pub fn send_direct(
     m: Mbuf,
 ) -> Result<usize, Mbuf> {
     let snap = core.reader.get();
-    let (ah, remote_qpn, remote_qkey) = match to {
-        Direct::Group(mgid) => match snap.group(mgid) {
-            Some(e) => {
-                e.mark_used();
-                (e.ah(), Qpn::MULTICAST, e.qkey)
-            }
-            None => return Err(m),
-        },
-        Direct::NextHop(ip) => match snap.neighbour(ip) {
-            Some(n) => {
-                n.mark_used();
-                (n.ah(), n.qpn(), n.qkey)
-            }
-            None => return Err(m),
-        },
+    let nh = match to {
+        Direct::Group(mgid) => snap.group_nh(mgid),
+        Direct::NextHop(ip) => snap.neighbour_nh(ip),
     };
-    let mut d = [TxDesc {
-        mbuf: Some(m),
-        ah,
-        remote_qpn,
-        remote_qkey,
-    }];
-    Ok(tx.tx_burst(&mut d))
+    let Some((nh, dst)) = nh.and_then(|id| snap.nh(id).map(|d| (id, *d))) else {
+        return Err(m);
+    };
+    snap.mark_used(nh);
+    let mut pkts = MbufArray::with_capacity(1);
+    let _ = pkts.push(m);
+    let dst: [TxDst; 1] = [dst];
+    Ok(tx.tx_burst(&mut pkts, &dst))
 }

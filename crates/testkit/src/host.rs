@@ -62,8 +62,12 @@ pub struct CtlHost {
     pub port_id: PortId,
     /// Its port GID.
     pub gid: Gid,
-    /// The UD QP's number.
+    /// The interface's QPN.
     pub qpn: Qpn,
+    /// Every QPN of the interface.
+    pub own: Vec<Qpn>,
+    /// The port the controller runs on.
+    pub port: Arc<dyn Port>,
     /// The controller.
     pub ctl: Controller,
     /// Data-core handles.
@@ -113,13 +117,15 @@ impl CtlHost {
         clock: Arc<dyn Clock>,
     ) -> CtlHost {
         let gid = port.attr().gid;
-        let (ctl, cores) = Controller::new(cfg, port, qp.qpn, qp.ctl_tx, pool.clone(), clock)
+        let (ctl, cores) = Controller::new(cfg, port.clone(), qp.ctl, pool.clone(), clock)
             .unwrap_or_else(|e| panic!("{name}: controller: {e}"));
         CtlHost {
             name,
             port_id,
             gid,
             qpn: qp.qpn,
+            own: qp.own,
+            port,
             ctl,
             cores,
             rx: qp.rx,
@@ -138,6 +144,7 @@ impl CtlHost {
             if self.ctl.poll() == Poll::Idle {
                 break;
             }
+            self.move_qps();
         }
         for c in &mut self.cores {
             c.reader.quiescent();
@@ -145,9 +152,28 @@ impl CtlHost {
         self.drain_rx();
     }
 
+    /// What the stack does for a heavy flush's [`CtrlEvent::RebuildQp`]: every QP of
+    /// the interface moves to the partition's new P_Key index (the test plays every
+    /// lane, so the queues are parked between calls).
+    ///
+    /// [`CtrlEvent::RebuildQp`]: ibpoll_ctrl::CtrlEvent::RebuildQp
+    pub fn move_qps(&mut self) {
+        let Some(pkey_index) = self.ctl.qp_move_pending() else {
+            return;
+        };
+        let mut ok = true;
+        for &qpn in &self.own {
+            // SAFETY: the test thread owns every queue of the interface and is not
+            // using any of them during this call.
+            let parked = unsafe { ibpoll_dev::Parked::assume(qpn) };
+            ok &= self.port.move_qp_pkey_index(&parked, pkey_index).is_ok();
+        }
+        self.ctl.qps_moved(ok);
+    }
+
     /// The receive half of [`CtlHost::step`].
     pub fn drain_rx(&mut self) {
-        data::drain_rx(&mut *self.rx, self.qpn, |t, m| {
+        data::drain_rx(&mut *self.rx, &self.own, |t, m| {
             if t == EtherType::ARP {
                 if let Ok(a) =
                     arp::Packet::new_checked(data::payload(&m)).and_then(|p| arp::Repr::parse(&p))

@@ -186,7 +186,10 @@ impl Controller {
                 let attr = self.port.attr();
                 self.pkey_index = attr.pkey_index(self.cfg.pkey);
                 match self.pkey_index {
-                    Some(pkey_index) => self.push_event(CtrlEvent::RebuildQp { pkey_index }),
+                    Some(pkey_index) => {
+                        self.qp_move_pending = true;
+                        self.push_event(CtrlEvent::RebuildQp { pkey_index });
+                    }
                     None => self.stats.pkey_missing += 1,
                 }
             }

@@ -46,7 +46,11 @@ impl Controller {
     }
 
     fn joins_allowed(&self) -> bool {
-        self.port_active && self.admin_up && self.flush.is_none() && self.pkey_index.is_some()
+        self.port_active
+            && self.admin_up
+            && self.flush.is_none()
+            && self.pkey_index.is_some()
+            && !self.qp_move_pending
     }
 
     /// Sends the joins that are due: the broadcast group first, the others only once it

@@ -129,6 +129,10 @@ pub struct Controller {
     pub(crate) port_active: bool,
     /// The device reported a fatal error: the port never counts as Active again.
     pub(crate) device_dead: bool,
+    /// A heavy flush asked the stack to move the QPs to a new P_Key index
+    /// ([`CtrlEvent::RebuildQp`]); nothing is joined or sent until it says it did
+    /// ([`Controller::qps_moved`]).
+    pub(crate) qp_move_pending: bool,
     admin_up: bool,
     pkey_index: Option<u16>,
     pub(crate) flush: Option<Flush>,
@@ -249,6 +253,7 @@ impl Controller {
             port_gid: attr.gid,
             port_active: attr.state == PortState::Active,
             device_dead: false,
+            qp_move_pending: false,
             admin_up: true,
             pkey_index: Some(pkey_index),
             flush: None,
@@ -289,7 +294,9 @@ impl Controller {
         work += self.schedule_joins(now);
         work += self.neigh_timers(now);
         work += self.expire_due(now);
-        work += self.tx_flush();
+        if !self.qp_move_pending {
+            work += self.tx_flush();
+        }
         work += self.publish_changes();
         self.reaper.reap();
         if work > 0 {
@@ -325,6 +332,23 @@ impl Controller {
             let now = self.clock.now();
             self.start_flush(FlushLevel::Normal, now);
         }
+    }
+
+    /// The stack moved every QP of the interface to the P_Key index a
+    /// [`CtrlEvent::RebuildQp`] named (`ok`), or could not (the interface goes
+    /// administratively down: a QP left in another partition must carry nothing). Joins
+    /// and the control core's sends resume only after this.
+    pub fn qps_moved(&mut self, ok: bool) {
+        self.qp_move_pending = false;
+        if !ok {
+            self.set_admin_up(false);
+        }
+    }
+
+    /// The P_Key index the QPs are to be moved to, while a [`CtrlEvent::RebuildQp`]
+    /// waits for [`qps_moved`](Self::qps_moved).
+    pub fn qp_move_pending(&self) -> Option<u16> {
+        self.pkey_index.filter(|_| self.qp_move_pending)
     }
 
     /// Whether a flush runs.
@@ -522,6 +546,24 @@ impl CtrlQps {
             lane_qpns,
             tx,
         }
+    }
+
+    /// Creates an interface's QPs on `port`: one per lane from `lane` (the first is the
+    /// interface's own), and a send-only one for the control core (`lane` with no
+    /// receive ring). Returns the controller's part and the lanes' QPs, in lane order.
+    pub fn create(
+        port: &dyn Port,
+        lane: &ibpoll_dev::UdQpConfig,
+        lanes: usize,
+    ) -> Result<(CtrlQps, Vec<ibpoll_dev::UdQp>), ibpoll_dev::Error> {
+        let qps = (0..lanes.max(1))
+            .map(|_| port.create_ud_qp(lane))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut ctl = lane.clone();
+        ctl.rx_ring_size = 0;
+        let ctl = port.create_ud_qp(&ctl)?;
+        let lane_qpns: Vec<Qpn> = qps.iter().map(|q| q.qpn).collect();
+        Ok((CtrlQps::new(lane_qpns[0], lane_qpns, ctl.tx), qps))
     }
 }
 

@@ -25,8 +25,12 @@ pub(super) fn spawn<A: App>(
         infos,
     } = built;
     let mut stack = Stack::new(shared.clone(), counters, pool, port, infos, b.stop_timeout);
-    let mut host = (!plan.dedicated).then_some(hosts);
-    let dedicated_hosts = if plan.dedicated { Some(host.take()) } else { None };
+    // The controllers go to data lcore 0, or to a control lcore of their own.
+    let (mut host, dedicated_hosts) = if plan.dedicated {
+        (None, Some(hosts))
+    } else {
+        (Some(hosts), None)
+    };
     let mut threads = Vec::with_capacity(lanes.len() + 1);
     let pin = b.pin;
     for (i, lane) in lanes.into_iter().enumerate() {
@@ -47,7 +51,7 @@ pub(super) fn spawn<A: App>(
             Err(source) => return Err(abort(stack, threads, Error::Spawn { name, source })),
         }
     }
-    if let Some(Some(hosts)) = dedicated_hosts {
+    if let Some(hosts) = dedicated_hosts {
         let name = format!("{}-ctl", b.name);
         let cpu = plan.cpus[plan.data_cores];
         let thread = name.clone();

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ibpoll::{App, Dest, LcoreCtx, Stack, StackBuilder, TxBuffer};
+use ibpoll::{App, Dest, LcoreCtx, Stack, StackBuilder, Tx};
 use ibpoll_dev::Counter;
-use ibpoll_mem::Mbuf;
+use ibpoll_mem::{Mbuf, MbufArray};
 use ibpoll_pmd_sim::{FabricConfig, SimFabric};
 use ibpoll_testkit::stack;
 
@@ -44,7 +44,7 @@ pub struct Probe {
     pub budget: AtomicU64,
     /// Set to stop generating for good.
     pub halt: AtomicBool,
-    /// Datagrams pushed into the TxBuffer.
+    /// Datagrams pushed into the lane's Tx.
     pub sent: Counter,
     /// Datagrams received (ours, by magic).
     pub received: Counter,
@@ -131,9 +131,8 @@ pub fn build(m: &mut Mbuf, src: [u8; 4], dst: [u8; 4], sport: u16, seq: u32) {
 }
 
 impl App for TestApp {
-    fn on_burst(&mut self, _ctx: &LcoreCtx, rx: &mut [Option<Mbuf>], _tx: &mut TxBuffer) {
-        for slot in rx {
-            let Some(m) = slot.take() else { continue };
+    fn on_burst(&mut self, _ctx: &LcoreCtx, rx: &mut MbufArray, _tx: &mut Tx) {
+        for m in rx.as_slice() {
             let d = m.data();
             if d.len() >= 36 && d[0] == 0x45 && d[28..32] == MAGIC.to_be_bytes() {
                 self.probe.received.inc();
@@ -144,9 +143,11 @@ impl App for TestApp {
                 self.probe.foreign.inc();
             }
         }
+        // Consumed: freed here, not counted as left over.
+        rx.clear();
     }
 
-    fn poll(&mut self, _ctx: &LcoreCtx, tx: &mut TxBuffer) -> bool {
+    fn poll(&mut self, _ctx: &LcoreCtx, tx: &mut Tx) -> bool {
         let Some(dest) = self.dest else { return false };
         if self.probe.halt.load(Ordering::Relaxed) {
             return false;
@@ -154,7 +155,7 @@ impl App for TestApp {
         let budget = self.probe.budget.load(Ordering::Relaxed);
         let mut did = false;
         for _ in 0..self.per_iteration {
-            if self.probe.sent.get() >= budget || tx.room() == 0 {
+            if self.probe.sent.get() >= budget || tx.room(0) == 0 {
                 break;
             }
             if let Some((peer, window)) = &self.peer {
@@ -170,7 +171,7 @@ impl App for TestApp {
             build(&mut m, self.src, self.dst, sport, self.seq);
             self.seq += 1;
             self.probe.sent.inc();
-            tx.push(m, dest);
+            tx.push(0, m, dest);
             did = true;
         }
         did
@@ -225,8 +226,8 @@ pub fn assert_conserved(r: &ibpoll::StopReport) {
     stack::assert_conserved(r);
     for (i, s) in r.lcores.iter().enumerate() {
         assert_eq!(
-            s.tx_burst_consumed,
-            s.driver_tx_packets + s.driver_tx_errors,
+            s.tx_posted,
+            s.driver_tx_completed,
             "lcore {i}: {s:?}"
         );
     }
