@@ -1,4 +1,5 @@
-//! Alloc and free (data path), DPDK `rte_mempool_get/put` with `rte_mempool_cache`.
+//! Alloc and free (data path), DPDK `rte_mempool_get/put` with `rte_mempool_cache`, and
+//! `rte_pktmbuf_free_bulk`.
 //!
 //! On a registered lcore every operation starts in the lcore's own cache slot: a stack of
 //! free buffer indices plus a length that only this thread writes (plain stores, no
@@ -6,28 +7,37 @@
 //! the backend, and only when it reaches the flush threshold (1.5 x `cache_size`) does a
 //! free flush it; both are one bulk copy under one lock and leave the stack half a
 //! `cache_size` deep, so a core that allocates and frees in bursts stays in its cache.
-//! Unregistered threads go to the backend for every call (one lock per call).
+//! Unregistered threads go to the backend for every call (one lock per call, or per run
+//! of one pool's buffers in a bulk free).
+//!
+//! The bulk paths resolve the calling thread's lcore (a TLS read) once per call, and its
+//! cache slot once per pool run; the per-buffer work is an index copy and, on alloc, the
+//! header reset.
 
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
 
-#[cfg(debug_assertions)]
-use crate::mbuf::STATE_FREE;
-use crate::mbuf::{Mbuf, MbufMeta, STATE_IN_USE};
+use crate::mbuf::{Mbuf, MbufMeta};
 use crate::pool::{LcoreCache, PoolInner};
-use crate::{current_lcore, Mempool};
+use crate::{current_lcore, Mempool, MbufArray};
 
 /// Indices moved per backend lock on the unregistered bulk path.
 const BACKEND_CHUNK: usize = 64;
 
 impl PoolInner {
-    /// The calling thread's cache slot, if it is a registered lcore and caches are on.
+    /// Lcore `lcore`'s cache slot, if it is a registered lcore and caches are on.
     #[inline]
-    fn my_cache(&self) -> Option<&LcoreCache> {
+    pub(crate) fn slot(&self, lcore: Option<usize>) -> Option<&LcoreCache> {
         if self.cache_cap == 0 {
             return None;
         }
-        self.caches.get(current_lcore()?).map(|c| &**c)
+        self.caches.get(lcore?).map(|c| &**c)
+    }
+
+    /// The calling thread's cache slot, if it is a registered lcore and caches are on.
+    #[inline]
+    fn my_cache(&self) -> Option<&LcoreCache> {
+        self.slot(current_lcore())
     }
 
     /// Hands out buffer `index`, reset, as an `Mbuf`.
@@ -37,17 +47,16 @@ impl PoolInner {
     /// that no one else owns it.
     #[inline]
     unsafe fn take(&self, index: u32) -> Mbuf {
-        debug_assert!(index < self.n_bufs);
-        // SAFETY: `index < n_bufs`, so the header is inside the mapping; the buffer is free
-        // and was just removed from the free lists, so we are its only user.
+        // SAFETY: `index < n_bufs` (it was on a free list), so the header is inside the
+        // mapping; the buffer was just removed from the free lists, so we are its only
+        // user.
         unsafe {
-            let hdr = self.hdrs.as_ptr().add(index as usize);
+            let hdr = self.hdr(index);
             #[cfg(debug_assertions)]
-            self.debug_check_hdr(hdr, index, STATE_FREE);
+            self.debug_mark_in_use(hdr, index);
             (*hdr).data_off = (*hdr).headroom;
             (*hdr).data_len = 0;
             (*hdr).meta = MbufMeta::default();
-            (*hdr).state = STATE_IN_USE;
             Mbuf::from_hdr(NonNull::new_unchecked(hdr))
         }
     }
@@ -64,6 +73,16 @@ impl PoolInner {
         b.free.truncate(start);
         b.refills += 1;
         len + n
+    }
+
+    /// Moves up to `chunk.len()` indices from the backend into `chunk`; returns how many.
+    fn pop_backend(&self, chunk: &mut [u32]) -> usize {
+        let mut b = self.lock_backend();
+        let n = chunk.len().min(b.free.len());
+        let start = b.free.len() - n;
+        chunk[..n].copy_from_slice(&b.free[start..]);
+        b.free.truncate(start);
+        n
     }
 
     #[cold]
@@ -132,6 +151,7 @@ impl PoolInner {
                     // SAFETY: index `len` is popped off our slot right here.
                     *slot = Some(unsafe { self.take(objs[len]) });
                 }
+                // Release: pairs with the Acquire loads in `Owner::drop`.
                 c.len.store(len as u32, Ordering::Release);
                 n
             }
@@ -150,15 +170,9 @@ impl PoolInner {
         while filled < need {
             let mut chunk = [0u32; BACKEND_CHUNK];
             let want = (need - filled).min(BACKEND_CHUNK);
-            let n = {
-                let mut b = self.lock_backend();
-                let n = want.min(b.free.len());
-                let start = b.free.len() - n;
-                chunk[..n].copy_from_slice(&b.free[start..]);
-                b.free.truncate(start);
-                n
-            };
-            for (&index, slot) in chunk[..n].iter().zip(slots.by_ref()) {
+            let n = self.pop_backend(&mut chunk[..want]);
+            // Reversed: the top of the free stack first, the order `get` would give.
+            for (&index, slot) in chunk[..n].iter().rev().zip(slots.by_ref()) {
                 // SAFETY: `index` was just removed from the backend.
                 *slot = Some(unsafe { self.take(index) });
             }
@@ -168,6 +182,76 @@ impl PoolInner {
             }
         }
         filled
+    }
+
+    /// Appends up to `n` reset buffers to `out` (fewer when `out` has less room), taking
+    /// them from `slot` (one refill at most) or, without a slot or for more than a cache
+    /// holds, from the backend. Returns how many; a shortfall from an empty pool is
+    /// counted in `alloc_fail`, one from a full `out` is not.
+    #[inline]
+    pub(crate) fn get_into(
+        &self,
+        slot: Option<&LcoreCache>,
+        out: &mut MbufArray,
+        n: usize,
+    ) -> usize {
+        let n = n.min(out.room());
+        if n == 0 {
+            return 0;
+        }
+        let got = match slot {
+            Some(c) if n <= self.cache_cap as usize => {
+                // SAFETY: the caller passes the slot of the lcore id this thread holds.
+                let objs = unsafe { c.objs_mut() };
+                // Relaxed: this thread is the only writer of `len`.
+                let mut len = c.len.load(Ordering::Relaxed) as usize;
+                if len < n {
+                    len = self.refill(objs, len, n - len + self.cache_size as usize / 2);
+                }
+                let got = n.min(len);
+                let dst = out.spare_ptr();
+                for k in 0..got {
+                    len -= 1;
+                    // SAFETY: index `len` is popped off our slot right here; `k < got <=
+                    // out.room()`, so slot `k` of the spare part exists.
+                    unsafe { dst.add(k).write(self.take(objs[len])) };
+                }
+                // SAFETY: the `got` slots after `out.len()` were just written.
+                unsafe { out.set_len(out.len() + got) };
+                // Release: pairs with the Acquire loads in `Owner::drop`.
+                c.len.store(len as u32, Ordering::Release);
+                got
+            }
+            _ => self.get_into_backend(out, n),
+        };
+        if got < n {
+            self.count_fail(n - got);
+        }
+        got
+    }
+
+    /// `get_into` straight from the backend, one lock per `BACKEND_CHUNK` buffers.
+    #[inline(never)]
+    fn get_into_backend(&self, out: &mut MbufArray, n: usize) -> usize {
+        let mut got = 0;
+        while got < n {
+            let mut chunk = [0u32; BACKEND_CHUNK];
+            let want = (n - got).min(BACKEND_CHUNK);
+            let k = self.pop_backend(&mut chunk[..want]);
+            // Reversed: the top of the free stack first, the order `get` would give.
+            for &index in chunk[..k].iter().rev() {
+                // SAFETY: `index` was just removed from the backend.
+                let m = unsafe { self.take(index) };
+                // `k <= n - got <= out.room()`: it fits.
+                let pushed = out.push(m);
+                debug_assert!(pushed.is_ok());
+            }
+            got += k;
+            if k < want {
+                break;
+            }
+        }
+        got
     }
 
     /// Returns buffer `index` (its header already marked free) to the calling thread's
@@ -222,6 +306,114 @@ impl PoolInner {
         debug_assert!(b.free.len() <= self.n_bufs as usize);
         // The guard's drop (unlock) is the last access to the pool.
     }
+
+    /// Moves `objs[keep..len]` to the backend, keeping half a `cache_size`; returns the
+    /// cache's new length. The caller still owns a buffer of this pool (the one that
+    /// did not fit), so the pool stays alive past the unlock.
+    #[inline(never)]
+    fn flush_keep(&self, c: &LcoreCache, objs: &[u32], len: usize) -> usize {
+        let keep = self.cache_size as usize / 2;
+        // Lower the count before the buffers reach the backend, so `Owner::drop` can never
+        // count them in both places. Release: pairs with its Acquire loads.
+        c.len.store(keep as u32, Ordering::Release);
+        let mut b = self.lock_backend();
+        b.free.extend_from_slice(&objs[keep..len]);
+        b.flushes += 1;
+        debug_assert!(b.free.len() <= self.n_bufs as usize);
+        keep
+    }
+
+    /// Frees the leading run of `ms` that belongs to this pool into `slot` (flushing to
+    /// the backend when it reaches its threshold) or, without a slot, into the backend
+    /// under one lock. Returns the run's length (at least 1).
+    ///
+    /// As with `put`, the publishing step (the Release store of the slot's `len`, or the
+    /// unlock) is the last access to the pool: later buffers in `ms` that belong to this
+    /// pool again keep it alive for the next run.
+    ///
+    /// # Safety
+    /// `ms` is not empty and `ms[0]` belongs to this pool; `slot` is the slot of the lcore
+    /// id the calling thread holds (or `None`). The caller gives up ownership of the
+    /// first returned-count `Mbuf`s of `ms`: it must forget them, never drop or use them.
+    #[inline]
+    pub(crate) unsafe fn put_run(&self, slot: Option<&LcoreCache>, ms: &[Mbuf]) -> usize {
+        let me: *const PoolInner = self;
+        let Some(c) = slot else {
+            // SAFETY: forwarded from the caller.
+            return unsafe { self.put_run_backend(ms) };
+        };
+        // SAFETY: the caller passes the slot of the lcore id this thread holds.
+        let objs = unsafe { c.objs_mut() };
+        // Relaxed: this thread is the only writer of `len`.
+        let mut len = c.len.load(Ordering::Relaxed) as usize;
+        let mut k = 0;
+        while let Some(m) = ms.get(k) {
+            let hdr = m.hdr_ptr();
+            // SAFETY: `m` is an `Mbuf` the caller still owns, so its header is valid.
+            let (pool, index) = unsafe { ((*hdr).pool, (*hdr).index) };
+            if pool != me {
+                break;
+            }
+            #[cfg(debug_assertions)]
+            self.debug_mark_free(hdr, index);
+            if len == objs.len() {
+                len = self.flush_keep(c, objs, len);
+            }
+            objs[len] = index;
+            len += 1;
+            k += 1;
+        }
+        // Release: pairs with the Acquire loads in `Owner::drop`; publishes the run as
+        // home. Last access to the pool for this run.
+        c.len.store(len as u32, Ordering::Release);
+        k
+    }
+
+    /// `put_run` without a cache slot: the run goes to the backend under one lock.
+    ///
+    /// # Safety
+    /// As `put_run`.
+    #[inline(never)]
+    unsafe fn put_run_backend(&self, ms: &[Mbuf]) -> usize {
+        let me: *const PoolInner = self;
+        let mut b = self.lock_backend();
+        let mut k = 0;
+        while let Some(m) = ms.get(k) {
+            let hdr = m.hdr_ptr();
+            // SAFETY: `m` is an `Mbuf` the caller still owns, so its header is valid.
+            let (pool, index) = unsafe { ((*hdr).pool, (*hdr).index) };
+            if pool != me {
+                break;
+            }
+            #[cfg(debug_assertions)]
+            self.debug_mark_free(hdr, index);
+            b.free.push(index);
+            k += 1;
+        }
+        debug_assert!(b.free.len() <= self.n_bufs as usize);
+        // The guard's drop (unlock) is the last access to the pool for this run.
+        k
+    }
+}
+
+/// Frees every `Mbuf` in `ms` (DPDK `rte_pktmbuf_free_bulk`): each run of consecutive
+/// buffers of one pool is one put into `lcore`'s cache slot of that pool (or one backend
+/// lock when `lcore` is `None` or the pool has no caches).
+///
+/// # Safety
+/// `lcore` is the lcore id the calling thread holds, or `None`. The caller gives up
+/// ownership of every `Mbuf` in `ms`: it must forget them, never drop or use them.
+#[inline]
+pub(crate) unsafe fn free_bulk(ms: &[Mbuf], lcore: Option<usize>) {
+    let mut rest = ms;
+    while let Some(first) = rest.first() {
+        let pool = first.pool();
+        // SAFETY: `rest` is not empty and starts with a buffer of `pool`; the slot is
+        // `lcore`'s, which this thread holds (caller); ownership of `rest` is ours to
+        // give up.
+        let n = unsafe { pool.put_run(pool.slot(lcore), rest) };
+        rest = &rest[n..];
+    }
 }
 
 impl Mempool {
@@ -238,5 +430,15 @@ impl Mempool {
     #[inline]
     pub fn alloc_bulk(&self, out: &mut [Option<Mbuf>]) -> usize {
         self.inner().get_bulk(out)
+    }
+
+    /// Appends up to `n` reset buffers to `out` and returns how many: `n`, or fewer when
+    /// `out` has less room (not counted) or the pool runs dry (the shortfall is counted
+    /// in `PoolStats::alloc_fail`). On a registered lcore this is one operation on its
+    /// cache slot for the whole burst (and at most one backend refill).
+    #[inline]
+    pub fn alloc_bulk_into(&self, out: &mut MbufArray, n: usize) -> usize {
+        let inner = self.inner();
+        inner.get_into(inner.my_cache(), out, n)
     }
 }
