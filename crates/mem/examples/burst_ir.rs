@@ -10,7 +10,9 @@
 
 use std::hint::black_box;
 
-use ibpoll_mem::{register_lcore, HugepagePolicy, Mbuf, Mempool, MempoolConfig};
+use ibpoll_mem::{
+    register_lcore, HugepagePolicy, LcoreMem, Mbuf, MbufArray, Mempool, MempoolConfig,
+};
 
 const BURST: usize = 32;
 const ITERS: usize = 10_000;
@@ -24,16 +26,40 @@ fn burst_option_slots(pool: &Mempool, slots: &mut [Option<Mbuf>; BURST]) {
     }
 }
 
+/// `MbufArray` burst: one TLS lookup for the alloc, one for the bulk free.
+#[inline(never)]
+fn burst_array(pool: &Mempool, arr: &mut MbufArray) {
+    let n = pool.alloc_bulk_into(arr, BURST);
+    assert_eq!(n, BURST);
+    arr.clear();
+}
+
+/// The same through an `LcoreMem` handle: the cache slot resolved once, outside.
+#[inline(never)]
+fn burst_handle(mem: &mut LcoreMem<'_>, arr: &mut MbufArray) {
+    let n = mem.alloc_bulk(arr, BURST);
+    assert_eq!(n, BURST);
+    mem.free_bulk(arr);
+}
+
 fn main() {
     let pool = Mempool::new(MempoolConfig {
         hugepages: HugepagePolicy::Never,
         ..MempoolConfig::new("burst-ir", 8192)
     })
     .expect("pool");
-    let _lcore = register_lcore(0).expect("lcore 0");
+    let lcore = register_lcore(0).expect("lcore 0");
+    let mut mem = pool.lcore_handle(&lcore);
     let mut slots: [Option<Mbuf>; BURST] = [const { None }; BURST];
+    let mut arr = MbufArray::with_capacity(BURST);
     for _ in 0..ITERS {
         burst_option_slots(black_box(&pool), &mut slots);
+    }
+    for _ in 0..ITERS {
+        burst_array(black_box(&pool), &mut arr);
+    }
+    for _ in 0..ITERS {
+        burst_handle(black_box(&mut mem), &mut arr);
     }
     assert_eq!(pool.in_use(), 0);
     println!("{ITERS} iterations of each burst_* function; divide its Ir by {ITERS}");

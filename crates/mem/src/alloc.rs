@@ -17,12 +17,20 @@
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
 
-use crate::mbuf::{Mbuf, MbufMeta};
+use crate::mbuf::{Mbuf, MbufHdr, MbufMeta, REARM_OFFSET};
 use crate::pool::{LcoreCache, PoolInner};
-use crate::{current_lcore, Mempool, MbufArray};
+use crate::{current_lcore, MbufArray, Mempool};
 
 /// Indices moved per backend lock on the unregistered bulk path.
 const BACKEND_CHUNK: usize = 64;
+
+/// A pool's layout, for `take_with`.
+#[derive(Clone, Copy)]
+struct Carve {
+    base: *mut u8,
+    stride: usize,
+    rearm: u64,
+}
 
 impl PoolInner {
     /// Lcore `lcore`'s cache slot, if it is a registered lcore and caches are on.
@@ -40,6 +48,17 @@ impl PoolInner {
         self.slot(current_lcore())
     }
 
+    /// What `take` needs, copied out of the pool so a loop keeps it in registers (the
+    /// header stores could otherwise alias the pool's fields).
+    #[inline]
+    fn carve(&self) -> Carve {
+        Carve {
+            base: self.base.as_ptr(),
+            stride: self.stride,
+            rearm: self.rearm,
+        }
+    }
+
     /// Hands out buffer `index`, reset, as an `Mbuf`.
     ///
     /// # Safety
@@ -47,15 +66,29 @@ impl PoolInner {
     /// that no one else owns it.
     #[inline]
     unsafe fn take(&self, index: u32) -> Mbuf {
+        // SAFETY: forwarded; `carve` is this pool's.
+        unsafe { self.take_with(self.carve(), index) }
+    }
+
+    /// `take` with the pool's layout already loaded.
+    ///
+    /// # Safety
+    /// As `take`, and `c` comes from `self.carve()`.
+    #[inline(always)]
+    unsafe fn take_with(&self, c: Carve, index: u32) -> Mbuf {
+        debug_assert!(index < self.n_bufs);
         // SAFETY: `index < n_bufs` (it was on a free list), so the header is inside the
-        // mapping; the buffer was just removed from the free lists, so we are its only
-        // user.
+        // mapping at `base + index * stride`, 64-byte aligned (so the rearm word, at an
+        // 8-aligned offset inside it, is aligned); the buffer was just removed from the
+        // free lists, so we are its only user.
         unsafe {
-            let hdr = self.hdr(index);
+            let hdr = c.base.add(index as usize * c.stride).cast::<MbufHdr>();
             #[cfg(debug_assertions)]
             self.debug_mark_in_use(hdr, index);
-            (*hdr).data_off = (*hdr).headroom;
-            (*hdr).data_len = 0;
+            hdr.cast::<u8>()
+                .add(REARM_OFFSET)
+                .cast::<u64>()
+                .write(c.rearm);
             (*hdr).meta = MbufMeta::default();
             Mbuf::from_hdr(NonNull::new_unchecked(hdr))
         }
@@ -93,9 +126,18 @@ impl PoolInner {
 
     #[inline]
     pub(crate) fn get(&self) -> Option<Mbuf> {
-        let index = match self.my_cache() {
+        self.get_on(self.my_cache())
+    }
+
+    /// One buffer from `slot` (refilled from the backend when empty) or, without a slot,
+    /// from the backend.
+    ///
+    /// `slot` must be the slot of the lcore id the calling thread holds (or `None`).
+    #[inline]
+    pub(crate) fn get_on(&self, slot: Option<&LcoreCache>) -> Option<Mbuf> {
+        let index = match slot {
             Some(c) => {
-                // SAFETY: `my_cache` returned the slot of the lcore id this thread holds.
+                // SAFETY: the caller passes the slot of the lcore id this thread holds.
                 let objs = unsafe { c.objs_mut() };
                 // Relaxed: this thread is the only writer of `len`.
                 let mut len = c.len.load(Ordering::Relaxed) as usize;
@@ -185,9 +227,12 @@ impl PoolInner {
     }
 
     /// Appends up to `n` reset buffers to `out` (fewer when `out` has less room), taking
-    /// them from `slot` (one refill at most) or, without a slot or for more than a cache
-    /// holds, from the backend. Returns how many; a shortfall from an empty pool is
-    /// counted in `alloc_fail`, one from a full `out` is not.
+    /// them from `slot` (refilled once when short) or, without a slot, from the backend;
+    /// a burst larger than the slot holds takes what the slot has and the rest from the
+    /// backend. Returns how many; a shortfall from an empty pool is counted in
+    /// `alloc_fail`, one from a full `out` is not.
+    ///
+    /// `slot` must be the slot of the lcore id the calling thread holds (or `None`).
     #[inline]
     pub(crate) fn get_into(
         &self,
@@ -200,29 +245,36 @@ impl PoolInner {
             return 0;
         }
         let got = match slot {
-            Some(c) if n <= self.cache_cap as usize => {
+            Some(c) => {
                 // SAFETY: the caller passes the slot of the lcore id this thread holds.
                 let objs = unsafe { c.objs_mut() };
                 // Relaxed: this thread is the only writer of `len`.
                 let mut len = c.len.load(Ordering::Relaxed) as usize;
-                if len < n {
+                if len < n && n <= objs.len() {
                     len = self.refill(objs, len, n - len + self.cache_size as usize / 2);
                 }
                 let got = n.min(len);
                 let dst = out.spare_ptr();
-                for k in 0..got {
-                    len -= 1;
-                    // SAFETY: index `len` is popped off our slot right here; `k < got <=
-                    // out.room()`, so slot `k` of the spare part exists.
-                    unsafe { dst.add(k).write(self.take(objs[len])) };
+                let carve = self.carve();
+                // Popped from the top of the stack, the order `get` would give.
+                for (k, &index) in objs[len - got..len].iter().rev().enumerate() {
+                    // SAFETY: `index` is popped off our slot (`len` drops below it right
+                    // after); `k < got <= out.room()`, so slot `k` of the spare part
+                    // exists.
+                    unsafe { dst.add(k).write(self.take_with(carve, index)) };
                 }
+                len -= got;
                 // SAFETY: the `got` slots after `out.len()` were just written.
                 unsafe { out.set_len(out.len() + got) };
                 // Release: pairs with the Acquire loads in `Owner::drop`.
                 c.len.store(len as u32, Ordering::Release);
-                got
+                if got < n && n > objs.len() {
+                    got + self.get_into_backend(out, n - got)
+                } else {
+                    got
+                }
             }
-            _ => self.get_into_backend(out, n),
+            None => self.get_into_backend(out, n),
         };
         if got < n {
             self.count_fail(n - got);
@@ -262,9 +314,16 @@ impl PoolInner {
     /// concurrent `Owner::drop` (see there), so nothing may follow it.
     #[inline]
     pub(crate) fn put(&self, index: u32) {
-        match self.my_cache() {
+        self.put_on(self.my_cache(), index);
+    }
+
+    /// `put` into `slot`, which must be the slot of the lcore id the calling thread holds
+    /// (or `None`: the backend). The same last-access rule applies.
+    #[inline]
+    pub(crate) fn put_on(&self, slot: Option<&LcoreCache>, index: u32) {
+        match slot {
             Some(c) => {
-                // SAFETY: `my_cache` returned the slot of the lcore id this thread holds.
+                // SAFETY: the caller passes the slot of the lcore id this thread holds.
                 let objs = unsafe { c.objs_mut() };
                 // Relaxed: this thread is the only writer of `len`.
                 let len = c.len.load(Ordering::Relaxed) as usize;
@@ -347,21 +406,31 @@ impl PoolInner {
         // Relaxed: this thread is the only writer of `len`.
         let mut len = c.len.load(Ordering::Relaxed) as usize;
         let mut k = 0;
-        while let Some(m) = ms.get(k) {
-            let hdr = m.hdr_ptr();
-            // SAFETY: `m` is an `Mbuf` the caller still owns, so its header is valid.
-            let (pool, index) = unsafe { ((*hdr).pool, (*hdr).index) };
-            if pool != me {
+        loop {
+            // As many as the slot takes before its flush threshold, without a check per
+            // buffer; the run ends at the first buffer of another pool.
+            let n = (ms.len() - k).min(objs.len() - len);
+            let mut copied = 0;
+            for (slot, m) in objs[len..len + n].iter_mut().zip(&ms[k..k + n]) {
+                let hdr = m.hdr_ptr();
+                // SAFETY: `m` is an `Mbuf` the caller still owns, so its header is valid.
+                let (pool, index) = unsafe { ((*hdr).pool, (*hdr).index) };
+                if pool != me {
+                    break;
+                }
+                #[cfg(debug_assertions)]
+                self.debug_mark_free(hdr, index);
+                *slot = index;
+                copied += 1;
+            }
+            len += copied;
+            k += copied;
+            if copied < n || k == ms.len() {
                 break;
             }
-            #[cfg(debug_assertions)]
-            self.debug_mark_free(hdr, index);
-            if len == objs.len() {
-                len = self.flush_keep(c, objs, len);
-            }
-            objs[len] = index;
-            len += 1;
-            k += 1;
+            // The slot is at its threshold and the run goes on: flush (we still own
+            // `ms[k]`, so the pool stays alive).
+            len = self.flush_keep(c, objs, len);
         }
         // Release: pairs with the Acquire loads in `Owner::drop`; publishes the run as
         // home. Last access to the pool for this run.
@@ -398,20 +467,30 @@ impl PoolInner {
 
 /// Frees every `Mbuf` in `ms` (DPDK `rte_pktmbuf_free_bulk`): each run of consecutive
 /// buffers of one pool is one put into `lcore`'s cache slot of that pool (or one backend
-/// lock when `lcore` is `None` or the pool has no caches).
+/// lock when `lcore` is `None` or the pool has no caches). `known` is a pool whose slot
+/// the caller resolved already (an `LcoreMem`'s): its runs skip the lookup.
 ///
 /// # Safety
-/// `lcore` is the lcore id the calling thread holds, or `None`. The caller gives up
-/// ownership of every `Mbuf` in `ms`: it must forget them, never drop or use them.
+/// `lcore` is the lcore id the calling thread holds, or `None`, and `known`'s slot is
+/// that lcore's slot of that pool. The caller gives up ownership of every `Mbuf` in
+/// `ms`: it must forget them, never drop or use them.
 #[inline]
-pub(crate) unsafe fn free_bulk(ms: &[Mbuf], lcore: Option<usize>) {
+pub(crate) unsafe fn free_bulk(
+    ms: &[Mbuf],
+    lcore: Option<usize>,
+    known: Option<(&PoolInner, Option<&LcoreCache>)>,
+) {
     let mut rest = ms;
     while let Some(first) = rest.first() {
         let pool = first.pool();
+        let slot = match known {
+            Some((p, slot)) if std::ptr::eq(p, pool) => slot,
+            _ => pool.slot(lcore),
+        };
         // SAFETY: `rest` is not empty and starts with a buffer of `pool`; the slot is
         // `lcore`'s, which this thread holds (caller); ownership of `rest` is ours to
         // give up.
-        let n = unsafe { pool.put_run(pool.slot(lcore), rest) };
+        let n = unsafe { pool.put_run(slot, rest) };
         rest = &rest[n..];
     }
 }

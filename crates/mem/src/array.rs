@@ -198,18 +198,26 @@ impl MbufArray {
     /// Keeps the first `len` buffers and frees the rest in bulk; a no-op when `len >=
     /// self.len()`.
     pub fn truncate(&mut self, len: usize) {
+        self.free_tail_with(len, |tail| {
+            // SAFETY: `current_lcore` is this thread's; `tail` is ours to give up.
+            unsafe { free_bulk(tail, current_lcore(), None) }
+        });
+    }
+
+    /// Keeps the first `len` buffers and hands the rest to `free`, which takes them over:
+    /// they are no longer counted here, so `free` must consume every one (free it),
+    /// never let it be dropped or used again. A no-op when `len >= self.len()`.
+    #[inline]
+    pub(crate) fn free_tail_with(&mut self, len: usize, free: impl FnOnce(&[Mbuf])) {
         if len >= self.len {
             return;
         }
         let tail = self.len - len;
         // Forget the tail first: even a panic in the free cannot free it twice.
         self.len = len;
-        // SAFETY: slots `[len..len + tail]` are initialised and no longer counted: their
-        // ownership is given up here, to `free_bulk`. `current_lcore` is this thread's.
-        unsafe {
-            let ms = std::slice::from_raw_parts(self.base().add(len), tail);
-            free_bulk(ms, current_lcore());
-        }
+        // SAFETY: slots `[len..len + tail]` are initialised and no longer counted.
+        let ms = unsafe { std::slice::from_raw_parts(self.base().add(len), tail) };
+        free(ms);
     }
 
     /// Frees every buffer in bulk.
@@ -496,7 +504,11 @@ mod tests {
         let mut a = MbufArray::with_capacity(0);
         assert!(a.is_full() && a.is_empty());
         assert_eq!(p.alloc_bulk_into(&mut a, 5), 0);
-        assert_eq!(p.stats().alloc_fail, 0, "a full array is not a pool failure");
+        assert_eq!(
+            p.stats().alloc_fail,
+            0,
+            "a full array is not a pool failure"
+        );
         let m = p.alloc().unwrap();
         assert!(a.push(m).is_err());
         assert_eq!(p.in_use(), 0);
@@ -555,6 +567,22 @@ mod tests {
         assert_eq!(a.len(), 5);
         drop((a, out));
         assert_eq!(p.in_use(), 0);
+    }
+
+    #[cfg(debug_assertions)]
+    #[test]
+    #[should_panic(expected = "wrong state (double free")]
+    fn debug_catches_double_free_in_bulk() {
+        let p = pool(4);
+        let raw = p.alloc().unwrap().into_raw();
+        let mut a = MbufArray::with_capacity(2);
+        // SAFETY: deliberately breaks `from_raw`'s contract to show the debug check in
+        // the bulk path: the second copy panics before touching the free list.
+        unsafe {
+            a.push(Mbuf::from_raw(raw)).unwrap();
+            a.push(Mbuf::from_raw(raw)).unwrap();
+        }
+        a.clear();
     }
 
     #[test]

@@ -43,17 +43,19 @@ mod array;
 mod config;
 mod error;
 mod lcore;
+mod lcore_mem;
 mod mbuf;
 mod mmap;
 mod pool;
 
+pub use array::{DrainFront, MbufArray};
 pub use config::{
     HugepagePolicy, MempoolConfig, BUF_LEN_MAX, CACHE_SIZE_DEFAULT, CACHE_SIZE_MAX,
     DATA_ROOM_DEFAULT, HEADROOM_DEFAULT, HEADROOM_MAX, HEADROOM_MIN, N_BUFS_MAX, POOL_BYTES_MAX,
 };
-pub use array::{DrainFront, MbufArray};
 pub use error::Error;
 pub use lcore::{current_lcore, register_lcore, LcoreGuard, MAX_LCORES};
+pub use lcore_mem::LcoreMem;
 pub use mbuf::{Mbuf, MbufMeta, MBUF_F_GRH, MBUF_F_MCAST};
 pub use mmap::HUGEPAGE_SIZE;
 pub use pool::{MemRegion, Mempool, PoolStats, POOL_IDS_MAX};

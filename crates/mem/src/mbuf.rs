@@ -82,6 +82,18 @@ pub(crate) struct MbufHdr {
     pub(crate) meta: MbufMeta,
 }
 
+/// The data window of a fresh buffer, `data_off = headroom` and `data_len = 0`, as the one
+/// 8-byte word an alloc stores (DPDK's `rearm_data`).
+pub(crate) fn rearm_word(headroom: u32) -> u64 {
+    let mut b = [0u8; 8];
+    b[..4].copy_from_slice(&headroom.to_ne_bytes());
+    u64::from_ne_bytes(b)
+}
+
+/// Offset of the rearm word (`data_off`, then `data_len`) in the header.
+pub(crate) const REARM_OFFSET: usize = std::mem::offset_of!(MbufHdr, data_off);
+const _: () = assert!(REARM_OFFSET % 8 == 0);
+const _: () = assert!(std::mem::offset_of!(MbufHdr, data_len) == REARM_OFFSET + 4);
 const _: () = assert!(std::mem::size_of::<MbufHdr>() == 64);
 const _: () = assert!(std::mem::align_of::<MbufHdr>() == 64);
 
@@ -152,10 +164,7 @@ impl Mbuf {
         // inside this buffer, which this `Mbuf` owns; the mapping is zero-filled at start,
         // so every byte is initialised.
         unsafe {
-            std::slice::from_raw_parts(
-                self.buf_ptr().add(h.data_off as usize),
-                h.data_len as usize,
-            )
+            std::slice::from_raw_parts(self.buf_ptr().add(h.data_off as usize), h.data_len as usize)
         }
     }
 

@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crossbeam_utils::CachePadded;
 
+use crate::mbuf::{rearm_word, MbufHdr, MbufMeta, HDR_LEN};
 #[cfg(debug_assertions)]
 use crate::mbuf::{STATE_FREE, STATE_IN_USE};
-use crate::mbuf::{MbufHdr, MbufMeta, HDR_LEN};
 use crate::mmap::Mapping;
 use crate::{Error, MempoolConfig, MAX_LCORES};
 
@@ -76,6 +76,8 @@ pub(crate) struct PoolInner {
     pub(crate) base: NonNull<u8>,
     /// Bytes per element (`element_stride`).
     pub(crate) stride: usize,
+    /// The data window of a fresh buffer as one word (`mbuf::rearm_word`).
+    pub(crate) rearm: u64,
     pub(crate) n_bufs: u32,
     pub(crate) buf_len: u32,
     /// Configured cache size; the refill and flush targets are half of it.
@@ -420,6 +422,7 @@ impl Mempool {
             id,
             base,
             stride,
+            rearm: rearm_word(cfg.headroom),
             n_bufs,
             buf_len,
             cache_size: cfg.cache_size,
