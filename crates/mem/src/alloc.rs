@@ -505,7 +505,8 @@ impl Mempool {
 
     /// Fills the `None` slots of `out`, front to back, with reset buffers and returns how
     /// many it filled. When the pool runs dry it fills what it can and counts the
-    /// shortfall in `PoolStats::alloc_fail`. `Some` slots are left alone.
+    /// shortfall in `PoolStats::alloc_fail`. `Some` slots are left alone. The `Option`
+    /// slot API of contract v1; bursts use `alloc_bulk_into` and an `MbufArray`.
     #[inline]
     pub fn alloc_bulk(&self, out: &mut [Option<Mbuf>]) -> usize {
         self.inner().get_bulk(out)

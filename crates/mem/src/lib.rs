@@ -18,7 +18,9 @@
 //! * Hot code moves buffers in bursts: an [`MbufArray`] (a fixed-capacity array of owned
 //!   buffers, no `Option` slots) is filled by [`Mempool::alloc_bulk_into`] with one cache
 //!   operation, and frees what it drops in bulk, one cache operation per run of buffers
-//!   from the same pool (DPDK `rte_pktmbuf_free_bulk`).
+//!   from the same pool (DPDK `rte_pktmbuf_free_bulk`). An [`LcoreMem`] handle, made
+//!   once per lcore and pool from the lcore's guard, keeps the cache slot resolved and
+//!   skips even the one lookup per call.
 //! * A thread that calls [`register_lcore`] gets a private cache slot in every pool; its
 //!   allocs and frees touch only that slot (no lock, no atomic read-modify-write) except
 //!   for a bulk refill or flush now and then. An lcore id is held by one thread at a time,
