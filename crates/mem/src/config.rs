@@ -141,8 +141,8 @@ impl MempoolConfig {
                 "must be <= n_bufs (one lcore could otherwise hoard the pool); lower it, or 0 to disable caches",
             ));
         }
-        let stride = crate::pool::round_up(buf_len, 64);
-        let total = stride * u64::from(self.n_bufs) + 64 * u64::from(self.n_bufs);
+        // Each element is a 64-byte header followed by the buffer (see `pool.rs`).
+        let total = crate::pool::element_stride(buf_len) * u64::from(self.n_bufs);
         if total > POOL_BYTES_MAX {
             return Err(self.bad(
                 "n_bufs",

@@ -52,6 +52,18 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// Every pool id is taken: `POOL_IDS_MAX` pools are live (or leaked with buffers out).
+    #[error(
+        "mempool {pool:?}: all {max} pool ids are in use; drop pools that are no longer \
+         needed (a pool dropped while its buffers are out keeps its id)"
+    )]
+    TooManyPools {
+        /// The pool's name.
+        pool: String,
+        /// `POOL_IDS_MAX`.
+        max: usize,
+    },
+
     /// `register_lcore` was given an id `>= MAX_LCORES`.
     #[error("lcore id {lcore_id} out of range: ids are 0..{max}")]
     LcoreOutOfRange {

@@ -4,11 +4,23 @@
 //! # Contract
 //!
 //! * A [`Mempool`] maps all its memory once, at creation: one anonymous mapping, 2 MiB
-//!   hugepages when it can get them (see [`HugepagePolicy`]), holding a 64-byte header per
-//!   buffer followed by the buffers (each 64-byte aligned). [`Mempool::region`] is that
-//!   mapping, for a PMD to register once. Nothing is allocated on the data path.
+//!   hugepages when it can get them (see [`HugepagePolicy`]), holding one element per
+//!   buffer: a 64-byte header directly followed by the buffer (headroom, then data
+//!   room), each element a multiple of 64 bytes, so a buffer's header and its first
+//!   bytes are neighbours. [`Mempool::region`] is that mapping, for a PMD to register
+//!   once. Nothing is allocated on the data path.
+//! * Every pool has a small id ([`Mempool::id`], a `u16` below [`POOL_IDS_MAX`], unique
+//!   among live pools, reused after teardown) that its buffers carry
+//!   ([`Mbuf::pool_id`]), so a PMD keeps one memory key per pool in a table.
 //! * An [`Mbuf`] owns one buffer: a pointer to its header (8 bytes), not `Clone`, `Send`.
-//!   Dropping it returns the buffer, on any thread, with no reference count touched.
+//!   Dropping it returns the buffer, on any thread, with no reference count touched: the
+//!   path for cold code.
+//! * Hot code moves buffers in bursts: an [`MbufArray`] (a fixed-capacity array of owned
+//!   buffers, no `Option` slots) is filled by [`Mempool::alloc_bulk_into`] with one cache
+//!   operation, and frees what it drops in bulk, one cache operation per run of buffers
+//!   from the same pool (DPDK `rte_pktmbuf_free_bulk`). An [`LcoreMem`] handle, made
+//!   once per lcore and pool from the lcore's guard, keeps the cache slot resolved and
+//!   skips even the one lookup per call.
 //! * A thread that calls [`register_lcore`] gets a private cache slot in every pool; its
 //!   allocs and frees touch only that slot (no lock, no atomic read-modify-write) except
 //!   for a bulk refill or flush now and then. An lcore id is held by one thread at a time,
@@ -33,6 +45,7 @@ mod array;
 mod config;
 mod error;
 mod lcore;
+mod lcore_mem;
 mod mbuf;
 mod mmap;
 mod pool;
@@ -44,6 +57,7 @@ pub use config::{
 };
 pub use error::Error;
 pub use lcore::{current_lcore, register_lcore, LcoreGuard, MAX_LCORES};
+pub use lcore_mem::LcoreMem;
 pub use mbuf::{Mbuf, MbufMeta, MBUF_F_GRH, MBUF_F_MCAST};
 pub use mmap::HUGEPAGE_SIZE;
-pub use pool::{MemRegion, Mempool, PoolStats};
+pub use pool::{MemRegion, Mempool, PoolStats, POOL_IDS_MAX};

@@ -1,10 +1,12 @@
 //! `Mbuf`: an owned handle to one pool buffer (data path).
 //!
-//! Buffer layout, offsets from `buf_addr()`:
+//! Each pool element is one header line followed by its buffer, so the header and the
+//! first bytes of headroom are neighbours in memory (DPDK's `rte_mbuf` layout):
 //!
 //! ```text
-//! 0            data_offset()          data_offset() + len()            buf_len
-//! | headroom() | data() ............... | tailroom() ..................... |
+//! hdr           buf_addr() = hdr + 64
+//! | MbufHdr (64) | headroom() | data() ............... | tailroom() ........ |
+//!                0            data_offset()          data_offset() + len()   buf_len
 //! ```
 //!
 //! Invariant, checked where it is written (`set_data`, `prepend`, `append`, ...) and
@@ -43,34 +45,55 @@ pub struct MbufMeta {
 
 const _: () = assert!(std::mem::size_of::<MbufMeta>() == 24);
 
-/// `MbufHdr::state` of a buffer that is home (backend or a cache).
+/// `MbufHdr::state` of a buffer that is home (backend or a cache). Debug builds only.
+#[cfg(debug_assertions)]
 pub(crate) const STATE_FREE: u32 = 0x4652_4545; // "FREE"
-/// `MbufHdr::state` of a buffer owned by an `Mbuf`.
+/// `MbufHdr::state` of a buffer owned by an `Mbuf`. Debug builds only.
+#[cfg(debug_assertions)]
 pub(crate) const STATE_IN_USE: u32 = 0x4255_5359; // "BUSY"
 
-/// Per-buffer header, one cache line, in the pool's mapping ahead of the data area.
-/// Written by the pool only while the buffer is home, and by its `Mbuf` only while out.
+/// Bytes between a header and its buffer: the header is the line in front of the
+/// headroom.
+pub(crate) const HDR_LEN: usize = 64;
+
+/// Per-buffer header, one cache line, directly in front of its buffer (`buf_addr` is
+/// the header's address + 64). Written by the pool only while the buffer is home, and by
+/// its `Mbuf` only while out.
 #[repr(C, align(64))]
 pub(crate) struct MbufHdr {
     /// The pool this buffer returns to.
     pub(crate) pool: *const PoolInner,
-    /// First byte of the buffer (headroom included).
-    pub(crate) buf_addr: *mut u8,
+    /// Start of the data window. Next to `data_len`, so a reset is one 8-byte store.
+    pub(crate) data_off: u32,
+    /// Length of the data window.
+    pub(crate) data_len: u32,
     /// Index of this buffer in its pool.
     pub(crate) index: u32,
     /// headroom + data_room.
     pub(crate) buf_len: u32,
-    /// Start of the data window.
-    pub(crate) data_off: u32,
-    /// Length of the data window.
-    pub(crate) data_len: u32,
     /// Configured headroom, the `data_off` after `reset`.
     pub(crate) headroom: u32,
-    /// `STATE_FREE` or `STATE_IN_USE`.
+    /// The pool's id (`Mempool::id`), for a PMD's per-pool memory key.
+    pub(crate) pool_id: u16,
+    /// `STATE_FREE` or `STATE_IN_USE`: written and checked only in debug builds, where
+    /// it catches double frees; release builds neither store nor load it.
+    #[cfg(debug_assertions)]
     pub(crate) state: u32,
     pub(crate) meta: MbufMeta,
 }
 
+/// The data window of a fresh buffer, `data_off = headroom` and `data_len = 0`, as the one
+/// 8-byte word an alloc stores (DPDK's `rearm_data`).
+pub(crate) fn rearm_word(headroom: u32) -> u64 {
+    let mut b = [0u8; 8];
+    b[..4].copy_from_slice(&headroom.to_ne_bytes());
+    u64::from_ne_bytes(b)
+}
+
+/// Offset of the rearm word (`data_off`, then `data_len`) in the header.
+pub(crate) const REARM_OFFSET: usize = std::mem::offset_of!(MbufHdr, data_off);
+const _: () = assert!(REARM_OFFSET % 8 == 0);
+const _: () = assert!(std::mem::offset_of!(MbufHdr, data_len) == REARM_OFFSET + 4);
 const _: () = assert!(std::mem::size_of::<MbufHdr>() == 64);
 const _: () = assert!(std::mem::align_of::<MbufHdr>() == 64);
 
@@ -117,6 +140,22 @@ impl Mbuf {
         unsafe { self.hdr.as_mut() }
     }
 
+    /// The raw header pointer, for the pool's bulk paths.
+    #[inline]
+    pub(crate) fn hdr_ptr(&self) -> *mut MbufHdr {
+        self.hdr.as_ptr()
+    }
+
+    /// First byte of the buffer: the byte after the header. Derived from the header
+    /// pointer itself (which carries the provenance of the whole mapping), not from a
+    /// reference to the header.
+    #[inline]
+    fn buf_ptr(&self) -> *mut u8 {
+        // SAFETY: the pool lays each buffer out right behind its header, inside the same
+        // mapping (see `pool.rs`, `Layout`), so `hdr + 64` is in bounds.
+        unsafe { self.hdr.as_ptr().cast::<u8>().add(HDR_LEN) }
+    }
+
     /// The data window.
     #[inline]
     pub fn data(&self) -> &[u8] {
@@ -125,7 +164,7 @@ impl Mbuf {
         // inside this buffer, which this `Mbuf` owns; the mapping is zero-filled at start,
         // so every byte is initialised.
         unsafe {
-            std::slice::from_raw_parts(h.buf_addr.add(h.data_off as usize), h.data_len as usize)
+            std::slice::from_raw_parts(self.buf_ptr().add(h.data_off as usize), h.data_len as usize)
         }
     }
 
@@ -133,7 +172,7 @@ impl Mbuf {
     #[inline]
     pub fn data_mut(&mut self) -> &mut [u8] {
         let h = self.hdr();
-        let (p, len) = (h.buf_addr, h.data_len as usize);
+        let (p, len) = (self.buf_ptr(), h.data_len as usize);
         let off = h.data_off as usize;
         // SAFETY: as in `data`; `&mut self` makes the borrow exclusive.
         unsafe { std::slice::from_raw_parts_mut(p.add(off), len) }
@@ -251,22 +290,55 @@ impl Mbuf {
         let h = self.hdr();
         // SAFETY: `buf_addr..buf_addr + buf_len` is this buffer, owned by this `Mbuf` and
         // initialised (zero-filled mapping).
-        unsafe { std::slice::from_raw_parts(h.buf_addr, h.buf_len as usize) }
+        unsafe { std::slice::from_raw_parts(self.buf_ptr(), h.buf_len as usize) }
     }
 
     /// The whole buffer, writable (the target of a receive DMA).
     #[inline]
     pub fn buf_mut(&mut self) -> &mut [u8] {
         let h = self.hdr();
-        let (p, len) = (h.buf_addr, h.buf_len as usize);
+        let (p, len) = (self.buf_ptr(), h.buf_len as usize);
         // SAFETY: as in `buf`; `&mut self` makes the borrow exclusive.
         unsafe { std::slice::from_raw_parts_mut(p, len) }
     }
 
-    /// Address of the buffer's first byte (inside `Mempool::region`).
+    /// Address of the buffer's first byte (inside `Mempool::region`), 64 bytes after the
+    /// buffer's header.
     #[inline]
     pub fn buf_addr(&self) -> usize {
-        self.hdr().buf_addr as usize
+        self.buf_ptr() as usize
+    }
+
+    /// The id of the pool this buffer belongs to (`Mempool::id`), read from the header:
+    /// what a PMD indexes its per-pool memory keys with (`lkey[pool_id]`).
+    #[inline]
+    pub fn pool_id(&self) -> u16 {
+        self.hdr().pool_id
+    }
+
+    /// The pool this buffer returns to.
+    #[inline]
+    pub(crate) fn pool(&self) -> &PoolInner {
+        // SAFETY: the pool outlives every outstanding buffer (it is leaked rather than
+        // freed while one is out), and this `Mbuf` is one.
+        unsafe { &*self.hdr().pool }
+    }
+
+    /// Asks the CPU to bring the header line and the first data line into the cache
+    /// (l3fwd's prefetch a few packets ahead); a no-op on other architectures.
+    #[inline]
+    pub fn prefetch(&self) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            let data = self.buf_ptr().wrapping_add(self.hdr().data_off as usize);
+            // SAFETY: a prefetch is a hint that never faults or changes memory; SSE is
+            // part of the x86_64 baseline.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(self.hdr.as_ptr().cast::<i8>());
+                _mm_prefetch::<_MM_HINT_T0>(data.cast::<i8>());
+            }
+        }
     }
 
     /// Size of the whole buffer: headroom + data room.
@@ -333,8 +405,7 @@ impl Drop for Mbuf {
             let pool = &*(*hdr).pool;
             let index = (*hdr).index;
             #[cfg(debug_assertions)]
-            pool.debug_check_hdr(hdr, index, STATE_IN_USE);
-            (*hdr).state = STATE_FREE;
+            pool.debug_mark_free(hdr, index);
             // Last use of `hdr`: after `put` another thread may own the buffer.
             pool.put(index);
         }
@@ -346,7 +417,8 @@ impl fmt::Debug for Mbuf {
         let h = self.hdr();
         f.debug_struct("Mbuf")
             .field("index", &h.index)
-            .field("buf_addr", &format_args!("{:#x}", h.buf_addr as usize))
+            .field("pool_id", &h.pool_id)
+            .field("buf_addr", &format_args!("{:#x}", self.buf_addr()))
             .field("data_off", &h.data_off)
             .field("data_len", &h.data_len)
             .field("buf_len", &h.buf_len)

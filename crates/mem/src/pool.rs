@@ -9,12 +9,23 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crossbeam_utils::CachePadded;
 
-use crate::mbuf::{MbufHdr, MbufMeta, STATE_FREE};
+use crate::mbuf::{rearm_word, MbufHdr, MbufMeta, HDR_LEN};
+#[cfg(debug_assertions)]
+use crate::mbuf::{STATE_FREE, STATE_IN_USE};
 use crate::mmap::Mapping;
 use crate::{Error, MempoolConfig, MAX_LCORES};
 
+/// Number of pool ids (`Mempool::id` is below it): at most this many pools live at once.
+pub const POOL_IDS_MAX: usize = 1 << 16;
+
 pub(crate) fn round_up(x: u64, to: u64) -> u64 {
     x.div_ceil(to) * to
+}
+
+/// Bytes from one pool element to the next: a 64-byte header, then headroom and data
+/// room, rounded up to a multiple of 64 so every header (and buffer) is line aligned.
+pub(crate) fn element_stride(buf_len: u64) -> u64 {
+    round_up(HDR_LEN as u64 + buf_len, 64)
 }
 
 /// The shared free list behind the lcore caches. Every move in or out is a bulk copy
@@ -58,7 +69,15 @@ impl LcoreCache {
 /// back to; freed only when every buffer is home (see `Owner::drop`).
 pub(crate) struct PoolInner {
     pub(crate) name: String,
-    pub(crate) hdrs: NonNull<MbufHdr>,
+    /// The pool's id, unique among live pools (leaked ones included).
+    pub(crate) id: u16,
+    /// Element 0: the header of buffer `i` is at `base + i * stride`, its buffer 64
+    /// bytes later. The start of the mapping.
+    pub(crate) base: NonNull<u8>,
+    /// Bytes per element (`element_stride`).
+    pub(crate) stride: usize,
+    /// The data window of a fresh buffer as one word (`mbuf::rearm_word`).
+    pub(crate) rearm: u64,
     pub(crate) n_bufs: u32,
     pub(crate) buf_len: u32,
     /// Configured cache size; the refill and flush targets are half of it.
@@ -80,6 +99,23 @@ unsafe impl Send for PoolInner {}
 unsafe impl Sync for PoolInner {}
 
 impl PoolInner {
+    /// The header of buffer `index`.
+    ///
+    /// # Safety
+    /// `index < n_bufs`.
+    #[inline]
+    pub(crate) unsafe fn hdr(&self, index: u32) -> *mut MbufHdr {
+        debug_assert!(index < self.n_bufs);
+        // SAFETY: `index < n_bufs` (caller), and `n_bufs` elements of `stride` bytes lie
+        // inside the mapping from `base` on (`Mempool::new`).
+        unsafe {
+            self.base
+                .as_ptr()
+                .add(index as usize * self.stride)
+                .cast::<MbufHdr>()
+        }
+    }
+
     #[inline]
     pub(crate) fn lock_backend(&self) -> MutexGuard<'_, Backend> {
         // The critical sections cannot panic (no allocation, bounded copies), but stay
@@ -123,8 +159,10 @@ impl PoolInner {
         debug_assert!(b.free.len() <= self.n_bufs as usize);
     }
 
+    /// Checks that `hdr` is buffer `index` of this pool in state `from`, then moves it to
+    /// `to`. Debug builds only: release builds neither store nor check the state.
     #[cfg(debug_assertions)]
-    pub(crate) fn debug_check_hdr(&self, hdr: *const MbufHdr, index: u32, state: u32) {
+    fn debug_transition(&self, hdr: *mut MbufHdr, index: u32, from: u32, to: u32) {
         assert!(
             index < self.n_bufs,
             "mempool {:?}: buffer index {index} out of range 0..{}",
@@ -132,24 +170,78 @@ impl PoolInner {
             self.n_bufs
         );
         assert_eq!(
-            hdr,
-            self.hdrs.as_ptr().wrapping_add(index as usize).cast_const(),
+            hdr.cast_const(),
+            self.base
+                .as_ptr()
+                .wrapping_add(index as usize * self.stride)
+                .cast::<MbufHdr>()
+                .cast_const(),
             "mempool {:?}: header of buffer {index} is not where it belongs",
             self.name
         );
-        // SAFETY: `hdr` is this pool's header `index` (checked above); the caller owns it.
-        let actual = unsafe { (*hdr).state };
-        assert_eq!(
-            actual, state,
-            "mempool {:?}: buffer {index} in the wrong state (double free or corruption)",
-            self.name
-        );
+        // SAFETY: `hdr` is this pool's header `index` (checked above); the caller owns the
+        // buffer (an `Mbuf` being freed, or an index just removed from the free lists).
+        unsafe {
+            assert_eq!(
+                (*hdr).state,
+                from,
+                "mempool {:?}: buffer {index} in the wrong state (double free or corruption)",
+                self.name
+            );
+            (*hdr).state = to;
+        }
+    }
+
+    /// An `Mbuf` of this pool is being freed: check it is out, mark it free.
+    #[cfg(debug_assertions)]
+    pub(crate) fn debug_mark_free(&self, hdr: *mut MbufHdr, index: u32) {
+        self.debug_transition(hdr, index, STATE_IN_USE, STATE_FREE);
+    }
+
+    /// Buffer `index` is being handed out: check it is home, mark it out.
+    #[cfg(debug_assertions)]
+    pub(crate) fn debug_mark_in_use(&self, hdr: *mut MbufHdr, index: u32) {
+        self.debug_transition(hdr, index, STATE_FREE, STATE_IN_USE);
     }
 }
 
-/// Every live pool, so an `LcoreGuard` can flush its slot in each of them. Lock order:
-/// `POOLS`, then a pool's backend.
-static POOLS: Mutex<Vec<PoolPtr>> = Mutex::new(Vec::new());
+/// Every live pool, so an `LcoreGuard` can flush its slot in each of them, and the ids in
+/// use. Lock order: `POOLS`, then a pool's backend.
+static POOLS: Mutex<Registry> = Mutex::new(Registry {
+    live: Vec::new(),
+    ids: Vec::new(),
+});
+
+struct Registry {
+    /// Pools with a handle left (not torn down yet).
+    live: Vec<PoolPtr>,
+    /// Bit `i` of word `i / 64`: id `i` is taken, by a live pool or by a leaked one (its
+    /// buffers are still out and carry the id, so a PMD's key for it must stay valid).
+    ids: Vec<u64>,
+}
+
+impl Registry {
+    /// The lowest free id, now taken; `None` when all `POOL_IDS_MAX` are.
+    fn take_id(&mut self) -> Option<u16> {
+        let word = match self.ids.iter().position(|&w| w != u64::MAX) {
+            Some(w) => w,
+            None if self.ids.len() < POOL_IDS_MAX / 64 => {
+                self.ids.push(0);
+                self.ids.len() - 1
+            }
+            None => return None,
+        };
+        let bit = self.ids[word].trailing_ones() as usize;
+        self.ids[word] |= 1 << bit;
+        u16::try_from(word * 64 + bit).ok()
+    }
+
+    fn give_back_id(&mut self, id: u16) {
+        let (word, bit) = (usize::from(id) / 64, usize::from(id) % 64);
+        debug_assert!(self.ids[word] & (1 << bit) != 0, "pool id {id} freed twice");
+        self.ids[word] &= !(1 << bit);
+    }
+}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct PoolPtr(NonNull<PoolInner>);
@@ -162,7 +254,7 @@ unsafe impl Send for PoolPtr {}
 /// a leak checker (LeakSanitizer) reports them as retained, not lost.
 static ORPHANS: Mutex<Vec<PoolPtr>> = Mutex::new(Vec::new());
 
-fn pools() -> MutexGuard<'static, Vec<PoolPtr>> {
+fn pools() -> MutexGuard<'static, Registry> {
     POOLS.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -170,7 +262,7 @@ fn pools() -> MutexGuard<'static, Vec<PoolPtr>> {
 /// thread that holds the id).
 pub(crate) fn flush_lcore_everywhere(lcore_id: usize) {
     let pools = pools();
-    for p in pools.iter() {
+    for p in pools.live.iter() {
         // SAFETY: entries of `POOLS` are live while we hold its lock (teardown removes them
         // under it first), and the caller, `LcoreGuard::drop`, holds `lcore_id`.
         unsafe { p.0.as_ref().flush_slot(lcore_id) };
@@ -209,20 +301,25 @@ impl Drop for Owner {
             home += c.len.load(Ordering::Acquire) as usize;
         }
         drop(backend);
-        pools.retain(|&p| p != PoolPtr(self.0));
-        drop(pools);
+        pools.live.retain(|&p| p != PoolPtr(self.0));
         let n_bufs = inner.n_bufs as usize;
         if home == n_bufs {
+            // The id is free again: no buffer carries it any more.
+            pools.give_back_id(inner.id);
+            drop(pools);
             // SAFETY: `self.0` came from `Box::into_raw` in `Mempool::new`; no handle, no
             // `Mbuf` and no `POOLS` entry refers to it any more (argued above).
             drop(unsafe { Box::from_raw(self.0.as_ptr()) });
         } else {
+            // The leaked pool keeps its id: its outstanding buffers still carry it.
+            drop(pools);
             ORPHANS
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .push(PoolPtr(self.0));
             tracing::error!(
                 pool = %inner.name,
+                id = inner.id,
                 outstanding = n_bufs.saturating_sub(home),
                 len = inner.map.len(),
                 "last handle of a mempool dropped while buffers are still out: leaking its \
@@ -288,18 +385,20 @@ unsafe impl Send for Mempool {}
 unsafe impl Sync for Mempool {}
 
 impl Mempool {
-    /// Validates `cfg`, maps the memory, lays out the headers and buffers and puts every
-    /// buffer in the backend.
+    /// Validates `cfg`, maps the memory, takes a pool id, lays out the elements (header,
+    /// headroom, data room) and puts every buffer in the backend.
     pub fn new(cfg: MempoolConfig) -> Result<Mempool, Error> {
         cfg.validate()?;
         let n_bufs = cfg.n_bufs;
         let buf_len = cfg.headroom + cfg.data_room;
-        let stride = round_up(u64::from(buf_len), 64) as usize;
-        let hdr_bytes = n_bufs as usize * std::mem::size_of::<MbufHdr>();
-        let data_start = round_up(hdr_bytes as u64, 4096) as usize;
-        let total = data_start + stride * n_bufs as usize;
-        let map = Mapping::new(&cfg.name, total, cfg.hugepages)?;
-
+        let stride = element_stride(u64::from(buf_len)) as usize;
+        let map = Mapping::new(&cfg.name, stride * n_bufs as usize, cfg.hugepages)?;
+        let Some(id) = pools().take_id() else {
+            return Err(Error::TooManyPools {
+                pool: cfg.name,
+                max: POOL_IDS_MAX,
+            });
+        };
         let cache_cap = if cfg.cache_size == 0 {
             0
         } else {
@@ -317,10 +416,13 @@ impl Mempool {
         let mut free = Vec::with_capacity(n_bufs as usize);
         // Reversed, so the first allocations come out as 0, 1, 2, ...
         free.extend((0..n_bufs).rev());
-        let hdrs = NonNull::new(map.addr().cast::<MbufHdr>()).expect("mmap address is non-null");
+        let base = NonNull::new(map.addr()).expect("mmap address is non-null");
         let inner = Box::new(PoolInner {
             name: cfg.name,
-            hdrs,
+            id,
+            base,
+            stride,
+            rearm: rearm_word(cfg.headroom),
             n_bufs,
             buf_len,
             cache_size: cfg.cache_size,
@@ -335,30 +437,31 @@ impl Mempool {
             alloc_fail: CachePadded::new(AtomicU64::new(0)),
         });
         let inner = NonNull::from(Box::leak(inner));
-        for i in 0..n_bufs as usize {
-            // SAFETY: header `i` and buffer `i` lie inside the fresh mapping (`total` bytes
-            // were mapped: headers at 0, buffers from `data_start`, both 64-byte aligned as
-            // the mapping is 2 MiB aligned); nothing else refers to them yet.
+        for index in 0..n_bufs {
+            // SAFETY: `inner` is live and `index < n_bufs`, so the header lies inside the
+            // fresh mapping (`n_bufs * stride` bytes were mapped, 2 MiB aligned, and
+            // `stride` is a multiple of 64); nothing else refers to it yet.
             unsafe {
-                let buf_addr = map_addr(inner).add(data_start + i * stride);
-                hdrs.as_ptr().add(i).write(MbufHdr {
+                inner.as_ref().hdr(index).write(MbufHdr {
                     pool: inner.as_ptr(),
-                    buf_addr,
-                    index: i as u32,
-                    buf_len,
                     data_off: cfg.headroom,
                     data_len: 0,
+                    index,
+                    buf_len,
                     headroom: cfg.headroom,
+                    pool_id: id,
+                    #[cfg(debug_assertions)]
                     state: STATE_FREE,
                     meta: MbufMeta::default(),
                 });
             }
         }
-        pools().push(PoolPtr(inner));
+        pools().live.push(PoolPtr(inner));
         // SAFETY: `inner` is live; we only read its fields for the log line.
         let i = unsafe { inner.as_ref() };
         tracing::debug!(
             pool = %i.name,
+            id,
             n_bufs,
             buf_len,
             cache_size = i.cache_size,
@@ -381,6 +484,15 @@ impl Mempool {
     /// The configured name.
     pub fn name(&self) -> &str {
         &self.inner().name
+    }
+
+    /// The pool's id: small (the lowest free one when the pool was created, below
+    /// `POOL_IDS_MAX`), unique among live pools, and reused once a pool is torn down with
+    /// every buffer home. A pool leaked with buffers out keeps its id. Every buffer's
+    /// `Mbuf::pool_id` is this, so a PMD keeps one memory key per pool in a table
+    /// indexed by it.
+    pub fn id(&self) -> u16 {
+        self.inner().id
     }
 
     /// Number of buffers.
@@ -411,7 +523,8 @@ impl Mempool {
         self.inner().buf_len as usize
     }
 
-    /// The whole mapping (headers and buffers), for one-time memory-region registration.
+    /// The whole mapping (every element: header, headroom, data room), for one-time
+    /// memory-region registration.
     pub fn region(&self) -> MemRegion {
         let map = &self.inner().map;
         MemRegion {
@@ -456,20 +569,12 @@ impl Mempool {
     }
 }
 
-/// The mapping's base address, read through the raw pool pointer.
-///
-/// # Safety
-/// `inner` must point to a live `PoolInner`.
-unsafe fn map_addr(inner: NonNull<PoolInner>) -> *mut u8 {
-    // SAFETY: the caller guarantees `inner` is live.
-    unsafe { inner.as_ref().map.addr() }
-}
-
 impl fmt::Debug for Mempool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let inner = self.inner();
         f.debug_struct("Mempool")
             .field("name", &inner.name)
+            .field("id", &inner.id)
             .field("capacity", &inner.n_bufs)
             .field("buf_len", &inner.buf_len)
             .field("cache_size", &inner.cache_size)
@@ -498,12 +603,46 @@ mod tests {
 
     #[test]
     fn header_layout() {
-        // Hot fields first; the metadata fills the rest of the cache line.
+        // Hot fields first, the data window as one 8-byte word; the metadata ends the
+        // line (debug builds add the state word in front of it).
         assert_eq!(offset_of!(MbufHdr, pool), 0);
-        assert_eq!(offset_of!(MbufHdr, buf_addr), 8);
-        assert_eq!(offset_of!(MbufHdr, data_off), 24);
-        assert_eq!(offset_of!(MbufHdr, meta), 40);
+        assert_eq!(offset_of!(MbufHdr, data_off), 8);
+        assert_eq!(offset_of!(MbufHdr, data_len), 12);
+        assert!(offset_of!(MbufHdr, meta) + std::mem::size_of::<MbufMeta>() <= 64);
+        assert_eq!(std::mem::size_of::<MbufHdr>(), HDR_LEN);
         assert_eq!(std::mem::size_of::<CachePadded<LcoreCache>>() % 64, 0);
+    }
+
+    #[test]
+    fn stride_is_header_plus_buffer_in_lines() {
+        assert_eq!(element_stride(228), 320); // 64 + 228 = 292 -> 320
+        assert_eq!(element_stride(128 + 4096), 64 + 4224);
+        assert_eq!(element_stride(45), 128);
+        assert_eq!(element_stride(64), 128);
+    }
+
+    #[test]
+    fn ids_lowest_free_first_and_reused() {
+        let mut r = Registry {
+            live: Vec::new(),
+            ids: Vec::new(),
+        };
+        assert_eq!(r.take_id(), Some(0));
+        assert_eq!(r.take_id(), Some(1));
+        assert_eq!(r.take_id(), Some(2));
+        r.give_back_id(1);
+        assert_eq!(r.take_id(), Some(1));
+        assert_eq!(r.take_id(), Some(3));
+        // Exhaust the id space: the last is 65535, then none.
+        let mut last = 3;
+        while let Some(id) = r.take_id() {
+            assert_eq!(u32::from(id), last + 1);
+            last = u32::from(id);
+        }
+        assert_eq!(last as usize, POOL_IDS_MAX - 1);
+        r.give_back_id(70);
+        assert_eq!(r.take_id(), Some(70));
+        assert_eq!(r.take_id(), None);
     }
 
     #[test]
@@ -519,11 +658,15 @@ mod tests {
         let p = pool(10, 0);
         let inner = p.inner();
         let m = p.alloc().unwrap();
-        // Headers at the start of the mapping, buffers from the next 4 KiB boundary on.
-        assert_eq!(inner.hdrs.as_ptr() as usize, p.region().addr);
-        assert_eq!(m.buf_addr(), p.region().addr + 4096);
+        // Element 0 at the start of the mapping: its header, then its buffer.
+        assert_eq!(inner.base.as_ptr() as usize, p.region().addr);
+        assert_eq!(m.buf_addr(), p.region().addr + 64);
         let m2 = p.alloc().unwrap();
-        assert_eq!(m2.buf_addr() - m.buf_addr(), 256); // round_up(128 + 100, 64)
+        assert_eq!(m2.buf_addr() - m.buf_addr(), 320); // round_up(64 + 128 + 100, 64)
+        assert_eq!(inner.stride, 320);
+        // SAFETY: index 9 < n_bufs.
+        let last = unsafe { inner.hdr(9) } as usize;
+        assert!(last + 64 + 228 <= p.region().addr + p.region().len);
     }
 
     #[cfg(debug_assertions)]

@@ -157,6 +157,54 @@ fn buffers_are_distinct_aligned_and_in_region() {
     }
 }
 
+/// Each buffer sits right behind its 64-byte header (`into_raw` is the header's address),
+/// elements are a whole number of cache lines apart, and writing a whole buffer leaves
+/// every header (the next element's included) intact.
+#[test]
+fn header_is_next_to_its_buffer() {
+    for (headroom, data_room) in [(128, 256), (44, 1), (64, 2048), (100, 30)] {
+        let pool = Mempool::new(MempoolConfig {
+            headroom,
+            data_room,
+            cache_size: 0,
+            hugepages: HugepagePolicy::Never,
+            ..MempoolConfig::new("contiguous", 50)
+        })
+        .unwrap();
+        let region = pool.region();
+        let stride = (64 + headroom + data_room).div_ceil(64) as usize * 64;
+        let addrs: Vec<(usize, usize)> = (0..50)
+            .map(|_| {
+                let m = pool.alloc().unwrap();
+                (m.buf_addr(), m.into_raw())
+            })
+            .collect();
+        let mut bufs = Vec::new();
+        for (i, &(addr, raw)) in addrs.iter().enumerate() {
+            assert_eq!(raw + 64, addr, "header + 64 == buf_addr");
+            // Element i at base + i * stride: header and data in one contiguous element.
+            assert_eq!(raw, region.addr + i * stride);
+            // SAFETY: `raw` comes from `into_raw` and is used once.
+            let mut m = unsafe { Mbuf::from_raw(raw) };
+            assert_eq!(m.index() as usize, i);
+            assert!(region.contains(raw, 64 + m.buf_len()));
+            m.meta_mut().user = 0x1000 + i as u64;
+            m.set_data(0, 0);
+            bufs.push(m);
+        }
+        for m in &mut bufs {
+            m.buf_mut().fill(0xee);
+        }
+        for (i, m) in bufs.iter().enumerate() {
+            assert_eq!(m.meta().user, 0x1000 + i as u64, "header {i} overwritten");
+            assert_eq!((m.data_offset(), m.len()), (0, 0));
+            assert!(m.buf().iter().all(|&b| b == 0xee));
+        }
+        drop(bufs);
+        assert_eq!(pool.in_use(), 0);
+    }
+}
+
 #[test]
 fn into_raw_round_trip() {
     let pool = small("raw", 2, 0);
