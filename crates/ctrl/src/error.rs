@@ -35,8 +35,8 @@ pub enum Error {
         #[source]
         source: ibpoll_dev::Error,
     },
-    /// The QPs given do not match the data cores configured.
-    #[error("{lane_qpns} lane QPs given for {data_cores} data cores: give one QP per data core (lane)")]
+    /// The lane QPs given do not start with the interface's QP.
+    #[error("{lane_qpns} lane QPs given for {data_cores} data cores: the first must be the interface's QP")]
     Lanes {
         /// `CtrlConfig::data_cores`.
         data_cores: usize,

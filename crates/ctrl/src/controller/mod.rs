@@ -192,7 +192,7 @@ impl Controller {
         clock: Arc<dyn Clock>,
     ) -> Result<(Controller, Vec<DataCore>), Error> {
         cfg.check()?;
-        if qps.lane_qpns.len() != cfg.data_cores {
+        if qps.lane_qpns.first() != Some(&qps.iface_qpn) {
             return Err(Error::Lanes {
                 data_cores: cfg.data_cores,
                 lane_qpns: qps.lane_qpns.len(),
@@ -532,7 +532,8 @@ pub struct CtrlQps {
     /// The interface's QPN (its hardware address): lane 0's QP, which receives unicast
     /// and the broadcast group.
     pub iface_qpn: Qpn,
-    /// Each lane's QP in lane order (`lane_qpns[0] == iface_qpn`).
+    /// The QPs that receive multicast, in lane order (`lane_qpns[0] == iface_qpn`):
+    /// usually one per data core; groups spread over them.
     pub lane_qpns: Vec<Qpn>,
     /// The control core's own send-only QP's send queue.
     pub tx: Box<dyn TxQueue>,
