@@ -22,15 +22,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use ibpoll_dev::{
-    AddressHandle, AhAttr, Error, Mad, MadAddr, MadChannel, Port, PortAttr, PortEvent, UdQp,
-    UdQpConfig,
-};
+use ibpoll_dev::{Error, Mad, MadAddr, MadChannel, Port};
 use ibpoll_pmd_sim::SimFabric;
 use ibpoll_wire::mad::Method;
 use ibpoll_wire::mcmember::JoinState;
 use ibpoll_wire::sa::{Attribute, SaMad};
-use ibpoll_wire::{Gid, Lid, QKey, Qpn};
+use ibpoll_wire::{Gid, Lid, Qpn};
 
 use crate::trace::Fnv;
 
@@ -258,37 +255,7 @@ impl ObsPort {
 }
 
 impl Port for ObsPort {
-    fn port_num(&self) -> u8 {
-        self.inner.port_num()
-    }
-
-    fn attr(&self) -> PortAttr {
-        self.inner.attr()
-    }
-
-    fn poll_event(&self) -> Option<PortEvent> {
-        self.inner.poll_event()
-    }
-
-    fn create_ud_qp(&self, cfg: &UdQpConfig) -> Result<UdQp, Error> {
-        self.inner.create_ud_qp(cfg)
-    }
-
-    fn set_qp_qkey(&self, qpn: Qpn, qkey: QKey) -> Result<(), Error> {
-        self.inner.set_qp_qkey(qpn, qkey)
-    }
-
-    fn set_qp_pkey_index(&self, qpn: Qpn, pkey_index: u16) -> Result<(), Error> {
-        self.inner.set_qp_pkey_index(qpn, pkey_index)
-    }
-
-    fn create_ah(&self, attr: &AhAttr) -> Result<AddressHandle, Error> {
-        self.inner.create_ah(attr)
-    }
-
-    fn destroy_ah(&self, ah: AddressHandle) -> Result<(), Error> {
-        self.inner.destroy_ah(ah)
-    }
+    ibpoll_dev::delegate_port!(inner: info, events, qp, ah);
 
     fn attach_mcast(&self, qpn: Qpn, mgid: &Gid, mlid: Lid) -> Result<(), Error> {
         let fresh = lock(&self.obs)

@@ -72,8 +72,10 @@ pub struct Host {
     pub gid: Gid,
     /// Its IPv4 address.
     pub ip: [u8; 4],
-    /// The UD QP's number.
+    /// The interface's QPN.
     pub qpn: Qpn,
+    /// Every QPN of the interface (lane and control core).
+    pub own: Vec<Qpn>,
     /// The controller.
     pub ctl: Controller,
     /// Data-core handles.
@@ -207,14 +209,14 @@ impl Sim {
         let pkey_index = attr.pkey_index(cfg.pkey).expect("the partition");
         let IpoibQp {
             qpn,
-            ctl_tx,
+            ctl: ctl_qps,
             tx,
             rx,
+            own,
         } = data::ipoib_qp(&*port, pkey_index, &pool, QP_RING_SIZE);
         let clock: Arc<dyn Clock> = self.clock.clone();
-        let (ctl, cores) =
-            Controller::new(cfg.clone(), port.clone(), qpn, ctl_tx, pool.clone(), clock)
-                .expect("controller");
+        let (ctl, cores) = Controller::new(cfg.clone(), port.clone(), ctl_qps, pool.clone(), clock)
+            .expect("controller");
         self.known_ips.insert(ip);
         self.hosts.push(Host {
             index,
@@ -224,6 +226,7 @@ impl Sim {
             gid: attr.gid,
             ip,
             qpn,
+            own,
             ctl,
             cores,
             rx,
@@ -510,7 +513,7 @@ impl Sim {
     /// IPv4 counted, our own looped-back multicast dropped.
     fn drain_rx(&mut self, h: usize) {
         let host = &mut self.hosts[h];
-        data::drain_rx(&mut *host.rx, host.qpn, |ethertype, m| {
+        data::drain_rx(&mut *host.rx, &host.own, |ethertype, m| {
             if ethertype == EtherType::ARP {
                 let sent = host.cores[0].requests.send(Request::Arp { mbuf: m });
                 host.arp_handed += u64::from(sent.is_ok());
@@ -539,17 +542,23 @@ impl Sim {
             ),
             CtrlEvent::LinkDown => {}
             CtrlEvent::RebuildQp { pkey_index } => {
-                // What the stack does: the QP moves to the new P_Key index in place
-                // (same QPN, same queues). Its attachments must be gone already.
-                let qpn = host.qpn;
-                let attached: Vec<_> = lock(&self.obs).attached_of(h, qpn);
-                assert!(
-                    attached.is_empty(),
-                    "host {h}: QP {qpn:?} moved to P_Key index {pkey_index} while still attached to {attached:?}"
-                );
-                host.port
-                    .set_qp_pkey_index(qpn, pkey_index)
-                    .unwrap_or_else(|e| panic!("host {h}: {e}"));
+                // What the stack does: every QP of the interface moves to the new P_Key
+                // index in place (same QPN), its queues parked (the simulator plays
+                // every lane between polls). Its attachments must be gone already.
+                for &qpn in &host.own {
+                    let attached: Vec<_> = lock(&self.obs).attached_of(h, qpn);
+                    assert!(
+                        attached.is_empty(),
+                        "host {h}: QP {qpn:?} moved to P_Key index {pkey_index} while still attached to {attached:?}"
+                    );
+                    // SAFETY: this thread plays every lane and the control core; no
+                    // queue of the QP is in use during the call.
+                    let parked = unsafe { ibpoll_dev::Parked::assume(qpn) };
+                    host.port
+                        .move_qp_pkey_index(&parked, pkey_index)
+                        .unwrap_or_else(|e| panic!("host {h}: {e}"));
+                }
+                host.ctl.qps_moved(true);
             }
         }
     }
