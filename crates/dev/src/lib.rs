@@ -24,6 +24,7 @@
 mod ah;
 mod clock;
 mod counter;
+mod counters;
 mod error;
 mod mad;
 mod port;
