@@ -5,139 +5,68 @@
 //! buffer it arrived in on the outgoing interface, to the next hop (unicast) or the
 //! group (multicast) that interface's control plane resolves.
 //! No allocation, lock, system call or atomic read-modify-write per packet: the
-//! counters are single-writer [`Counter`]s and the table is read-only.
+//! counters are single-writer [`Counter`](ibpoll_dev::Counter)s and the table is read-only.
 
 use std::sync::Arc;
 
 use ibpoll::{App, Dest, GroupAddr, LcoreCtx, TxBuffer, IFACES_MAX};
-use ibpoll_dev::Counter;
 use ibpoll_mem::Mbuf;
 
 use crate::lpm::RouteTable;
 use crate::mroute::MrouteTable;
 
-/// One lcore's forwarding counters: one writer (the lcore), any number of live readers.
-///
-/// Conservation: `rx == forwarded + tx_refused + not_ipv4 + malformed + ttl_expired +
-/// no_route + to_local + not_unicast + mcast_ttl_expired + mcast_no_route`; every packet
-/// counted in a drop reason is also in the stack's `app_dropped`, and `tx_refused` in
-/// the stack's `tx_buffer_full` / `tx_no_iface`. `mcast_forwarded` is the multicast
-/// part of `forwarded`.
-#[derive(Debug, Default)]
-#[repr(C, align(64))]
-pub struct FwdCounters {
-    /// IP packets handed to the forwarder.
-    pub rx: Counter,
-    /// Packets pushed on their outgoing interface.
-    pub forwarded: Counter,
-    /// Packets the stack's send buffer refused (full, or no such interface).
-    pub tx_refused: Counter,
-    /// IPv6 packets (not forwarded).
-    pub not_ipv4: Counter,
-    /// IPv4 headers that fail RFC 1812's checks (length, IHL, total length).
-    pub malformed: Counter,
-    /// Packets whose TTL was 0 or 1 (dropped; no ICMP Time Exceeded is sent).
-    pub ttl_expired: Counter,
-    /// Packets no route matched.
-    pub no_route: Counter,
-    /// Packets to one of the forwarder's own addresses (it has no local stack).
-    pub to_local: Counter,
-    /// Packets to the broadcast address, to 0.0.0.0/8, or (without multicast routes
-    /// from their interface) to a multicast group: not forwarded.
-    pub not_unicast: Counter,
-    /// Of `forwarded`, packets sent to a multicast group.
-    pub mcast_forwarded: Counter,
-    /// Multicast packets a route matched whose TTL was 0 or 1 (dropped).
-    pub mcast_ttl_expired: Counter,
-    /// Multicast packets no multicast route forwards from the interface they came in
-    /// on (link-local 224.0.0.0/24 included: it is never forwarded). Counted here only
-    /// when the interface has multicast routes; otherwise in `not_unicast`.
-    pub mcast_no_route: Counter,
-}
-
-impl FwdCounters {
-    /// A copy of the counters.
-    pub fn read(&self) -> FwdStats {
-        FwdStats {
-            rx: self.rx.get(),
-            forwarded: self.forwarded.get(),
-            tx_refused: self.tx_refused.get(),
-            not_ipv4: self.not_ipv4.get(),
-            malformed: self.malformed.get(),
-            ttl_expired: self.ttl_expired.get(),
-            no_route: self.no_route.get(),
-            to_local: self.to_local.get(),
-            not_unicast: self.not_unicast.get(),
-            mcast_forwarded: self.mcast_forwarded.get(),
-            mcast_ttl_expired: self.mcast_ttl_expired.get(),
-            mcast_no_route: self.mcast_no_route.get(),
-        }
+ibpoll_dev::counters! {
+    /// One lcore's forwarding counters: one writer (the lcore), any number of live readers.
+    ///
+    /// Conservation: `rx == forwarded + tx_refused + not_ipv4 + malformed + ttl_expired +
+    /// no_route + to_local + not_unicast + mcast_ttl_expired + mcast_no_route`; every packet
+    /// counted in a drop reason is also in the stack's `app_dropped`, and `tx_refused` in
+    /// the stack's `tx_buffer_full` / `tx_no_iface`. `mcast_forwarded` is the multicast
+    /// part of `forwarded`.
+    #[repr(C, align(64))]
+    pub struct FwdCounters;
+    /// A copy of forwarding counters (see [`FwdCounters`]); `+=` sums lcores, `drops()`
+    /// lists every drop reason (`tx_refused` included) and `dropped()` sums them.
+    pub struct FwdStats {
+        /// IP packets handed to the forwarder.
+        rx,
+        /// Packets pushed on their outgoing interface.
+        forwarded,
+        /// Packets the stack's send buffer refused (full, or no such interface).
+        tx_refused,
+        /// IPv6 packets (not forwarded).
+        not_ipv4,
+        /// IPv4 headers that fail RFC 1812's checks (length, IHL, total length).
+        malformed,
+        /// Packets whose TTL was 0 or 1 (dropped; no ICMP Time Exceeded is sent).
+        ttl_expired,
+        /// Packets no route matched.
+        no_route,
+        /// Packets to one of the forwarder's own addresses (it has no local stack).
+        to_local,
+        /// Packets to the broadcast address, to 0.0.0.0/8, or (without multicast routes
+        /// from their interface) to a multicast group: not forwarded.
+        not_unicast,
+        /// Of `forwarded`, packets sent to a multicast group.
+        mcast_forwarded,
+        /// Multicast packets a route matched whose TTL was 0 or 1 (dropped).
+        mcast_ttl_expired,
+        /// Multicast packets no multicast route forwards from the interface they came in
+        /// on (link-local 224.0.0.0/24 included: it is never forwarded). Counted here only
+        /// when the interface has multicast routes; otherwise in `not_unicast`.
+        mcast_no_route,
     }
-}
-
-/// A copy of forwarding counters (see [`FwdCounters`] for each field); `+=` sums lcores.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[allow(missing_docs)]
-pub struct FwdStats {
-    pub rx: u64,
-    pub forwarded: u64,
-    pub tx_refused: u64,
-    pub not_ipv4: u64,
-    pub malformed: u64,
-    pub ttl_expired: u64,
-    pub no_route: u64,
-    pub to_local: u64,
-    pub not_unicast: u64,
-    pub mcast_forwarded: u64,
-    pub mcast_ttl_expired: u64,
-    pub mcast_no_route: u64,
-}
-
-impl FwdStats {
-    /// Packets the forwarder dropped, every reason summed (`tx_refused` included).
-    pub fn dropped(&self) -> u64 {
-        self.tx_refused
-            + self.not_ipv4
-            + self.malformed
-            + self.ttl_expired
-            + self.no_route
-            + self.to_local
-            + self.not_unicast
-            + self.mcast_ttl_expired
-            + self.mcast_no_route
-    }
-
-    /// Every drop reason with its count, in a fixed order.
-    pub fn drops(&self) -> [(&'static str, u64); 9] {
-        [
-            ("tx_refused", self.tx_refused),
-            ("not_ipv4", self.not_ipv4),
-            ("malformed", self.malformed),
-            ("ttl_expired", self.ttl_expired),
-            ("no_route", self.no_route),
-            ("to_local", self.to_local),
-            ("not_unicast", self.not_unicast),
-            ("mcast_ttl_expired", self.mcast_ttl_expired),
-            ("mcast_no_route", self.mcast_no_route),
-        ]
-    }
-}
-
-impl std::ops::AddAssign for FwdStats {
-    fn add_assign(&mut self, o: FwdStats) {
-        self.rx += o.rx;
-        self.forwarded += o.forwarded;
-        self.tx_refused += o.tx_refused;
-        self.not_ipv4 += o.not_ipv4;
-        self.malformed += o.malformed;
-        self.ttl_expired += o.ttl_expired;
-        self.no_route += o.no_route;
-        self.to_local += o.to_local;
-        self.not_unicast += o.not_unicast;
-        self.mcast_forwarded += o.mcast_forwarded;
-        self.mcast_ttl_expired += o.mcast_ttl_expired;
-        self.mcast_no_route += o.mcast_no_route;
-    }
+    drops: [
+        tx_refused,
+        not_ipv4,
+        malformed,
+        ttl_expired,
+        no_route,
+        to_local,
+        not_unicast,
+        mcast_ttl_expired,
+        mcast_no_route,
+    ]
 }
 
 /// RFC 1624 (eqn. 3): the Internet checksum `hc` after one 16-bit word of the summed

@@ -38,6 +38,7 @@
 mod ah;
 mod clock;
 mod counter;
+mod counters;
 mod delegate;
 mod error;
 mod mad;

@@ -60,15 +60,7 @@ impl StopReport {
 
 /// Packets the control core dropped, every reason summed (from its counters).
 pub fn ctrl_packet_drops(s: &CtrlStats) -> u64 {
-    s.mcast_queue_full
-        + s.mcast_table_full
-        + s.mcast_sendonly_dropped
-        + s.mcast_flush_dropped
-        + s.mcast_bad_group
-        + s.neigh_table_full
-        + s.neigh_queue_full
-        + s.neigh_unresolved_dropped
-        + s.tx_backlog_full
+    s.dropped()
 }
 
 fn sum(all: &[LcoreStats]) -> LcoreStats {
