@@ -64,8 +64,7 @@ fn lookup(c: &mut Criterion) {
     let bcast = small
         .ctl
         .snapshot()
-        .broadcast
-        .as_ref()
+        .broadcast()
         .expect("broadcast Joined")
         .mgid;
 

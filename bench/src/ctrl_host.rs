@@ -10,7 +10,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ibpoll_ctrl::{Controller, CtrlConfig, DataCore, GroupAddr, GroupPhase, Request};
+use ibpoll_ctrl::{CtrlQps, Controller, CtrlConfig, DataCore, GroupAddr, GroupPhase, Request};
 use ibpoll_dev::{Clock, Device, MonotonicClock, RxQueue, UdQp, UdQpConfig};
 use ibpoll_mem::{HugepagePolicy, Mempool, MempoolConfig};
 use ibpoll_pmd_sim::{FabricConfig, FaultConfig, SimDevice, SimFabric};
@@ -111,18 +111,15 @@ impl CtrlHost {
             ..MempoolConfig::new("ctrl-bench", 1024)
         })
         .expect("mempool");
-        let mut qp = port
-            .create_ud_qp(&UdQpConfig {
-                pkey_index: attr.pkey_index(PKey::DEFAULT).expect("default partition"),
-                qkey: QKey::IPOIB_DEFAULT,
-                rx_queues: 1,
-                tx_queues: 1,
-                rx_ring_size: 256,
-                tx_ring_size: 256,
-                pool: pool.clone(),
-            })
-            .expect("UD QP");
-        let tx = qp.tx.pop().expect("send queue");
+        let mut qp_cfg = UdQpConfig::new(
+            pool.clone(),
+            attr.pkey_index(PKey::DEFAULT).expect("default partition"),
+            QKey::IPOIB_DEFAULT,
+        );
+        qp_cfg.rx_ring_size = 256;
+        qp_cfg.tx_ring_size = 256;
+        let (ctl_qps, mut lanes) = CtrlQps::create(&*port, &qp_cfg, 1).expect("UD QPs");
+        let qp = lanes.pop().expect("one lane");
         let cfg = CtrlConfig {
             groups_max: groups_max + 1,
             sa_window,
@@ -130,7 +127,7 @@ impl CtrlHost {
             ..CtrlConfig::default()
         };
         let pool_ref = pool.clone();
-        let (ctl, cores) = Controller::new(cfg, port, qp.qpn, tx, pool, clock).expect("controller");
+        let (ctl, cores) = Controller::new(cfg, port, ctl_qps, pool, clock).expect("controller");
         CtrlHost {
             fabric,
             ctl,
@@ -158,17 +155,14 @@ impl CtrlHost {
         let dev = self.fabric.add_node(&name, 1);
         let port = dev.open_port(1).expect("simulated port");
         let attr = port.attr();
-        let qp = port
-            .create_ud_qp(&UdQpConfig {
-                pkey_index: attr.pkey_index(PKey::DEFAULT).expect("default partition"),
-                qkey: QKey::IPOIB_DEFAULT,
-                rx_queues: 1,
-                tx_queues: 1,
-                rx_ring_size: 64,
-                tx_ring_size: 64,
-                pool: self.pool.clone(),
-            })
-            .expect("UD QP");
+        let mut qp_cfg = UdQpConfig::new(
+            self.pool.clone(),
+            attr.pkey_index(PKey::DEFAULT).expect("default partition"),
+            QKey::IPOIB_DEFAULT,
+        );
+        qp_cfg.rx_ring_size = 64;
+        qp_cfg.tx_ring_size = 64;
+        let qp = port.create_ud_qp(&qp_cfg).expect("UD QP");
         let request = arp::Repr {
             operation: arp::Operation::Request,
             source_hwaddr: HwAddr::new(0, qp.qpn, attr.gid),

@@ -1,9 +1,9 @@
 //! The fixture of the data-path benchmarks: a data lcore's per-packet work between
 //! `rx_burst` and `tx_burst`, without the NIC. [`ibpoll::burst::classify`] of a
-//! received packet, stripping its IPoIB header, and [`ibpoll::burst::Resolver::resolve`]
-//! against the published snapshot (the IPoIB header written back, the destination
-//! looked up, the descriptor built), one snapshot per burst of [`BURST`] as the lcore
-//! does. The snapshot is the real one: a controller on the simulated fabric joined
+//! received packet, stripping its IPoIB header, and resolution against the published
+//! snapshot ([`ibpoll::find_nh`] and the snapshot's next-hop array: the IPoIB header
+//! written back, the destination looked up, its `TxDst` read), one snapshot per burst
+//! of [`BURST`] as the lcore does. The snapshot is the real one: a controller on the simulated fabric joined
 //! [`GROUPS`] IPv4 groups and the broadcast group through the embedded SA, and resolved
 //! [`NEIGHBOURS`] neighbours by ARP and PathRecord.
 //!
@@ -16,7 +16,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use ibpoll::burst::{classify, Class, Resolver};
+use ibpoll::burst::{classify, Class};
 use ibpoll::{Dest, LcoreCounters};
 use ibpoll_mem::Mbuf;
 use ibpoll_wire::ipoib;
@@ -105,18 +105,22 @@ impl Fixture {
         let core = &mut self.host.cores[0];
         core.reader.quiescent();
         let snap = core.reader.get();
-        let mut r = Resolver::new(snap, &mut core.requests, &self.counters);
         for (slot, dest) in self.pkts.iter_mut().zip(dests) {
-            let Some(mut m) = slot.take() else {
+            let Some(m) = slot.as_mut() else {
                 continue;
             };
             assert_eq!(classify(m.data()), Class::Ip, "not classified as IP");
             m.adj(ipoib::HEADER_LEN);
-            let Some(mut d) = r.resolve(m, *dest) else {
+            let Some(id) = ibpoll::find_nh(snap, *dest) else {
                 panic!("{dest:?} did not resolve");
             };
-            black_box((d.ah, d.remote_qpn, d.remote_qkey));
-            *slot = d.mbuf.take();
+            let Some(dst) = snap.nh(id) else {
+                panic!("{dest:?}: stale next hop");
+            };
+            snap.mark_used(id);
+            let h = m.prepend(ipoib::HEADER_LEN).expect("headroom");
+            h[..2].copy_from_slice(&ipoib::EtherType::IPV4.0.to_be_bytes());
+            black_box(*dst);
         }
     }
 

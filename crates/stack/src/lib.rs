@@ -99,7 +99,7 @@ pub use error::Error;
 pub use ibpoll_ctrl::{CtrlConfig, CtrlStats, GroupAddr, NhId};
 pub use lane::Lane;
 pub use lcore::{IdlePolicy, COMMANDS_PER_ITERATION};
-pub use tx::{Dest, Tx, BURST_MAX, TX_TABLE_MAX, TX_TRIES};
+pub use tx::{find as find_nh, Dest, Tx, BURST_MAX, TX_TABLE_MAX, TX_TRIES};
 pub use setup::{ControlCore, IfaceConfig, StackBuilder, IFACES_MAX};
 pub use signal::{ctrl_c_pressed, install_ctrl_c};
 pub use stack::{ctrl_packet_drops, Stack, StopReport};

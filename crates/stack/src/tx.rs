@@ -174,8 +174,9 @@ fn drop_all(pkts: &mut MbufArray, trash: &mut MbufArray) {
     pkts.clear();
 }
 
-/// The next-hop id of `dest` in the snapshot's tables.
-fn find(snap: &Snapshot, dest: Dest) -> Option<NhId> {
+/// The next-hop id of `dest` in the snapshot's tables (the lookup behind
+/// [`Tx::resolve`], without the lane's table of resolved destinations).
+pub fn find(snap: &Snapshot, dest: Dest) -> Option<NhId> {
     match dest {
         Dest::NextHop([255, 255, 255, 255]) => snap.broadcast_nh(),
         Dest::NextHop(ip) if ip[0] & 0xf0 == 0xe0 => snap.group_nh(&snap.ipv4_mgid(ip)),

@@ -48,10 +48,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use ibpoll_dev::{
     AddressHandle, AhAttr, Counter, Device, Error as DevError, Mad, MadAddr, MadChannel, Port,
-    PortAttr, PortEvent, PortState, UdQp, UdQpConfig,
+    PortAttr, PortState,
 };
 use ibpoll_pmd_sim::{SimDevice, SimFabric};
-use ibpoll_wire::{Gid, Lid, QKey, Qpn};
+use ibpoll_wire::{Lid, QKey, Qpn};
 
 use crate::{Error, IbsimMadChannel, IbsimPort};
 
@@ -303,36 +303,20 @@ impl Port for HybridPort {
         a
     }
 
-    fn poll_event(&self) -> Option<PortEvent> {
-        self.sim.poll_event()
-    }
+    ibpoll_dev::delegate_port!(sim: events, qp, mcast);
 
-    fn create_ud_qp(&self, cfg: &UdQpConfig) -> Result<UdQp, DevError> {
-        self.sim.create_ud_qp(cfg)
-    }
-
-    fn set_qp_qkey(&self, qpn: Qpn, qkey: QKey) -> Result<(), DevError> {
-        self.sim.set_qp_qkey(qpn, qkey)
-    }
-
-    fn set_qp_pkey_index(&self, qpn: Qpn, pkey_index: u16) -> Result<(), DevError> {
-        self.sim.set_qp_pkey_index(qpn, pkey_index)
+    fn ud_caps(&self) -> ibpoll_dev::UdCaps {
+        self.sim.ud_caps()
     }
 
     fn create_ah(&self, attr: &AhAttr) -> Result<AddressHandle, DevError> {
         self.sim.create_ah(&self.translate(attr))
     }
 
-    fn destroy_ah(&self, ah: AddressHandle) -> Result<(), DevError> {
-        self.sim.destroy_ah(ah)
-    }
-
-    fn attach_mcast(&self, qpn: Qpn, mgid: &Gid, mlid: Lid) -> Result<(), DevError> {
-        self.sim.attach_mcast(qpn, mgid, mlid)
-    }
-
-    fn detach_mcast(&self, qpn: Qpn, mgid: &Gid, mlid: Lid) -> Result<(), DevError> {
-        self.sim.detach_mcast(qpn, mgid, mlid)
+    #[allow(unsafe_code)] // forwarding the caller's precondition
+    unsafe fn destroy_ah(&self, ah: AddressHandle) -> Result<(), DevError> {
+        // SAFETY: the caller's guarantee is the simulated port's precondition too.
+        unsafe { self.sim.destroy_ah(ah) }
     }
 
     fn open_mad_channel(&self) -> Result<Box<dyn MadChannel>, DevError> {

@@ -50,7 +50,7 @@
 //! one [`Port`](ibpoll_dev::Port) ([`HybridPort`]): management MADs go to OpenSM, data
 //! goes over the simulated fabric. A test and interop device, so that the real control
 //! plane can be run against OpenSM.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 mod error;
 pub mod hybrid;

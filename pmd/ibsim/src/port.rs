@@ -137,19 +137,19 @@ impl IbsimPort {
     /// 2048 bytes and 10 Gb/s (ibsim's defaults).
     pub fn port_attr(&self) -> PortAttr {
         let mtu = self.mtu().unwrap_or(IbMtu::Mtu2048);
-        PortAttr {
-            port_num: self.port_num,
-            state: self.state,
-            lid: self.lid,
-            lmc: self.lmc,
-            sm_lid: self.sm_lid,
-            sm_sl: self.sm_sl,
-            gid: self.gid(),
-            pkeys: self.pkeys.clone(),
-            max_mtu: mtu,
-            active_mtu: mtu,
-            rate: self.rate().unwrap_or(Rate::GBPS_10),
-        }
+        let mut a = PortAttr::new(self.port_num);
+        a.state = self.state;
+        a.lid = self.lid;
+        a.lmc = self.lmc;
+        a.sm_lid = self.sm_lid;
+        a.sm_sl = self.sm_sl;
+        a.gid = self.gid();
+        a.gids = vec![a.gid];
+        a.pkeys = self.pkeys.clone();
+        a.max_mtu = mtu;
+        a.active_mtu = mtu;
+        a.rate = self.rate().unwrap_or(Rate::GBPS_10);
+        a
     }
 
     /// The MTU capability, if MTUCap is a valid code.

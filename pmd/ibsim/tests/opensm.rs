@@ -1244,7 +1244,7 @@ fn opensm_answers_the_real_controller() {
         assert_eq!(r.mlid, bcast_osm.mlid);
         let snap = h.ctl.snapshot();
         assert!(snap.link_up);
-        assert_eq!(snap.broadcast.as_ref().map(|e| e.mlid), Some(Lid(0xC000)));
+        assert_eq!(snap.broadcast().map(|e| e.mlid), Some(Lid(0xC000)));
         membership(
             raw,
             &mut fabric,
