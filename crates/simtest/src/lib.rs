@@ -3,7 +3,10 @@
 //! One or more real [`Controller`](ibpoll_ctrl::Controller)s, stand-in data cores and the
 //! simulated fabric (`ibpoll-pmd-sim`) run on one thread in virtual time. A seed draws
 //! the [`Knobs`] (how many hosts, which SA faults, how often ports flap ...) and every
-//! random choice of the run, so a seed replays bit for bit: nothing reads the wall clock,
+//! random choice of the run, so a seed replays bit for bit: every draw comes from
+//! [`SimRng`](ibpoll_pmd_sim::SimRng) (xoshiro256++ seeded by SplitMix64, outputs pinned
+//! against the reference implementations, so a seed printed today replays with a later
+//! build of any dependency), nothing reads the wall clock,
 //! no thread runs, the controller iterates ordered maps only, and [`SeedResult::trace`]
 //! hashes what happened so that two runs can be compared.
 //!

@@ -16,10 +16,9 @@ use std::sync::Arc;
 use ibpoll_dev::{TxCounters, TxDesc, TxQueue};
 use ibpoll_mem::{Mbuf, MbufMeta, MBUF_F_GRH, MBUF_F_MCAST};
 use ibpoll_wire::{bth, crc, grh, ipoib, Gid, PKey, QKey, Qpn};
-use rand::rngs::SmallRng;
-use rand::Rng;
 
 use crate::fabric::{Control, DropReason, RxRing};
+use crate::rng::SimRng;
 use crate::setup::QpGuard;
 
 /// One send queue of a simulated UD QP.
@@ -29,7 +28,7 @@ pub(crate) struct SimTxQueue {
     pub(crate) queue_id: u16,
     pub(crate) counters: Arc<TxCounters>,
     /// Draws packet-loss and reordering faults for this queue.
-    pub(crate) rng: SmallRng,
+    pub(crate) rng: SimRng,
     /// Deliveries held back by the reordering fault: placed after the next packet.
     pub(crate) held: Vec<(Arc<RxRing>, Mbuf)>,
     /// The switch's decisions for recent destinations, [`ROUTE_SLOTS`] of them, indexed
@@ -213,7 +212,7 @@ fn switch(
     s: &Sender,
     d: &TxDesc,
     payload: &[u8],
-    rng: &mut SmallRng,
+    rng: &mut SimRng,
     held: &mut Vec<(Arc<RxRing>, Mbuf)>,
 ) -> Result<(), DropReason> {
     if payload.len() < ipoib::HEADER_LEN {
@@ -422,7 +421,7 @@ fn forward(
     s: &Sender,
     r: &Route,
     payload: &[u8],
-    rng: &mut SmallRng,
+    rng: &mut SimRng,
     held: &mut Vec<(Arc<RxRing>, Mbuf)>,
 ) {
     if r.drops != [0; 3] {
@@ -465,7 +464,7 @@ fn multicast(
     ah: &ibpoll_dev::AhAttr,
     qkey: QKey,
     payload: &[u8],
-    rng: &mut SmallRng,
+    rng: &mut SimRng,
     held: &mut Vec<(Arc<RxRing>, Mbuf)>,
 ) -> Result<(), DropReason> {
     let Some(g) = ah.grh else {
@@ -560,11 +559,11 @@ fn deliver(
     hash: u32,
     grh: Option<&[u8; grh::HEADER_LEN]>,
     meta: MbufMeta,
-    rng: &mut SmallRng,
+    rng: &mut SimRng,
     held: &mut Vec<(Arc<RxRing>, Mbuf)>,
 ) {
     let faults = ctl.faults;
-    if faults.packet_loss > 0.0 && rng.gen::<f64>() < faults.packet_loss {
+    if faults.packet_loss > 0.0 && rng.chance(faults.packet_loss) {
         ctl.stats.count(DropReason::FaultLoss, 1);
         return;
     }
@@ -600,7 +599,7 @@ fn deliver(
         ..meta
     };
     if faults.packet_reorder > 0.0
-        && rng.gen::<f64>() < faults.packet_reorder
+        && rng.chance(faults.packet_reorder)
         && held.len() < held.capacity()
     {
         held.push((ring.clone(), m));
