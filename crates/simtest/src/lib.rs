@@ -26,7 +26,9 @@
 //! * e. no data-core snapshot shows a group Joined that the SA does not hold, beyond the
 //!   publication the controller had not made yet when the SA lost it behind its back;
 //! * every change of the SA's memberships is explained by a request of that port or by a
-//!   subnet-manager restart ([`obs::Obs`]).
+//!   subnet-manager restart ([`obs::Obs`]);
+//! * no packet is received by a QP whose P_Key does not match the sender's at the instant
+//!   it was sent ([`partition`], checked on every receive).
 //!
 //! and at the end ([`Sim::finish`]: faults off, everything up, then a final interface
 //! down with every answer delivered):
@@ -39,6 +41,7 @@
 //! seed breaks so that one failing seed does not stop a run of many.
 
 pub mod obs;
+pub mod partition;
 mod random;
 mod sim;
 pub mod trace;

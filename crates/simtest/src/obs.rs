@@ -14,7 +14,9 @@
 //!   removals are counted per (port, MGID, JoinState bit), so "granted and left exactly
 //!   once" is a count at the end;
 //! - rule 1 at the SA: a join of any group other than the broadcast group is only sent
-//!   while the SA holds this port's full membership of the broadcast group.
+//!   while the SA holds this port's full membership of the broadcast group;
+//! - the queues of every QP it creates, wrapped so that no packet is received across
+//!   partitions ([`crate::partition`]).
 //!
 //! The SA acts on a request when it is sent (answers are delayed, not requests), so the
 //! diff right after `send` is exactly that request's effect.
@@ -23,15 +25,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ibpoll_dev::{
-    AddressHandle, AhAttr, Error, Mad, MadAddr, MadChannel, Port, PortAttr, PortEvent, UdQp,
-    UdQpConfig,
+    AddressHandle, AhAttr, Error, Mad, MadAddr, MadChannel, Port, PortAttr, PortEvent, RxQueue,
+    TxQueue, UdQp, UdQpConfig,
 };
-use ibpoll_pmd_sim::SimFabric;
+use ibpoll_pmd_sim::{PortId, SimFabric};
 use ibpoll_wire::mad::Method;
 use ibpoll_wire::mcmember::JoinState;
 use ibpoll_wire::sa::{Attribute, SaMad};
 use ibpoll_wire::{Gid, Lid, QKey, Qpn};
 
+use crate::partition::{ObsRx, ObsTx, Partitions};
 use crate::trace::Fnv;
 
 /// What changed the SA's memberships.
@@ -84,13 +87,14 @@ pub struct Obs {
     pub paths_dropped: u64,
     /// Everything the SA did, folded in order.
     pub hash: Fnv,
+    /// The partition check of every packet received.
+    pub partitions: Arc<Mutex<Partitions>>,
 }
 
 impl Obs {
     /// An observer of `fabric` with no host yet.
     pub fn new(fabric: SimFabric, bcast: Gid) -> Arc<Mutex<Obs>> {
         Arc::new(Mutex::new(Obs {
-            fabric,
             gids: Vec::new(),
             bcast,
             held: BTreeMap::new(),
@@ -101,6 +105,8 @@ impl Obs {
             deletes_noop: 0,
             paths_dropped: 0,
             hash: Fnv::new(),
+            partitions: Arc::new(Mutex::new(Partitions::new(fabric.clone()))),
+            fabric,
         }))
     }
 
@@ -242,18 +248,33 @@ fn lock(obs: &Mutex<Obs>) -> MutexGuard<'_, Obs> {
     obs.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+fn lock_parts(p: &Mutex<Partitions>) -> MutexGuard<'_, Partitions> {
+    p.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A port that records what its controller does with it.
 #[derive(Debug)]
 pub struct ObsPort {
     inner: Arc<dyn Port>,
     host: usize,
+    port_id: PortId,
     obs: Arc<Mutex<Obs>>,
 }
 
 impl ObsPort {
-    /// Wraps `inner`, the port of host `host`.
-    pub fn new(inner: Arc<dyn Port>, host: usize, obs: Arc<Mutex<Obs>>) -> ObsPort {
-        ObsPort { inner, host, obs }
+    /// Wraps `inner`, the port `port_id` of host `host`.
+    pub fn new(
+        inner: Arc<dyn Port>,
+        host: usize,
+        port_id: PortId,
+        obs: Arc<Mutex<Obs>>,
+    ) -> ObsPort {
+        ObsPort {
+            inner,
+            host,
+            port_id,
+            obs,
+        }
     }
 }
 
@@ -271,7 +292,30 @@ impl Port for ObsPort {
     }
 
     fn create_ud_qp(&self, cfg: &UdQpConfig) -> Result<UdQp, Error> {
-        self.inner.create_ud_qp(cfg)
+        let UdQp { qpn, rx, tx } = self.inner.create_ud_qp(cfg)?;
+        let parts = lock(&self.obs).partitions.clone();
+        let qp = lock_parts(&parts).add_qp(self.host, self.port_id, qpn.get(), cfg.pkey_index);
+        let rx = rx
+            .into_iter()
+            .map(|inner| {
+                Box::new(ObsRx {
+                    inner,
+                    qp,
+                    parts: parts.clone(),
+                }) as Box<dyn RxQueue>
+            })
+            .collect();
+        let tx = tx
+            .into_iter()
+            .map(|inner| {
+                Box::new(ObsTx {
+                    inner,
+                    qp,
+                    parts: parts.clone(),
+                }) as Box<dyn TxQueue>
+            })
+            .collect();
+        Ok(UdQp { qpn, rx, tx })
     }
 
     fn set_qp_qkey(&self, qpn: Qpn, qkey: QKey) -> Result<(), Error> {
@@ -279,7 +323,10 @@ impl Port for ObsPort {
     }
 
     fn set_qp_pkey_index(&self, qpn: Qpn, pkey_index: u16) -> Result<(), Error> {
-        self.inner.set_qp_pkey_index(qpn, pkey_index)
+        self.inner.set_qp_pkey_index(qpn, pkey_index)?;
+        let parts = lock(&self.obs).partitions.clone();
+        lock_parts(&parts).set_pkey_index(self.host, qpn.get(), pkey_index);
+        Ok(())
     }
 
     fn create_ah(&self, attr: &AhAttr) -> Result<AddressHandle, Error> {

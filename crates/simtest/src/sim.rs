@@ -197,7 +197,8 @@ impl Sim {
         let attr = raw.attr();
         let h = lock(&self.obs).add_host(attr.gid);
         assert_eq!(h, index);
-        let port: Arc<dyn Port> = Arc::new(ObsPort::new(raw, index, self.obs.clone()));
+        let port_id = dev.port_id(1);
+        let port: Arc<dyn Port> = Arc::new(ObsPort::new(raw, index, port_id, self.obs.clone()));
         let pool = data::pool(&name, self.cfg.pool_bufs);
         let ip = [10, 0, 0, index as u8 + 1];
         let cfg = CtrlConfig {
@@ -218,7 +219,7 @@ impl Sim {
         self.known_ips.insert(ip);
         self.hosts.push(Host {
             index,
-            port_id: dev.port_id(1),
+            port_id,
             dev,
             port,
             gid: attr.gid,
