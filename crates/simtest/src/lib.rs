@@ -28,7 +28,13 @@
 //! * every change of the SA's memberships is explained by a request of that port or by a
 //!   subnet-manager restart ([`obs::Obs`]);
 //! * no packet is received by a QP whose P_Key does not match the sender's at the instant
-//!   it was sent ([`partition`], checked on every receive).
+//!   it was sent ([`partition`], checked on every receive);
+//! * g. a membership the controller gave up (Leaving, an `Unconfirmed` obligation, Joined
+//!   but unsubscribed or under a flush) is gone at the SA within [`Sim::leave_bound`],
+//!   derived from `sa_timeout`, `leave_tries`, the SA window and the longest backoff,
+//!   unless the fault schedule says why (`leave_tries` of its Deletes lost, refused by an
+//!   injected error, unsendable or unanswered in time, or a flush abandoned at
+//!   `flush_max`); a controller without leave retries fails it ([`Mutant`]).
 //!
 //! and at the end ([`Sim::finish`]: faults off, everything up, then a final interface
 //! down with every answer delivered):
@@ -40,11 +46,12 @@
 //! Invariants are `assert!`s, on in release builds; [`run_seed`] catches the first one a
 //! seed breaks so that one failing seed does not stop a run of many.
 
+pub mod liveness;
 pub mod obs;
 pub mod partition;
 mod random;
 mod sim;
 pub mod trace;
 
-pub use random::{group, run_seed, Knobs, SeedResult};
+pub use random::{group, run_seed, run_seed_mutant, Knobs, Mutant, SeedResult};
 pub use sim::{Host, Sim, SimConfig};

@@ -25,8 +25,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ibpoll_dev::{
-    AddressHandle, AhAttr, Error, Mad, MadAddr, MadChannel, Port, PortAttr, PortEvent, RxQueue,
-    TxQueue, UdQp, UdQpConfig,
+    AddressHandle, AhAttr, Error, Mad, MadAddr, MadChannel, Nanos, Port, PortAttr, PortEvent,
+    RxQueue, TxQueue, UdQp, UdQpConfig,
 };
 use ibpoll_pmd_sim::{PortId, SimFabric};
 use ibpoll_wire::mad::Method;
@@ -64,6 +64,30 @@ pub struct BitLedger {
     pub wiped: u64,
 }
 
+/// What became of the Deletes one port sent for one group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeleteLedger {
+    /// Deletes sent.
+    pub sent: u64,
+    /// Deletes the SA never acted on because of the fault schedule: lost on the way,
+    /// refused by an injected error, or not sent at all (the port was not Active).
+    pub unreached: u64,
+    /// Deletes the SA received whose answer did not reach the port before the
+    /// transaction's deadline (lost, or delayed past `sa_timeout`): the controller could
+    /// not learn that they worked.
+    pub unanswered: u64,
+    /// Deletes that removed JoinState bits.
+    pub acted: u64,
+}
+
+impl DeleteLedger {
+    /// Deletes that failed, as far as the port could tell, because of the fault
+    /// schedule.
+    pub fn failed(&self) -> u64 {
+        self.unreached + self.unanswered
+    }
+}
+
 /// The shared observation state of one simulated run.
 #[derive(Debug)]
 pub struct Obs {
@@ -89,6 +113,13 @@ pub struct Obs {
     pub hash: Fnv,
     /// The partition check of every packet received.
     pub partitions: Arc<Mutex<Partitions>>,
+    /// What became of every Delete, per (host, MGID).
+    pub deletes: BTreeMap<(usize, Gid), DeleteLedger>,
+    /// Deletes the SA received and whose answer has not come yet: (host, TID) -> (MGID,
+    /// when it was sent).
+    awaiting: BTreeMap<(usize, u64), (Gid, Nanos)>,
+    /// The controllers' `sa_timeout`, by host.
+    sa_timeouts: Vec<Nanos>,
 }
 
 impl Obs {
@@ -106,13 +137,18 @@ impl Obs {
             paths_dropped: 0,
             hash: Fnv::new(),
             partitions: Arc::new(Mutex::new(Partitions::new(fabric.clone()))),
+            deletes: BTreeMap::new(),
+            awaiting: BTreeMap::new(),
+            sa_timeouts: Vec::new(),
             fabric,
         }))
     }
 
-    /// Registers a host's port; its index is the host's.
-    pub fn add_host(&mut self, gid: Gid) -> usize {
+    /// Registers a host's port (its controller times SA transactions out after
+    /// `sa_timeout`); its index is the host's.
+    pub fn add_host(&mut self, gid: Gid, sa_timeout: Nanos) -> usize {
         self.gids.push(gid);
+        self.sa_timeouts.push(sa_timeout);
         self.drop_path_queries.push(false);
         self.gids.len() - 1
     }
@@ -217,6 +253,19 @@ impl Obs {
             }
         }
         self.held = now;
+    }
+
+    /// Deletes whose answer has not come by their deadline count as unanswered.
+    pub fn expire_deletes(&mut self, now: Nanos) {
+        let timeouts = &self.sa_timeouts;
+        let deletes = &mut self.deletes;
+        self.awaiting.retain(|(host, _), (mgid, sent)| {
+            let late = now.saturating_sub(*sent) > timeouts[*host];
+            if late {
+                deletes.entry((*host, *mgid)).or_default().unanswered += 1;
+            }
+            !late
+        });
     }
 
     /// The simulator restarted the subnet manager: every change since is the wipe's.
@@ -417,14 +466,58 @@ impl MadChannel for ObsMad {
             let t = obs.fabric.clock().now().as_duration();
             eprintln!("{t:?} MAD host {} {cause:?}", self.host);
         }
+        let before = obs.fabric.stats();
         drop(obs);
         let r = self.inner.send(mad, to);
-        lock(&self.obs).sync(cause);
+        let mut obs = lock(&self.obs);
+        let held_before = match cause {
+            Cause::Request { host, mgid, .. } => obs.held.get(&(host, mgid)).copied(),
+            _ => None,
+        };
+        obs.sync(cause);
+        if let Cause::Request {
+            host,
+            method: Method::DELETE,
+            mgid,
+            ..
+        } = cause
+        {
+            let after = obs.fabric.stats();
+            let acted = obs.held.get(&(host, mgid)).copied() != held_before;
+            let e = obs.deletes.entry((host, mgid)).or_default();
+            e.sent += 1;
+            if acted {
+                e.acted += 1;
+            }
+            if r.is_err()
+                || after.sa_requests_lost > before.sa_requests_lost
+                || after.sa_errors_injected > before.sa_errors_injected
+            {
+                e.unreached += 1;
+            } else if let Some(m) = &parsed {
+                let now = obs.fabric.clock().now();
+                obs.awaiting
+                    .insert((host, m.header.mad.transaction_id), (mgid, now));
+            }
+        }
         r
     }
 
     fn recv(&mut self) -> Option<(Mad, MadAddr)> {
-        self.inner.recv()
+        let got = self.inner.recv();
+        if let Some((mad, _)) = &got {
+            if let Ok(m) = SaMad::parse(mad) {
+                let tid = m.header.mad.transaction_id;
+                let mut obs = lock(&self.obs);
+                if let Some((mgid, sent)) = obs.awaiting.remove(&(self.host, tid)) {
+                    let now = obs.fabric.clock().now();
+                    if now.saturating_sub(sent) > obs.sa_timeouts[self.host] {
+                        obs.deletes.entry((self.host, mgid)).or_default().unanswered += 1;
+                    }
+                }
+            }
+        }
+        got
     }
 }
 

@@ -186,11 +186,28 @@ pub struct SeedResult {
     pub failure: Option<String>,
 }
 
+/// A deliberate bug, for the tests that show the checker catches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mutant {
+    /// Leaves are tried once, never again (DESIGN rule 6's retries removed): the
+    /// liveness check must fail on it.
+    NoLeaveRetries,
+}
+
 /// Runs seed `seed` with the random driver; catches the first broken invariant.
 pub fn run_seed(seed: u64, steps: Option<usize>) -> SeedResult {
+    run(seed, steps, None)
+}
+
+/// Runs seed `seed` as [`run_seed`] does, with every controller mutated by `mutant`.
+pub fn run_seed_mutant(seed: u64, steps: Option<usize>, mutant: Mutant) -> SeedResult {
+    run(seed, steps, Some(mutant))
+}
+
+fn run(seed: u64, steps: Option<usize>, mutant: Option<Mutant>) -> SeedResult {
     let knobs = Knobs::draw(seed, steps);
     let mut end = Nanos::ZERO;
-    let r = panic::catch_unwind(AssertUnwindSafe(|| drive(seed, &knobs, &mut end)));
+    let r = panic::catch_unwind(AssertUnwindSafe(|| drive(seed, &knobs, mutant, &mut end)));
     let (trace, failure) = match r {
         Ok(h) => (h, None),
         Err(e) => {
@@ -213,7 +230,7 @@ pub fn run_seed(seed: u64, steps: Option<usize>) -> SeedResult {
     }
 }
 
-fn drive(seed: u64, k: &Knobs, end: &mut Nanos) -> u64 {
+fn drive(seed: u64, k: &Knobs, mutant: Option<Mutant>, end: &mut Nanos) -> u64 {
     let mut rng = SimRng::seed_from_u64(seed);
     let mut sim = Sim::new(SimConfig {
         seed,
@@ -223,6 +240,9 @@ fn drive(seed: u64, k: &Knobs, end: &mut Nanos) -> u64 {
         pool_bufs: 8192,
         groups_in_use: k.groups,
     });
+    if mutant == Some(Mutant::NoLeaveRetries) {
+        sim.mutate_no_leave_retries();
+    }
     for h in 0..k.hosts {
         if k.path_silent & (1 << h) != 0 {
             sim.drop_path_queries(h, true);
