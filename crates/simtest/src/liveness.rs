@@ -7,12 +7,12 @@
 //! under a flush, or is gone from the table) while the SA still holds it. From the first
 //! step that sees this, an *episode* runs until the SA no longer holds it or the
 //! controller means to keep it again (a rejoin settles an obligation: the SA merges it
-//! into the new membership). An episode longer than [`Sim::leave_bound`] breaks the
+//! into the new membership). An episode longer than [`Sim::leave_bound`](crate::Sim::leave_bound) breaks the
 //! check, unless the fault schedule explains it: at least `leave_tries` of the host's
 //! Deletes for that group, sent during the episode, never reached the SA (lost, refused
 //! by an injected error, or not sent because the port was not Active). Then the
 //! controller did all that rule 6 asks and keeps the obligation for its next flush,
-//! which the end check ([`Sim::finish`]) settles.
+//! which the end check ([`Sim::finish`](crate::Sim::finish)) settles.
 
 use std::collections::BTreeMap;
 
