@@ -64,24 +64,27 @@ pub struct BitLedger {
     pub wiped: u64,
 }
 
-/// What became of the Deletes one port sent for one group.
+/// What became of the MCMemberRecord requests (joins and leaves) one port sent for one
+/// group.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DeleteLedger {
-    /// Deletes sent.
+pub struct RequestLedger {
+    /// Requests sent.
     pub sent: u64,
-    /// Deletes the SA never acted on because of the fault schedule: lost on the way,
+    /// Joins (Sets) among them.
+    pub joins: u64,
+    /// Requests the SA never acted on because of the fault schedule: lost on the way,
     /// refused by an injected error, or not sent at all (the port was not Active).
     pub unreached: u64,
-    /// Deletes the SA received whose answer did not reach the port before the
+    /// Requests the SA received whose answer did not reach the port before the
     /// transaction's deadline (lost, or delayed past `sa_timeout`): the controller could
-    /// not learn that they worked.
+    /// not learn what they did.
     pub unanswered: u64,
-    /// Deletes that removed JoinState bits.
+    /// Requests that changed the port's JoinState bits at the SA.
     pub acted: u64,
 }
 
-impl DeleteLedger {
-    /// Deletes that failed, as far as the port could tell, because of the fault
+impl RequestLedger {
+    /// Requests that failed, as far as the port could tell, because of the fault
     /// schedule.
     pub fn failed(&self) -> u64 {
         self.unreached + self.unanswered
@@ -113,9 +116,9 @@ pub struct Obs {
     pub hash: Fnv,
     /// The partition check of every packet received.
     pub partitions: Arc<Mutex<Partitions>>,
-    /// What became of every Delete, per (host, MGID).
-    pub deletes: BTreeMap<(usize, Gid), DeleteLedger>,
-    /// Deletes the SA received and whose answer has not come yet: (host, TID) -> (MGID,
+    /// What became of every MCMemberRecord request, per (host, MGID).
+    pub requests: BTreeMap<(usize, Gid), RequestLedger>,
+    /// Requests the SA received and whose answer has not come yet: (host, TID) -> (MGID,
     /// when it was sent).
     awaiting: BTreeMap<(usize, u64), (Gid, Nanos)>,
     /// The controllers' `sa_timeout`, by host.
@@ -137,7 +140,7 @@ impl Obs {
             paths_dropped: 0,
             hash: Fnv::new(),
             partitions: Arc::new(Mutex::new(Partitions::new(fabric.clone()))),
-            deletes: BTreeMap::new(),
+            requests: BTreeMap::new(),
             awaiting: BTreeMap::new(),
             sa_timeouts: Vec::new(),
             fabric,
@@ -255,14 +258,14 @@ impl Obs {
         self.held = now;
     }
 
-    /// Deletes whose answer has not come by their deadline count as unanswered.
-    pub fn expire_deletes(&mut self, now: Nanos) {
+    /// Requests whose answer has not come by their deadline count as unanswered.
+    pub fn expire_requests(&mut self, now: Nanos) {
         let timeouts = &self.sa_timeouts;
-        let deletes = &mut self.deletes;
+        let requests = &mut self.requests;
         self.awaiting.retain(|(host, _), (mgid, sent)| {
             let late = now.saturating_sub(*sent) > timeouts[*host];
             if late {
-                deletes.entry((*host, *mgid)).or_default().unanswered += 1;
+                requests.entry((*host, *mgid)).or_default().unanswered += 1;
             }
             !late
         });
@@ -476,16 +479,16 @@ impl MadChannel for ObsMad {
         };
         obs.sync(cause);
         if let Cause::Request {
-            host,
-            method: Method::DELETE,
-            mgid,
-            ..
+            host, mgid, method, ..
         } = cause
         {
             let after = obs.fabric.stats();
             let acted = obs.held.get(&(host, mgid)).copied() != held_before;
-            let e = obs.deletes.entry((host, mgid)).or_default();
+            let e = obs.requests.entry((host, mgid)).or_default();
             e.sent += 1;
+            if method == Method::SET {
+                e.joins += 1;
+            }
             if acted {
                 e.acted += 1;
             }
@@ -512,7 +515,10 @@ impl MadChannel for ObsMad {
                 if let Some((mgid, sent)) = obs.awaiting.remove(&(self.host, tid)) {
                     let now = obs.fabric.clock().now();
                     if now.saturating_sub(sent) > obs.sa_timeouts[self.host] {
-                        obs.deletes.entry((self.host, mgid)).or_default().unanswered += 1;
+                        obs.requests
+                            .entry((self.host, mgid))
+                            .or_default()
+                            .unanswered += 1;
                     }
                 }
             }

@@ -600,7 +600,7 @@ impl Sim {
     }
 
     /// The longest the SA may keep a membership of host `h` after its controller gave it
-    /// up, while the fault schedule lets the host's Deletes reach the SA (see
+    /// up, while the fault schedule lets the host's requests reach the SA (see
     /// [`crate::liveness`]). With `slot` = `sa_timeout` + the longest step (a
     /// transaction's window slot is free again at most that long after it went out: its
     /// deadline is noticed at the first poll after it):
