@@ -46,6 +46,7 @@
 //! Invariants are `assert!`s, on in release builds; [`run_seed`] catches the first one a
 //! seed breaks so that one failing seed does not stop a run of many.
 
+pub mod ctrlfuzz;
 pub mod liveness;
 pub mod obs;
 pub mod partition;
