@@ -271,6 +271,50 @@ fn rule3_backoff_2_4_8_16_16() {
     assert_eq!(a.ctl.stats().mcast_sent_from_queue, 1);
 }
 
+/// Rule 3 with rule 6's obligation: a send-only group parked after two joins that timed
+/// out (the SA granted them; only the answers were lost) does not keep the membership at
+/// the SA until its next packet: it is left at once.
+#[test]
+fn rule3_a_parked_sendonly_group_whose_joins_timed_out_is_left() {
+    let net = Net::new(FaultConfig::NONE);
+    let mut a = Host::new(&net, "a", CtrlConfig::default());
+    run_until(&net, &mut [&mut a], secs(10), ms(10), |h| {
+        bcast_joined(h[0])
+    });
+    net.fabric.set_faults(FaultConfig {
+        sa_answer_loss: 1.0,
+        ..FaultConfig::NONE
+    });
+    let g1 = mgid(&a, G1);
+    assert!(a.data_send_mcast(0, G1, 1));
+    let failed = a.ctl.stats().joins_failed;
+    run_until(&net, &mut [&mut a], secs(10), ms(10), |h| {
+        h[0].ctl.stats().joins_failed > failed
+    });
+    assert!(
+        net.memberships(&a.gid).iter().any(|(m, _)| *m == g1),
+        "the SA granted the join whose answer was lost"
+    );
+    let leaves = a.ctl.stats().sa_leaves_sent;
+    run_until(&net, &mut [&mut a], secs(10), ms(10), |h| {
+        h[0].ctl.stats().joins_failed > failed + 1
+    });
+    // Parked, and left within a step or two (the window has room).
+    run(&net, &mut [&mut a], ms(100), ms(10));
+    assert!(a.ctl.stats().sa_leaves_sent > leaves, "no leave was sent");
+    assert!(
+        !net.memberships(&a.gid).iter().any(|(m, _)| *m == g1),
+        "the SA still holds the parked group: {:?}",
+        net.memberships(&a.gid)
+    );
+    // The next packet joins it again.
+    net.fabric.set_faults(FaultConfig::NONE);
+    run(&net, &mut [&mut a], secs(20), ms(100));
+    assert!(a.data_send_mcast(0, G1, 2));
+    run_until(&net, &mut [&mut a], secs(20), ms(10), |h| joined(h[0], G1));
+    assert_eq!(a.ctl.stats().mcast_sent_from_queue, 1);
+}
+
 #[test]
 fn rule4_data_path_never_joins() {
     let net = Net::new(FaultConfig::NONE);

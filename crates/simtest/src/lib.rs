@@ -3,7 +3,10 @@
 //! One or more real [`Controller`](ibpoll_ctrl::Controller)s, stand-in data cores and the
 //! simulated fabric (`ibpoll-pmd-sim`) run on one thread in virtual time. A seed draws
 //! the [`Knobs`] (how many hosts, which SA faults, how often ports flap ...) and every
-//! random choice of the run, so a seed replays bit for bit: nothing reads the wall clock,
+//! random choice of the run, so a seed replays bit for bit: every draw comes from
+//! [`SimRng`](ibpoll_pmd_sim::SimRng) (xoshiro256++ seeded by SplitMix64, outputs pinned
+//! against the reference implementations, so a seed printed today replays with a later
+//! build of any dependency), nothing reads the wall clock,
 //! no thread runs, the controller iterates ordered maps only, and [`SeedResult::trace`]
 //! hashes what happened so that two runs can be compared.
 //!
@@ -23,7 +26,15 @@
 //! * e. no data-core snapshot shows a group Joined that the SA does not hold, beyond the
 //!   publication the controller had not made yet when the SA lost it behind its back;
 //! * every change of the SA's memberships is explained by a request of that port or by a
-//!   subnet-manager restart ([`obs::Obs`]).
+//!   subnet-manager restart ([`obs::Obs`]);
+//! * no packet is received by a QP whose P_Key does not match the sender's at the instant
+//!   it was sent ([`partition`], checked on every receive);
+//! * g. a membership the controller gave up (Leaving, an `Unconfirmed` obligation, Joined
+//!   but unsubscribed or under a flush) is gone at the SA within [`Sim::leave_bound`],
+//!   derived from `sa_timeout`, `leave_tries`, the SA window and the longest backoff,
+//!   unless the fault schedule says why (`leave_tries` of its Deletes lost, refused by an
+//!   injected error, unsendable or unanswered in time, or a flush abandoned at
+//!   `flush_max`); a controller without leave retries fails it ([`Mutant`]).
 //!
 //! and at the end ([`Sim::finish`]: faults off, everything up, then a final interface
 //! down with every answer delivered):
@@ -35,10 +46,13 @@
 //! Invariants are `assert!`s, on in release builds; [`run_seed`] catches the first one a
 //! seed breaks so that one failing seed does not stop a run of many.
 
+pub mod ctrlfuzz;
+pub mod liveness;
 pub mod obs;
+pub mod partition;
 mod random;
 mod sim;
 pub mod trace;
 
-pub use random::{group, run_seed, Knobs, SeedResult};
+pub use random::{group, run_seed, run_seed_mutant, Knobs, Mutant, SeedResult};
 pub use sim::{Host, Sim, SimConfig};

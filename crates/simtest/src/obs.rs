@@ -14,7 +14,9 @@
 //!   removals are counted per (port, MGID, JoinState bit), so "granted and left exactly
 //!   once" is a count at the end;
 //! - rule 1 at the SA: a join of any group other than the broadcast group is only sent
-//!   while the SA holds this port's full membership of the broadcast group.
+//!   while the SA holds this port's full membership of the broadcast group;
+//! - the queues of every QP it creates, wrapped so that no packet is received across
+//!   partitions ([`crate::partition`]).
 //!
 //! The SA acts on a request when it is sent (answers are delayed, not requests), so the
 //! diff right after `send` is exactly that request's effect.
@@ -22,13 +24,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use ibpoll_dev::{Error, Mad, MadAddr, MadChannel, Port};
-use ibpoll_pmd_sim::SimFabric;
+use ibpoll_dev::{
+    Error, Mad, MadAddr, MadChannel, Nanos, Parked, Port, PortEvent, RxQueue, UdQp, UdQpConfig,
+};
+use ibpoll_pmd_sim::{PortId, SimFabric};
 use ibpoll_wire::mad::Method;
 use ibpoll_wire::mcmember::JoinState;
 use ibpoll_wire::sa::{Attribute, SaMad};
 use ibpoll_wire::{Gid, Lid, Qpn};
 
+use crate::partition::{ObsRx, ObsTx, Partitions};
 use crate::trace::Fnv;
 
 /// What changed the SA's memberships.
@@ -58,6 +63,33 @@ pub struct BitLedger {
     pub wiped: u64,
 }
 
+/// What became of the MCMemberRecord requests (joins and leaves) one port sent for one
+/// group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestLedger {
+    /// Requests sent.
+    pub sent: u64,
+    /// Joins (Sets) among them.
+    pub joins: u64,
+    /// Requests the SA never acted on because of the fault schedule: lost on the way,
+    /// refused by an injected error, or not sent at all (the port was not Active).
+    pub unreached: u64,
+    /// Requests the SA received whose answer did not reach the port before the
+    /// transaction's deadline (lost, or delayed past `sa_timeout`): the controller could
+    /// not learn what they did.
+    pub unanswered: u64,
+    /// Requests that changed the port's JoinState bits at the SA.
+    pub acted: u64,
+}
+
+impl RequestLedger {
+    /// Requests that failed, as far as the port could tell, because of the fault
+    /// schedule.
+    pub fn failed(&self) -> u64 {
+        self.unreached + self.unanswered
+    }
+}
+
 /// The shared observation state of one simulated run.
 #[derive(Debug)]
 pub struct Obs {
@@ -81,13 +113,21 @@ pub struct Obs {
     pub paths_dropped: u64,
     /// Everything the SA did, folded in order.
     pub hash: Fnv,
+    /// The partition check of every packet received.
+    pub partitions: Arc<Mutex<Partitions>>,
+    /// What became of every MCMemberRecord request, per (host, MGID).
+    pub requests: BTreeMap<(usize, Gid), RequestLedger>,
+    /// Requests the SA received and whose answer has not come yet: (host, TID) -> (MGID,
+    /// when it was sent).
+    awaiting: BTreeMap<(usize, u64), (Gid, Nanos)>,
+    /// The controllers' `sa_timeout`, by host.
+    sa_timeouts: Vec<Nanos>,
 }
 
 impl Obs {
     /// An observer of `fabric` with no host yet.
     pub fn new(fabric: SimFabric, bcast: Gid) -> Arc<Mutex<Obs>> {
         Arc::new(Mutex::new(Obs {
-            fabric,
             gids: Vec::new(),
             bcast,
             held: BTreeMap::new(),
@@ -98,12 +138,19 @@ impl Obs {
             deletes_noop: 0,
             paths_dropped: 0,
             hash: Fnv::new(),
+            partitions: Arc::new(Mutex::new(Partitions::new(fabric.clone()))),
+            requests: BTreeMap::new(),
+            awaiting: BTreeMap::new(),
+            sa_timeouts: Vec::new(),
+            fabric,
         }))
     }
 
-    /// Registers a host's port; its index is the host's.
-    pub fn add_host(&mut self, gid: Gid) -> usize {
+    /// Registers a host's port (its controller times SA transactions out after
+    /// `sa_timeout`); its index is the host's.
+    pub fn add_host(&mut self, gid: Gid, sa_timeout: Nanos) -> usize {
         self.gids.push(gid);
+        self.sa_timeouts.push(sa_timeout);
         self.drop_path_queries.push(false);
         self.gids.len() - 1
     }
@@ -210,6 +257,19 @@ impl Obs {
         self.held = now;
     }
 
+    /// Requests whose answer has not come by their deadline count as unanswered.
+    pub fn expire_requests(&mut self, now: Nanos) {
+        let timeouts = &self.sa_timeouts;
+        let requests = &mut self.requests;
+        self.awaiting.retain(|(host, _), (mgid, sent)| {
+            let late = now.saturating_sub(*sent) > timeouts[*host];
+            if late {
+                requests.entry((*host, *mgid)).or_default().unanswered += 1;
+            }
+            !late
+        });
+    }
+
     /// The simulator restarted the subnet manager: every change since is the wipe's.
     pub fn sync_wipe(&mut self) {
         self.sync(Cause::Wipe);
@@ -239,23 +299,77 @@ fn lock(obs: &Mutex<Obs>) -> MutexGuard<'_, Obs> {
     obs.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+fn lock_parts(p: &Mutex<Partitions>) -> MutexGuard<'_, Partitions> {
+    p.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A port that records what its controller does with it.
 #[derive(Debug)]
 pub struct ObsPort {
     inner: Arc<dyn Port>,
     host: usize,
+    port_id: PortId,
     obs: Arc<Mutex<Obs>>,
 }
 
 impl ObsPort {
-    /// Wraps `inner`, the port of host `host`.
-    pub fn new(inner: Arc<dyn Port>, host: usize, obs: Arc<Mutex<Obs>>) -> ObsPort {
-        ObsPort { inner, host, obs }
+    /// Wraps `inner`, the port `port_id` of host `host`.
+    pub fn new(
+        inner: Arc<dyn Port>,
+        host: usize,
+        port_id: PortId,
+        obs: Arc<Mutex<Obs>>,
+    ) -> ObsPort {
+        ObsPort {
+            inner,
+            host,
+            port_id,
+            obs,
+        }
     }
 }
 
 impl Port for ObsPort {
-    ibpoll_dev::delegate_port!(inner: info, events, qp, ah);
+    ibpoll_dev::delegate_port!(inner: info, ah);
+
+    fn poll_event(&self) -> Option<PortEvent> {
+        self.inner.poll_event()
+    }
+
+    fn create_ud_qp(&self, cfg: &UdQpConfig) -> Result<UdQp, Error> {
+        let qp = self.inner.create_ud_qp(cfg)?;
+        let qpn = qp.qpn;
+        let parts = lock(&self.obs).partitions.clone();
+        let id = lock_parts(&parts).add_qp(self.host, self.port_id, qpn.get(), cfg.pkey_index);
+        let rx = qp
+            .rx
+            .into_iter()
+            .map(|inner| {
+                Box::new(ObsRx {
+                    inner,
+                    qp: id,
+                    parts: parts.clone(),
+                }) as Box<dyn RxQueue>
+            })
+            .collect();
+        let tx = Box::new(ObsTx {
+            inner: qp.tx,
+            qp: id,
+            parts: parts.clone(),
+        });
+        Ok(UdQp::new(qpn, rx, tx))
+    }
+
+    fn set_qp_qkey(&self, qpn: Qpn, qkey: ibpoll_wire::QKey) -> Result<(), Error> {
+        self.inner.set_qp_qkey(qpn, qkey)
+    }
+
+    fn move_qp_pkey_index(&self, parked: &Parked, pkey_index: u16) -> Result<usize, Error> {
+        let n = self.inner.move_qp_pkey_index(parked, pkey_index)?;
+        let parts = lock(&self.obs).partitions.clone();
+        lock_parts(&parts).set_pkey_index(self.host, parked.qpn().get(), pkey_index);
+        Ok(n)
+    }
 
     fn attach_mcast(&self, qpn: Qpn, mgid: &Gid, mlid: Lid) -> Result<(), Error> {
         let fresh = lock(&self.obs)
@@ -337,14 +451,61 @@ impl MadChannel for ObsMad {
             let t = obs.fabric.clock().now().as_duration();
             eprintln!("{t:?} MAD host {} {cause:?}", self.host);
         }
+        let before = obs.fabric.stats();
         drop(obs);
         let r = self.inner.send(mad, to);
-        lock(&self.obs).sync(cause);
+        let mut obs = lock(&self.obs);
+        let held_before = match cause {
+            Cause::Request { host, mgid, .. } => obs.held.get(&(host, mgid)).copied(),
+            _ => None,
+        };
+        obs.sync(cause);
+        if let Cause::Request {
+            host, mgid, method, ..
+        } = cause
+        {
+            let after = obs.fabric.stats();
+            let acted = obs.held.get(&(host, mgid)).copied() != held_before;
+            let e = obs.requests.entry((host, mgid)).or_default();
+            e.sent += 1;
+            if method == Method::SET {
+                e.joins += 1;
+            }
+            if acted {
+                e.acted += 1;
+            }
+            if r.is_err()
+                || after.sa_requests_lost > before.sa_requests_lost
+                || after.sa_errors_injected > before.sa_errors_injected
+            {
+                e.unreached += 1;
+            } else if let Some(m) = &parsed {
+                let now = obs.fabric.clock().now();
+                obs.awaiting
+                    .insert((host, m.header.mad.transaction_id), (mgid, now));
+            }
+        }
         r
     }
 
     fn recv(&mut self) -> Option<(Mad, MadAddr)> {
-        self.inner.recv()
+        let got = self.inner.recv();
+        if let Some((mad, _)) = &got {
+            if let Ok(m) = SaMad::parse(mad) {
+                let tid = m.header.mad.transaction_id;
+                let mut obs = lock(&self.obs);
+                if let Some((mgid, sent)) = obs.awaiting.remove(&(self.host, tid)) {
+                    let now = obs.fabric.clock().now();
+                    if now.saturating_sub(sent) > obs.sa_timeouts[self.host] {
+                        obs.requests
+                            .entry((self.host, mgid))
+                            .or_default()
+                            .unanswered += 1;
+                    }
+                }
+            }
+        }
+        got
     }
 }
 

@@ -5,10 +5,8 @@ use std::panic::{self, AssertUnwindSafe};
 
 use ibpoll_ctrl::{CtrlConfig, GroupAddr};
 use ibpoll_dev::Nanos;
-use ibpoll_pmd_sim::FaultConfig;
+use ibpoll_pmd_sim::{FaultConfig, SimRng};
 use ibpoll_wire::{IbMtu, PKey};
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
 
 use crate::sim::{Sim, SimConfig};
 
@@ -57,59 +55,59 @@ pub struct Knobs {
     pub ctrl: CtrlConfig,
 }
 
-fn pick<T: Copy>(rng: &mut SmallRng, xs: &[T]) -> T {
-    xs[rng.gen_range(0..xs.len())]
-}
-
 impl Knobs {
     /// Draws the knobs of `seed` (`steps` overrides the drawn number of steps).
     pub fn draw(seed: u64, steps: Option<usize>) -> Knobs {
-        let mut rng = SmallRng::seed_from_u64(seed ^ 0x5eed_0f1b_0011);
+        let mut rng = SimRng::seed_from_u64(seed ^ 0x5eed_0f1b_0011);
         let ms = Nanos::from_millis;
-        let delay_max = pick(&mut rng, &[0, 0, 10, 200, 900, 1500, 5000]);
-        let delay_min = if rng.gen_bool(0.5) { 0 } else { delay_max / 2 };
+        let delay_max = rng.pick(&[0, 0, 10, 200, 900, 1500, 5000]);
+        let delay_min = if rng.chance(0.5) { 0 } else { delay_max / 2 };
         let faults = FaultConfig {
             sa_delay_min: ms(delay_min),
             sa_delay_max: ms(delay_max),
-            sa_request_loss: pick(&mut rng, &[0.0, 0.0, 0.01, 0.1, 0.3]),
-            sa_answer_loss: pick(&mut rng, &[0.0, 0.0, 0.01, 0.1, 0.3]),
-            sa_duplicate: pick(&mut rng, &[0.0, 0.05, 0.3]),
-            sa_error: pick(&mut rng, &[0.0, 0.0, 0.02, 0.2]),
+            sa_request_loss: rng.pick(&[0.0, 0.0, 0.01, 0.1, 0.3]),
+            sa_answer_loss: rng.pick(&[0.0, 0.0, 0.01, 0.1, 0.3]),
+            sa_duplicate: rng.pick(&[0.0, 0.05, 0.3]),
+            sa_error: rng.pick(&[0.0, 0.0, 0.02, 0.2]),
             // Not ERR_REQ_INVALID: to a Delete it means "you hold no such membership",
             // which no client could tell from a refusal that did nothing.
-            sa_error_status: pick(&mut rng, &[0x0100, 0x0001]),
-            packet_loss: pick(&mut rng, &[0.0, 0.01]),
-            packet_reorder: pick(&mut rng, &[0.0, 0.05]),
+            sa_error_status: rng.pick(&[0x0100, 0x0001]),
+            packet_loss: rng.pick(&[0.0, 0.01]),
+            packet_reorder: rng.pick(&[0.0, 0.05]),
         };
-        let sa_window = pick(&mut rng, &[64, 64, 8, 2]);
+        let sa_window = rng.pick(&[64, 64, 8, 2]);
         let ctrl = CtrlConfig {
-            data_cores: rng.gen_range(1..=2),
-            ring_size: pick(&mut rng, &[1024, 1024, 16]),
-            groups_max: pick(&mut rng, &[1024, 1024, 8]),
+            data_cores: rng.range_inclusive(1, 2) as usize,
+            ring_size: rng.pick(&[1024, 1024, 16]),
+            groups_max: rng.pick(&[1024, 1024, 8]),
             sa_window,
-            sa_timeout: ms(pick(&mut rng, &[1000, 1000, 500, 2000])),
-            sendonly_idle: Nanos::from_secs(pick(&mut rng, &[5, 20, 60])),
-            neigh_idle: Nanos::from_secs(pick(&mut rng, &[10, 300])),
-            flush_max: Nanos::from_secs(pick(&mut rng, &[60, 60, 10])),
+            sa_timeout: ms(rng.pick(&[1000, 1000, 500, 2000])),
+            sendonly_idle: Nanos::from_secs(rng.pick(&[5, 20, 60])),
+            neigh_idle: Nanos::from_secs(rng.pick(&[10, 300])),
+            flush_max: Nanos::from_secs(rng.pick(&[60, 60, 10])),
             ..CtrlConfig::default()
         };
-        let hosts = rng.gen_range(1..=3);
-        let scale = pick(&mut rng, &[0.0, 0.3, 1.0, 3.0]);
+        let hosts = rng.range_inclusive(1, 3) as usize;
+        let scale = rng.pick(&[0.0, 0.3, 1.0, 3.0]);
         Knobs {
             hosts,
             data_cores: ctrl.data_cores,
-            steps: steps.unwrap_or(rng.gen_range(300..=1500)),
-            step_ms_max: pick(&mut rng, &[5, 20, 100, 400]),
-            p_jump: pick(&mut rng, &[0.0, 0.01, 0.05]),
+            steps: steps.unwrap_or(rng.range_inclusive(300, 1500) as usize),
+            step_ms_max: rng.pick(&[5, 20, 100, 400]),
+            p_jump: rng.pick(&[0.0, 0.01, 0.05]),
             faults,
-            p_outage: pick(&mut rng, &[0.0, 0.0, 0.005, 0.02]),
-            path_silent: if rng.gen_bool(0.15) { rng.gen() } else { 0 },
-            groups: pick(&mut rng, &[1, 4, 16, 40, 150]),
-            next_hops: rng.gen_range(1..=6),
-            p_send: pick(&mut rng, &[0.05, 0.3, 0.8]),
-            burst_max: pick(&mut rng, &[1, 4, 80]),
-            unicast_share: pick(&mut rng, &[0.0, 0.2, 0.5]),
-            p_churn: pick(&mut rng, &[0.0, 0.02, 0.2]),
+            p_outage: rng.pick(&[0.0, 0.0, 0.005, 0.02]),
+            path_silent: if rng.chance(0.15) {
+                rng.next_u64() as u8
+            } else {
+                0
+            },
+            groups: rng.pick(&[1, 4, 16, 40, 150]),
+            next_hops: rng.range_inclusive(1, 6) as usize,
+            p_send: rng.pick(&[0.05, 0.3, 0.8]),
+            burst_max: rng.pick(&[1, 4, 80]),
+            unicast_share: rng.pick(&[0.0, 0.2, 0.5]),
+            p_churn: rng.pick(&[0.0, 0.02, 0.2]),
             p_admin: 0.004 * scale,
             p_port: 0.004 * scale,
             p_sm: 0.002 * scale,
@@ -188,11 +186,28 @@ pub struct SeedResult {
     pub failure: Option<String>,
 }
 
+/// A deliberate bug, for the tests that show the checker catches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mutant {
+    /// Leaves are tried once, never again (DESIGN rule 6's retries removed): the
+    /// liveness check must fail on it.
+    NoLeaveRetries,
+}
+
 /// Runs seed `seed` with the random driver; catches the first broken invariant.
 pub fn run_seed(seed: u64, steps: Option<usize>) -> SeedResult {
+    run(seed, steps, None)
+}
+
+/// Runs seed `seed` as [`run_seed`] does, with every controller mutated by `mutant`.
+pub fn run_seed_mutant(seed: u64, steps: Option<usize>, mutant: Mutant) -> SeedResult {
+    run(seed, steps, Some(mutant))
+}
+
+fn run(seed: u64, steps: Option<usize>, mutant: Option<Mutant>) -> SeedResult {
     let knobs = Knobs::draw(seed, steps);
     let mut end = Nanos::ZERO;
-    let r = panic::catch_unwind(AssertUnwindSafe(|| drive(seed, &knobs, &mut end)));
+    let r = panic::catch_unwind(AssertUnwindSafe(|| drive(seed, &knobs, mutant, &mut end)));
     let (trace, failure) = match r {
         Ok(h) => (h, None),
         Err(e) => {
@@ -215,8 +230,8 @@ pub fn run_seed(seed: u64, steps: Option<usize>) -> SeedResult {
     }
 }
 
-fn drive(seed: u64, k: &Knobs, end: &mut Nanos) -> u64 {
-    let mut rng = SmallRng::seed_from_u64(seed);
+fn drive(seed: u64, k: &Knobs, mutant: Option<Mutant>, end: &mut Nanos) -> u64 {
+    let mut rng = SimRng::seed_from_u64(seed);
     let mut sim = Sim::new(SimConfig {
         seed,
         hosts: k.hosts,
@@ -225,6 +240,9 @@ fn drive(seed: u64, k: &Knobs, end: &mut Nanos) -> u64 {
         pool_bufs: 8192,
         groups_in_use: k.groups,
     });
+    if mutant == Some(Mutant::NoLeaveRetries) {
+        sim.mutate_no_leave_retries();
+    }
     for h in 0..k.hosts {
         if k.path_silent & (1 << h) != 0 {
             sim.drop_path_queries(h, true);
@@ -236,7 +254,7 @@ fn drive(seed: u64, k: &Knobs, end: &mut Nanos) -> u64 {
     let other = PKey(0x8001);
     for _ in 0..k.steps {
         // Faults of this instant.
-        if rng.gen_bool(k.p_outage) {
+        if rng.chance(k.p_outage) {
             outage = !outage;
             if outage {
                 sim.set_faults(FaultConfig {
@@ -247,29 +265,26 @@ fn drive(seed: u64, k: &Knobs, end: &mut Nanos) -> u64 {
                 sim.restore_faults();
             }
         }
-        if rng.gen_bool(k.p_sm) {
-            let mtu = pick(
-                &mut rng,
-                &[
-                    None,
-                    Some(IbMtu::Mtu2048),
-                    Some(IbMtu::Mtu1024),
-                    Some(IbMtu::Mtu4096),
-                ],
-            );
+        if rng.chance(k.p_sm) {
+            let mtu = rng.pick(&[
+                None,
+                Some(IbMtu::Mtu2048),
+                Some(IbMtu::Mtu1024),
+                Some(IbMtu::Mtu4096),
+            ]);
             sim.restart_sm(mtu);
         }
         for (h, subscribed) in subscribed.iter_mut().enumerate() {
-            if rng.gen_bool(k.p_admin) {
+            if rng.chance(k.p_admin) {
                 let up = !sim.hosts[h].admin_up;
                 sim.admin(h, up);
             }
-            if rng.gen_bool(k.p_port) {
+            if rng.chance(k.p_port) {
                 let up = !sim.hosts[h].port_up;
                 sim.port(h, up);
             }
-            if rng.gen_bool(k.p_pkey) {
-                let t = match rng.gen_range(0..4) {
+            if rng.chance(k.p_pkey) {
+                let t = match rng.index(4) {
                     0 => vec![pkey],
                     1 => vec![pkey, other],
                     2 => vec![other, pkey],
@@ -277,11 +292,11 @@ fn drive(seed: u64, k: &Knobs, end: &mut Nanos) -> u64 {
                 };
                 sim.set_pkeys(h, t);
             }
-            if rng.gen_bool(k.p_lid) {
+            if rng.chance(k.p_lid) {
                 sim.new_lid(h);
             }
-            if rng.gen_bool(k.p_churn) {
-                let g = rng.gen_range(0..k.groups);
+            if rng.chance(k.p_churn) {
+                let g = rng.index(k.groups);
                 if subscribed[g] {
                     sim.unsubscribe(h, group(g));
                 } else {
@@ -289,13 +304,13 @@ fn drive(seed: u64, k: &Knobs, end: &mut Nanos) -> u64 {
                 }
                 subscribed[g] = !subscribed[g];
             }
-            if rng.gen_bool(k.p_send) {
-                let core = rng.gen_range(0..k.data_cores);
-                let n = rng.gen_range(1..=k.burst_max);
-                let hot = rng.gen_range(0..k.groups);
+            if rng.chance(k.p_send) {
+                let core = rng.index(k.data_cores);
+                let n = rng.range_inclusive(1, k.burst_max as u64) as usize;
+                let hot = rng.index(k.groups);
                 for _ in 0..n {
-                    if rng.gen_bool(k.unicast_share) {
-                        let i = rng.gen_range(0..k.next_hops);
+                    if rng.chance(k.unicast_share) {
+                        let i = rng.index(k.next_hops);
                         let ip = if i < k.hosts {
                             [10, 0, 0, i as u8 + 1]
                         } else {
@@ -304,20 +319,20 @@ fn drive(seed: u64, k: &Knobs, end: &mut Nanos) -> u64 {
                         sim.send_unicast(h, core, ip);
                     } else {
                         // Mostly one group per burst, sometimes many.
-                        let g = if rng.gen_bool(0.7) {
+                        let g = if rng.chance(0.7) {
                             hot
                         } else {
-                            rng.gen_range(0..k.groups)
+                            rng.index(k.groups)
                         };
                         sim.send_mcast(h, core, group(g));
                     }
                 }
             }
         }
-        let dt = if rng.gen_bool(k.p_jump) {
-            Nanos::from_millis(rng.gen_range(1000..=20_000))
+        let dt = if rng.chance(k.p_jump) {
+            Nanos::from_millis(rng.range_inclusive(1000, 20_000))
         } else {
-            Nanos::from_millis(rng.gen_range(1..=k.step_ms_max))
+            Nanos::from_millis(rng.range_inclusive(1, k.step_ms_max))
         };
         // A long jump is many small steps with nothing injected: the controllers see
         // time pass as they would.

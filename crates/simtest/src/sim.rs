@@ -22,6 +22,7 @@ use ibpoll_testkit::host::{assert_within, Net};
 use ibpoll_wire::ipoib::{self, EtherType};
 use ibpoll_wire::{Gid, IbMtu, Lid, PKey, Qpn};
 
+use crate::liveness::Liveness;
 use crate::obs::{Obs, ObsPort};
 use crate::trace::Fnv;
 
@@ -149,6 +150,8 @@ pub struct Sim {
     pub faults: FaultConfig,
     /// Fault configuration from the start (restored after outages).
     cfg: SimConfig,
+    /// Memberships given up and still held at the SA, timed.
+    liveness: Liveness,
     next_lid: u16,
     seq: u32,
 }
@@ -185,6 +188,7 @@ impl Sim {
             next_lid: 0x100,
             seq: 0,
             cfg,
+            liveness: Liveness::default(),
         };
         for i in 0..sim.cfg.hosts {
             sim.add_host(i);
@@ -197,9 +201,10 @@ impl Sim {
         let dev = self.fabric.add_node(&name, 1);
         let raw = dev.open_port(1).expect("port 1");
         let attr = raw.attr();
-        let h = lock(&self.obs).add_host(attr.gid);
+        let h = lock(&self.obs).add_host(attr.gid, self.cfg.ctrl.sa_timeout);
         assert_eq!(h, index);
-        let port: Arc<dyn Port> = Arc::new(ObsPort::new(raw, index, self.obs.clone()));
+        let port_id = dev.port_id(1);
+        let port: Arc<dyn Port> = Arc::new(ObsPort::new(raw, index, port_id, self.obs.clone()));
         let pool = data::pool(&name, self.cfg.pool_bufs);
         let ip = [10, 0, 0, index as u8 + 1];
         let cfg = CtrlConfig {
@@ -220,7 +225,7 @@ impl Sim {
         self.known_ips.insert(ip);
         self.hosts.push(Host {
             index,
-            port_id: dev.port_id(1),
+            port_id,
             dev,
             port,
             gid: attr.gid,
@@ -603,6 +608,46 @@ impl Sim {
         Nanos(by_timeouts.min(by_max))
     }
 
+    /// The longest the SA may keep a membership of host `h` after its controller gave it
+    /// up, while the fault schedule lets the host's requests reach the SA (see
+    /// [`crate::liveness`]). With `slot` = `sa_timeout` + the longest step (a
+    /// transaction's window slot is free again at most that long after it went out: its
+    /// deadline is noticed at the first poll after it):
+    ///
+    /// * one `slot` until the leave can start: a flush first drains the joins and path
+    ///   queries in flight, and a leave outside a flush waits for room in the window;
+    /// * `rounds` x `leave_tries` x 2 `slot`s for the leaves: they go through the window
+    ///   (`rounds` = the groups in use, broadcast included, over `sa_window`), each
+    ///   holding its slot for all its tries (a retry reuses the slot its timed-out try
+    ///   freed), and an unconfirmed leave names one JoinState bit per Delete (IPoIB uses
+    ///   two);
+    /// * `backoff_s_max` and one more `slot`: an `Unconfirmed` obligation of a group
+    ///   still subscribed is settled by its rejoin, sent at most the longest backoff
+    ///   after the join that timed out, and an unsubscribed group's abandoned leave is
+    ///   tried again after that long;
+    /// * one second and one step: send-only groups expire on a once-a-second check, and
+    ///   the checker sees a step late.
+    ///
+    /// A flush's `flush_max` does not cap it: what an abandoned flush could not leave is
+    /// still owed.
+    pub fn leave_bound(&self, h: usize) -> Nanos {
+        let cfg = &self.hosts[h].cfg;
+        let groups = (self.cfg.groups_in_use + 1).min(cfg.groups_max);
+        let rounds = groups.div_ceil(cfg.sa_window) as u64;
+        let dt = self.dt_max.0;
+        let slot = cfg.sa_timeout.0 + dt;
+        let slots = 1 + rounds * u64::from(cfg.leave_tries) * 2 + 1;
+        Nanos(slot * slots + cfg.backoff_s_max * 1_000_000_000 + 1_000_000_000 + dt)
+    }
+
+    /// The mutation the liveness check must catch: every controller tries a leave once
+    /// (see `Controller::mutate_no_leave_retries`).
+    pub fn mutate_no_leave_retries(&mut self) {
+        for host in &mut self.hosts {
+            host.ctl.mutate_no_leave_retries(true);
+        }
+    }
+
     // ----- the checker ---------------------------------------------------------------
 
     /// Every invariant, on every host. Panics with the first one broken.
@@ -613,6 +658,9 @@ impl Sim {
         for h in 0..self.hosts.len() {
             self.check_host(h, now);
         }
+        let bounds: Vec<Nanos> = (0..self.hosts.len()).map(|h| self.leave_bound(h)).collect();
+        let obs = lock(&self.obs);
+        self.liveness.check(now, &self.hosts, &obs, |h| bounds[h]);
     }
 
     fn check_host(&self, h: usize, now: Nanos) {

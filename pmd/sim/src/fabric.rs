@@ -11,8 +11,6 @@ use ibpoll_dev::{
 };
 use ibpoll_mem::Mempool;
 use ibpoll_wire::{Gid, IbMtu, Lid, PKey, QKey, Qpn, Rate};
-use rand::rngs::SmallRng;
-use rand::SeedableRng;
 
 use crate::fault::FaultConfig;
 use crate::mad::MadInbox;
@@ -301,7 +299,7 @@ pub(crate) struct Control {
     pub(crate) attach: BTreeMap<(usize, Gid), Vec<Qpn>>,
     pub(crate) mad_inboxes: Vec<Option<MadInbox>>,
     pub(crate) faults: FaultConfig,
-    pub(crate) rng: SmallRng,
+    pub(crate) rng: crate::rng::SimRng,
     pub(crate) stats: FabricStats,
     pub(crate) pcap: Option<PcapWriter>,
     /// The switches' multicast forwarding tables, derived from the SA's groups.
@@ -673,7 +671,7 @@ impl SimFabric {
             attach: BTreeMap::new(),
             mad_inboxes: Vec::new(),
             faults: cfg.faults,
-            rng: SmallRng::seed_from_u64(cfg.seed),
+            rng: crate::rng::SimRng::seed_from_u64(cfg.seed),
             stats: FabricStats::default(),
             pcap: None,
             mft: BTreeMap::new(),

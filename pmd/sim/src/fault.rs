@@ -1,5 +1,6 @@
-//! Seeded fault injection. Every draw comes from the fabric's seeded generators, so a
-//! single-threaded run replays exactly.
+//! Seeded fault injection. Every draw comes from the fabric's seeded generators
+//! ([`SimRng`](crate::SimRng): xoshiro256++, specified to the bit), so a single-threaded
+//! run replays exactly, with this build or any later one.
 
 use ibpoll_dev::Nanos;
 

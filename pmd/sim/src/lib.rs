@@ -11,7 +11,8 @@
 //! - "DMA": the payload is copied into a buffer of the receiver's pool, after the 40-byte
 //!   GRH area (a GRH is written for multicast and for sends with global routing), with
 //!   source QPN, SLID and flags in the buffer's metadata. This copy is the NIC's;
-//! - seeded fault injection ([`FaultConfig`]) and control calls that flap ports, restart
+//! - seeded fault injection ([`FaultConfig`], drawn from [`SimRng`], a generator whose
+//!   output is fixed by its published reference) and control calls that flap ports, restart
 //!   the subnet manager, change P_Keys and LIDs;
 //! - a pcap tap writing native InfiniBand frames (ERF record type 21 in a link type 197
 //!   pcap) that tshark decodes.
@@ -35,6 +36,7 @@ mod pcap;
 // integration test, compiled as a separate crate) can model-check the ring under loom.
 #[doc(hidden)]
 pub mod ring;
+mod rng;
 mod rx;
 pub mod sa;
 mod setup;
@@ -43,3 +45,4 @@ mod tx;
 pub use fabric::{FabricConfig, FabricStats, NodeId, PortId, SimDevice, SimFabric, SimPort};
 pub use fault::FaultConfig;
 pub use pcap::PcapError;
+pub use rng::{SimRng, SplitMix64};

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use ibpoll_dev::{Error, Mad, MadAddr, MadChannel, Nanos, PortState};
 use ibpoll_wire::{mad, QKey, Qpn};
-use rand::Rng;
 
 use crate::fabric::{Control, Fabric, SM_LID};
 use crate::sa::{PathEnd, Requester};
@@ -104,17 +103,17 @@ impl MadChannel for SimMadChannel {
         };
         ctl.stats.sa_answers += 1;
         let f = ctl.faults;
-        if f.sa_answer_loss > 0.0 && ctl.rng.gen::<f64>() < f.sa_answer_loss {
+        if f.sa_answer_loss > 0.0 && ctl.rng.chance(f.sa_answer_loss) {
             ctl.stats.sa_answers_lost += 1;
             return Ok(());
         }
         let delay = if f.sa_delay_max > f.sa_delay_min {
-            Nanos(ctl.rng.gen_range(f.sa_delay_min.0..=f.sa_delay_max.0))
+            Nanos(ctl.rng.range_inclusive(f.sa_delay_min.0, f.sa_delay_max.0))
         } else {
             f.sa_delay_min
         };
         let due = now.saturating_add(delay);
-        let dup = f.sa_duplicate > 0.0 && ctl.rng.gen::<f64>() < f.sa_duplicate;
+        let dup = f.sa_duplicate > 0.0 && ctl.rng.chance(f.sa_duplicate);
         let inbox = ctl.mad_inboxes[self.id]
             .as_mut()
             .expect("a channel's inbox lives as long as the channel");
@@ -179,11 +178,11 @@ fn capture_gsi(ctl: &mut Control, slid: ibpoll_wire::Lid, dlid: ibpoll_wire::Lid
 /// Runs a request past the fault injector and the SA; the answer, if any.
 fn sa_answer(ctl: &mut Control, port: usize, m: &Mad) -> Option<Mad> {
     let f = ctl.faults;
-    if f.sa_request_loss > 0.0 && ctl.rng.gen::<f64>() < f.sa_request_loss {
+    if f.sa_request_loss > 0.0 && ctl.rng.chance(f.sa_request_loss) {
         ctl.stats.sa_requests_lost += 1;
         return None;
     }
-    if f.sa_error > 0.0 && ctl.rng.gen::<f64>() < f.sa_error {
+    if f.sa_error > 0.0 && ctl.rng.chance(f.sa_error) {
         ctl.stats.sa_errors_injected += 1;
         return mad::error_response(m, f.sa_error_status);
     }

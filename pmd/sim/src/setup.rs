@@ -5,8 +5,6 @@ use std::sync::Arc;
 
 use ibpoll_dev::{Error, RxCounters, RxQueue, TxCounters, UdQp, UdQpConfig};
 use ibpoll_wire::Qpn;
-use rand::rngs::SmallRng;
-use rand::SeedableRng;
 
 use crate::fabric::{qp_per_port_max, Fabric, QpData, RxRing};
 use crate::ring::InboxRing;
@@ -93,7 +91,7 @@ pub(crate) fn create_ud_qp(
         qp: guard.clone(),
         counters: Arc::new(TxCounters::default()),
         completed: 0,
-        rng: SmallRng::seed_from_u64(seed),
+        rng: crate::rng::SimRng::seed_from_u64(seed),
         held: Vec::with_capacity(cfg.tx_ring_size as usize),
         routes: (0..crate::tx::ROUTE_SLOTS)
             .map(|_| crate::tx::Route::default())

@@ -16,10 +16,9 @@ use std::sync::Arc;
 use ibpoll_dev::{TxCounters, TxDst, TxQueue};
 use ibpoll_mem::{Mbuf, MbufArray, MbufMeta, MBUF_F_GRH, MBUF_F_MCAST};
 use ibpoll_wire::{bth, crc, grh, ipoib, Gid, PKey, QKey, Qpn};
-use rand::rngs::SmallRng;
-use rand::Rng;
 
 use crate::fabric::{Control, DropReason, RxRing};
+use crate::rng::SimRng;
 use crate::setup::QpGuard;
 
 /// One send queue of a simulated UD QP.
@@ -30,7 +29,7 @@ pub(crate) struct SimTxQueue {
     /// Sends completed (all of them, at once: the switch copies synchronously).
     pub(crate) completed: u64,
     /// Draws packet-loss and reordering faults for this queue.
-    pub(crate) rng: SmallRng,
+    pub(crate) rng: SimRng,
     /// Deliveries held back by the reordering fault: placed after the next packet.
     pub(crate) held: Vec<(Arc<RxRing>, Mbuf)>,
     /// The switch's decisions for recent destinations, [`ROUTE_SLOTS`] of them, indexed
@@ -217,7 +216,7 @@ fn switch(
     s: &Sender,
     d: &TxDst,
     payload: &[u8],
-    rng: &mut SmallRng,
+    rng: &mut SimRng,
     held: &mut Vec<(Arc<RxRing>, Mbuf)>,
 ) -> Result<(), DropReason> {
     if payload.len() < ipoib::HEADER_LEN {
@@ -430,7 +429,7 @@ fn forward(
     s: &Sender,
     r: &Route,
     payload: &[u8],
-    rng: &mut SmallRng,
+    rng: &mut SimRng,
     held: &mut Vec<(Arc<RxRing>, Mbuf)>,
 ) {
     if r.drops != [0; 3] {
@@ -473,7 +472,7 @@ fn multicast(
     ah: &ibpoll_dev::AhAttr,
     qkey: QKey,
     payload: &[u8],
-    rng: &mut SmallRng,
+    rng: &mut SimRng,
     held: &mut Vec<(Arc<RxRing>, Mbuf)>,
 ) -> Result<(), DropReason> {
     let Some(g) = ah.grh else {
@@ -571,11 +570,11 @@ fn deliver(
     hash: u32,
     grh: Option<&[u8; grh::HEADER_LEN]>,
     meta: MbufMeta,
-    rng: &mut SmallRng,
+    rng: &mut SimRng,
     held: &mut Vec<(Arc<RxRing>, Mbuf)>,
 ) {
     let faults = ctl.faults;
-    if faults.packet_loss > 0.0 && rng.gen::<f64>() < faults.packet_loss {
+    if faults.packet_loss > 0.0 && rng.chance(faults.packet_loss) {
         ctl.stats.count(DropReason::FaultLoss, 1);
         return;
     }
@@ -611,7 +610,7 @@ fn deliver(
         ..meta
     };
     if faults.packet_reorder > 0.0
-        && rng.gen::<f64>() < faults.packet_reorder
+        && rng.chance(faults.packet_reorder)
         && held.len() < held.capacity()
     {
         held.push((ring.clone(), m));

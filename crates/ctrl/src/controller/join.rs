@@ -333,6 +333,13 @@ impl Controller {
         } else {
             RetryAt::At(at)
         };
+        // A send-only group parked until its next packet whose join timed out may be
+        // held at the SA: it is left now (and removed once left, as a flush's end does
+        // with such a group), not when a packet or a flush comes, which may be never. A
+        // packet meanwhile waits in its queue for the rejoin after the leave.
+        if matches!(retry_at, RetryAt::NextPacket(_)) && unconfirmed.is_some() {
+            g.remove_after_leave = true;
+        }
         let unsubscribed = g.remove_after_leave;
         g.state = GroupState::Idle {
             backoff,

@@ -159,7 +159,7 @@ impl Controller {
         else {
             unreachable!("checked above");
         };
-        if tries < self.cfg.leave_tries {
+        if tries < self.cfg.leave_tries && !self.no_leave_retries {
             self.send_leave(mgid, leave, tries + 1, now);
         } else {
             // Every try was lost or refused: the SA may still hold the membership. The

@@ -162,6 +162,9 @@ pub struct Controller {
     pub(crate) gratuitous_arp: bool,
     sa_events: Vec<SaEvent>,
     scratch: Vec<Gid>,
+    /// The mutation `ibpoll-simtest` must catch: a leave is tried once, never again
+    /// (see [`Controller::mutate_no_leave_retries`]). Always false outside that test.
+    pub(crate) no_leave_retries: bool,
 }
 
 impl fmt::Debug for Controller {
@@ -276,6 +279,7 @@ impl Controller {
             gratuitous_arp: false,
             sa_events: Vec::with_capacity(sa::RECV_PER_POLL + cfg.sa_window),
             scratch: Vec::with_capacity(cfg.groups_max),
+            no_leave_retries: false,
             cfg,
         };
         Ok((ctl, cores))
@@ -413,6 +417,38 @@ impl Controller {
     /// SA transactions in flight.
     pub fn sa_in_flight(&self) -> usize {
         self.sa.in_flight()
+    }
+
+    /// Whether this port means to stay a member of `mgid` at the SA: the group is Joined
+    /// and nothing (a flush, an unsubscription, an upgrade from send-only) is about to
+    /// leave it, or its join is in flight for a group still wanted. False once the
+    /// controller has decided to leave it (Leaving, an `Unconfirmed` obligation, Joined
+    /// but to be left) and for a group not in the table. `ibpoll-simtest`'s liveness
+    /// check times how long the SA keeps a membership for which this is false.
+    #[doc(hidden)]
+    pub fn means_to_keep(&self, mgid: &Gid) -> bool {
+        let Some(g) = self.groups.get(mgid) else {
+            return false;
+        };
+        if g.remove_after_leave {
+            return false;
+        }
+        match &g.state {
+            GroupState::Joined { membership, .. } => {
+                self.flush.is_none() && membership.join_state().contains(g.kind.join_state())
+            }
+            GroupState::Joining { .. } => true,
+            GroupState::Idle { .. } | GroupState::Leaving { .. } => false,
+        }
+    }
+
+    /// A mutation for `ibpoll-simtest` only: with `on`, a leave that times out or is
+    /// refused is not tried again (its obligation waits for the next flush, or for the
+    /// longest backoff), as if DESIGN rule 6's retries were removed. The simulator's
+    /// liveness check must fail on it; nothing else may call this.
+    #[doc(hidden)]
+    pub fn mutate_no_leave_retries(&mut self, on: bool) {
+        self.no_leave_retries = on;
     }
 
     /// The broadcast group's record from its last successful join.
