@@ -285,7 +285,11 @@ impl UdFrame<'_> {
     /// it is longer than an LRH can describe.
     pub fn encode(&self, f: &mut Vec<u8>) -> Option<()> {
         let pad = usize::from(bth::pad_count_for(self.payload.len()));
-        let grh_len = if self.grh.is_some() { grh::HEADER_LEN } else { 0 };
+        let grh_len = if self.grh.is_some() {
+            grh::HEADER_LEN
+        } else {
+            0
+        };
         let bth_deth = bth::HEADER_LEN + deth::HEADER_LEN;
         let after_lrh = grh_len + bth_deth + self.payload.len() + pad;
         let frame_len = lrh::HEADER_LEN + after_lrh;
@@ -319,17 +323,22 @@ impl UdFrame<'_> {
                 sgid: g.sgid,
                 dgid: g.dgid,
             }
-            .emit(&mut grh::Packet::new_unchecked(&mut f[at..at + grh::HEADER_LEN]));
+            .emit(&mut grh::Packet::new_unchecked(
+                &mut f[at..at + grh::HEADER_LEN],
+            ));
             at += grh::HEADER_LEN;
         }
-        bth::Repr::ud_send_only(self.pkey, self.dest_qpn, self.psn, self.payload.len())
-            .emit(&mut bth::Packet::new_unchecked(&mut f[at..at + bth::HEADER_LEN]));
+        bth::Repr::ud_send_only(self.pkey, self.dest_qpn, self.psn, self.payload.len()).emit(
+            &mut bth::Packet::new_unchecked(&mut f[at..at + bth::HEADER_LEN]),
+        );
         at += bth::HEADER_LEN;
         deth::Repr {
             qkey: self.qkey,
             src_qpn: self.src_qpn,
         }
-        .emit(&mut deth::Packet::new_unchecked(&mut f[at..at + deth::HEADER_LEN]));
+        .emit(&mut deth::Packet::new_unchecked(
+            &mut f[at..at + deth::HEADER_LEN],
+        ));
         at += deth::HEADER_LEN;
         f[at..at + self.payload.len()].copy_from_slice(self.payload);
         // Cannot fail: `f` was sized for both CRCs.
@@ -380,7 +389,9 @@ pub fn read_capture(bytes: &[u8]) -> Result<Vec<Record>, CaptureFormatError> {
             .ok_or(CaptureFormatError::Truncated { at: body })?;
         let bad = |what| CaptureFormatError::BadRecord { at, what };
         if incl != orig || incl > snaplen {
-            return Err(bad("the record was cut (included length below the original)"));
+            return Err(bad(
+                "the record was cut (included length below the original)",
+            ));
         }
         if rec.len() <= ERF_HEADER_LEN || rec[8] != ERF_TYPE_INFINIBAND {
             return Err(bad("not an ERF InfiniBand record (type 21)"));
@@ -434,7 +445,10 @@ mod tests {
             assert_eq!((l.sl, l.dlid, l.slid), (3, Lid(0xC000), Lid(2)));
             let at = lrh::HEADER_LEN + if grh { grh::HEADER_LEN } else { 0 };
             let b = bth::Repr::parse(&bth::Packet::new_checked(&f[at..]).unwrap()).unwrap();
-            assert_eq!((b.psn, b.dest_qpn, b.pkey), (9, Qpn::MULTICAST, PKey::DEFAULT));
+            assert_eq!(
+                (b.psn, b.dest_qpn, b.pkey),
+                (9, Qpn::MULTICAST, PKey::DEFAULT)
+            );
             let start = at + bth::HEADER_LEN + deth::HEADER_LEN;
             assert_eq!(&f[start..body - usize::from(b.pad_count)], &payload[..]);
         }
@@ -459,11 +473,20 @@ mod tests {
         w.write(&frame(&payload, false), 1_500_000_000);
         w.write(&frame(&payload, false), 2_000_000_000);
         let st = w.finish().unwrap();
-        assert_eq!((st.frames, st.frames_over_limit, st.bytes), (1, 1, 24 + one));
+        assert_eq!(
+            (st.frames, st.frames_over_limit, st.bytes),
+            (1, 1, 24 + one)
+        );
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(bytes.len() as u64, st.bytes);
         let recs = read_capture(&bytes).unwrap();
-        assert_eq!(recs, [Record { ts_us: 1_500_000, frame: f }]);
+        assert_eq!(
+            recs,
+            [Record {
+                ts_us: 1_500_000,
+                frame: f
+            }]
+        );
         std::fs::remove_file(&path).ok();
         // Cut short, the reader says where.
         assert!(matches!(

@@ -67,6 +67,33 @@ impl FaultConfig {
             clock: Arc::new(MonotonicClock::new()),
         }
     }
+
+    /// Sends are lost with probability `p`.
+    pub fn packet_loss(mut self, p: f64) -> FaultConfig {
+        self.packet_loss = p;
+        self
+    }
+
+    /// Sends are overtaken by the next one with probability `p`.
+    pub fn packet_reorder(mut self, p: f64) -> FaultConfig {
+        self.packet_reorder = p;
+        self
+    }
+
+    /// MAD requests and answers are lost with these probabilities.
+    pub fn mad_loss(mut self, request: f64, answer: f64) -> FaultConfig {
+        self.mad_request_loss = request;
+        self.mad_answer_loss = answer;
+        self
+    }
+
+    /// MAD answers are held back from `min` to `max`, measured on `clock`.
+    pub fn mad_delay(mut self, min: Nanos, max: Nanos, clock: Arc<dyn Clock>) -> FaultConfig {
+        self.mad_delay_min = min;
+        self.mad_delay_max = max.max(min);
+        self.clock = clock;
+        self
+    }
 }
 
 /// What the injector did, summed over the port's queues and channels.

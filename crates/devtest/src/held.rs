@@ -133,7 +133,10 @@ impl Held {
     /// order.
     fn unstage(&mut self, now: u64) {
         while let Some(m) = self.stage.pop() {
-            let dst = self.stage_dst.pop().expect("one destination per staged send");
+            let dst = self
+                .stage_dst
+                .pop()
+                .expect("one destination per staged send");
             self.waiting.push_front(Waiting {
                 m,
                 dst,

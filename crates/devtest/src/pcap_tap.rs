@@ -186,7 +186,8 @@ impl PcapTap {
             Capture::Running(w) => w.status(),
             Capture::Finished(s) => return Ok(s.clone()),
         };
-        let Capture::Running(w) = std::mem::replace(&mut st.capture, Capture::Finished(last.clone()))
+        let Capture::Running(w) =
+            std::mem::replace(&mut st.capture, Capture::Finished(last.clone()))
         else {
             return Ok(last);
         };
@@ -407,14 +408,7 @@ fn received_grh(m: &Mbuf) -> Option<grh::Repr> {
 }
 
 /// Writes one packet a receive queue handed to its caller.
-fn write_receive(
-    st: &mut TapState,
-    attr: &PortAttr,
-    qp: QpView,
-    qpn: Qpn,
-    m: &Mbuf,
-    now: u64,
-) {
+fn write_receive(st: &mut TapState, attr: &PortAttr, qp: QpView, qpn: Qpn, m: &Mbuf, now: u64) {
     let meta = m.meta();
     let g = received_grh(m);
     let mcast = meta.flags & MBUF_F_MCAST != 0;

@@ -67,16 +67,19 @@ impl Write for Buffer {
     }
 }
 
+/// The taps of a fixture's ports, each with its capture.
+type Taps = Arc<Mutex<Vec<(Arc<PcapTap>, Buffer)>>>;
+
 /// The simulator behind a [`PcapTap`] on each port; when the fixture goes, every frame
 /// both captures hold must parse back with correct CRCs.
 struct PcapFixture {
     sim: SimFixture,
-    taps: Arc<Mutex<Vec<(Arc<PcapTap>, Buffer)>>>,
+    taps: Taps,
 }
 
 impl PcapFixture {
     fn new() -> PcapFixture {
-        let taps = Arc::new(Mutex::new(Vec::new()));
+        let taps = Taps::default();
         let keep = taps.clone();
         let sim = SimFixture::wrapped(Box::new(move |p| {
             let buf = Buffer::default();

@@ -30,21 +30,39 @@ pub fn unicast_bursts_account_for_every_buffer<F: Fixture + ?Sized>(f: &F) {
     }
     s.wait_completed(f.patience());
     assert_eq!(tx_pool.in_use(), 0, "every completed send's buffer is home");
-    let seqs: Vec<u32> = got.iter().filter_map(|m| kit::seq_tag(m).map(|x| x.0)).collect();
-    assert_eq!(seqs, (0..COUNT).collect::<Vec<_>>(), "each packet once, in order");
+    let seqs: Vec<u32> = got
+        .iter()
+        .filter_map(|m| kit::seq_tag(m).map(|x| x.0))
+        .collect();
+    assert_eq!(
+        seqs,
+        (0..COUNT).collect::<Vec<_>>(),
+        "each packet once, in order"
+    );
     for m in &got {
         let meta = m.meta();
         assert_eq!(meta.src_qpn, qa.qpn.get(), "source QPN");
         if a.attr.link_layer == ibpoll_dev::LinkLayer::InfiniBand {
             assert_eq!(meta.slid, a.attr.lid.0, "source LID");
         }
-        assert_eq!(meta.flags & MBUF_F_MCAST, 0, "unicast is not flagged multicast");
-        assert!(m.data_offset() >= grh::HEADER_LEN, "a GRH area before the data");
+        assert_eq!(
+            meta.flags & MBUF_F_MCAST,
+            0,
+            "unicast is not flagged multicast"
+        );
+        assert!(
+            m.data_offset() >= grh::HEADER_LEN,
+            "a GRH area before the data"
+        );
         assert_eq!(kit::seq_tag(m).map(|x| x.1), Some(7), "payload intact");
     }
     let (rxc, txc) = (qb.rx[0].counters(), s.tx.counters());
     assert_eq!(rxc.packets.get(), u64::from(COUNT), "rx packets");
-    assert_eq!(rxc.bytes.get(), u64::from(COUNT) * 12, "rx bytes from the IPoIB header");
+    assert_eq!(
+        rxc.bytes.get(),
+        u64::from(COUNT) * 12,
+        "rx bytes from the IPoIB header"
+    );
     assert_eq!(txc.packets.get(), u64::from(COUNT), "tx packets");
     assert_eq!(txc.bytes.get(), u64::from(COUNT) * 12, "tx bytes");
     assert_eq!(txc.errors.get(), 0, "tx errors");
@@ -53,7 +71,11 @@ pub fn unicast_bursts_account_for_every_buffer<F: Fixture + ?Sized>(f: &F) {
     drop(s);
     // SAFETY: every send naming `ah` completed, and its queue is gone.
     unsafe { kit::destroy_ah(&*a.port, ah) };
-    assert_eq!(rx_pool.in_use(), 0, "every receive buffer is home once the QPs are gone");
+    assert_eq!(
+        rx_pool.in_use(),
+        0,
+        "every receive buffer is home once the QPs are gone"
+    );
 }
 
 /// `rx_burst` appends after what the array holds and takes no more than its room.
@@ -65,7 +87,10 @@ pub fn rx_burst_fills_only_its_room<F: Fixture + ?Sized>(f: &F) {
     let mut qb = b.qp(&Side::qp_config(&pool, pi_b, 64));
     let ah = a.ah_to(&b, false);
     let mut s = Sender::new(qa.tx);
-    s.send_completed(kit::numbered(&pool, 0, 10, 1, kit::to(ah, qb.qpn)), f.patience());
+    s.send_completed(
+        kit::numbered(&pool, 0, 10, 1, kit::to(ah, qb.qpn)),
+        f.patience(),
+    );
     s.wait_completed(f.patience());
 
     let mut small = MbufArray::with_capacity(6);
@@ -76,7 +101,11 @@ pub fn rx_burst_fills_only_its_room<F: Fixture + ?Sized>(f: &F) {
     while small.len() < 6 && std::time::Instant::now() < deadline {
         let before = small.len();
         let n = qb.rx[0].rx_burst(&mut small);
-        assert!(n <= 6 - before, "rx_burst took {n} with room {}", 6 - before);
+        assert!(
+            n <= 6 - before,
+            "rx_burst took {n} with room {}",
+            6 - before
+        );
         assert_eq!(small.len(), before + n, "rx_burst appends what it counts");
     }
     let seqs: Vec<u32> = small
@@ -84,8 +113,16 @@ pub fn rx_burst_fills_only_its_room<F: Fixture + ?Sized>(f: &F) {
         .iter()
         .filter_map(|m| kit::seq_tag(m).map(|x| x.0))
         .collect();
-    assert_eq!(seqs, [100, 101, 0, 1, 2, 3], "appended after what was there");
-    assert_eq!(qb.rx[0].rx_burst(&mut small), 0, "a full array takes nothing");
+    assert_eq!(
+        seqs,
+        [100, 101, 0, 1, 2, 3],
+        "appended after what was there"
+    );
+    assert_eq!(
+        qb.rx[0].rx_burst(&mut small),
+        0,
+        "a full array takes nothing"
+    );
     let rest = kit::recv(&mut *qb.rx[0], 6, f.patience());
     assert_eq!(rest.len(), 6, "the rest waited for the next burst");
     drop((small, rest, s));
@@ -119,11 +156,18 @@ pub fn full_send_queue_keeps_the_rest_in_order<F: Fixture + ?Sized>(f: &F) {
     // what is left.
     s.burst(&mut pkts, &mut dst);
     let outstanding = s.posted - s.completed();
-    assert!(outstanding <= u64::from(RING), "{outstanding} outstanding in a ring of {RING}");
+    assert!(
+        outstanding <= u64::from(RING),
+        "{outstanding} outstanding in a ring of {RING}"
+    );
     let mut got = Vec::new();
     let deadline = std::time::Instant::now() + f.patience();
     while !pkts.is_empty() {
-        assert!(std::time::Instant::now() < deadline, "{} never sent", pkts.len());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never sent",
+            pkts.len()
+        );
         if s.burst(&mut pkts, &mut dst) == 0 {
             s.completed();
         }
@@ -132,8 +176,15 @@ pub fn full_send_queue_keeps_the_rest_in_order<F: Fixture + ?Sized>(f: &F) {
         got.extend(kit::recv(&mut *qb.rx[0], 0, std::time::Duration::ZERO));
     }
     s.wait_completed(f.patience());
-    got.extend(kit::recv(&mut *qb.rx[0], count as usize - got.len(), f.patience()));
-    let seqs: Vec<u32> = got.iter().filter_map(|m| kit::seq_tag(m).map(|x| x.0)).collect();
+    got.extend(kit::recv(
+        &mut *qb.rx[0],
+        count as usize - got.len(),
+        f.patience(),
+    ));
+    let seqs: Vec<u32> = got
+        .iter()
+        .filter_map(|m| kit::seq_tag(m).map(|x| x.0))
+        .collect();
     assert_eq!(seqs, (0..count).collect::<Vec<_>>(), "everything, in order");
     assert_eq!(tx_pool.in_use(), 0);
     drop((got, s));
@@ -153,13 +204,20 @@ pub fn completions_count_in_order<F: Fixture + ?Sized>(f: &F) {
     let mut s = Sender::new(qa.tx);
     assert_eq!(s.completed(), 0, "a new queue has completed nothing");
     for round in 0..8 {
-        s.send_completed(kit::numbered(&pool, round * 40, 40, 2, kit::to(ah, qb.qpn)), f.patience());
+        s.send_completed(
+            kit::numbered(&pool, round * 40, 40, 2, kit::to(ah, qb.qpn)),
+            f.patience(),
+        );
         // `Sender::completed` checks the order and the bound on every poll.
         s.completed();
     }
     s.wait_completed(f.patience());
     assert_eq!(s.posted, 320);
-    assert_eq!(s.tx.counters().completed.get(), 320, "TxCounters::completed");
+    assert_eq!(
+        s.tx.counters().completed.get(),
+        320,
+        "TxCounters::completed"
+    );
     assert_eq!(kit::recv(&mut *qb.rx[0], 320, f.patience()).len(), 320);
     drop(s);
     // SAFETY: every send naming `ah` completed.
@@ -176,7 +234,10 @@ pub fn unicast_with_grh_carries_it<F: Fixture + ?Sized>(f: &F) {
     let mut qb = b.qp(&Side::qp_config(&pool, pi_b, 64));
     let ah = a.ah_to(&b, true);
     let mut s = Sender::new(qa.tx);
-    s.send_completed(kit::numbered(&pool, 0, 1, 4, kit::to(ah, qb.qpn)), f.patience());
+    s.send_completed(
+        kit::numbered(&pool, 0, 1, 4, kit::to(ah, qb.qpn)),
+        f.patience(),
+    );
     let got = kit::recv(&mut *qb.rx[0], 1, f.patience());
     assert_eq!(got.len(), 1);
     let m = &got[0];
@@ -212,12 +273,20 @@ pub fn qkey_mismatch_is_dropped<F: Fixture + ?Sized>(f: &F) {
     };
     s.send_completed(kit::numbered(&pool, 0, 2, 1, wrong), f.patience());
     s.wait_completed(f.patience());
-    assert!(kit::recv(&mut *qb.rx[0], 1, f.quiet()).is_empty(), "wrong Q_Key dropped");
+    assert!(
+        kit::recv(&mut *qb.rx[0], 1, f.quiet()).is_empty(),
+        "wrong Q_Key dropped"
+    );
 
-    b.port.set_qp_qkey(qb.qpn, QKey(0x1234)).expect("set_qp_qkey");
+    b.port
+        .set_qp_qkey(qb.qpn, QKey(0x1234))
+        .expect("set_qp_qkey");
     s.send_completed(kit::numbered(&pool, 2, 1, 1, wrong), f.patience());
     let got = kit::recv(&mut *qb.rx[0], 1, f.patience());
-    assert_eq!(got.iter().filter_map(kit::seq_tag).collect::<Vec<_>>(), [(2, 1)]);
+    assert_eq!(
+        got.iter().filter_map(kit::seq_tag).collect::<Vec<_>>(),
+        [(2, 1)]
+    );
 
     // Controlled: the sender's own Q_Key (the tests' QKEY), which b no longer has.
     let own = TxDst {
@@ -225,10 +294,19 @@ pub fn qkey_mismatch_is_dropped<F: Fixture + ?Sized>(f: &F) {
         ..wrong
     };
     s.send_completed(kit::numbered(&pool, 3, 1, 1, own), f.patience());
-    assert!(kit::recv(&mut *qb.rx[0], 1, f.quiet()).is_empty(), "controlled Q_Key");
-    a.port.set_qp_qkey(qa.qpn, QKey(0x1234)).expect("set_qp_qkey");
+    assert!(
+        kit::recv(&mut *qb.rx[0], 1, f.quiet()).is_empty(),
+        "controlled Q_Key"
+    );
+    a.port
+        .set_qp_qkey(qa.qpn, QKey(0x1234))
+        .expect("set_qp_qkey");
     s.send_completed(kit::numbered(&pool, 4, 1, 1, own), f.patience());
-    assert_eq!(kit::recv(&mut *qb.rx[0], 1, f.patience()).len(), 1, "now they agree");
+    assert_eq!(
+        kit::recv(&mut *qb.rx[0], 1, f.patience()).len(),
+        1,
+        "now they agree"
+    );
     s.wait_completed(f.patience());
     drop((got, s));
     // SAFETY: every send naming `ah` completed.

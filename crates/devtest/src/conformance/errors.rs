@@ -11,7 +11,10 @@ fn refused(side: &Side, cfg: &UdQpConfig, field: &str) {
     match side.port.create_ud_qp(cfg) {
         Err(e @ Error::QpConfig { field: f, .. }) => {
             assert_eq!(f, field, "{e}");
-            assert!(e.to_string().contains(field), "the message names {field}: {e}");
+            assert!(
+                e.to_string().contains(field),
+                "the message names {field}: {e}"
+            );
         }
         Err(e) => panic!("{field}: expected a QpConfig error, got {e}"),
         Ok(qp) => panic!("{field}: {cfg:?} was accepted as QP {}", qp.qpn),
@@ -97,8 +100,15 @@ pub fn invalid_pkey_index_is_refused<F: Fixture + ?Sized>(f: &F) {
     }
     let ah = a.ah_to(&b, false);
     let mut s = Sender::new(qa.tx);
-    s.send_completed(kit::numbered(&pool, 0, 1, 1, kit::to(ah, qb.qpn)), f.patience());
-    assert_eq!(kit::recv(&mut *qb.rx[0], 1, f.patience()).len(), 1, "unchanged");
+    s.send_completed(
+        kit::numbered(&pool, 0, 1, 1, kit::to(ah, qb.qpn)),
+        f.patience(),
+    );
+    assert_eq!(
+        kit::recv(&mut *qb.rx[0], 1, f.patience()).len(),
+        1,
+        "unchanged"
+    );
     s.wait_completed(f.patience());
     drop(s);
     // SAFETY: every send naming `ah` completed.

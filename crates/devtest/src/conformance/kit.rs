@@ -50,7 +50,10 @@ impl Side {
     pub(crate) fn qp(&self, cfg: &UdQpConfig) -> UdQp {
         match self.port.create_ud_qp(cfg) {
             Ok(qp) => qp,
-            Err(e) => panic!("port {}: create_ud_qp({cfg:?}) failed: {e}", self.attr.port_num),
+            Err(e) => panic!(
+                "port {}: create_ud_qp({cfg:?}) failed: {e}",
+                self.attr.port_num
+            ),
         }
     }
 
@@ -113,7 +116,9 @@ pub(crate) fn packet(pool: &Mempool, seq: u32, tag: u8) -> Mbuf {
     ipoib::Repr {
         ethertype: ETHERTYPE_TEST,
     }
-    .emit(&mut ipoib::Packet::new_unchecked(&mut d[..ipoib::HEADER_LEN]));
+    .emit(&mut ipoib::Packet::new_unchecked(
+        &mut d[..ipoib::HEADER_LEN],
+    ));
     d[4..8].copy_from_slice(&seq.to_be_bytes());
     d[8..12].fill(tag);
     m
@@ -268,7 +273,11 @@ pub(crate) fn numbered(
 
 /// Where unicast to `qpn` goes.
 pub(crate) fn to(ah: AddressHandle, qpn: Qpn) -> TxDst {
-    TxDst { ah, qpn, qkey: QKEY }
+    TxDst {
+        ah,
+        qpn,
+        qkey: QKEY,
+    }
 }
 
 /// Destroys an address handle no send names any more.

@@ -41,7 +41,10 @@ fn copies<F: Fixture + ?Sized>(
     got.iter()
         .map(|m| {
             let flags = m.meta().flags;
-            assert_eq!(flags & (MBUF_F_GRH | MBUF_F_MCAST), MBUF_F_GRH | MBUF_F_MCAST);
+            assert_eq!(
+                flags & (MBUF_F_GRH | MBUF_F_MCAST),
+                MBUF_F_GRH | MBUF_F_MCAST
+            );
             let off = m.data_offset();
             let h = grh::Packet::new_checked(&m.buf()[off - grh::HEADER_LEN..off])
                 .and_then(|p| grh::Repr::parse(&p))
@@ -97,18 +100,39 @@ pub fn mcast_attach_and_detach<F: Fixture + ?Sized>(f: &F) {
     let mut s = Sender::new(tx);
     s.send_completed(kit::numbered(&pool, 0, 3, 5, to_group), f.patience());
     let want: Vec<(u32, u32)> = (0..3).map(|i| (i, a1_qpn.get())).collect();
-    assert_eq!(copies(&mut *b1_rx[0], 3, f, &g), want, "the other port's member");
-    assert_eq!(copies(&mut *a2_rx[0], 3, f, &g), want, "the sender's port's other member");
-    assert_eq!(copies(&mut *a1_rx[0], 3, f, &g), want, "the sender itself (loopback)");
+    assert_eq!(
+        copies(&mut *b1_rx[0], 3, f, &g),
+        want,
+        "the other port's member"
+    );
+    assert_eq!(
+        copies(&mut *a2_rx[0], 3, f, &g),
+        want,
+        "the sender's port's other member"
+    );
+    assert_eq!(
+        copies(&mut *a1_rx[0], 3, f, &g),
+        want,
+        "the sender itself (loopback)"
+    );
 
-    b.port.detach_mcast(b1.qpn, &g.mgid, g.mlid).expect("detach");
+    b.port
+        .detach_mcast(b1.qpn, &g.mgid, g.mlid)
+        .expect("detach");
     assert!(
         b.port.detach_mcast(b1.qpn, &g.mgid, g.mlid).is_err(),
         "detaching twice is an error"
     );
     s.send_completed(kit::numbered(&pool, 3, 1, 5, to_group), f.patience());
-    assert_eq!(copies(&mut *a2_rx[0], 1, f, &g).len(), 1, "a2 is still attached");
-    assert!(copies(&mut *b1_rx[0], 0, f, &g).is_empty(), "b1 was detached");
+    assert_eq!(
+        copies(&mut *a2_rx[0], 1, f, &g).len(),
+        1,
+        "a2 is still attached"
+    );
+    assert!(
+        copies(&mut *b1_rx[0], 0, f, &g).is_empty(),
+        "b1 was detached"
+    );
     s.wait_completed(f.patience());
     drop(s);
     // SAFETY: every send naming `ah` completed.
@@ -146,8 +170,15 @@ pub fn mcast_self_loopback_follows_the_caps<F: Fixture + ?Sized>(f: &F) {
         qkey: g.qkey,
     };
     s.send_completed(kit::numbered(&pool, 0, 2, 6, to_group), f.patience());
-    assert_eq!(copies(&mut *b1.rx[0], 2, f, &g).len(), 2, "the other port receives");
-    assert!(copies(&mut *rx[0], 0, f, &g).is_empty(), "no copy to the blocking sender");
+    assert_eq!(
+        copies(&mut *b1.rx[0], 2, f, &g).len(),
+        2,
+        "the other port receives"
+    );
+    assert!(
+        copies(&mut *rx[0], 0, f, &g).is_empty(),
+        "no copy to the blocking sender"
+    );
     s.wait_completed(f.patience());
     drop(s);
     // SAFETY: every send naming `ah` completed.

@@ -61,8 +61,8 @@ use ibpoll_mem::Mempool;
 use ibpoll_wire::{Gid, Lid, PKey, QKey};
 
 pub use burst::{
-    completions_count_in_order, full_send_queue_keeps_the_rest_in_order,
-    qkey_mismatch_is_dropped, rx_burst_fills_only_its_room, unicast_bursts_account_for_every_buffer,
+    completions_count_in_order, full_send_queue_keeps_the_rest_in_order, qkey_mismatch_is_dropped,
+    rx_burst_fills_only_its_room, unicast_bursts_account_for_every_buffer,
     unicast_with_grh_carries_it,
 };
 pub use errors::{

@@ -30,34 +30,62 @@ pub fn pkey_move_of_a_parked_qp_returns_its_buffers<F: Fixture + ?Sized>(f: &F) 
     let mut qb = b.qp(&Side::qp_config(&rx_pool, pi_b, 64));
     let ah = a.ah_to(&b, false);
     let mut s = Sender::new(qa.tx);
-    s.send_completed(kit::numbered(&tx_pool, 0, 5, 1, kit::to(ah, qb.qpn)), f.patience());
+    s.send_completed(
+        kit::numbered(&tx_pool, 0, 5, 1, kit::to(ah, qb.qpn)),
+        f.patience(),
+    );
     s.wait_completed(f.patience());
     // Give an asynchronous driver the time to land them.
     std::thread::sleep(f.quiet());
 
     let returned = park_and_move(&*b.port, &mut qb, pi_b);
-    assert!(returned >= 5, "the move returned {returned} buffers; 5 were filled");
+    assert!(
+        returned >= 5,
+        "the move returned {returned} buffers; 5 were filled"
+    );
     let flushed = qb.rx[0].counters().flushed.get();
-    assert_eq!(flushed, returned as u64, "RxCounters::flushed counts what was returned");
+    assert_eq!(
+        flushed, returned as u64,
+        "RxCounters::flushed counts what was returned"
+    );
     let stale = kit::recv(&mut *qb.rx[0], 1, f.quiet());
-    assert!(stale.is_empty(), "{} packets from before the move", stale.len());
+    assert!(
+        stale.is_empty(),
+        "{} packets from before the move",
+        stale.len()
+    );
 
-    s.send_completed(kit::numbered(&tx_pool, 5, 3, 1, kit::to(ah, qb.qpn)), f.patience());
+    s.send_completed(
+        kit::numbered(&tx_pool, 5, 3, 1, kit::to(ah, qb.qpn)),
+        f.patience(),
+    );
     let got = kit::recv(&mut *qb.rx[0], 3, f.patience());
-    let seqs: Vec<u32> = got.iter().filter_map(|m| kit::seq_tag(m).map(|x| x.0)).collect();
+    let seqs: Vec<u32> = got
+        .iter()
+        .filter_map(|m| kit::seq_tag(m).map(|x| x.0))
+        .collect();
     assert_eq!(seqs, [5, 6, 7], "the moved QP receives");
     drop(got);
 
     if let Some((pj_a, pj_b)) = second {
         park_and_move(&*b.port, &mut qb, pj_b);
-        s.send_completed(kit::numbered(&tx_pool, 8, 1, 1, kit::to(ah, qb.qpn)), f.patience());
+        s.send_completed(
+            kit::numbered(&tx_pool, 8, 1, 1, kit::to(ah, qb.qpn)),
+            f.patience(),
+        );
         let old = kit::recv(&mut *qb.rx[0], 1, f.quiet());
         assert!(old.is_empty(), "the old partition's packet was received");
         let qa2 = a.qp(&Side::qp_config(&tx_pool, pj_a, 32));
         let mut s2 = Sender::new(qa2.tx);
-        s2.send_completed(kit::numbered(&tx_pool, 9, 1, 1, kit::to(ah, qb.qpn)), f.patience());
+        s2.send_completed(
+            kit::numbered(&tx_pool, 9, 1, 1, kit::to(ah, qb.qpn)),
+            f.patience(),
+        );
         let new = kit::recv(&mut *qb.rx[0], 1, f.patience());
-        let seqs: Vec<u32> = new.iter().filter_map(|m| kit::seq_tag(m).map(|x| x.0)).collect();
+        let seqs: Vec<u32> = new
+            .iter()
+            .filter_map(|m| kit::seq_tag(m).map(|x| x.0))
+            .collect();
         assert_eq!(seqs, [9], "the new partition's packet");
         assert_eq!(new[0].meta().src_qpn, qa2.qpn.get());
         s2.wait_completed(f.patience());

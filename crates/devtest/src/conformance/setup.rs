@@ -16,11 +16,18 @@ pub fn caps_and_attributes<F: Fixture + ?Sized>(f: &F) {
         let caps = s.port.ud_caps();
         let n = s.attr.port_num;
         assert!(caps.rx_queues_per_qpn >= 1, "port {n}: {caps:?}");
-        assert!(caps.max_wr >= 32, "port {n}: max_wr below the smallest ring: {caps:?}");
+        assert!(
+            caps.max_wr >= 32,
+            "port {n}: max_wr below the smallest ring: {caps:?}"
+        );
         assert!(caps.max_qp >= 2, "port {n}: {caps:?}");
         assert_eq!(s.attr.state, PortState::Active, "port {n}");
         assert_eq!(s.port.port_num(), n, "port_num() and attr().port_num");
-        assert_eq!(s.attr.gids.first(), Some(&s.attr.gid), "port {n}: GID index 0");
+        assert_eq!(
+            s.attr.gids.first(),
+            Some(&s.attr.gid),
+            "port {n}: GID index 0"
+        );
         if s.attr.link_layer == LinkLayer::InfiniBand {
             assert!(s.attr.lid.is_unicast(), "port {n}: LID {:?}", s.attr.lid);
         }
@@ -56,7 +63,10 @@ pub fn qp_setup<F: Fixture + ?Sized>(f: &F) {
     let mut rx_qp = b.qp(&Side::qp_config(&pool, pi_b, 64));
     let ah = a.ah_to(&b, false);
     let mut s = Sender::new(send_only.tx);
-    s.send_completed(kit::numbered(&pool, 0, 3, 1, kit::to(ah, rx_qp.qpn)), f.patience());
+    s.send_completed(
+        kit::numbered(&pool, 0, 3, 1, kit::to(ah, rx_qp.qpn)),
+        f.patience(),
+    );
     let got = kit::recv(&mut *rx_qp.rx[0], 3, f.patience());
     assert_eq!(got.len(), 3, "a send-only QP's sends arrive");
     assert!(got.iter().all(|m| m.meta().src_qpn == send_only.qpn.get()));
@@ -67,7 +77,11 @@ pub fn qp_setup<F: Fixture + ?Sized>(f: &F) {
         let mut cfg = Side::qp_config(&pool, pi_a, 64);
         cfg.rx_queues = caps.rx_queues_per_qpn;
         let qp = a.qp(&cfg);
-        assert_eq!(qp.rx.len(), usize::from(caps.rx_queues_per_qpn), "RSS queues");
+        assert_eq!(
+            qp.rx.len(),
+            usize::from(caps.rx_queues_per_qpn),
+            "RSS queues"
+        );
     }
     drop((got, keep, rx_qp));
     // SAFETY: every send naming `ah` completed above.

@@ -140,7 +140,8 @@ pub fn join_broadcast(port: &dyn Port) -> Group {
     let mask = mcmember::JOIN_MASK.union(mcmember::mask::PKEY);
     let tid = 0x7e57;
     let req = SaMad::request(Method::SET, tid, mask, Attribute::McMember(rec));
-    mad.send(&req.to_bytes(), sa_addr(port)).expect("the SA is reachable");
+    mad.send(&req.to_bytes(), sa_addr(port))
+        .expect("the SA is reachable");
     let deadline = Instant::now() + Duration::from_secs(2);
     let answer = loop {
         if let Some((bytes, _)) = mad.recv() {
@@ -168,4 +169,122 @@ pub fn join_broadcast(port: &dyn Port) -> Group {
         }),
     };
     Group::new(g.mgid, g.mlid, g.qkey, g.pkey, ah)
+}
+
+/// A port with a pool and one UD QP (partition index 0, the IPoIB Q_Key), its queues
+/// at hand.
+pub struct Host {
+    pub port: Arc<dyn Port>,
+    pub pool: Mempool,
+    pub qpn: Qpn,
+    pub rx: Box<dyn ibpoll_dev::RxQueue>,
+    pub tx: Box<dyn ibpoll_dev::TxQueue>,
+}
+
+impl Host {
+    /// A host on `port` with a pool of `n_bufs` and a QP of `tx_ring_size` sends.
+    pub fn new(port: Arc<dyn Port>, name: &str, n_bufs: u32, tx_ring_size: u32) -> Host {
+        let pool = pool(name, n_bufs);
+        let mut cfg = ibpoll_dev::UdQpConfig::new(pool.clone(), 0, QKey::IPOIB_DEFAULT);
+        cfg.rx_ring_size = 1024;
+        cfg.tx_ring_size = tx_ring_size;
+        let mut qp = port.create_ud_qp(&cfg).expect("a valid QP");
+        Host {
+            pool,
+            qpn: qp.qpn,
+            rx: qp.rx.pop().expect("a receive queue"),
+            tx: qp.tx,
+            port,
+        }
+    }
+
+    pub fn lid(&self) -> Lid {
+        self.port.attr().lid
+    }
+
+    /// An address handle to `to`'s port, with a GRH when `global`.
+    pub fn ah_to(&self, to: &Host, global: bool) -> ibpoll_dev::AddressHandle {
+        let attr = to.port.attr();
+        self.port
+            .create_ah(&AhAttr {
+                dlid: attr.lid,
+                sl: 0,
+                src_path_bits: 0,
+                static_rate: attr.rate,
+                grh: global.then_some(GrhAttr {
+                    dgid: attr.gid,
+                    flow_label: 0x1_2345,
+                    sgid_index: 0,
+                    hop_limit: 7,
+                    traffic_class: 0x20,
+                }),
+            })
+            .expect("an address handle")
+    }
+
+    /// A packet of this host's pool carrying `seq` (test ethertype).
+    pub fn packet(&self, seq: u32) -> ibpoll_mem::Mbuf {
+        let mut m = self.pool.alloc().expect("a free buffer");
+        let d = m.append(8).expect("room");
+        d[..4].copy_from_slice(&[0x88, 0xB5, 0, 0]);
+        d[4..].copy_from_slice(&seq.to_be_bytes());
+        m
+    }
+
+    /// A burst of packets `seqs`, each to `dst`.
+    pub fn burst(
+        &self,
+        seqs: std::ops::Range<u32>,
+        dst: ibpoll_dev::TxDst,
+    ) -> (ibpoll_mem::MbufArray, Vec<ibpoll_dev::TxDst>) {
+        let mut pkts = ibpoll_mem::MbufArray::with_capacity(seqs.len().max(1));
+        let mut dsts = Vec::new();
+        for s in seqs {
+            pkts.push(self.packet(s)).expect("sized for the burst");
+            dsts.push(dst);
+        }
+        (pkts, dsts)
+    }
+
+    /// Everything waiting on the receive queue, in order.
+    pub fn drain(&mut self) -> Vec<ibpoll_mem::Mbuf> {
+        let mut out = Vec::new();
+        let mut pkts = ibpoll_mem::MbufArray::with_capacity(64);
+        while self.rx.rx_burst(&mut pkts) > 0 {
+            let n = pkts.len();
+            out.extend(pkts.drain_front(n));
+        }
+        out
+    }
+
+    /// The sequence numbers of everything waiting.
+    pub fn seqs(&mut self) -> Vec<u32> {
+        self.drain().iter().map(seq_of).collect()
+    }
+}
+
+/// The sequence number of a packet made by [`Host::packet`].
+pub fn seq_of(m: &ibpoll_mem::Mbuf) -> u32 {
+    let d = m.data();
+    u32::from_be_bytes([d[4], d[5], d[6], d[7]])
+}
+
+/// Where unicast to `to` goes, through `ah`.
+pub fn to(ah: ibpoll_dev::AddressHandle, to: &Host) -> ibpoll_dev::TxDst {
+    ibpoll_dev::TxDst {
+        ah,
+        qpn: to.qpn,
+        qkey: QKey::IPOIB_DEFAULT,
+    }
+}
+
+/// A fabric with two one-port nodes, their ports wrapped by `wrap`.
+pub fn two_ports(
+    cfg: FabricConfig,
+    wrap: impl Fn(Arc<dyn Port>) -> Arc<dyn Port>,
+) -> (SimFabric, [Arc<SimDevice>; 2], [Arc<dyn Port>; 2]) {
+    let fabric = SimFabric::new(cfg);
+    let devs = [fabric.add_node("a", 1), fabric.add_node("b", 1)];
+    let ports = [0, 1].map(|i| wrap(devs[i].open_port(1).expect("port 1")));
+    (fabric, devs, ports)
 }

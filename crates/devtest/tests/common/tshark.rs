@@ -28,7 +28,9 @@ pub fn fields(path: &Path, fields: &[&str]) -> Option<Vec<Vec<String>>> {
         return None;
     }
     let mut cmd = Command::new("tshark");
-    cmd.arg("-r").arg(path).args(["-T", "fields", "-E", "separator=|"]);
+    cmd.arg("-r")
+        .arg(path)
+        .args(["-T", "fields", "-E", "separator=|"]);
     for f in fields {
         cmd.args(["-e", f]);
     }
