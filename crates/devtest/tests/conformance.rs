@@ -36,6 +36,10 @@ mod sim_pcap_tap {
     ibpoll_devtest::conformance_tests!(super::PcapFixture::new());
 }
 
+mod sim_stacked {
+    ibpoll_devtest::conformance_tests!(super::stacked());
+}
+
 /// The simulator behind [`Backpressure`]: bursts take 0 to 32, sends wait 0 to 4 ticks.
 fn backpressure() -> SimFixture {
     let seed = std::sync::atomic::AtomicU64::new(0xb9);
@@ -50,6 +54,21 @@ fn backpressure() -> SimFixture {
 fn fault_injector() -> SimFixture {
     SimFixture::wrapped(Box::new(|p| {
         FaultInjector::new(p, FaultConfig::new(0xfa)) as Arc<dyn Port>
+    }))
+}
+
+/// All three wrappers at once: a tap over a (fault-free) injector over back-pressure,
+/// so the injector's and the tap's queues sit on a queue that refuses and completes
+/// late.
+fn stacked() -> SimFixture {
+    let seed = std::sync::atomic::AtomicU64::new(0x57);
+    SimFixture::wrapped(Box::new(move |p| {
+        let s = seed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let bp = Backpressure::new(p, BackpressureConfig::new(s).accept(0, 8).delay(0, 8));
+        let fi = FaultInjector::new(bp, FaultConfig::new(s));
+        let sink = Box::new(std::io::sink());
+        let tap = PcapTap::new(fi, sink, "sink", PcapTapConfig::new()).expect("a sink");
+        tap as Arc<dyn Port>
     }))
 }
 

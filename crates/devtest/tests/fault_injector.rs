@@ -219,3 +219,36 @@ fn without_faults_the_wrapper_is_transparent_to_a_join() {
     assert_eq!(memberships(&f, &*fi), 1);
     assert_eq!(fi.stats(), Default::default());
 }
+
+#[test]
+fn the_injector_never_reports_a_send_complete_before_the_driver_under_it() {
+    // Under the injector, a back-pressure wrapper holds every send 2 to 6 ticks: once
+    // the injector says all sends completed, destroying their address handle must
+    // break no send still held below.
+    let (_fabric, devs, _) = two_ports(FabricConfig::default(), |p| p);
+    let bp = Backpressure::new(
+        devs[0].open_port(1).unwrap(),
+        BackpressureConfig::new(11).accept(0, 16).delay(2, 6),
+    );
+    let fi = FaultInjector::new(
+        bp.clone(),
+        FaultConfig::new(11).packet_loss(0.1).packet_reorder(0.2),
+    );
+    let mut a = Host::new(fi.clone(), "a", 512, 64);
+    let mut b = Host::new(devs[1].open_port(1).unwrap(), "b", 1024, 256);
+    let ah = a.ah_to(&b, false);
+    let (mut pkts, mut dst) = a.burst(0..300, to(ah, &b));
+    while !pkts.is_empty() {
+        let n = a.tx.tx_burst(&mut pkts, &dst);
+        dst.drain(..n);
+        a.tx.completed();
+    }
+    while a.tx.completed() < 300 {}
+    // SAFETY: the injector reports every send naming `ah` completed; if it lied, the
+    // back-pressure wrapper below counts the breach (and defers the destroy).
+    unsafe { fi.destroy_ah(ah) }.expect("destroy");
+    assert_eq!(bp.violations().total(), 0, "{:?}", bp.violations());
+    assert_eq!(bp.outstanding(ah), 0);
+    let got = b.seqs().len() as u64;
+    assert_eq!(got + fi.stats().packets_lost, 300);
+}
