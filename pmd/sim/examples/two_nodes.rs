@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use ibpoll_dev::{
-    AddressHandle, AhAttr, Device, GrhAttr, MadAddr, MadChannel, Port, PortAttr, RxQueue, TxDesc,
+    AddressHandle, AhAttr, Device, GrhAttr, MadAddr, MadChannel, Port, PortAttr, RxQueue, TxDst,
     TxQueue, UdQpConfig,
 };
-use ibpoll_mem::{Mbuf, Mempool, MempoolConfig, MBUF_F_MCAST};
+use ibpoll_mem::{Mbuf, MbufArray, Mempool, MempoolConfig, MBUF_F_MCAST};
 use ibpoll_pmd_sim::{FabricConfig, SimFabric};
 use ibpoll_wire::mad::{Method, Status};
 use ibpoll_wire::mcmember::{self, JoinState};
@@ -85,6 +85,32 @@ const UDP_PORT: u16 = 4791 + 1000;
 const IPV4_BROADCAST: [u8; 4] = [255, 255, 255, 255];
 const BURST: usize = 32;
 
+/// Sends waiting for a `tx_burst`: packets, and their destinations beside them.
+struct Burst {
+    pkts: MbufArray,
+    dst: Vec<TxDst>,
+}
+
+impl Burst {
+    fn new() -> Burst {
+        Burst {
+            pkts: MbufArray::with_capacity(BURST),
+            dst: Vec::with_capacity(BURST),
+        }
+    }
+
+    /// Adds a send (the caller sends a full burst before it adds more).
+    fn push(&mut self, m: Mbuf, dst: TxDst) -> Result<(), BoxError> {
+        self.pkts.push(m).map_err(|_| "the burst is full")?;
+        self.dst.push(dst);
+        Ok(())
+    }
+
+    fn is_full(&self) -> bool {
+        self.pkts.is_full()
+    }
+}
+
 /// One IPoIB host: a port, a UD QP with one queue each way, and QP1.
 struct Host {
     name: &'static str,
@@ -112,21 +138,16 @@ impl Host {
         let pkey_index = attr
             .pkey_index(PKey::DEFAULT)
             .ok_or("the port is not in the default partition")?;
-        let mut qp = port.create_ud_qp(&UdQpConfig {
-            pkey_index,
-            qkey: QKey::IPOIB_DEFAULT,
-            rx_queues: 1,
-            tx_queues: 1,
-            rx_ring_size: 2048,
-            tx_ring_size: 256,
-            pool: pool.clone(),
-        })?;
+        let mut cfg = UdQpConfig::new(pool.clone(), pkey_index, QKey::IPOIB_DEFAULT);
+        cfg.rx_ring_size = 2048;
+        cfg.tx_ring_size = 256;
+        let mut qp = port.create_ud_qp(&cfg)?;
         let mad = port.open_mad_channel()?;
         Ok(Host {
             name,
             qpn: qp.qpn,
             rx: qp.rx.pop().ok_or("no receive queue")?,
-            tx: qp.tx.pop().ok_or("no send queue")?,
+            tx: qp.tx,
             attr,
             port,
             mad,
@@ -225,7 +246,7 @@ impl Host {
     fn leave_broadcast(&mut self) -> Result<(), BoxError> {
         let (group, ah) = self.broadcast.take().ok_or("not joined")?;
         self.port.detach_mcast(self.qpn, &group.mgid, group.mlid)?;
-        self.port.destroy_ah(ah)?;
+        self.destroy_ah(ah)?;
         let rec = mcmember::Repr {
             mgid: group.mgid,
             port_gid: self.attr.gid,
@@ -285,13 +306,30 @@ impl Host {
         Ok(m)
     }
 
-    /// Sends every descriptor, retrying what a burst hands back.
-    fn send_all(&mut self, descs: &mut Vec<TxDesc>) {
-        let mut done = 0;
-        while done < descs.len() {
-            done += self.tx.tx_burst(&mut descs[done..]);
+    /// Sends the whole burst, retrying what the send queue leaves (back-pressure) once
+    /// completions have made room, and then waits until every send completed (the
+    /// address handles they name may be destroyed after that).
+    fn send_all(&mut self, b: &mut Burst) {
+        let posted = self.tx.completed() + b.pkts.len() as u64;
+        while !b.pkts.is_empty() {
+            let n = self.tx.tx_burst(&mut b.pkts, &b.dst);
+            b.dst.drain(..n);
+            if n == 0 {
+                self.tx.completed();
+                std::hint::spin_loop();
+            }
         }
-        descs.clear();
+        while self.tx.completed() < posted {
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Destroys an address handle no send names any more.
+    fn destroy_ah(&self, ah: AddressHandle) -> Result<(), BoxError> {
+        // SAFETY: `send_all` returns only when every send it posted completed, and the
+        // callers post nothing naming `ah` after this.
+        unsafe { self.port.destroy_ah(ah) }?;
+        Ok(())
     }
 }
 
@@ -343,7 +381,7 @@ struct Seen {
 /// Drains a host's receive queue: drops its own looped-back multicast, collects ARP and
 /// counts datagrams into the report.
 fn poll(h: &mut Host, report: &mut Report, seen: &mut Seen) -> usize {
-    let mut pkts: [Option<Mbuf>; BURST] = Default::default();
+    let mut pkts = MbufArray::with_capacity(BURST);
     let mut total = 0;
     loop {
         let n = h.rx.rx_burst(&mut pkts);
@@ -351,8 +389,7 @@ fn poll(h: &mut Host, report: &mut Report, seen: &mut Seen) -> usize {
             return total;
         }
         total += n;
-        for slot in &mut pkts[..n] {
-            let m = slot.take().expect("rx_burst filled this slot");
+        for m in pkts.drain_front(n) {
             let meta = *m.meta();
             if meta.slid == h.attr.lid.0 && meta.src_qpn == h.qpn.get() {
                 report.own_loopback_dropped += 1;
@@ -427,12 +464,14 @@ pub fn run(args: &Args) -> Result<Report, BoxError> {
         request.emit(&mut arp::Packet::new_unchecked(d))
     })?;
     let qkey = a.bcast_qkey();
-    a.send_all(&mut vec![TxDesc {
-        mbuf: Some(m),
+    let mut burst = Burst::new();
+    let to_group = TxDst {
         ah: bcast_ah,
-        remote_qpn: Qpn::MULTICAST,
-        remote_qkey: qkey,
-    }]);
+        qpn: Qpn::MULTICAST,
+        qkey,
+    };
+    burst.push(m, to_group)?;
+    a.send_all(&mut burst);
     let mut seen_b = Seen::default();
     poll(&mut b, &mut report, &mut seen_b);
     let req = seen_b
@@ -454,12 +493,13 @@ pub fn run(args: &Args) -> Result<Report, BoxError> {
         reply.emit(&mut arp::Packet::new_unchecked(d))
     })?;
     let qkey = b.bcast_qkey();
-    b.send_all(&mut vec![TxDesc {
-        mbuf: Some(m),
+    let to_a = TxDst {
         ah: b_to_a,
-        remote_qpn: a_hw.qpn(),
-        remote_qkey: qkey,
-    }]);
+        qpn: a_hw.qpn(),
+        qkey,
+    };
+    burst.push(m, to_a)?;
+    b.send_all(&mut burst);
     let mut seen_a = Seen::default();
     poll(&mut a, &mut report, &mut seen_a);
     let rep = seen_a
@@ -471,7 +511,6 @@ pub fn run(args: &Args) -> Result<Report, BoxError> {
     let a_to_b = a.path_to(b_hw.gid())?;
 
     // Unicast then broadcast datagrams, in bursts, draining both hosts as we go.
-    let mut descs = Vec::with_capacity(BURST);
     for (dst_ip, ah, qpn) in [
         (b.ip, a_to_b, b_hw.qpn()),
         (IPV4_BROADCAST, bcast_ah, Qpn::MULTICAST),
@@ -482,14 +521,9 @@ pub fn run(args: &Args) -> Result<Report, BoxError> {
             let m = a.packet(ipoib::EtherType::IPV4, DATAGRAM_LEN, |d| {
                 udp_datagram(src, dst_ip, seq, d)
             })?;
-            descs.push(TxDesc {
-                mbuf: Some(m),
-                ah,
-                remote_qpn: qpn,
-                remote_qkey: qkey,
-            });
-            if descs.len() == BURST || seq as usize == count - 1 {
-                a.send_all(&mut descs);
+            burst.push(m, TxDst { ah, qpn, qkey })?;
+            if burst.is_full() || seq as usize == count - 1 {
+                a.send_all(&mut burst);
                 poll(&mut b, &mut report, &mut seen_b);
                 poll(&mut a, &mut report, &mut seen_a);
             }
@@ -498,8 +532,8 @@ pub fn run(args: &Args) -> Result<Report, BoxError> {
 
     a.leave_broadcast()?;
     b.leave_broadcast()?;
-    a.port.destroy_ah(a_to_b)?;
-    b.port.destroy_ah(b_to_a)?;
+    a.destroy_ah(a_to_b)?;
+    b.destroy_ah(b_to_a)?;
     report.sa_memberships_after = fabric.with_sa(|sa| {
         sa.memberships_of(&a.attr.gid).count() + sa.memberships_of(&b.attr.gid).count()
     });
@@ -524,17 +558,17 @@ pub fn run(args: &Args) -> Result<Report, BoxError> {
     for h in [&a, &b] {
         let (rx, tx) = (h.rx.counters(), h.tx.counters());
         println!(
-            "host {} (LID {:#x}, QPN {}): tx {} pkts {} bytes, {} errors; rx {} pkts {} bytes, nombuf {}, overrun {}",
+            "host {} (LID {:#x}, QPN {}): tx {} pkts {} bytes, {} completed, {} errors; rx {} pkts {} bytes, nombuf {}",
             h.name,
             h.attr.lid.0,
             h.qpn,
             tx.packets.get(),
             tx.bytes.get(),
+            tx.completed.get(),
             tx.errors.get(),
             rx.packets.get(),
             rx.bytes.get(),
-            rx.nombuf.get(),
-            rx.overrun.get()
+            rx.nombuf.get()
         );
     }
     let once = |v: &[u32]| v.iter().filter(|&&n| n == 1).count();

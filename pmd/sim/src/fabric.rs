@@ -106,7 +106,8 @@ pub struct PortId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(usize)]
 pub(crate) enum DropReason {
-    /// The receive queue had no free posted buffer (receiver overrun).
+    /// The receive queue had no free posted buffer (receiver overrun), or the QP has
+    /// no receive queue (a send-only QP).
     NoReceivePosted,
     /// The receiver's pool was empty (`rx_nombuf`).
     NoBuffer,

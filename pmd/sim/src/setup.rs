@@ -47,7 +47,11 @@ pub(crate) fn create_ud_qp(
         });
     }
     let qpn = Qpn::from_bits(ctl.alloc_qpn());
-    let rx_queues = if cfg.rx_ring_size == 0 { 0 } else { cfg.rx_queues };
+    let rx_queues = if cfg.rx_ring_size == 0 {
+        0
+    } else {
+        cfg.rx_queues
+    };
     let rings: Vec<Arc<RxRing>> = (0..rx_queues)
         .map(|queue_id| {
             Arc::new(RxRing {

@@ -77,8 +77,8 @@ pub(crate) struct Route {
     /// The completion metadata (source QPN, SLID, flags).
     meta: MbufMeta,
     /// Copies the switch drops per packet at some receivers of a group: Q_Key, P_Key,
-    /// port down.
-    drops: [u64; 3],
+    /// port down, no receive queue (a send-only QP).
+    drops: [u64; 4],
 }
 
 /// The sending QP as the switch sees it.
@@ -235,15 +235,7 @@ fn switch(
     let qkey = effective_qkey(s, d);
     if ctl.pcap.is_some() {
         crate::pcap::capture(
-            ctl,
-            s.slid,
-            s.qpn,
-            s.pkey,
-            &s.gid,
-            &ah,
-            d.qpn,
-            qkey,
-            payload,
+            ctl, s.slid, s.qpn, s.pkey, &s.gid, &ah, d.qpn, qkey, payload,
         );
     }
     if ah.dlid.is_multicast() {
@@ -269,6 +261,11 @@ fn switch(
     let dst_pkey = ctl.qp_pkey(dst, qp);
     if !s.pkey.matches(dst_pkey) {
         ctl.stats.count(DropReason::PKey, 1);
+        return Ok(());
+    }
+    if qp.rx.is_empty() {
+        // A send-only QP: no receive queue, so never a posted buffer.
+        ctl.stats.count(DropReason::NoReceivePosted, 1);
         return Ok(());
     }
     let hash = rss_hash(payload);
@@ -310,7 +307,7 @@ impl Route {
         self.rings.clear();
         self.qps.clear();
         self.rss = false;
-        self.drops = [0; 3];
+        self.drops = [0; 4];
     }
 
     /// Whether this slot holds the decision for `key` (AH, remote QPN, Q_Key) under
@@ -380,6 +377,10 @@ fn build_route(ctl: &mut Control, s: &Sender, d: &TxDst, r: &mut Route, gen: u64
                     r.drops[1] += 1;
                     continue;
                 }
+                if qp.rx.is_empty() {
+                    r.drops[3] += 1;
+                    continue;
+                }
                 push_qp(r, &qp.rx);
             }
         }
@@ -401,7 +402,7 @@ fn build_route(ctl: &mut Control, s: &Sender, d: &TxDst, r: &mut Route, gen: u64
         let Some(qp) = ctl.qps.get(&(dst, d.qpn.get())) else {
             return false;
         };
-        if qp.qkey != qkey || !s.pkey.matches(ctl.qp_pkey(dst, qp)) {
+        if qp.qkey != qkey || !s.pkey.matches(ctl.qp_pkey(dst, qp)) || qp.rx.is_empty() {
             return false;
         }
         push_qp(r, &qp.rx);
@@ -432,10 +433,11 @@ fn forward(
     rng: &mut SimRng,
     held: &mut Vec<(Arc<RxRing>, Mbuf)>,
 ) {
-    if r.drops != [0; 3] {
+    if r.drops != [0; 4] {
         ctl.stats.count(DropReason::QKey, r.drops[0]);
         ctl.stats.count(DropReason::PKey, r.drops[1]);
         ctl.stats.count(DropReason::PortDown, r.drops[2]);
+        ctl.stats.count(DropReason::NoReceivePosted, r.drops[3]);
     }
     if r.qps.is_empty() {
         return;
@@ -520,6 +522,7 @@ fn multicast(
     let mut qkey_drops = 0;
     let mut pkey_drops = 0;
     let mut down = 0;
+    let mut no_rq = 0;
     for &p in &ports {
         if ctl.ports[p].state != ibpoll_dev::PortState::Active {
             down += 1;
@@ -541,12 +544,17 @@ fn multicast(
                 pkey_drops += 1;
                 continue;
             }
+            if qp.rx.is_empty() {
+                no_rq += 1;
+                continue;
+            }
             rings.push(qp.rx[rss_pick(hash, qp.rx.len())].clone());
         }
     }
     ctl.stats.count(DropReason::QKey, qkey_drops);
     ctl.stats.count(DropReason::PKey, pkey_drops);
     ctl.stats.count(DropReason::PortDown, down);
+    ctl.stats.count(DropReason::NoReceivePosted, no_rq);
     for ring in &rings {
         deliver(ctl, ring, payload, hash, Some(&grh), meta, rng, held);
     }

@@ -10,8 +10,8 @@
 //!
 //! and divide the inclusive cost of `tx_burst` and `rx_burst` by `BURSTS * 32`.
 
-use ibpoll_dev::{Device, TxDesc, UdQpConfig};
-use ibpoll_mem::{HugepagePolicy, Mbuf, Mempool, MempoolConfig};
+use ibpoll_dev::{Device, TxDst, UdQpConfig};
+use ibpoll_mem::{HugepagePolicy, MbufArray, Mempool, MempoolConfig};
 use ibpoll_pmd_sim::{FabricConfig, SimFabric};
 use ibpoll_wire::{ipoib, QKey};
 
@@ -37,15 +37,7 @@ fn unicast_bursts() {
     let (a, b) = (f.add_node("a", 1), f.add_node("b", 1));
     let (pa, pb) = (a.open_port(1).unwrap(), b.open_port(1).unwrap());
     let (pool_a, pool_b) = (cached_pool("a"), cached_pool("b"));
-    let cfg = |pool: &Mempool| UdQpConfig {
-        pkey_index: 0,
-        qkey: QKey::IPOIB_DEFAULT,
-        rx_queues: 1,
-        tx_queues: 1,
-        rx_ring_size: 1024,
-        tx_ring_size: 1024,
-        pool: pool.clone(),
-    };
+    let cfg = |pool: &Mempool| UdQpConfig::new(pool.clone(), 0, QKey::IPOIB_DEFAULT);
     let mut qa = pa.create_ud_qp(&cfg(&pool_a)).unwrap();
     let mut qb = pb.create_ud_qp(&cfg(&pool_b)).unwrap();
     let ah = pa
@@ -61,27 +53,24 @@ fn unicast_bursts() {
     pkt[..2].copy_from_slice(&ipoib::EtherType::IPV4.0.to_be_bytes());
     pkt[4] = 0x45;
     pkt[13] = 17;
-    let mut descs: Vec<TxDesc> = Vec::with_capacity(BURST);
-    let mut rx: [Option<Mbuf>; BURST] = Default::default();
+    let dst = [TxDst {
+        ah,
+        qpn: qb.qpn,
+        qkey: QKey::IPOIB_DEFAULT,
+    }; BURST];
+    let mut tx = MbufArray::with_capacity(BURST);
+    let mut rx = MbufArray::with_capacity(BURST);
     let mut received = 0;
     for i in 0..BURSTS * BURST {
         let mut m = pool_a.alloc().expect("buffer");
         pkt[24] = i as u8; // a few flows
         m.append(pkt.len()).unwrap().copy_from_slice(&pkt);
-        descs.push(TxDesc {
-            mbuf: Some(m),
-            ah,
-            remote_qpn: qb.qpn,
-            remote_qkey: QKey::IPOIB_DEFAULT,
-        });
-        if descs.len() == BURST {
-            assert_eq!(qa.tx[0].tx_burst(&mut descs), BURST);
-            descs.clear();
+        tx.push(m).expect("room for a burst");
+        if tx.is_full() {
+            assert_eq!(qa.tx.tx_burst(&mut tx, &dst), BURST);
             let n = qb.rx[0].rx_burst(&mut rx);
             received += n;
-            for s in &mut rx[..n] {
-                s.take();
-            }
+            rx.clear();
         }
     }
     assert_eq!(received, BURSTS * BURST);

@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{Host, QpOpts};
-use ibpoll_dev::{Nanos, TxDesc, VirtualClock};
+use ibpoll_dev::{Nanos, VirtualClock};
 use ibpoll_pmd_sim::{FabricConfig, FaultConfig, SimFabric};
 use ibpoll_wire::mad::{Method, Status};
 use ibpoll_wire::sa::SaMad;
@@ -22,10 +22,10 @@ fn numbered_run(f: &SimFabric, count: u32) -> Vec<u32> {
     let mut next = 0;
     while next < count {
         let end = (next + 32).min(count);
-        let mut descs: Vec<TxDesc> = (next..end)
+        let descs = (next..end)
             .map(|i| a.desc(&i.to_be_bytes(), ah, b.qp.qpn, QKey::IPOIB_DEFAULT))
             .collect();
-        a.qp.send(&mut descs);
+        a.qp.send(descs);
         seqs.extend(b.qp.recv().iter().map(common::seq_of));
         next = end;
     }

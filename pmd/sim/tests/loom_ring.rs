@@ -72,7 +72,7 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
     // No preemption bound: these models are small enough for loom to explore them in full
     // (about 2,400 and 160 executions, 0.1 s; bound 3 explores 370 and 80). Each of these
     // mutants fails them: the Release store of `tail` in `push` or of `head` in
-    // `pop_burst`, or the Acquire load of `tail` in `pop_burst` or of `head` in
+    // `pop_with`, or the Acquire load of `tail` in `pop_with` or of `head` in
     // `is_full`, made Relaxed; `is_full` letting the producer overwrite the oldest slot.
     builder.preemption_bound = None;
     builder.check(f);
@@ -92,23 +92,20 @@ fn producer_and_consumer_wrap_around() {
             thread::spawn(move || produce(&ring, 0..N, &drops))
         };
         let mut got = Vec::new();
-        let mut out: [Option<Item>; 2] = Default::default();
         while got.len() < N {
+            let before = got.len();
             // SAFETY: this thread is the ring's only consumer.
-            let n = unsafe { ring.pop_burst(&mut out) };
+            let n = unsafe { ring.pop_with(2, |item| got.push(item.value)) };
+            assert_eq!(got.len() - before, n, "pop_with hands over what it counts");
+            assert!(n <= 2, "pop_with takes at most max");
             if n == 0 {
                 thread::yield_now();
-                continue;
             }
-            for slot in &mut out[..n] {
-                got.push(slot.take().expect("pop_burst filled out[..n]").value);
-            }
-            assert!(out.iter().all(Option::is_none), "pop_burst wrote past n");
         }
         producer.join().unwrap();
         assert_eq!(got, [0, 1, 2], "FIFO, each item once");
         // SAFETY: the consumer, and the producer is gone.
-        assert_eq!(unsafe { ring.pop_burst(&mut out) }, 0, "nothing left");
+        assert_eq!(unsafe { ring.pop_with(2, drop) }, 0, "nothing left");
         drop(ring);
         assert_each_dropped_once(&drops);
     });
@@ -127,19 +124,19 @@ fn drop_with_items_inside_drops_each_once() {
             let (ring, drops) = (ring.clone(), drops.clone());
             thread::spawn(move || produce(&ring, 0..N, &drops))
         };
-        let mut out: [Option<Item>; 2] = Default::default();
+        let mut out = Vec::new();
         // Wait for a first burst: then one to two items are still inside (or on their way)
         // when the ring goes. (A single try would mostly find the ring empty, and loom's
         // DPOR would not try the producer's stores before this thread's load.)
         let n = loop {
             // SAFETY: this thread is the ring's only consumer.
-            let n = unsafe { ring.pop_burst(&mut out) };
+            let n = unsafe { ring.pop_with(2, |item| out.push(item)) };
             if n > 0 {
                 break n;
             }
             thread::yield_now();
         };
-        let got: Vec<usize> = out[..n].iter().map(|m| m.as_ref().unwrap().value).collect();
+        let got: Vec<usize> = out.iter().map(|m| m.value).collect();
         assert_eq!(got, (0..n).collect::<Vec<_>>(), "the oldest, in order");
         drop(out);
         drop(ring);

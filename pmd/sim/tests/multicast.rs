@@ -156,3 +156,63 @@ fn the_last_full_member_leaving_deletes_the_group() {
     let left = f.with_sa(|sa| sa.group_by_mgid(&bc.mgid).map(|v| v.members().count()));
     assert_eq!(left, Some(0));
 }
+
+#[test]
+fn a_qp_that_blocks_self_loopback_sends_no_copy_to_its_own_port() {
+    let f = SimFabric::new(FabricConfig::default().with_mcast_lb_block());
+    let mut a = Host::new(&f, "a");
+    let mut b = Host::new(&f, "b");
+    assert!(a.port.ud_caps().block_self_mcast_lb);
+    let g = a.join_broadcast();
+    b.join_broadcast();
+    // A second QP of a's, attached too, and a sender that blocks its own loopback.
+    let mut a2 = a.new_qp(&QpOpts::default());
+    a.port.attach_mcast(a2.qpn, &g.mgid, g.mlid).unwrap();
+    let mut blocking = a.new_qp(&QpOpts {
+        block_self_mcast_lb: true,
+        ..QpOpts::default()
+    });
+    a.port.attach_mcast(blocking.qpn, &g.mgid, g.mlid).unwrap();
+
+    let ah = a.mcast_ah(&g);
+    let d = a.desc(b"blocked", ah, Qpn::MULTICAST, g.qkey);
+    blocking.send(vec![d]);
+    let want = vec![(blocking.qpn.get(), a.lid().0, b"blocked".to_vec())];
+    assert_eq!(received(&mut b.qp), want, "the other port gets its copy");
+    assert!(received(&mut blocking).is_empty(), "not the sender itself");
+    assert!(
+        received(&mut a.qp).is_empty(),
+        "nor the sender's port's other QPs"
+    );
+    assert!(received(&mut a2).is_empty());
+    assert_eq!(f.stats().delivered, 1);
+
+    // A QP of the same port that does not block still loops back to all of them.
+    a.send_one(b"looped", ah, Qpn::MULTICAST);
+    assert_eq!(received(&mut blocking).len(), 1);
+    assert_eq!(received(&mut a.qp).len(), 1);
+    assert_eq!(received(&mut a2).len(), 1);
+    assert_eq!(received(&mut b.qp).len(), 1);
+    assert_eq!(f.stats().dropped(), 0);
+}
+
+#[test]
+fn blocking_self_loopback_without_the_capability_is_refused() {
+    let f = fabric();
+    let a = Host::new(&f, "a");
+    assert!(!a.port.ud_caps().block_self_mcast_lb, "off by default");
+    let cfg = common::qp_config(
+        &a.pool,
+        &QpOpts {
+            block_self_mcast_lb: true,
+            ..QpOpts::default()
+        },
+    );
+    match a.port.create_ud_qp(&cfg) {
+        Err(e @ ibpoll_dev::Error::QpConfig { field, .. }) => {
+            assert_eq!(field, "block_self_mcast_lb");
+            assert!(e.to_string().contains("filter it in software"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -5,7 +5,7 @@ mod common;
 
 use common::capture::{self, Frame};
 use common::Host;
-use ibpoll_dev::TxDesc;
+use ibpoll_dev::TxDst;
 use ibpoll_pmd_sim::{FabricConfig, SimFabric};
 use ibpoll_wire::mad::Method;
 use ibpoll_wire::mcmember::{self, JoinState};
@@ -71,14 +71,16 @@ fn the_tap_writes_frames_that_the_wire_crate_and_tshark_decode() {
         let udp = common::ipv4_udp([10, 0, 0, 1], dst, 1234, 5678, &vec![0xA5; n]);
         let m = a.packet(ipoib::EtherType::IPV4, &udp);
         bodies.push(m.data().to_vec());
-        descs.push(TxDesc {
-            mbuf: Some(m),
-            ah,
-            remote_qpn: qpn,
-            remote_qkey: QKey::IPOIB_DEFAULT,
-        });
+        descs.push((
+            m,
+            TxDst {
+                ah,
+                qpn,
+                qkey: QKey::IPOIB_DEFAULT,
+            },
+        ));
     }
-    a.qp.send(&mut descs);
+    a.qp.send(descs);
     assert_eq!(b.qp.recv().len(), 5);
     f.stop_pcap().expect("the capture is flushed");
     assert_eq!(f.stats().pcap_frames, 7);
@@ -193,19 +195,17 @@ fn a_send_longer_than_the_link_mtu_fails_before_the_tap_sees_it() {
     let ah = a.ah(b.lid());
     let mut descs = Vec::new();
     for len in [4097 - 4, 9000] {
-        descs.push(TxDesc {
-            mbuf: Some(common::packet_in(
-                &big,
-                common::ETHERTYPE_TEST,
-                &vec![0; len],
-            )),
-            ah,
-            remote_qpn: b.qp.qpn,
-            remote_qkey: QKey::IPOIB_DEFAULT,
-        });
+        descs.push((
+            common::packet_in(&big, common::ETHERTYPE_TEST, &vec![0; len]),
+            TxDst {
+                ah,
+                qpn: b.qp.qpn,
+                qkey: QKey::IPOIB_DEFAULT,
+            },
+        ));
     }
     a.send_one(b"fits", ah, b.qp.qpn);
-    a.qp.send(&mut descs);
+    a.qp.send(descs);
     f.stop_pcap().unwrap();
     assert_eq!(b.qp.recv().len(), 1);
     assert_eq!(f.stats().drop_count("too_long"), 2);

@@ -64,9 +64,9 @@ fn unicast_decisions_follow_every_control_change() {
     assert_eq!(got(&mut b), 1);
 
     // A destroyed address handle fails the send.
-    a.port.destroy_ah(ah2).unwrap();
-    let mut d = [a.desc(b"11", ah2, bq, QKey::IPOIB_DEFAULT)];
-    a.qp.send(&mut d);
+    a.destroy_ah(ah2).unwrap();
+    let d = a.desc(b"11", ah2, bq, QKey::IPOIB_DEFAULT);
+    a.qp.send(vec![d]);
     assert_eq!(f.stats().drop_count("bad_ah"), 1);
 
     // A second QP on b reached through the same address handle is a separate route.

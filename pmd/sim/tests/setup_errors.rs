@@ -12,15 +12,10 @@ fn fabric() -> SimFabric {
 }
 
 fn qp_config(pool: &ibpoll_mem::Mempool) -> UdQpConfig {
-    UdQpConfig {
-        pkey_index: 0,
-        qkey: QKey::IPOIB_DEFAULT,
-        rx_queues: 1,
-        tx_queues: 1,
-        rx_ring_size: 256,
-        tx_ring_size: 256,
-        pool: pool.clone(),
-    }
+    let mut cfg = UdQpConfig::new(pool.clone(), 0, QKey::IPOIB_DEFAULT);
+    cfg.rx_ring_size = 256;
+    cfg.tx_ring_size = 256;
+    cfg
 }
 
 #[test]
@@ -46,14 +41,16 @@ fn bad_ring_and_queue_sizes_are_qp_config_errors_naming_the_field() {
     let f = fabric();
     let a = Host::new(&f, "a");
     type Spoil = fn(&mut UdQpConfig);
-    let cases: [(&str, Spoil); 7] = [
+    let cases: [(&str, Spoil); 9] = [
         ("rx_ring_size", |c| c.rx_ring_size = 100),
         ("rx_ring_size", |c| c.rx_ring_size = 16),
         ("rx_ring_size", |c| c.rx_ring_size = 65536),
         ("tx_ring_size", |c| c.tx_ring_size = 33),
+        ("tx_ring_size", |c| c.tx_ring_size = 0),
         ("rx_queues", |c| c.rx_queues = 0),
+        ("rx_queues", |c| c.rx_queues = 2),
         ("rx_queues", |c| c.rx_queues = 65),
-        ("tx_queues", |c| c.tx_queues = 0),
+        ("block_self_mcast_lb", |c| c.block_self_mcast_lb = true),
     ];
     for (want, spoil) in cases {
         let mut cfg = qp_config(&a.pool);
@@ -69,6 +66,10 @@ fn bad_ring_and_queue_sizes_are_qp_config_errors_naming_the_field() {
     let mut cfg = qp_config(&a.pool);
     cfg.rx_ring_size = 32;
     assert!(a.port.create_ud_qp(&cfg).is_ok(), "32 is the smallest ring");
+    cfg.rx_ring_size = 0;
+    cfg.rx_queues = 0;
+    let send_only = a.port.create_ud_qp(&cfg).expect("0 is a send-only QP");
+    assert!(send_only.rx.is_empty());
 }
 
 #[test]
@@ -119,9 +120,9 @@ fn destroying_an_address_handle_twice_is_no_such_ah() {
     let b = Host::new(&f, "b");
     let ah = a.ah(b.lid());
     // Another port cannot destroy it.
-    assert!(matches!(b.port.destroy_ah(ah), Err(Error::NoSuchAh(_))));
-    a.port.destroy_ah(ah).unwrap();
-    match a.port.destroy_ah(ah) {
+    assert!(matches!(b.destroy_ah(ah), Err(Error::NoSuchAh(_))));
+    a.destroy_ah(ah).unwrap();
+    match a.destroy_ah(ah) {
         Err(Error::NoSuchAh(raw)) => assert_eq!(raw, ah.raw()),
         other => panic!("{other:?}"),
     }

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{Host, QpOpts};
-use ibpoll_dev::{Error as DevError, TxDesc};
+use ibpoll_dev::Error as DevError;
 use ibpoll_mem::{MBUF_F_GRH, MBUF_F_MCAST};
 use ibpoll_pmd_sim::{FabricConfig, SimFabric};
 use ibpoll_wire::{bth, crc, grh, ipoib, IbMtu, Lid, PKey, QKey, Qpn};
@@ -128,11 +128,11 @@ fn qkey_mismatch_is_dropped_and_counted() {
     let mut a = Host::new(&f, "a");
     let mut b = Host::new(&f, "b");
     let ah = a.ah(b.lid());
-    let mut d = [a.desc(b"x", ah, b.qp.qpn, QKey(0x1234))];
-    a.qp.send(&mut d);
+    let d = a.desc(b"x", ah, b.qp.qpn, QKey(0x1234));
+    a.qp.send(vec![d]);
     // A controlled Q_Key (high bit set) means "the sender QP's own": 0x0B1B matches.
-    let mut d = [a.desc(b"y", ah, b.qp.qpn, QKey(0x8000_0000))];
-    a.qp.send(&mut d);
+    let d = a.desc(b"y", ah, b.qp.qpn, QKey(0x8000_0000));
+    a.qp.send(vec![d]);
     let got = b.qp.recv();
     assert_eq!(got.len(), 1);
     assert_eq!(common::body(&got[0]), b"y");
@@ -159,8 +159,8 @@ fn pkey_mismatch_is_dropped_and_counted() {
     assert_eq!(a.attr().pkeys[1], PKey(0x8001));
     let ah = a.ah(b.lid());
 
-    let mut d = [a.desc(b"partition 1", ah, b_qp.qpn, QKey::IPOIB_DEFAULT)];
-    a_8001.send(&mut d);
+    let d = a.desc(b"partition 1", ah, b_qp.qpn, QKey::IPOIB_DEFAULT);
+    a_8001.send(vec![d]);
     assert!(b_qp.recv().is_empty());
     assert_eq!(drops(&f), [("pkey_mismatch", 1)]);
 
@@ -175,8 +175,8 @@ fn pkey_mismatch_is_dropped_and_counted() {
         ..QpOpts::default()
     });
     let ah = a.ah(c.lid());
-    let mut d = [a.desc(b"partition 1 again", ah, c_8001.qpn, QKey::IPOIB_DEFAULT)];
-    a_8001.send(&mut d);
+    let d = a.desc(b"partition 1 again", ah, c_8001.qpn, QKey::IPOIB_DEFAULT);
+    a_8001.send(vec![d]);
     let got = c_8001.recv();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].meta().src_qpn, a_8001.qpn.get());
@@ -199,18 +199,17 @@ fn a_qp_moved_to_another_pkey_index_sends_and_receives_in_that_partition() {
     assert_eq!(drops(&f), [("pkey_mismatch", 1)]);
 
     // Bad indexes and unknown QPs are typed errors and change nothing.
-    let e = a.port.set_qp_pkey_index(a.qp.qpn, 2).unwrap_err();
+    let e = a.qp.move_pkey_index(&*a.port, 2).unwrap_err();
     assert!(matches!(e, DevError::PkeyIndex { index: 2, .. }), "{e}");
-    let e = a.port.set_qp_pkey_index(b.qp.qpn, 1).unwrap_err();
+    let e = b.qp.move_pkey_index(&*a.port, 1).unwrap_err();
     assert!(matches!(e, DevError::NoSuchQp { .. }), "{e}");
     a.send_one(b"still wrong", ah, b.qp.qpn);
     assert!(b.qp.recv().is_empty());
     assert_eq!(drops(&f), [("pkey_mismatch", 2)]);
 
     // Moved: same QPN, the default partition again, both ways.
-    a.port
-        .set_qp_pkey_index(a.qp.qpn, 1)
-        .expect("index 1 is valid");
+    let flushed = a.qp.move_pkey_index(&*a.port, 1).expect("index 1 is valid");
+    assert_eq!(flushed, 0, "nothing was waiting");
     a.send_one(b"right partition", ah, b.qp.qpn);
     let got = b.qp.recv();
     assert_eq!(got.len(), 1);
@@ -219,6 +218,48 @@ fn a_qp_moved_to_another_pkey_index_sends_and_receives_in_that_partition() {
     b.send_one(b"reply", back, a.qp.qpn);
     assert_eq!(a.qp.recv().len(), 1);
     assert_eq!(drops(&f), [("pkey_mismatch", 2)]);
+}
+
+#[test]
+fn a_pkey_index_move_returns_the_filled_buffers_and_then_receives_the_new_partition_only() {
+    let f = SimFabric::new(FabricConfig {
+        partitions: vec![PKey::DEFAULT, PKey(0x8001)],
+        ..FabricConfig::default()
+    });
+    let mut a = Host::new(&f, "a");
+    let mut b = Host::new(&f, "b");
+    let mut a_8001 = a.new_qp(&QpOpts {
+        pkey_index: 1,
+        ..QpOpts::default()
+    });
+    let ah = a.ah(b.lid());
+    for i in 0..5u32 {
+        a.send_one(&i.to_be_bytes(), ah, b.qp.qpn);
+    }
+    assert_eq!(b.pool.in_use(), 5, "five filled receive buffers wait");
+
+    // Through Reset: the five filled buffers go back to the pool and are counted.
+    let flushed = b.qp.move_pkey_index(&*b.port, 1).expect("index 1 is valid");
+    assert_eq!(flushed, 5);
+    assert_eq!(b.qp.rx[0].counters().flushed.get(), 5);
+    assert_eq!(b.pool.in_use(), 0, "the flushed buffers are home");
+    assert!(b.qp.recv().is_empty(), "nothing from before the move");
+    assert_eq!(b.qp.rx[0].counters().packets.get(), 0);
+
+    // Now in partition 0x8001: the default partition's sends are dropped, 0x8001's land.
+    a.send_one(b"default", ah, b.qp.qpn);
+    let d = a.desc(b"8001", ah, b.qp.qpn, QKey::IPOIB_DEFAULT);
+    a_8001.send(vec![d]);
+    let got = b.qp.recv();
+    assert_eq!(got.len(), 1);
+    assert_eq!(common::body(&got[0]), b"8001");
+    assert_eq!(got[0].meta().src_qpn, a_8001.qpn.get());
+    assert_eq!(drops(&f), [("pkey_mismatch", 1)]);
+    assert_eq!(
+        b.qp.rx[0].counters().flushed.get(),
+        5,
+        "a move flushes, nothing else"
+    );
 }
 
 #[test]
@@ -237,9 +278,11 @@ fn unicast_longer_than_the_path_mtu_fails_at_the_sender() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].len(), 2048);
     assert_eq!(drops(&f), [("too_long", 1)]);
+    // Both were posted; one completed in error.
     let tx = a.qp.tx.counters();
-    assert_eq!((tx.packets.get(), tx.errors.get()), (1, 1));
-    assert_eq!(tx.bytes.get(), 2048);
+    assert_eq!((tx.packets.get(), tx.errors.get()), (2, 1));
+    assert_eq!(tx.bytes.get(), 2048 + 2049);
+    assert_eq!(tx.completed.get(), 2);
 }
 
 #[test]
@@ -333,12 +376,14 @@ fn a_destroyed_address_handle_fails_the_send_and_frees_the_buffer() {
     let mut a = Host::new(&f, "a");
     let mut b = Host::new(&f, "b");
     let ah = a.ah(b.lid());
-    a.port.destroy_ah(ah).unwrap();
+    a.destroy_ah(ah).unwrap();
     a.send_one(b"x", ah, b.qp.qpn);
     assert!(b.qp.recv().is_empty());
     assert_eq!(drops(&f), [("bad_ah", 1)]);
+    // Posted, and completed in error.
     let tx = a.qp.tx.counters();
-    assert_eq!((tx.packets.get(), tx.errors.get()), (0, 1));
+    assert_eq!((tx.packets.get(), tx.errors.get()), (1, 1));
+    assert_eq!(tx.completed.get(), 1);
     assert_eq!(a.pool.in_use(), 0, "the failed send's buffer went home");
 
     // A new handle may reuse the slot; the stale one must still fail.
@@ -365,14 +410,16 @@ fn receiver_overrun_is_counted_per_packet() {
         512,
     );
     let ah = a.ah(b.lid());
-    let mut descs: Vec<TxDesc> = (0..100u32)
+    let descs = (0..100u32)
         .map(|i| a.desc(&i.to_be_bytes(), ah, b.qp.qpn, QKey::IPOIB_DEFAULT))
         .collect();
-    a.qp.send(&mut descs);
+    a.qp.send(descs);
     let s = f.stats();
     assert_eq!((s.sent, s.delivered), (100, 32));
+    // An HCA drops a packet that finds no posted buffer without a completion: only the
+    // fabric counts it, not the queue.
     assert_eq!(drops(&f), [("no_receive_posted", 68)]);
-    assert_eq!(b.qp.rx[0].counters().overrun.get(), 68);
+    assert_eq!(b.qp.rx[0].counters().packets.get(), 0, "not yet polled");
     let got = b.qp.recv();
     let seqs: Vec<u32> = got.iter().map(common::seq_of).collect();
     assert_eq!(
@@ -392,10 +439,10 @@ fn an_empty_receive_pool_is_counted_as_nombuf() {
     let mut a = Host::new(&f, "a");
     let mut b = Host::with(&f, "b", &QpOpts::default(), 8);
     let ah = a.ah(b.lid());
-    let mut descs: Vec<TxDesc> = (0..20u32)
+    let descs = (0..20u32)
         .map(|i| a.desc(&i.to_be_bytes(), ah, b.qp.qpn, QKey::IPOIB_DEFAULT))
         .collect();
-    a.qp.send(&mut descs);
+    a.qp.send(descs);
     assert_eq!(drops(&f), [("no_buffer", 12)]);
     assert_eq!(b.qp.rx[0].counters().nombuf.get(), 12);
     let got = b.qp.recv();
@@ -416,18 +463,15 @@ fn tx_burst_takes_every_mbuf_and_the_receiver_gets_a_copy_after_the_grh_area() {
     // "a different buffer" is a real question.
     let mut a2 = a.new_qp(&QpOpts::default());
     let ah = a.ah_global(a.lid(), a.gid());
-    let mut descs: Vec<TxDesc> = (0..10u32)
+    let descs: Vec<common::Outgoing> = (0..10u32)
         .map(|i| a.desc(&[i as u8; 100], ah, a2.qpn, QKey::IPOIB_DEFAULT))
         .collect();
     let sent: Vec<(usize, u32)> = descs
         .iter()
-        .map(|d| {
-            let m = d.mbuf.as_ref().unwrap();
-            (m.buf_addr(), m.index())
-        })
+        .map(|(m, _)| (m.buf_addr(), m.index()))
         .collect();
     assert_eq!(a.pool.in_use(), 10);
-    a.qp.send(&mut descs);
+    a.qp.send(descs);
     // Only the 10 receive copies are out now: the sent buffers are home.
     assert_eq!(a.pool.in_use(), 10);
     let got = a2.recv();
@@ -470,4 +514,48 @@ fn a_dropped_qp_leaves_the_switch_and_its_groups() {
         b.port.detach_mcast(gone, &g.mgid, g.mlid).is_err(),
         "its attachment went with it"
     );
+}
+
+#[test]
+fn a_send_only_qp_sends_and_unicast_to_it_is_dropped_and_counted() {
+    let f = fabric();
+    let mut a = Host::new(&f, "a");
+    let mut b = Host::new(&f, "b");
+    let mut send_only = a.new_qp(&QpOpts {
+        rx_ring_size: 0,
+        ..QpOpts::default()
+    });
+    assert!(send_only.rx.is_empty(), "no receive queue");
+
+    let to_b = a.ah(b.lid());
+    let d = a.desc(b"from a send-only QP", to_b, b.qp.qpn, QKey::IPOIB_DEFAULT);
+    send_only.send(vec![d]);
+    let got = b.qp.recv();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].meta().src_qpn, send_only.qpn.get());
+
+    // Unicast to it finds no receive queue: dropped at the receiver and counted, and
+    // the send itself completed without error (UD is unreliable).
+    let to_a = b.ah(a.lid());
+    b.send_one(b"to a send-only QP", to_a, send_only.qpn);
+    b.send_one(b"again", to_a, send_only.qpn);
+    assert_eq!(drops(&f), [("no_receive_posted", 2)]);
+    assert_eq!(b.qp.tx.counters().errors.get(), 0);
+    assert_eq!(a.pool.in_use(), 0, "no buffer was taken for it");
+    assert!(
+        a.qp.recv().is_empty(),
+        "nor did another QP of the port get it"
+    );
+
+    // Attached to a group, it gets no copy either; the others do.
+    let g = a.join_broadcast();
+    b.join_broadcast();
+    a.port
+        .attach_mcast(send_only.qpn, &g.mgid, g.mlid)
+        .expect("a send-only QP may be attached");
+    let ah = b.mcast_ah(&g);
+    b.send_one(b"group", ah, Qpn::MULTICAST);
+    assert_eq!(a.qp.recv().len(), 1);
+    assert_eq!(b.qp.recv().len(), 1);
+    assert_eq!(drops(&f), [("no_receive_posted", 3)]);
 }

@@ -8,10 +8,10 @@ pub mod capture;
 use std::sync::Arc;
 
 use ibpoll_dev::{
-    AddressHandle, AhAttr, Device, GrhAttr, MadAddr, MadChannel, Port, PortAttr, RxQueue, TxDesc,
-    TxQueue, UdQpConfig,
+    AddressHandle, AhAttr, Device, GrhAttr, MadAddr, MadChannel, Parked, Port, PortAttr, RxQueue,
+    TxDst, TxQueue, UdQpConfig,
 };
-use ibpoll_mem::{HugepagePolicy, Mbuf, Mempool, MempoolConfig};
+use ibpoll_mem::{HugepagePolicy, Mbuf, MbufArray, Mempool, MempoolConfig};
 use ibpoll_pmd_sim::{PortId, SimDevice, SimFabric};
 use ibpoll_wire::mad::{Method, Status};
 use ibpoll_wire::mcmember::{self, JoinState};
@@ -46,8 +46,10 @@ pub struct QpOpts {
     pub qkey: QKey,
     /// Receive queues.
     pub rx_queues: u16,
-    /// Posted receive buffers per queue.
+    /// Posted receive buffers per queue (0: a send-only QP).
     pub rx_ring_size: u32,
+    /// Ask the HCA to drop this QP's own multicast before it loops back.
+    pub block_self_mcast_lb: bool,
 }
 
 impl Default for QpOpts {
@@ -57,11 +59,15 @@ impl Default for QpOpts {
             qkey: QKey::IPOIB_DEFAULT,
             rx_queues: 1,
             rx_ring_size: 256,
+            block_self_mcast_lb: false,
         }
     }
 }
 
-/// A UD QP with its receive queues and its first send queue.
+/// One send: a packet and where it goes.
+pub type Outgoing = (Mbuf, TxDst);
+
+/// A UD QP with its receive queues (none for a send-only QP) and its send queue.
 #[derive(Debug)]
 pub struct Qp {
     pub qpn: Qpn,
@@ -70,32 +76,52 @@ pub struct Qp {
 }
 
 impl Qp {
-    /// Sends every descriptor in one `tx_burst` and checks that the simulated queue
-    /// consumed them all and took every mbuf.
-    pub fn send(&mut self, descs: &mut [TxDesc]) {
-        let n = self.tx.tx_burst(descs);
+    /// Sends everything in one `tx_burst` and checks that the simulated queue took every
+    /// packet (it completes each send before `tx_burst` returns).
+    pub fn send(&mut self, sends: Vec<Outgoing>) {
+        let mut pkts = MbufArray::with_capacity(sends.len().max(1));
+        let mut dst = Vec::with_capacity(sends.len());
+        for (m, d) in sends {
+            pkts.push(m).expect("the array was sized for the burst");
+            dst.push(d);
+        }
+        let offered = pkts.len() as u64;
+        let before = self.tx.completed();
+        let n = self.tx.tx_burst(&mut pkts, &dst);
+        assert_eq!(n, dst.len(), "the simulated send queue takes whole bursts");
+        assert!(pkts.is_empty(), "tx_burst took every packet it counted");
         assert_eq!(
-            n,
-            descs.len(),
-            "the simulated send queue consumes whole bursts"
-        );
-        assert!(
-            descs.iter().all(|d| d.mbuf.is_none()),
-            "tx_burst takes the mbuf out of every descriptor it consumed"
+            self.tx.completed() - before,
+            offered,
+            "the simulated sends complete within the burst"
         );
     }
 
     /// Everything waiting on receive queue `q`, in arrival order.
     pub fn recv_queue(&mut self, q: usize) -> Vec<Mbuf> {
         let mut out = Vec::new();
-        let mut pkts: [Option<Mbuf>; BURST] = Default::default();
+        let mut pkts = MbufArray::with_capacity(BURST);
         loop {
             let n = self.rx[q].rx_burst(&mut pkts);
-            out.extend(pkts[..n].iter_mut().map(|s| s.take().expect("filled slot")));
+            assert_eq!(n, pkts.len(), "rx_burst appends to an empty array");
+            out.extend(pkts.drain_front(n));
             if n < BURST {
                 return out;
             }
         }
+    }
+
+    /// Moves this QP (its queues parked: this test owns them and is not calling them)
+    /// to P_Key index `pkey_index`; returns the buffers the move gave back.
+    pub fn move_pkey_index(
+        &mut self,
+        port: &dyn Port,
+        pkey_index: u16,
+    ) -> Result<usize, ibpoll_dev::Error> {
+        // SAFETY: `&mut self` holds every queue of this QP, and none is called while the
+        // token lives (it is dropped at the end of this function).
+        let parked = unsafe { Parked::assume(self.qpn) };
+        port.move_qp_pkey_index(&parked, pkey_index)
     }
 
     /// Everything waiting on every receive queue, queue by queue.
@@ -231,20 +257,24 @@ impl Host {
         packet_in(&self.pool, ethertype, body)
     }
 
-    /// One send descriptor carrying `body` (test ethertype) to `ah`/`qpn`.
-    pub fn desc(&self, body: &[u8], ah: AddressHandle, qpn: Qpn, qkey: QKey) -> TxDesc {
-        TxDesc {
-            mbuf: Some(self.packet(ETHERTYPE_TEST, body)),
-            ah,
-            remote_qpn: qpn,
-            remote_qkey: qkey,
-        }
+    /// One send carrying `body` (test ethertype) to `ah`/`qpn`.
+    pub fn desc(&self, body: &[u8], ah: AddressHandle, qpn: Qpn, qkey: QKey) -> Outgoing {
+        (self.packet(ETHERTYPE_TEST, body), TxDst { ah, qpn, qkey })
     }
 
     /// Sends one `body` to `ah`/`qpn` with the IPoIB Q_Key from this host's QP.
     pub fn send_one(&mut self, body: &[u8], ah: AddressHandle, qpn: Qpn) {
-        let mut d = [self.desc(body, ah, qpn, QKey::IPOIB_DEFAULT)];
-        self.qp.send(&mut d);
+        let d = self.desc(body, ah, qpn, QKey::IPOIB_DEFAULT);
+        self.qp.send(vec![d]);
+    }
+
+    /// Destroys an address handle of this host's port.
+    pub fn destroy_ah(&self, ah: AddressHandle) -> Result<(), ibpoll_dev::Error> {
+        // SAFETY: the simulator's handles are generation-tagged indices, never pointers:
+        // a send that names a destroyed handle fails and is counted (`bad_ah`), which is
+        // what the tests that do so check. The simulator's `destroy_ah` itself does
+        // nothing unsafe.
+        unsafe { self.port.destroy_ah(ah) }
     }
 
     /// Sends one SA request and returns its transaction id.
@@ -329,21 +359,24 @@ impl Host {
     }
 }
 
+/// The configuration of a test QP.
+pub fn qp_config(pool: &Mempool, opts: &QpOpts) -> UdQpConfig {
+    let mut cfg = UdQpConfig::new(pool.clone(), opts.pkey_index, opts.qkey);
+    cfg.rx_queues = opts.rx_queues;
+    cfg.rx_ring_size = opts.rx_ring_size;
+    cfg.tx_ring_size = 256;
+    cfg.block_self_mcast_lb = opts.block_self_mcast_lb;
+    cfg
+}
+
 fn make_qp(port: &dyn Port, pool: &Mempool, opts: &QpOpts) -> Qp {
-    let mut qp = port
-        .create_ud_qp(&UdQpConfig {
-            pkey_index: opts.pkey_index,
-            qkey: opts.qkey,
-            rx_queues: opts.rx_queues,
-            tx_queues: 1,
-            rx_ring_size: opts.rx_ring_size,
-            tx_ring_size: 256,
-            pool: pool.clone(),
-        })
+    let qp = port
+        .create_ud_qp(&qp_config(pool, opts))
         .expect("a valid QP configuration");
+    assert_eq!(qp.tx.src_qpn(), qp.qpn, "the send queue sends as its QP");
     Qp {
         qpn: qp.qpn,
-        tx: qp.tx.pop().expect("one send queue"),
+        tx: qp.tx,
         rx: qp.rx,
     }
 }
