@@ -17,6 +17,7 @@ use crate::lcore::{
     self, CtlHost, DataLcore, DataLcoreParts, IdlePolicy, IfShared, LcoreIfaceParts, Shared,
     BURST_MAX,
 };
+use crate::signal::{Guarded, StopOnPanic, StopState};
 use crate::stack::{IfaceInfo, LcoreExit, Stack};
 use crate::stats::{LcoreCounterSet, LcoreCounters};
 use crate::Error;
@@ -98,6 +99,7 @@ pub struct StackBuilder {
     ctrl: CtrlConfig,
     ctl_poll_interval: Duration,
     stop_timeout: Duration,
+    stop_flag: Option<Arc<AtomicBool>>,
 }
 
 impl Default for StackBuilder {
@@ -124,6 +126,7 @@ impl Default for StackBuilder {
             ctrl: CtrlConfig::default(),
             ctl_poll_interval: Duration::from_micros(20),
             stop_timeout: Duration::from_secs(70),
+            stop_flag: None,
         }
     }
 }
@@ -332,6 +335,15 @@ impl StackBuilder {
     /// stops the lcores anyway (default 70 s: the controller's `flush_max` plus margin).
     pub fn stop_timeout(mut self, d: Duration) -> Self {
         self.stop_timeout = d;
+        self
+    }
+
+    /// The flag that asks the stack's owner to stop it (see [`Stack::stop_requested`]):
+    /// the program sets it from its signal handlers (e.g. `signal_hook::flag::register`),
+    /// and the stack sets it when an application callback (or an lcore) panics. Several
+    /// stacks may share one. Default: a flag of the stack's own.
+    pub fn stop_flag(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.stop_flag = Some(flag);
         self
     }
 
@@ -575,6 +587,7 @@ impl StackBuilder {
             }
         }
 
+        let stop_state = Arc::new(StopState::new(self.stop_flag.clone().unwrap_or_default()));
         let mut host = Some(hosts);
         let mut threads = Vec::with_capacity(lcores);
         let mut counter_sets = Vec::with_capacity(data_cores);
@@ -603,7 +616,7 @@ impl StackBuilder {
                 } else {
                     Vec::new()
                 },
-                app: app(i),
+                app: Guarded::new(app(i), i, stop_state.clone()),
                 counters,
                 shared: shared.clone(),
                 idle: self.idle,
@@ -619,14 +632,20 @@ impl StackBuilder {
             port,
             infos,
             self.stop_timeout,
+            stop_state.clone(),
         );
         for (i, parts) in stack_parts.into_iter().enumerate() {
             let name = format!("{}-lcore{i}", self.name);
             let cpu = cpus[i];
             let thread = name.clone();
+            let on_panic = StopOnPanic {
+                state: stop_state.clone(),
+                lcore: i,
+            };
             let h = std::thread::Builder::new()
                 .name(name.clone())
                 .spawn(move || {
+                    let _on_panic = on_panic;
                     if pin {
                         pin_to(cpu, &thread);
                     }
@@ -650,9 +669,14 @@ impl StackBuilder {
             let thread = name.clone();
             let idle = self.idle;
             let shared = shared.clone();
+            let on_panic = StopOnPanic {
+                state: stop_state.clone(),
+                lcore: data_cores,
+            };
             let h = std::thread::Builder::new()
                 .name(name.clone())
                 .spawn(move || {
+                    let _on_panic = on_panic;
                     if pin {
                         pin_to(cpu, &thread);
                     }
