@@ -44,6 +44,7 @@ mod lpm;
 mod mroute;
 mod node;
 mod route;
+pub mod cli;
 pub mod traffic;
 
 pub use error::Error;

@@ -42,4 +42,4 @@ mod tx;
 
 pub use fabric::{FabricConfig, FabricStats, NodeId, PortId, SimDevice, SimFabric, SimPort};
 pub use fault::FaultConfig;
-pub use pcap::PcapError;
+pub use pcap::{PcapError, PcapStatus};
