@@ -54,6 +54,9 @@ pub struct FwdConfig {
     pub name: String,
     /// How long stop waits for the flush of every interface.
     pub stop_timeout: Duration,
+    /// The stop flag the node's stack shares with the program (see
+    /// [`StackBuilder::stop_flag`]); `None`: the stack's own.
+    pub stop_flag: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Default for FwdConfig {
@@ -83,6 +86,7 @@ impl Default for FwdConfig {
             mtu: IbMtu::Mtu2048,
             name: "fwd".to_owned(),
             stop_timeout: Duration::from_secs(10),
+            stop_flag: None,
         }
     }
 }
@@ -213,6 +217,9 @@ impl FwdConfig {
         }
         if let Some(n) = self.pool_size {
             b = b.pool_size(n);
+        }
+        if let Some(f) = &self.stop_flag {
+            b = b.stop_flag(f.clone());
         }
         b
     }

@@ -50,7 +50,7 @@ pub fn main(cfg: &Config, stop: Arc<AtomicBool>, signals: &Signals) -> ExitCode 
 }
 
 /// The forwarder's configuration, checked with where `--dst` leads.
-fn forwarder_config(cfg: &Config) -> Result<(FwdConfig, bool), Failure> {
+fn forwarder_config(cfg: &Config, stop: &Arc<AtomicBool>) -> Result<(FwdConfig, bool), Failure> {
     let fc = FwdConfig {
         routes: cfg.routes.clone(),
         mroutes: cfg.mroutes.clone(),
@@ -58,6 +58,10 @@ fn forwarder_config(cfg: &Config) -> Result<(FwdConfig, bool), Failure> {
         pin: false,
         idle: IdlePolicy::Yield { after: 16 },
         ..FwdConfig::default()
+    };
+    let fc = FwdConfig {
+        stop_flag: Some(stop.clone()),
+        ..fc
     };
     let conf = |e: ipoib_fwd::Error| Failure::Config(describe(&e));
     fc.validate().map_err(conf)?;
@@ -341,7 +345,7 @@ fn run(
     signals: &Signals,
     out: &mut Stdout,
 ) -> Result<bool, Failure> {
-    let (fc, mcast) = forwarder_config(cfg)?;
+    let (fc, mcast) = forwarder_config(cfg, stop)?;
     let n = start(cfg, &fc, mcast, stop)?;
     bring_up(&n, cfg, mcast)?;
     out.line(&format!(
