@@ -288,6 +288,7 @@ impl Controller {
         }
         self.admin_up = up;
         if !up {
+            tracing::info!(pkey = %self.cfg.pkey, "ibpoll-ctrl: interface set down");
             let now = self.clock.now();
             self.start_flush(FlushLevel::Normal, now);
         }
@@ -458,6 +459,16 @@ impl Controller {
                 PortEvent::Active | PortEvent::Error | PortEvent::LidChange => FlushLevel::Normal,
                 PortEvent::PkeyChange => FlushLevel::Heavy,
             };
+            if level == FlushLevel::Light {
+                tracing::info!(
+                    pkey = %self.cfg.pkey,
+                    event = ?ev,
+                    groups = self.groups.len(),
+                    "ibpoll-ctrl: the subnet manager restarted or asked to reregister; rejoining every group"
+                );
+            } else {
+                tracing::info!(pkey = %self.cfg.pkey, event = ?ev, "ibpoll-ctrl: port event");
+            }
             self.start_flush(level, now);
         }
         n
@@ -476,6 +487,12 @@ impl Controller {
                 f
             }
             None => {
+                tracing::info!(
+                    pkey = %self.cfg.pkey,
+                    ?level,
+                    groups = self.groups.len(),
+                    "ibpoll-ctrl: flush started"
+                );
                 // No group is published while a flush runs.
                 self.changes.push(Change::AllGroups);
                 Flush {
@@ -611,10 +628,23 @@ impl Controller {
             };
         }
         self.stats.flush_abandoned += 1;
+        tracing::warn!(
+            pkey = %self.cfg.pkey,
+            transactions = n,
+            "ibpoll-ctrl: the flush ran out of time (flush_max); what the SA may still hold is left by the next flush"
+        );
         n
     }
 
     fn flush_end(&mut self, level: FlushLevel, now: Nanos) {
+        if let Some(f) = self.flush {
+            tracing::info!(
+                pkey = %self.cfg.pkey,
+                ?level,
+                ms = now.saturating_sub(f.started).0 / 1_000_000,
+                "ibpoll-ctrl: flush ended"
+            );
+        }
         self.flush = None;
         // Groups are published again.
         self.changes.push(Change::AllGroups);
@@ -808,6 +838,7 @@ impl Controller {
         ) else {
             return;
         };
+        tracing::debug!(pkey = %self.cfg.pkey, %mgid, ?tid, join_state = ?rec.join_state, "ibpoll-ctrl: join sent");
         let g = self.groups.get_mut(&mgid).expect("looked up above");
         let old = std::mem::replace(
             &mut g.state,
@@ -938,14 +969,43 @@ impl Controller {
             SaEvent::Joined { tid, mgid, granted } => {
                 self.on_joined(tid, mgid, Membership::new(granted), now)
             }
-            SaEvent::JoinRefused { tid, mgid, .. } => self.on_join_failed(tid, mgid, None, now),
+            SaEvent::JoinRefused { tid, mgid, status } => {
+                if self.joining_tid(&mgid) == Some(tid) {
+                    tracing::warn!(
+                        pkey = %self.cfg.pkey,
+                        %mgid,
+                        sa_status = format_args!("{:#06x}", status.0),
+                        "ibpoll-ctrl: the SA refused the join"
+                    );
+                }
+                self.on_join_failed(tid, mgid, None, now)
+            }
             SaEvent::Timeout {
                 tid,
                 kind: TxnKind::Join(mgid),
                 join_state,
-            } => self.on_join_failed(tid, mgid, Some(join_state), now),
+            } => {
+                if self.joining_tid(&mgid) == Some(tid) {
+                    tracing::warn!(
+                        pkey = %self.cfg.pkey,
+                        %mgid,
+                        "ibpoll-ctrl: the join timed out (no answer from the SA)"
+                    );
+                }
+                self.on_join_failed(tid, mgid, Some(join_state), now)
+            }
             SaEvent::Left { tid, mgid, .. } => self.on_leave_done(tid, mgid, now),
-            SaEvent::LeaveRefused { tid, mgid } => self.on_leave_timeout(tid, mgid, now),
+            SaEvent::LeaveRefused { tid, mgid, status } => {
+                if self.leaving_tid(&mgid) == Some(tid) {
+                    tracing::warn!(
+                        pkey = %self.cfg.pkey,
+                        %mgid,
+                        sa_status = format_args!("{:#06x}", status.0),
+                        "ibpoll-ctrl: the SA refused the leave"
+                    );
+                }
+                self.on_leave_timeout(tid, mgid, now)
+            }
             SaEvent::Timeout {
                 tid,
                 kind: TxnKind::Leave(mgid),
@@ -988,6 +1048,13 @@ impl Controller {
         }
         self.stats.joins_ok += 1;
         let rec = *membership.record();
+        tracing::info!(
+            pkey = %self.cfg.pkey,
+            %mgid,
+            mlid = format_args!("{:#06x}", rec.mlid.0),
+            join_state = ?membership.join_state(),
+            "ibpoll-ctrl: joined group"
+        );
         let is_bcast = mgid == self.bcast_mgid;
         let kind = self.groups[&mgid].kind;
         if is_bcast {
@@ -1078,6 +1145,7 @@ impl Controller {
             return;
         }
         self.stats.joins_failed += 1;
+        tracing::debug!(pkey = %self.cfg.pkey, %mgid, "ibpoll-ctrl: join failed; backing off");
         let max_s = self.cfg.backoff_s_max;
         let so_max = self.cfg.sendonly_failures_max;
         let g = self.groups.get_mut(&mgid).expect("checked above");
@@ -1152,6 +1220,7 @@ impl Controller {
             return;
         }
         self.stats.leaves_done += 1;
+        tracing::info!(pkey = %self.cfg.pkey, %mgid, "ibpoll-ctrl: left group");
         // An unconfirmed leave names one JoinState bit per Delete (see `send_leave`):
         // go on with the bits left.
         let g = self.groups.get_mut(&mgid).expect("checked above");
@@ -1191,6 +1260,12 @@ impl Controller {
             // next flush does, or `schedule_joins` for an unsubscribed group after the
             // longest backoff.
             self.stats.leaves_abandoned += 1;
+            tracing::warn!(
+                pkey = %self.cfg.pkey,
+                %mgid,
+                tries,
+                "ibpoll-ctrl: every try to leave the group was lost or refused; the next flush tries again"
+            );
             let retry = Nanos::from_secs(self.cfg.backoff_s_max);
             let g = self.groups.get_mut(&mgid).expect("checked above");
             g.state = GroupState::Idle {
