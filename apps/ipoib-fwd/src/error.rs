@@ -68,7 +68,9 @@ pub enum Error {
         source: Box<Error>,
     },
     /// Two routes with the same prefix (a lookup could only follow one).
-    #[error("route {route}: another route has the same prefix ({other}); give one route per prefix")]
+    #[error(
+        "route {route}: another route has the same prefix ({other}); give one route per prefix"
+    )]
     DuplicateRoute {
         /// The later route.
         route: String,

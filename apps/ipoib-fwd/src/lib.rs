@@ -38,13 +38,13 @@
 //!
 //! [`traffic`] has the built-in source and sink the binary uses on the embedded fabric.
 
+pub mod cli;
 mod error;
 mod fwd;
 mod lpm;
 mod mroute;
 mod node;
 mod route;
-pub mod cli;
 pub mod traffic;
 
 pub use error::Error;

@@ -79,7 +79,12 @@ struct Args {
 
     /// Destination of the source's datagrams; a multicast group needs an --mroute from
     /// 0 to 1 (the sink joins it).
-    #[arg(long, value_name = "IPV4", default_value = "10.2.0.2", allow_hyphen_values = true)]
+    #[arg(
+        long,
+        value_name = "IPV4",
+        default_value = "10.2.0.2",
+        allow_hyphen_values = true
+    )]
     dst: String,
 
     /// UDP source ports of the source's datagrams (1 to 400).
@@ -135,11 +140,17 @@ impl Args {
         let cores = limits::cores("--cores", self.cores, usable_cpus())?;
         let mut routes = Vec::new();
         for r in &self.route {
-            routes.push(r.parse::<Route>().map_err(|e| bad("--route", cli::describe(&e)))?);
+            routes.push(
+                r.parse::<Route>()
+                    .map_err(|e| bad("--route", cli::describe(&e)))?,
+            );
         }
         let mut mroutes = Vec::new();
         for m in &self.mroute {
-            mroutes.push(m.parse::<MRoute>().map_err(|e| bad("--mroute", cli::describe(&e)))?);
+            mroutes.push(
+                m.parse::<MRoute>()
+                    .map_err(|e| bad("--mroute", cli::describe(&e)))?,
+            );
         }
         for f in &self.routes {
             let (rs, ms) = read_route_file(f).map_err(|e| bad("--routes", cli::describe(&e)))?;
@@ -160,7 +171,10 @@ impl Args {
         if self.window > 1 << 20 {
             return Err(bad(
                 "--window",
-                format!("{} is too many: give 0 (open loop) to 1048576 datagrams", self.window),
+                format!(
+                    "{} is too many: give 0 (open loop) to 1048576 datagrams",
+                    self.window
+                ),
             ));
         }
         let dst = parse_ipv4(self.dst.trim())
@@ -217,7 +231,9 @@ fn main() -> ExitCode {
     let signals = match Signals::install(&stop) {
         Ok(s) => s,
         Err(e) => {
-            note(&format!("ipoib-fwd: error: cannot watch SIGINT and SIGTERM: {e}"));
+            note(&format!(
+                "ipoib-fwd: error: cannot watch SIGINT and SIGTERM: {e}"
+            ));
             return ExitCode::from(cli::EXIT_FAILED);
         }
     };

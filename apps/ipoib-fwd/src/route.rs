@@ -215,9 +215,7 @@ fn read_text(path: &Path) -> Result<String, Error> {
         path: path.to_owned(),
         source,
     };
-    let refuse = |why: String| {
-        io(std::io::Error::new(std::io::ErrorKind::InvalidInput, why))
-    };
+    let refuse = |why: String| io(std::io::Error::new(std::io::ErrorKind::InvalidInput, why));
     let meta = std::fs::metadata(path).map_err(io)?;
     if !meta.is_file() {
         return Err(refuse(
@@ -239,8 +237,7 @@ fn read_text(path: &Path) -> Result<String, Error> {
             "it grew past what a route file may hold ({ROUTE_FILE_MAX_BYTES} bytes)"
         )));
     }
-    String::from_utf8(bytes)
-        .map_err(|_| refuse("it is not UTF-8 text".into()))
+    String::from_utf8(bytes).map_err(|_| refuse("it is not UTF-8 text".into()))
 }
 
 /// Reads and parses a route file with multicast routes (see [`parse_route_file`] and,

@@ -395,7 +395,9 @@ fn run(
     }
     failed |= write_json(cfg, &sum.json(cfg, elapsed, &s, signals), out);
     if let Some(e) = out.error() {
-        note(&format!("ipoib-fwd: error: writing to standard output: {e}"));
+        note(&format!(
+            "ipoib-fwd: error: writing to standard output: {e}"
+        ));
         failed = true;
     }
     Ok(failed)
@@ -477,7 +479,10 @@ impl Summary {
                 .join(", ")
         };
         let mut l = vec![
-            format!("--- ipoib-fwd summary ({secs:.2} s, {} B packets) ---", cfg.size),
+            format!(
+                "--- ipoib-fwd summary ({secs:.2} s, {} B packets) ---",
+                cfg.size
+            ),
             format!(
                 "source: sent {} ({:.3} Mpps), nombuf {}",
                 self.sent,
@@ -507,8 +512,16 @@ impl Summary {
         l.push(format!(
             "drops: {}{}{}",
             self.drops,
-            if named.is_empty() { String::new() } else { format!(" [{named}]") },
-            if fabric.is_empty() { String::new() } else { format!(" fabric: {fabric}") }
+            if named.is_empty() {
+                String::new()
+            } else {
+                format!(" [{named}]")
+            },
+            if fabric.is_empty() {
+                String::new()
+            } else {
+                format!(" fabric: {fabric}")
+            }
         ));
         if !fwd_drops.is_empty() {
             l.push(format!("forwarder drops by reason: {fwd_drops}"));
@@ -517,7 +530,10 @@ impl Summary {
             "pool in use after stop: source {}, forwarder {}, sink {}",
             s.rs.pool_in_use, rf.stack.pool_in_use, s.rk.pool_in_use
         ));
-        l.push(format!("SA memberships after shutdown: {}", s.sa_memberships));
+        l.push(format!(
+            "SA memberships after shutdown: {}",
+            s.sa_memberships
+        ));
         if let Some(c) = &s.capture {
             l.push(c.line());
         }
@@ -535,7 +551,13 @@ impl Summary {
         l
     }
 
-    fn json(&self, cfg: &Config, elapsed: Duration, s: &Stopped, sig: &Signals) -> serde_json::Value {
+    fn json(
+        &self,
+        cfg: &Config,
+        elapsed: Duration,
+        s: &Stopped,
+        sig: &Signals,
+    ) -> serde_json::Value {
         let drops: serde_json::Map<String, serde_json::Value> = self
             .named
             .iter()

@@ -43,15 +43,27 @@ fn bad_flags_are_refused_with_a_clear_error() {
     refused(&["--duration"], "a value is required for '--duration");
     refused(&["--duration", "soon"], "'--duration <DURATION>'");
     refused(&["--duration", "-1"], "--duration: -1 is not a duration");
-    refused(&["--duration", "-inf"], "--duration: -inf is not a duration");
+    refused(
+        &["--duration", "-inf"],
+        "--duration: -inf is not a duration",
+    );
     refused(&["--cores", "0"], "--cores: 0 CPUs");
     refused(&["--cores", "4096"], "--cores: 4096 asked for");
     refused(&["--size", "10"], "--size: 10 bytes");
     refused(&["--size", "9000"], "give 36 to 2044");
     refused(&["--rate", "fast"], "--rate: \"fast\" is neither");
-    refused(&["--rate", "0"], "--rate: 0 packets per second sends nothing");
-    refused(&["--rate", "1e12"], "--rate: 1e12 packets per second is more than");
-    refused(&["--flows", "401"], "--flows: 401 is out of range: give 1 to 400");
+    refused(
+        &["--rate", "0"],
+        "--rate: 0 packets per second sends nothing",
+    );
+    refused(
+        &["--rate", "1e12"],
+        "--rate: 1e12 packets per second is more than",
+    );
+    refused(
+        &["--flows", "401"],
+        "--flows: 401 is out of range: give 1 to 400",
+    );
     refused(&["--seed", "-1"], "'--seed <SEED>'");
     refused(&["--window", "99999999"], "--window:");
     // A flag given twice is refused (pktgen's convention), not "the last wins".
@@ -178,7 +190,10 @@ fn help_and_version_exit_0() {
     assert_eq!(o.status.code(), Some(0));
     assert!(text(&o).0.contains("--routes <FILE>"));
     assert!(text(&o).0.contains("--mroute <MROUTE>"));
-    assert!(text(&o).0.contains("130 / 143"), "the exit statuses are documented");
+    assert!(
+        text(&o).0.contains("130 / 143"),
+        "the exit statuses are documented"
+    );
     let o = run(&["--version"]);
     assert_eq!(o.status.code(), Some(0));
     assert!(text(&o).0.starts_with("ipoib-fwd "), "{:?}", text(&o));

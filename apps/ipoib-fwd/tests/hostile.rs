@@ -131,9 +131,17 @@ fn conflicting_unicast_routes_and_off_link_gateways_are_refused() {
     std::fs::write(&f, "default,via=10.2.0.2,if=1\ndefault,via=10.1.0.9,if=0\n").unwrap();
     let o = cmd(&["--routes", f.to_str().unwrap()]).output().unwrap();
     ends(&o, 2, "another route has the same prefix");
-    let o = cmd(&["--route", "10.9.0.0/16,via=10.1.0.5,if=1"]).output().unwrap();
-    ends(&o, 2, "the gateway 10.1.0.5 is not on interface 1's subnet (10.2.0.0/16)");
-    let o = cmd(&["--route", "10.9.0.0/16,via=10.9.0.1,if=1"]).output().unwrap();
+    let o = cmd(&["--route", "10.9.0.0/16,via=10.1.0.5,if=1"])
+        .output()
+        .unwrap();
+    ends(
+        &o,
+        2,
+        "the gateway 10.1.0.5 is not on interface 1's subnet (10.2.0.0/16)",
+    );
+    let o = cmd(&["--route", "10.9.0.0/16,via=10.9.0.1,if=1"])
+        .output()
+        .unwrap();
     ends(&o, 2, "not on interface 1's subnet");
     let _ = std::fs::remove_dir_all(&d);
 }
@@ -199,11 +207,21 @@ fn the_capture_is_bounded_and_its_failure_keeps_the_summary() {
     ])
     .output()
     .unwrap();
-    ends(&o, 1, "--pcap: cannot write pcap file /dev/full: No space left on device");
-    assert!(start.elapsed() < Duration::from_secs(15), "the run ended early");
+    ends(
+        &o,
+        1,
+        "--pcap: cannot write pcap file /dev/full: No space left on device",
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "the run ended early"
+    );
     assert!(text(&o).0.contains("conservation: ok"), "{}", text(&o).0);
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    assert!(v["pcap"]["error"].as_str().unwrap().contains("No space"), "{v}");
+    assert!(
+        v["pcap"]["error"].as_str().unwrap().contains("No space"),
+        "{v}"
+    );
     assert_eq!(v["sa_memberships_after_shutdown"], 0, "{v}");
     let _ = std::fs::remove_dir_all(&d);
 }
@@ -214,9 +232,14 @@ fn a_result_file_survives_a_failed_run() {
     let json = d.join("r.json");
     std::fs::write(&json, "{\"earlier\":true}\n").unwrap();
     // Refused before the run: the earlier result is untouched.
-    let o = cmd(&["--json", json.to_str().unwrap(), "--size", "1"]).output().unwrap();
+    let o = cmd(&["--json", json.to_str().unwrap(), "--size", "1"])
+        .output()
+        .unwrap();
     ends(&o, 2, "--size");
-    assert_eq!(std::fs::read_to_string(&json).unwrap(), "{\"earlier\":true}\n");
+    assert_eq!(
+        std::fs::read_to_string(&json).unwrap(),
+        "{\"earlier\":true}\n"
+    );
     let o = cmd(&["--json", d.to_str().unwrap()]).output().unwrap();
     ends(&o, 2, "is a directory");
     let _ = std::fs::remove_dir_all(&d);
@@ -263,6 +286,9 @@ fn logs_go_to_stderr_under_rust_log() {
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
     assert!(err.contains("INFO"), "{err}");
-    assert!(err.contains("join"), "the control plane logs its joins: {err}");
+    assert!(
+        err.contains("join"),
+        "the control plane logs its joins: {err}"
+    );
     assert!(!out.contains("INFO"), "logs stay off stdout: {out}");
 }

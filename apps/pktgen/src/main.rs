@@ -58,7 +58,9 @@ fn main() -> ExitCode {
     let signals = match Signals::install(&stop) {
         Ok(s) => s,
         Err(e) => {
-            note(&format!("pktgen: error: cannot watch SIGINT and SIGTERM: {e}"));
+            note(&format!(
+                "pktgen: error: cannot watch SIGINT and SIGTERM: {e}"
+            ));
             return ExitCode::from(cli::EXIT_FAILED);
         }
     };

@@ -98,10 +98,19 @@ fn a_result_file_is_replaced_only_by_a_finished_run() {
     let j = json.to_str().unwrap();
     std::fs::write(&json, "earlier\n").unwrap();
     // A run that cannot start (its capture is refused) leaves the earlier result.
-    let o = cmd(&args(&with(&["--json", j, "--pcap", "/nonexistent/x.pcap"])))
-        .output()
-        .unwrap();
-    ends(&o, 2, "--pcap: /nonexistent/x.pcap: No such file or directory");
+    let o = cmd(&args(&with(&[
+        "--json",
+        j,
+        "--pcap",
+        "/nonexistent/x.pcap",
+    ])))
+    .output()
+    .unwrap();
+    ends(
+        &o,
+        2,
+        "--pcap: /nonexistent/x.pcap: No such file or directory",
+    );
     assert_eq!(std::fs::read_to_string(&json).unwrap(), "earlier\n");
     // A finished run replaces it, and leaves no temporary file behind.
     let o = cmd(&args(&with(&["--json", j]))).output().unwrap();
@@ -121,7 +130,9 @@ fn captures_are_bounded_locked_and_never_share_a_path() {
     let c = cap.to_str().unwrap();
     let json = d.join("r.json");
     let j = json.to_str().unwrap();
-    let o = cmd(&args(&with(&["--pcap", c, "--json", c]))).output().unwrap();
+    let o = cmd(&args(&with(&["--pcap", c, "--json", c])))
+        .output()
+        .unwrap();
     ends(&o, 2, "also the --json file");
     let o = cmd(&args(&with(&[
         "--pcap",
@@ -175,10 +186,16 @@ fn a_capture_that_cannot_be_written_ends_the_run_with_its_reason() {
         1,
         "--pcap: cannot write pcap file /dev/full: No space left on device",
     );
-    assert!(start.elapsed() < Duration::from_secs(20), "the run ended early");
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "the run ended early"
+    );
     assert!(text(&o).0.contains("pktgen summary"), "{}", text(&o).0);
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    assert!(v["pcap"]["error"].as_str().unwrap().contains("No space"), "{v}");
+    assert!(
+        v["pcap"]["error"].as_str().unwrap().contains("No space"),
+        "{v}"
+    );
     assert_eq!(v["sa_memberships_after_shutdown"], 0, "{v}");
     let _ = std::fs::remove_dir_all(&d);
 }
@@ -226,7 +243,10 @@ fn the_control_plane_logs_its_joins_under_rust_log() {
     assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
     assert!(err.contains("INFO"), "{err}");
     assert!(err.contains("joined"), "joins are logged: {err}");
-    assert!(err.contains("239.1.0.1") || err.contains("ff12:401b"), "{err}");
+    assert!(
+        err.contains("239.1.0.1") || err.contains("ff12:401b"),
+        "{err}"
+    );
     assert!(err.contains("left"), "leaves are logged: {err}");
     assert!(!out.contains("INFO"), "logs stay off stdout");
     // The default (warn) says nothing of joins.
@@ -237,12 +257,21 @@ fn the_control_plane_logs_its_joins_under_rust_log() {
 #[test]
 fn bad_values_name_their_flag() {
     for (a, says) in [
-        (&["--duration", "-inf"][..], "--duration: -inf is not a duration"),
+        (
+            &["--duration", "-inf"][..],
+            "--duration: -inf is not a duration",
+        ),
         (&["--rate", "-inf"][..], "--rate: -inf packets per second"),
-        (&["--rate", "1e12"][..], "--rate: 1e12 packets per second is more than 1e9"),
+        (
+            &["--rate", "1e12"][..],
+            "--rate: 1e12 packets per second is more than 1e9",
+        ),
         (&["--seed", "-1"][..], "'--seed <SEED>'"),
         (&["--idle-sleep-us", "1000000"][..], "give 1 to 10000"),
-        (&["--flows", "401"][..], "--flows: 401 is out of range: give 0 to 400"),
+        (
+            &["--flows", "401"][..],
+            "--flows: 401 is out of range: give 0 to 400",
+        ),
         (&["--pcap-max-bytes", "10"][..], "--pcap-max-bytes"),
         (&["--json", "/"][..], "--json: / is a directory"),
         (
@@ -268,5 +297,33 @@ fn the_longest_idle_sleep_does_not_stretch_a_run() {
         start.elapsed() < Duration::from_secs(8),
         "a 0.3 s run took {:?}",
         start.elapsed()
+    );
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let _s = serial();
+    let child = cmd(&["--topology", "direct", "--duration", "30", "--json", "-"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    let pid = child.id().to_string();
+    // Two signals back to back: the second comes while the first's graceful stop (which
+    // lets the traffic settle for at least 100 ms) runs.
+    for _ in 0..2 {
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+    let o = child.wait_with_output().unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(143), "{out}\n{err}");
+    assert!(
+        !out.contains("pktgen summary"),
+        "it did not wait to stop: {out}"
     );
 }

@@ -309,7 +309,9 @@ impl SaClient {
                         },
                     },
                 }),
-            (TxnKind::Join(mgid), _) if !status.is_ok() => Some(SaEvent::JoinRefused { tid, mgid, status }),
+            (TxnKind::Join(mgid), _) if !status.is_ok() => {
+                Some(SaEvent::JoinRefused { tid, mgid, status })
+            }
             (TxnKind::Leave(mgid), _) if status.is_ok() || status == Status::ERR_REQ_INVALID => {
                 Some(SaEvent::Left { tid, mgid })
             }

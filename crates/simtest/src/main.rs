@@ -43,9 +43,12 @@ struct Args {
 /// `A..B`, `A..=B` or `A`, as the inclusive range of seeds to run (never empty).
 fn parse_seeds(s: &str) -> Result<RangeInclusive<u64>, String> {
     let num = |t: &str| {
-        t.trim()
-            .parse::<u64>()
-            .map_err(|_| format!("{t:?} is not a seed (a whole number from 0 to {})", u64::MAX))
+        t.trim().parse::<u64>().map_err(|_| {
+            format!(
+                "{t:?} is not a seed (a whole number from 0 to {})",
+                u64::MAX
+            )
+        })
     };
     if let Some((a, b)) = s.split_once("..=") {
         let (a, b) = (num(a)?, num(b)?);

@@ -16,7 +16,10 @@ fn refused(args: &[&str], says: &str) {
     assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
     assert!(err.starts_with("ibpoll-simtest: error:"), "{args:?}: {err}");
     assert!(err.contains(says), "{args:?}: expected {says:?} in {err}");
-    assert!(!String::from_utf8_lossy(&o.stdout).contains("passed"), "{args:?}");
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains("passed"),
+        "{args:?}"
+    );
 }
 
 #[test]
@@ -27,7 +30,10 @@ fn empty_ranges_and_zero_steps_are_refused() {
     refused(&["--seeds", "0..1", "--steps", "0"], "'--steps <N>'");
     refused(&["--seeds", "-1..3"], "\"-1\" is not a seed");
     refused(&["--seeds", "18446744073709551616"], "is not a seed");
-    refused(&["--seeds", "0..1", "--seeds", "2..3"], "cannot be used multiple times");
+    refused(
+        &["--seeds", "0..1", "--seeds", "2..3"],
+        "cannot be used multiple times",
+    );
     refused(&[], "--seeds");
 }
 
@@ -46,11 +52,21 @@ fn passes(args: &[&str], n: u64) {
 fn the_last_seeds_of_u64_run() {
     passes(&["--seeds", "18446744073709551615", "--steps", "50"], 1);
     passes(
-        &["--seeds", "18446744073709551614..=18446744073709551615", "--steps", "50"],
+        &[
+            "--seeds",
+            "18446744073709551614..=18446744073709551615",
+            "--steps",
+            "50",
+        ],
         2,
     );
     passes(
-        &["--seeds", "18446744073709551613..18446744073709551615", "--steps", "50"],
+        &[
+            "--seeds",
+            "18446744073709551613..18446744073709551615",
+            "--steps",
+            "50",
+        ],
         2,
     );
     passes(&["--seeds", "7..=7", "--steps", "50"], 1);

@@ -54,8 +54,10 @@ impl StopState {
     /// Lcore `lcore` panicked: the owner must stop the stack.
     fn panicked_on(&self, lcore: usize) {
         // Relaxed: read after the lcores were joined (`join` synchronises).
-        self.panicked
-            .fetch_or(1u64.checked_shl(lcore as u32).unwrap_or(0), Ordering::Relaxed);
+        self.panicked.fetch_or(
+            1u64.checked_shl(lcore as u32).unwrap_or(0),
+            Ordering::Relaxed,
+        );
         self.flag.store(true, Ordering::SeqCst);
     }
 

@@ -134,8 +134,8 @@ fn vcrc_update(mut reg: u16, data: &[u8]) -> u16 {
     let t = &VCRC_SLICE8;
     let mut chunks = data.chunks_exact(8);
     for c in &mut chunks {
-        let x = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])
-            ^ u64::from(reg);
+        let x =
+            u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) ^ u64::from(reg);
         reg = t[7][(x & 0xFF) as usize]
             ^ t[6][((x >> 8) & 0xFF) as usize]
             ^ t[5][((x >> 16) & 0xFF) as usize]

@@ -90,7 +90,9 @@ pub fn cores(flag: &'static str, n: usize, usable: usize) -> Result<usize, BadFl
     if n > usable {
         return Err(bad(
             flag,
-            format!("{n} asked for but this process may run on {usable} CPUs: give at most {usable}"),
+            format!(
+                "{n} asked for but this process may run on {usable} CPUs: give at most {usable}"
+            ),
         ));
     }
     Ok(n)
@@ -125,7 +127,14 @@ mod tests {
     #[test]
     fn every_check_names_its_flag_and_the_range() {
         assert!(duration("--duration", 0.5).is_ok());
-        for bad_s in [0.0, -1.0, f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 86_400.5] {
+        for bad_s in [
+            0.0,
+            -1.0,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            86_400.5,
+        ] {
             let e = duration("--duration", bad_s).unwrap_err();
             assert_eq!(e.flag, "--duration");
             assert!(e.to_string().contains("86400"), "{e}");
@@ -144,7 +153,10 @@ mod tests {
             assert!(e.starts_with("--rate: ") && e.contains(says), "{t}: {e}");
         }
         assert!(flows("--flows", 0, 0).is_ok() && flows("--flows", 0, 1).is_err());
-        assert!(flows("--flows", 401, 0).unwrap_err().to_string().contains("0 to 400"));
+        assert!(flows("--flows", 401, 0)
+            .unwrap_err()
+            .to_string()
+            .contains("0 to 400"));
         assert!(cores("--cores", 3, 2).is_err() && cores("--cores", 0, 2).is_err());
         assert_eq!(
             idle_sleep_us("--idle-sleep-us", 10_000),

@@ -162,7 +162,10 @@ impl ResultFile {
     pub fn write(&self, bytes: &[u8]) -> Result<(), OutputError> {
         let err = io_err(&self.path);
         if self.in_place {
-            let mut f = OpenOptions::new().write(true).open(&self.path).map_err(&err)?;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .open(&self.path)
+                .map_err(&err)?;
             return f.write_all(bytes).and_then(|()| f.flush()).map_err(err);
         }
         let tmp = temp_beside(&self.path);
@@ -348,8 +351,15 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "old\n", "untouched");
         r.write(b"new\n").unwrap();
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "new\n");
-        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1, "no temporary left");
-        assert!(matches!(ResultFile::check(&d), Err(OutputError::IsDir { .. })));
+        assert_eq!(
+            std::fs::read_dir(&d).unwrap().count(),
+            1,
+            "no temporary left"
+        );
+        assert!(matches!(
+            ResultFile::check(&d),
+            Err(OutputError::IsDir { .. })
+        ));
         assert!(ResultFile::check(&d.join("no/such/dir/x")).is_err());
         assert!(ResultFile::check(Path::new("/dev/null")).is_ok());
         let _ = std::fs::remove_dir_all(&d);
