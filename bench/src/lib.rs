@@ -37,3 +37,16 @@ pub fn loadavg_json() -> serde_json::Value {
         None => serde_json::Value::Null,
     }
 }
+
+/// Installs the `tracing` subscriber of the bench binaries: standard error, filtered
+/// by `RUST_LOG` (default `warn`), so that the stack's warnings (hugepage fallback,
+/// pinning) are seen beside the figures.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}

@@ -2,6 +2,17 @@
 
 use std::path::PathBuf;
 
+/// Characters of a refused input quoted in a message; the rest is summarised.
+const QUOTE_MAX: usize = 120;
+
+/// `s`, or its first [`QUOTE_MAX`] characters and how long it was.
+pub(crate) fn clip(s: &str) -> String {
+    match s.char_indices().nth(QUOTE_MAX) {
+        None => s.to_owned(),
+        Some((at, _)) => format!("{}... ({} bytes in all)", &s[..at], s.len()),
+    }
+}
+
 /// Why a route, a route file or a forwarder configuration was refused, or why the
 /// forwarder could not start. Each variant names the input and the fix.
 #[derive(Debug, thiserror::Error)]
@@ -25,7 +36,8 @@ pub enum Error {
     },
     /// A route names an interface the forwarder does not have.
     #[error(
-        "route {route} names interface {iface}, but the forwarder has {ifaces} (if=0..{ifaces})"
+        "route {route} names interface {iface}, but the forwarder has {ifaces} (if=0 to if={})",
+        ifaces.saturating_sub(1)
     )]
     NoSuchIface {
         /// The route.
@@ -54,6 +66,28 @@ pub enum Error {
         /// What is wrong with it.
         #[source]
         source: Box<Error>,
+    },
+    /// Two routes with the same prefix (a lookup could only follow one).
+    #[error(
+        "route {route}: another route has the same prefix ({other}); give one route per prefix"
+    )]
+    DuplicateRoute {
+        /// The later route.
+        route: String,
+        /// The earlier one.
+        other: String,
+    },
+    /// A route's gateway is not on the subnet of the interface it leaves by.
+    #[error("route {route}: the gateway {via} is not on interface {iface}'s subnet ({subnet}); give a gateway there, or the right if=")]
+    GatewayOffLink {
+        /// The route.
+        route: String,
+        /// Its gateway.
+        via: std::net::Ipv4Addr,
+        /// Its outgoing interface.
+        iface: usize,
+        /// That interface's subnet.
+        subnet: String,
     },
     /// The route table is full.
     #[error("too many routes ({routes}); at most {max}")]

@@ -38,6 +38,7 @@
 //!
 //! [`traffic`] has the built-in source and sink the binary uses on the embedded fabric.
 
+pub mod cli;
 mod error;
 mod fwd;
 mod lpm;

@@ -99,7 +99,7 @@ impl FromStr for MRoute {
     /// `239.1.0.0/24,from=0,to=1`.
     fn from_str(s: &str) -> Result<MRoute, Error> {
         let bad = |why| Error::BadMroute {
-            mroute: s.to_owned(),
+            mroute: crate::error::clip(s),
             why,
         };
         let mut parts = s.trim().split(',').map(str::trim);

@@ -27,7 +27,9 @@ pub struct FwdConfig {
     /// address: it answers ARP there and makes the interface's connected route.
     pub ifaces: Vec<IfaceConfig>,
     /// Routes besides the connected ones (which come first, so a route given here
-    /// with the same prefix replaces a connected one).
+    /// with the same prefix replaces a connected one). Two of them with the same
+    /// prefix are refused, and a gateway must be on its interface's subnet
+    /// ([`validate`](Self::validate)).
     pub routes: Vec<Route>,
     /// Static multicast routes: the forwarder subscribes (full member) to every group
     /// they cover on their ingress interface and sends them on their egress interface.
@@ -52,6 +54,9 @@ pub struct FwdConfig {
     pub name: String,
     /// How long stop waits for the flush of every interface.
     pub stop_timeout: Duration,
+    /// The stop flag the node's stack shares with the program (see
+    /// [`StackBuilder::stop_flag`]); `None`: the stack's own.
+    pub stop_flag: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Default for FwdConfig {
@@ -81,6 +86,7 @@ impl Default for FwdConfig {
             mtu: IbMtu::Mtu2048,
             name: "fwd".to_owned(),
             stop_timeout: Duration::from_secs(10),
+            stop_flag: None,
         }
     }
 }
@@ -119,12 +125,24 @@ impl FwdConfig {
                 ));
             }
         }
-        for r in &self.routes {
+        for (i, r) in self.routes.iter().enumerate() {
             if r.iface >= self.ifaces.len() {
                 return Err(Error::NoSuchIface {
                     route: r.to_string(),
                     iface: r.iface,
                     ifaces: self.ifaces.len(),
+                });
+            }
+            self.check_gateway(r)?;
+            // As for multicast routes: one route per prefix (the table would keep the
+            // last silently).
+            if let Some(o) = self.routes[..i]
+                .iter()
+                .find(|o| o.prefix == r.prefix && o.prefix_len == r.prefix_len)
+            {
+                return Err(Error::DuplicateRoute {
+                    route: r.to_string(),
+                    other: o.to_string(),
                 });
             }
         }
@@ -133,6 +151,28 @@ impl FwdConfig {
         }
         self.mroute_table()?;
         Ok(())
+    }
+
+    /// A gateway must be on its outgoing interface's subnet (it is resolved by ARP
+    /// there).
+    fn check_gateway(&self, r: &Route) -> Result<(), Error> {
+        let (Some(via), Some(f)) = (r.via, self.ifaces.get(r.iface)) else {
+            return Ok(());
+        };
+        let Some(addr) = f.ipv4 else {
+            return Ok(());
+        };
+        let subnet = Route::connected(r.iface, addr, f.prefix_len);
+        if subnet.contains(via) {
+            return Ok(());
+        }
+        let p = subnet.prefix;
+        Err(Error::GatewayOffLink {
+            route: r.to_string(),
+            via: via.into(),
+            iface: r.iface,
+            subnet: format!("{}.{}.{}.{}/{}", p[0], p[1], p[2], p[3], subnet.prefix_len),
+        })
     }
 
     /// The multicast route table (checked against the interfaces).
@@ -177,6 +217,9 @@ impl FwdConfig {
         }
         if let Some(n) = self.pool_size {
             b = b.pool_size(n);
+        }
+        if let Some(f) = &self.stop_flag {
+            b = b.stop_flag(f.clone());
         }
         b
     }

@@ -105,7 +105,7 @@ impl FromStr for Route {
     /// `10.2.0.0/16,via=10.2.0.1,if=1`. Host bits in the prefix are cleared.
     fn from_str(s: &str) -> Result<Route, Error> {
         let bad = |why| Error::BadRoute {
-            route: s.to_owned(),
+            route: crate::error::clip(s),
             why,
         };
         let mut parts = s.trim().split(',').map(str::trim);
@@ -203,22 +203,52 @@ pub fn parse_route_file(
     Ok((routes, mroutes))
 }
 
-/// Reads and parses a route file with multicast routes (see [`parse_route_file`]).
-pub fn read_route_file(path: &Path) -> Result<(Vec<Route>, Vec<crate::MRoute>), Error> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::RouteFile {
+/// The largest route file read, bytes (65,536 routes of the longest form are 3 MiB).
+pub const ROUTE_FILE_MAX_BYTES: u64 = 16 << 20;
+
+/// Reads a route file: a regular file only (a FIFO, a device such as `/dev/zero` or a
+/// terminal could block or never end; they are refused before they are opened), at
+/// most [`ROUTE_FILE_MAX_BYTES`], UTF-8.
+fn read_text(path: &Path) -> Result<String, Error> {
+    use std::io::Read;
+    let io = |source| Error::RouteFile {
         path: path.to_owned(),
         source,
-    })?;
-    parse_route_file(&text, path)
+    };
+    let refuse = |why: String| io(std::io::Error::new(std::io::ErrorKind::InvalidInput, why));
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        return Err(refuse(
+            "not a regular file (a directory, FIFO or device); give a file of routes".into(),
+        ));
+    }
+    if meta.len() > ROUTE_FILE_MAX_BYTES {
+        return Err(refuse(format!(
+            "{} bytes is more than a route file may hold ({ROUTE_FILE_MAX_BYTES})",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(ROUTE_FILE_MAX_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(io)?;
+    if bytes.len() as u64 > ROUTE_FILE_MAX_BYTES {
+        return Err(refuse(format!(
+            "it grew past what a route file may hold ({ROUTE_FILE_MAX_BYTES} bytes)"
+        )));
+    }
+    String::from_utf8(bytes).map_err(|_| refuse("it is not UTF-8 text".into()))
 }
 
-/// Reads and parses a route file (see [`parse_routes`]).
+/// Reads and parses a route file with multicast routes (see [`parse_route_file`] and,
+/// for what is read, [`ROUTE_FILE_MAX_BYTES`]: a regular file of at most 16 MiB).
+pub fn read_route_file(path: &Path) -> Result<(Vec<Route>, Vec<crate::MRoute>), Error> {
+    parse_route_file(&read_text(path)?, path)
+}
+
+/// Reads and parses a route file (see [`parse_routes`] and [`read_route_file`]).
 pub fn read_routes_file(path: &Path) -> Result<Vec<Route>, Error> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::RouteFile {
-        path: path.to_owned(),
-        source,
-    })?;
-    parse_routes(&text, path)
+    parse_routes(&read_text(path)?, path)
 }
 
 #[cfg(test)]

@@ -39,15 +39,42 @@ fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
 
 #[test]
 fn bad_flags_are_refused_with_a_clear_error() {
-    refused(&["--bogus"], "unknown argument \"--bogus\"");
-    refused(&["--duration"], "--duration needs a value");
-    refused(&["--duration", "soon"], "expected seconds");
-    refused(&["--duration", "-1"], "0 < SECS");
-    refused(&["--cores", "0"], "at least 1 data lcore");
-    refused(&["--cores", "4096"], "usable CPU");
-    refused(&["--size", "10"], "36..=2044");
-    refused(&["--size", "9000"], "36..=2044");
-    refused(&["--rate", "fast"], "packets per second");
+    refused(&["--bogus"], "unexpected argument '--bogus'");
+    refused(&["--duration"], "a value is required for '--duration");
+    refused(&["--duration", "soon"], "'--duration <DURATION>'");
+    refused(&["--duration", "-1"], "--duration: -1 is not a duration");
+    refused(
+        &["--duration", "-inf"],
+        "--duration: -inf is not a duration",
+    );
+    refused(&["--cores", "0"], "--cores: 0 CPUs");
+    refused(&["--cores", "4096"], "--cores: 4096 asked for");
+    refused(&["--size", "10"], "--size: 10 bytes");
+    refused(&["--size", "9000"], "give 36 to 2044");
+    refused(&["--rate", "fast"], "--rate: \"fast\" is neither");
+    refused(
+        &["--rate", "0"],
+        "--rate: 0 packets per second sends nothing",
+    );
+    refused(
+        &["--rate", "1e12"],
+        "--rate: 1e12 packets per second is more than",
+    );
+    refused(
+        &["--flows", "401"],
+        "--flows: 401 is out of range: give 1 to 400",
+    );
+    refused(&["--seed", "-1"], "'--seed <SEED>'");
+    refused(&["--window", "99999999"], "--window:");
+    // A flag given twice is refused (pktgen's convention), not "the last wins".
+    refused(
+        &["--duration", "1", "--duration", "0.3"],
+        "'--duration <DURATION>' cannot be used multiple times",
+    );
+    refused(
+        &["--dst", "224.0.0.1"],
+        "link-local (RFC 5771) and never forwarded: give a group outside it, e.g. --dst 239.1.0.1 --mroute 239.1.0.1/32,from=0,to=1",
+    );
     refused(
         &["--route", "10.2.0.0/33,if=1"],
         "prefix length must be 0..=32",
@@ -64,7 +91,7 @@ fn bad_flags_are_refused_with_a_clear_error() {
 
 #[test]
 fn bad_mroute_flags_are_refused_with_a_clear_error() {
-    refused(&["--mroute"], "--mroute needs a value");
+    refused(&["--mroute"], "a value is required for '--mroute");
     refused(
         &["--mroute", "239.1.0.0/24"],
         "missing from=N (the ingress interface)",
@@ -158,11 +185,18 @@ fn bad_route_files_are_refused_with_file_and_line() {
 }
 
 #[test]
-fn help_exits_0() {
+fn help_and_version_exit_0() {
     let o = run(&["--help"]);
     assert_eq!(o.status.code(), Some(0));
-    assert!(text(&o).0.contains("--routes FILE"));
-    assert!(text(&o).0.contains("--mroute MROUTE"));
+    assert!(text(&o).0.contains("--routes <FILE>"));
+    assert!(text(&o).0.contains("--mroute <MROUTE>"));
+    assert!(
+        text(&o).0.contains("130 / 143"),
+        "the exit statuses are documented"
+    );
+    let o = run(&["--version"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(text(&o).0.starts_with("ipoib-fwd "), "{:?}", text(&o));
 }
 
 #[test]

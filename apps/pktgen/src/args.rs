@@ -4,6 +4,10 @@
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
+use ipoib_fwd::cli::limits::{self, MCAST_GROUPS_MAX};
+use ipoib_fwd::cli::{output::same_file, ResultFile};
+
+pub use ipoib_fwd::cli::{bad, BadFlag};
 
 /// The largest `--count`: a trillion packets is days of traffic even at full rate.
 pub const COUNT_MAX: u64 = 1_000_000_000_000;
@@ -35,6 +39,17 @@ impl Topology {
     }
 }
 
+const AFTER_HELP: &str = "\
+Ranges: --duration above 0 to 86400 s; --rate 1 to 1e9 packets/s or max; --flows 0 to 400;
+--mcast-groups 0 to 250; --burst 1 to 64; --size 42 to 4092; --idle-sleep-us 1 to 10000;
+--pcap-max-bytes 4096 to 2^50 (default 1 GiB).
+
+Exit status: 0 the run worked; 1 it failed (conservation broken, a membership left at
+the SA, an output not written: a full or closed standard output, the --json file, the
+capture); 2 a refused flag; 130 / 143 the run was stopped by SIGINT / SIGTERM (the
+traffic stops, every group is left, the summary and the JSON are written; a second
+signal exits at once). Logs: RUST_LOG (default warn), on standard error.";
+
 /// pktgen: traffic generator, sink and latency meter for ibpoll on the embedded
 /// simulated InfiniBand fabric.
 ///
@@ -44,11 +59,11 @@ impl Topology {
 /// checks that every packet sent was received or counted as a drop somewhere (exit 1
 /// if not).
 #[derive(Debug, Parser)]
-#[command(name = "pktgen", version)]
+#[command(name = "pktgen", version, after_help = AFTER_HELP)]
 pub struct Args {
     /// Seconds of traffic (fractions allowed, e.g. 0.5); default 3. With --count, the
     /// time limit of the run instead; default 60.
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_hyphen_values = true)]
     pub duration: Option<f64>,
 
     /// Send exactly N packets in the measured run, over all generator lcores, then stop
@@ -57,30 +72,31 @@ pub struct Args {
     /// the JSON) are not part of N: tx_packets = prime_packets + N. If N is not reached
     /// within --duration, the run stops there and says so (`count_reached` in the JSON).
     /// 1 to 10^12.
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub count: Option<String>,
 
     /// IP packet size in bytes, IPv4 and UDP headers included, IPoIB header not (64 = a
     /// 64-byte IPv4/UDP packet); 42 to 4092 (the IPoIB MTU).
-    #[arg(long, default_value_t = 64, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 64, allow_hyphen_values = true)]
     pub size: usize,
 
-    /// Packets per second over all generator lcores, or "max".
-    #[arg(long, default_value = "max", allow_negative_numbers = true)]
+    /// Packets per second over all generator lcores (1 to 1e9), or "max".
+    #[arg(long, default_value = "max", allow_hyphen_values = true)]
     pub rate: String,
 
     /// Packets queued per generator iteration (1 to 64).
-    #[arg(long, default_value_t = 32, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 32, allow_hyphen_values = true)]
     pub burst: usize,
 
-    /// Unicast flows (distinct UDP source ports, spread over the sink's lcores).
-    #[arg(long, default_value_t = 4, allow_negative_numbers = true)]
+    /// Unicast flows (distinct UDP source ports, spread over the sink's lcores); 0 to
+    /// 400 (0: multicast only).
+    #[arg(long, default_value_t = 4, allow_hyphen_values = true)]
     pub flows: usize,
 
     /// IPv4 multicast groups to send to, mixed with the unicast flows: send-only joins
-    /// on the generator, full-member subscriptions on the sink. Default 4 (0 with
-    /// --pingpong).
-    #[arg(long, allow_negative_numbers = true)]
+    /// on the generator, full-member subscriptions on the sink; 0 to 250. Default 4 (0
+    /// with --pingpong).
+    #[arg(long, allow_hyphen_values = true)]
     pub mcast_groups: Option<usize>,
 
     /// Stamp packets and measure one-way latency at the sink (HDR histogram).
@@ -97,41 +113,36 @@ pub struct Args {
     pub topology: Topology,
 
     /// Idle lcores sleep this many microseconds per idle iteration instead of spinning
-    /// (or, when lcores share CPUs, yielding): 1 to 1000000. For instruction counts
-    /// under valgrind, where a spinning lcore's idle polls would be counted as work.
-    #[arg(long, value_name = "US", allow_negative_numbers = true)]
+    /// (or, when lcores share CPUs, yielding): 1 to 10000 (10 ms, so that a sleeping
+    /// lcore cannot stretch a run). For instruction counts under valgrind, where a
+    /// spinning lcore's idle polls would be counted as work.
+    #[arg(long, value_name = "US", allow_hyphen_values = true)]
     pub idle_sleep_us: Option<i64>,
 
     /// CPUs to use, split between the nodes (default: every usable CPU).
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_hyphen_values = true)]
     pub cores: Option<usize>,
 
     /// Write every frame the fabric's switch forwards to this pcap file (native
-    /// InfiniBand frames, link type 197 / ERF type 21, which tshark decodes).
+    /// InfiniBand frames, link type 197 / ERF type 21, which tshark decodes). It is
+    /// written beside FILE and renamed over it at the end; a FILE another pktgen is
+    /// capturing to is refused. With a capture the fabric runs slower (see the README).
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
 
-    /// Write the summary as one JSON object (the last line written) to FILE, or "-" for
-    /// stdout.
-    #[arg(long, value_name = "FILE")]
+    /// The capture's bound in bytes (4096 to 2^50): frames past it are not written, the
+    /// summary says so, and the traffic goes on.
+    #[arg(long, value_name = "N", default_value_t = limits::PCAP_MAX_BYTES_DEFAULT, allow_hyphen_values = true)]
+    pub pcap_max_bytes: u64,
+
+    /// Write the summary as one JSON object to FILE (replaced only once the run ended),
+    /// or "-" for the last line of standard output.
+    #[arg(long, value_name = "FILE|-")]
     pub json: Option<String>,
 
     /// Seed of the fabric's random draws.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_hyphen_values = true)]
     pub seed: u64,
-}
-
-/// A flag's value was refused.
-#[derive(Debug)]
-pub struct BadFlag {
-    pub flag: &'static str,
-    pub msg: String,
-}
-
-impl std::fmt::Display for BadFlag {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.flag, self.msg)
-    }
 }
 
 /// The checked configuration.
@@ -153,16 +164,11 @@ pub struct Config {
     pub cores: usize,
     /// Idle lcores sleep this long per idle iteration; `None`: they spin or yield.
     pub idle_sleep: Option<std::time::Duration>,
-    pub pcap: Option<PathBuf>,
-    pub json: Option<String>,
+    /// The capture and its bound in bytes.
+    pub pcap: Option<(PathBuf, u64)>,
+    /// `--json`: `None`, standard output (`Some(None)`), or a file.
+    pub json: Option<Option<ResultFile>>,
     pub seed: u64,
-}
-
-fn bad(flag: &'static str, msg: impl Into<String>) -> BadFlag {
-    BadFlag {
-        flag,
-        msg: msg.into(),
-    }
 }
 
 impl Args {
@@ -173,12 +179,7 @@ impl Args {
         } else {
             DURATION_DEFAULT_S
         });
-        if !duration_s.is_finite() || duration_s <= 0.0 || duration_s > 86_400.0 {
-            return Err(bad(
-                "--duration",
-                format!("{duration_s} is not a duration: give seconds above 0 (at most 86400)"),
-            ));
-        }
+        limits::duration("--duration", duration_s)?;
         let count = match self.count.as_deref().map(str::trim) {
             None => None,
             Some(c) => match c.parse::<u64>() {
@@ -213,26 +214,7 @@ impl Args {
                 ),
             ));
         }
-        let rate_pps = match self.rate.trim() {
-            "max" => None,
-            r => match r.parse::<f64>() {
-                Ok(v) if v.is_finite() && v >= 1.0 => Some(v),
-                Ok(_) => {
-                    return Err(bad(
-                        "--rate",
-                        format!(
-                            "{r} packets per second sends nothing: give at least 1, or \"max\""
-                        ),
-                    ))
-                }
-                Err(_) => {
-                    return Err(bad(
-                        "--rate",
-                        format!("{r:?} is neither a number of packets per second nor \"max\""),
-                    ))
-                }
-            },
-        };
+        let rate_pps = limits::rate("--rate", &self.rate)?;
         if !(1..=ibpoll::TX_BUFFER_MAX).contains(&self.burst) {
             return Err(bad(
                 "--burst",
@@ -243,12 +225,7 @@ impl Args {
                 ),
             ));
         }
-        if self.flows > 400 {
-            return Err(bad(
-                "--flows",
-                format!("{} is too many: give 0 to 400", self.flows),
-            ));
-        }
+        limits::flows("--flows", self.flows, 0)?;
         let mcast_groups = match (self.mcast_groups, self.pingpong) {
             (Some(n), true) if n > 0 => {
                 return Err(bad(
@@ -261,10 +238,10 @@ impl Args {
             (None, true) => 0,
             (None, false) => 4,
         };
-        if mcast_groups > 250 {
+        if mcast_groups > MCAST_GROUPS_MAX {
             return Err(bad(
                 "--mcast-groups",
-                format!("{mcast_groups} is too many: give 0 to 250"),
+                format!("{mcast_groups} is too many: give 0 to {MCAST_GROUPS_MAX}"),
             ));
         }
         if self.flows + mcast_groups == 0 {
@@ -279,31 +256,29 @@ impl Args {
                 "--pingpong needs a unicast flow: give --flows 1 or more",
             ));
         }
-        let cores = self.cores.unwrap_or(usable_cpus);
-        if cores == 0 {
-            return Err(bad(
-                "--cores",
-                "0 CPUs cannot run anything: give at least 1",
-            ));
-        }
-        if cores > usable_cpus {
-            return Err(bad(
-                "--cores",
-                format!("{cores} asked for but this process may run on {usable_cpus} CPUs: give at most {usable_cpus}"),
-            ));
-        }
-        let idle_sleep = match self.idle_sleep_us {
+        let cores = limits::cores("--cores", self.cores.unwrap_or(usable_cpus), usable_cpus)?;
+        let idle_sleep = self
+            .idle_sleep_us
+            .map(|us| limits::idle_sleep_us("--idle-sleep-us", us))
+            .transpose()?;
+        let pcap_max = limits::pcap_max_bytes("--pcap-max-bytes", self.pcap_max_bytes)?;
+        let json = match self.json.as_deref() {
             None => None,
-            Some(us @ 1..=1_000_000) => Some(std::time::Duration::from_micros(us as u64)),
-            Some(us) => {
-                return Err(bad(
-                    "--idle-sleep-us",
-                    format!("{us} is out of range: give 1 to 1000000 microseconds"),
-                ))
-            }
+            Some("") => return Err(bad("--json", "give a file name, or - for standard output")),
+            Some("-") => Some(None),
+            // Checked, not touched: an earlier result is replaced only when this run
+            // has one.
+            Some(p) => Some(Some(
+                ResultFile::check(p.as_ref()).map_err(|e| bad("--json", e.to_string()))?,
+            )),
         };
-        if self.json.as_deref() == Some("") {
-            return Err(bad("--json", "give a file name, or - for stdout"));
+        if let (Some(p), Some(Some(j))) = (&self.pcap, &json) {
+            if same_file(p, j.path()) {
+                return Err(bad(
+                    "--pcap",
+                    format!("{} is also the --json file: give two files", p.display()),
+                ));
+            }
         }
         Ok(Config {
             duration_s,
@@ -318,8 +293,8 @@ impl Args {
             topology: self.topology,
             cores,
             idle_sleep,
-            pcap: self.pcap.clone(),
-            json: self.json.clone(),
+            pcap: self.pcap.clone().map(|p| (p, pcap_max)),
+            json,
             seed: self.seed,
         })
     }

@@ -31,6 +31,8 @@ pub struct FwdFinal {
     pub pool_in_use: usize,
     /// Multicast packets the forwarder sent on.
     pub mcast_forwarded: u64,
+    /// Lcores whose forwarder panicked.
+    pub app_panics: usize,
 }
 
 /// The smallest multicast route from interface 0 to 1 that covers `groups` (none for
@@ -65,6 +67,7 @@ impl FwdNode {
         lcores: usize,
         cpus: Vec<usize>,
         p: &Placement,
+        stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
     ) -> Result<FwdNode, String> {
         let iface = |(pkey, ip): (PKey, [u8; 4])| IfaceConfig {
             pkey,
@@ -82,6 +85,7 @@ impl FwdNode {
             mtu: ibpoll_wire::IbMtu::Mtu4096,
             name: "fwd".to_owned(),
             stop_timeout: Duration::from_secs(15),
+            stop_flag: Some(stop.clone()),
             ..FwdConfig::default()
         };
         let node = ipoib_fwd::start_forwarder(fabric, "fwd", &cfg).map_err(|e| e.to_string())?;
@@ -135,6 +139,7 @@ impl FwdNode {
             flushed: r.stack.flushed,
             pool_in_use: r.stack.pool_in_use,
             mcast_forwarded: r.fwd.mcast_forwarded,
+            app_panics: r.stack.app_panics.len(),
         })
     }
 }

@@ -13,7 +13,10 @@
 //! stack (`gen.*`, `fwd.*`, `sink.*`, control cores included) or in the fabric
 //! (`fabric.<reason>`); pktgen checks `tx_packets == rx_packets + drops` and exits 1
 //! when it does not hold (or when a membership outlives its node at the SA). Bad flags
-//! exit 2 with a message naming the flag.
+//! exit 2 with a message naming the flag. SIGINT and SIGTERM end the traffic early: the
+//! nodes stop (every group left), the summary and the JSON are written, and the exit
+//! status is 130 / 143 (1 if the run failed); a second signal exits at once. The
+//! conventions are shared with ipoib-fwd ([`ipoib_fwd::cli`]).
 
 mod args;
 mod fwd;
@@ -21,12 +24,15 @@ mod report;
 mod run;
 mod traffic;
 
-use std::io::Write;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
-use clap::Parser;
+use ipoib_fwd::cli::{self, note, Signals, Stdout};
 
-use crate::args::Args;
+use crate::args::{Args, Config};
+use crate::report::Report;
+use crate::run::RunError;
 
 fn usable_cpus() -> usize {
     core_affinity::get_core_ids()
@@ -36,74 +42,112 @@ fn usable_cpus() -> usize {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    cli::init_logging();
+    let args: Args = match cli::parse_args("pktgen") {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
     let cfg = match args.check(usable_cpus()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("pktgen: error: {e}");
-            return ExitCode::from(2);
+            note(&format!("pktgen: error: {e}"));
+            return ExitCode::from(cli::EXIT_USAGE);
         }
     };
-    let json_stdout = cfg.json.as_deref() == Some("-");
-    if let Some(path) = cfg.json.as_deref().filter(|p| *p != "-") {
-        // Find out now, not after the run, that the file cannot be written.
-        if let Err(e) = std::fs::File::create(path) {
-            eprintln!("pktgen: error: --json {path}: {e}");
-            return ExitCode::from(2);
-        }
-    }
-    let mut out = |line: &str| {
-        // Progress and the summary go to stdout; the JSON object, when it goes there
-        // too, is the last line.
-        let mut o = std::io::stdout().lock();
-        let _ = writeln!(o, "{line}");
-        let _ = o.flush();
-    };
-    let report = match run::run(&cfg, &mut out) {
-        Ok(r) => r,
+    let stop = Arc::new(AtomicBool::new(false));
+    let signals = match Signals::install(&stop) {
+        Ok(s) => s,
         Err(e) => {
-            eprintln!("pktgen: error: {e}");
-            return ExitCode::from(1);
+            note(&format!(
+                "pktgen: error: cannot watch SIGINT and SIGTERM: {e}"
+            ));
+            return ExitCode::from(cli::EXIT_FAILED);
         }
     };
-    out(&report.table());
-    let mut ok = true;
+    // Progress and the summary go to standard output; the JSON object, when it goes
+    // there too, is the last line. A failed write ends the run (exit 1).
+    let mut out = Stdout::new();
+    let mut report = match run::run(&cfg, &mut out, &stop) {
+        Ok(r) => r,
+        Err(e @ RunError::PcapStart(_)) => {
+            note(&format!("pktgen: error: {e}"));
+            return ExitCode::from(cli::EXIT_USAGE);
+        }
+        Err(e) => {
+            note(&format!("pktgen: error: {e}"));
+            return ExitCode::from(cli::EXIT_FAILED);
+        }
+    };
+    report.interrupted_by = signals.received().map(Signals::name);
+    let failed = verdict(&report);
+    out.line(&report.table());
+    let failed = write_json(&cfg, &report, &mut out) | failed;
+    if let Some(e) = out.error() {
+        note(&format!("pktgen: error: writing to standard output: {e}"));
+        return ExitCode::from(cli::EXIT_FAILED);
+    }
+    cli::exit_status(failed, signals.received())
+}
+
+/// Says what is wrong with a finished run; whether it failed.
+fn verdict(report: &Report) -> bool {
+    let mut failed = false;
+    if let Some(sig) = report.interrupted_by {
+        note(&format!(
+            "pktgen: note: {sig} stopped the run after {:.3} s; every node stopped and left its groups",
+            report.duration_s
+        ));
+    }
     if !report.conserved() {
-        eprintln!(
+        note(&format!(
             "pktgen: conservation does not hold: tx_packets {} != rx_packets {} + drops {}",
             report.tx_packets,
             report.rx_packets,
             report.drops.total()
-        );
-        ok = false;
+        ));
+        failed = true;
     }
-    if report.count_reached == Some(false) {
+    if report.count_reached == Some(false) && report.interrupted_by.is_none() {
         // Not a failure: the run is whole and conserved, only shorter than asked.
-        eprintln!(
+        note(&format!(
             "pktgen: note: --count {} not reached within --duration {} s",
             report.count.unwrap_or(0),
             report.duration_limit_s
-        );
+        ));
     }
     if report.sa_memberships_after_shutdown != 0 {
-        eprintln!(
+        note(&format!(
             "pktgen: {} multicast memberships remain at the SA after every node stopped",
             report.sa_memberships_after_shutdown
-        );
-        ok = false;
+        ));
+        failed = true;
     }
-    if let Some(dest) = &cfg.json {
-        let line = report.json().to_string();
-        if json_stdout {
-            out(&line);
-        } else if let Err(e) = std::fs::write(dest, line + "\n") {
-            eprintln!("pktgen: error: --json {dest}: {e}");
-            return ExitCode::from(1);
-        }
+    if let Some(e) = report.capture.as_ref().and_then(|c| c.error.as_ref()) {
+        note(&format!("pktgen: error: --pcap: {e}"));
+        failed = true;
     }
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
+    if report.app_panics > 0 {
+        note(&format!(
+            "pktgen: error: the application panicked on {} lcore(s); the run was stopped",
+            report.app_panics
+        ));
+        failed = true;
+    }
+    failed
+}
+
+/// Writes the JSON summary where `--json` says; whether that failed (a lost result).
+fn write_json(cfg: &Config, report: &Report, out: &mut Stdout) -> bool {
+    let line = report.json().to_string();
+    match &cfg.json {
+        None => false,
+        Some(None) => !out.line(&line),
+        Some(Some(f)) => match f.write(format!("{line}\n").as_bytes()) {
+            Ok(()) => false,
+            Err(e) => {
+                note(&format!("pktgen: error: --json: {e}"));
+                true
+            }
+        },
     }
 }

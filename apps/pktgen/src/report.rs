@@ -79,6 +79,16 @@ pub struct Report {
     pub pinned: bool,
     pub foreign: u64,
     pub timeouts: u64,
+    /// `--seed`, `--rate` (None: max) and `--flows`, so a result says how to rerun it.
+    pub seed: u64,
+    pub rate_pps: Option<f64>,
+    pub flows: usize,
+    /// How the capture ended (`--pcap`).
+    pub capture: Option<ipoib_fwd::cli::capture::CaptureEnd>,
+    /// Lcores whose application panicked (the run was stopped; every node flushed).
+    pub app_panics: usize,
+    /// The signal that stopped the run early, by name.
+    pub interrupted_by: Option<&'static str>,
 }
 
 impl Report {
@@ -139,7 +149,16 @@ impl Report {
             "idle_sleep_us": self.idle_sleep_us,
             "pinned": self.pinned,
             "flushed": self.flushed,
+            "seed": self.seed,
+            "rate_pps": self.rate_pps,
+            "flows": self.flows,
+            "version": env!("CARGO_PKG_VERSION"),
+            "interrupted_by": self.interrupted_by,
+            "app_panics": self.app_panics,
         });
+        if let Some(c) = &self.capture {
+            o["pcap"] = c.json();
+        }
         if let Some(h) = &self.latency {
             let l: Map<String, Value> = Self::percentiles(h)
                 .into_iter()
@@ -278,6 +297,18 @@ impl Report {
             }
             .to_owned(),
         );
+        if let Some(c) = &self.capture {
+            row("capture", c.line());
+        }
+        if let Some(sig) = self.interrupted_by {
+            row("interrupted by", format!("{sig} (the run ended early)"));
+        }
+        if self.app_panics > 0 {
+            row(
+                "lcores whose application panicked",
+                self.app_panics.to_string(),
+            );
+        }
         row(
             "conservation (tx = rx + drops)",
             if self.conserved() {

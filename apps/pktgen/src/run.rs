@@ -1,6 +1,7 @@
 //! One pktgen run: the fabric and its nodes, the traffic phases, the stop, and the
 //! counters gathered for the report.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -8,6 +9,8 @@ use ibpoll::{GroupAddr, IdlePolicy, LcoreStats, Stack, StackBuilder};
 use ibpoll_ctrl::GroupPhase;
 use ibpoll_pmd_sim::{FabricConfig, SimFabric};
 use ibpoll_wire::{IbMtu, PKey};
+use ipoib_fwd::cli::capture::{Capture, CaptureEnd};
+use ipoib_fwd::cli::Stdout;
 
 use crate::args::{Config, Topology};
 use crate::fwd::{FwdNode, FwdPlan};
@@ -158,6 +161,7 @@ impl Placement {
 }
 
 /// A builder with pktgen's settings for one node.
+#[allow(clippy::too_many_arguments)]
 pub fn node(
     fabric: &SimFabric,
     name: &str,
@@ -166,6 +170,7 @@ pub fn node(
     lcores: usize,
     cpus: Vec<usize>,
     p: &Placement,
+    stop: &Arc<AtomicBool>,
 ) -> StackBuilder {
     Stack::builder()
         .name(name)
@@ -178,6 +183,7 @@ pub fn node(
         .idle(p.idle)
         .mtu(IbMtu::Mtu4096)
         .stop_timeout(Duration::from_secs(15))
+        .stop_flag(stop.clone())
 }
 
 /// Why a run failed before it could report.
@@ -197,8 +203,8 @@ pub enum RunError {
     Fwd(String),
     /// Something did not come up in time.
     Timeout(String),
-    /// The pcap tap failed.
-    Pcap(ibpoll_pmd_sim::PcapError),
+    /// The capture could not be started (a bad `--pcap`: exit 2).
+    PcapStart(String),
 }
 
 impl std::fmt::Display for RunError {
@@ -208,7 +214,7 @@ impl std::fmt::Display for RunError {
             RunError::Stack { node, source } => write!(f, "the {node} node: {source}"),
             RunError::Fwd(e) => write!(f, "the forwarder node: {e}"),
             RunError::Timeout(what) => write!(f, "timed out: {what}"),
-            RunError::Pcap(e) => write!(f, "--pcap: {e}"),
+            RunError::PcapStart(e) => write!(f, "--pcap: {e}"),
         }
     }
 }
@@ -317,14 +323,22 @@ fn fabric_drops(d: &mut Drops, fabric: &SimFabric) {
     }
 }
 
-/// Runs the configured traffic and gathers the report.
-pub fn run(cfg: &Config, out: &mut dyn FnMut(&str)) -> Result<Report, RunError> {
+/// Why the traffic ended before its duration or count, if it did: the stop flag (a
+/// signal, a panicking lcore), standard output gone, or the capture failed.
+fn interrupted(stop: &AtomicBool, out: &Stdout, fabric: &SimFabric) -> bool {
+    stop.load(Ordering::SeqCst) || out.error().is_some() || Capture::failed(fabric).is_some()
+}
+
+/// Runs the configured traffic and gathers the report. `stop` is the flag the nodes
+/// share (set by a signal or a panicking lcore): it ends the traffic early, and the
+/// nodes stop the normal way.
+pub fn run(cfg: &Config, out: &mut Stdout, stop: &Arc<AtomicBool>) -> Result<Report, RunError> {
     let topology = cfg.topology;
     let fwd = topology == Topology::Fwd;
     let plan = if fwd { FWD } else { DIRECT };
     let placement = Placement::new(cfg.cores, fwd, cfg.pingpong, cfg.idle_sleep);
     if let Some(note) = &placement.note {
-        out(note);
+        out.line(note);
     }
     traffic::epoch();
     let fabric = SimFabric::new(FabricConfig {
@@ -337,9 +351,12 @@ pub fn run(cfg: &Config, out: &mut dyn FnMut(&str)) -> Result<Report, RunError> 
         broadcast_mtu: IbMtu::Mtu4096,
         ..FabricConfig::default()
     });
-    if let Some(path) = &cfg.pcap {
-        fabric.start_pcap(path).map_err(RunError::Pcap)?;
-    }
+    let capture = match &cfg.pcap {
+        Some((path, max)) => {
+            Some(Capture::start(&fabric, path, *max).map_err(RunError::PcapStart)?)
+        }
+        None => None,
+    };
     let groups = groups(cfg.mcast_groups);
     let phase = Arc::new(Phase::new());
     let latency_hist = Arc::new(Mutex::new(traffic::histogram()));
@@ -365,6 +382,7 @@ pub fn run(cfg: &Config, out: &mut dyn FnMut(&str)) -> Result<Report, RunError> 
             placement.sink_lcores,
             placement.cpus_of(sink_at, placement.sink_lcores),
             &placement,
+            stop,
         )
         .start(move |i| Sink::new(sink_cfg, counters[i].clone(), Some(hist.clone())))
         .map_err(|source| RunError::Start {
@@ -384,6 +402,7 @@ pub fn run(cfg: &Config, out: &mut dyn FnMut(&str)) -> Result<Report, RunError> 
                 placement.fwd_lcores,
                 placement.cpus_of(fwd_at, placement.fwd_lcores),
                 &placement,
+                stop,
             )
             .map_err(RunError::Fwd)?,
         )
@@ -435,6 +454,7 @@ pub fn run(cfg: &Config, out: &mut dyn FnMut(&str)) -> Result<Report, RunError> 
             placement.gen_lcores,
             placement.cpus_of(gen_at, placement.gen_lcores),
             &placement,
+            stop,
         )
         .start(move |i| {
             Generator::new(
@@ -511,7 +531,7 @@ pub fn run(cfg: &Config, out: &mut dyn FnMut(&str)) -> Result<Report, RunError> 
             Ok(rx >= flows_total as u64 || rx + live_drops().total() >= flows_total as u64)
         });
         if primed.is_err() {
-            out("note: not every priming packet arrived in time; the run goes on (losses are counted)");
+            out.line("note: not every priming packet arrived in time; the run goes on (losses are counted)");
         }
     }
 
@@ -536,7 +556,7 @@ pub fn run(cfg: &Config, out: &mut dyn FnMut(&str)) -> Result<Report, RunError> 
     let mut tick = 1u64;
     loop {
         let elapsed = start.elapsed();
-        if elapsed >= duration || count_done() {
+        if elapsed >= duration || count_done() || interrupted(stop, out, &fabric) {
             break;
         }
         let next = Duration::from_secs(tick).min(duration);
@@ -551,7 +571,7 @@ pub fn run(cfg: &Config, out: &mut dyn FnMut(&str)) -> Result<Report, RunError> 
             let neigh = gen
                 .with_controller(|c| c.neighbour_count())
                 .unwrap_or_default();
-            out(&format!(
+            out.line(&format!(
                 "[{:>5.1}s] tx {:>7.3} Mpps {:>7.3} Gb/s | rx {:>7.3} Mpps {:>7.3} Gb/s | drops {:>9} | groups {}/{} | neighbours {}",
                 start.elapsed().as_secs_f64(),
                 tx_pps / 1e6,
@@ -603,9 +623,7 @@ pub fn run(cfg: &Config, out: &mut dyn FnMut(&str)) -> Result<Report, RunError> 
         None => None,
     };
     let rs = sink.stop().map_err(stack_err("sink"))?;
-    if cfg.pcap.is_some() {
-        fabric.stop_pcap().map_err(RunError::Pcap)?;
-    }
+    let capture: Option<CaptureEnd> = capture.map(|c| c.finish(&fabric));
 
     let mut drops = Drops::default();
     stack_drops(&mut drops, "gen", &rg.total(), &rg.ctrl_ifaces, true);
@@ -663,6 +681,14 @@ pub fn run(cfg: &Config, out: &mut dyn FnMut(&str)) -> Result<Report, RunError> 
         pinned: placement.pin,
         foreign: sum(&sink_counters, |c| c.foreign.get()) + sum(&gen_counters, |c| c.foreign.get()),
         timeouts: sum(&gen_counters, |c| c.timeouts.get()),
+        seed: cfg.seed,
+        rate_pps: cfg.rate_pps,
+        flows: cfg.flows,
+        capture,
+        app_panics: rg.app_panics.len()
+            + rs.app_panics.len()
+            + fwd_final.as_ref().map_or(0, |f| f.app_panics),
+        interrupted_by: None,
     })
 }
 

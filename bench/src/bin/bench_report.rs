@@ -31,6 +31,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    ibpoll_bench::init_logging();
     let args = Args::parse();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,

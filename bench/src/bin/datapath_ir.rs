@@ -26,6 +26,7 @@ struct Args {
 }
 
 fn main() {
+    ibpoll_bench::init_logging();
     let a = Args::parse();
     let Some(d) = dests(&a.case) else {
         eprintln!(

@@ -109,6 +109,7 @@ struct Outcome {
 }
 
 fn main() -> ExitCode {
+    ibpoll_bench::init_logging();
     let args = Args::parse();
     if let Err(e) = check(&args) {
         eprintln!("kernel-udp: {e}");

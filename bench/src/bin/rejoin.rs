@@ -44,6 +44,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    ibpoll_bench::init_logging();
     let args = Args::parse();
     if args.groups == 0 || args.groups >= 1 << 24 {
         eprintln!("rejoin: --groups {} must be 1..16777216", args.groups);

@@ -62,13 +62,13 @@ pub(crate) enum SaEvent {
         granted: JoinGranted,
     },
     /// A join refused by the SA (it did not act on it).
-    JoinRefused { tid: Tid, mgid: Gid },
+    JoinRefused { tid: Tid, mgid: Gid, status: Status },
     /// A leave answered OK, or refused with ERR_REQ_INVALID (the port holds no such
     /// membership): either way the SA holds none for those bits now.
     Left { tid: Tid, mgid: Gid },
     /// A leave refused with any other status (busy, no resources ...): the SA did not
     /// act on it and may still hold the membership; it is tried again like a lost one.
-    LeaveRefused { tid: Tid, mgid: Gid },
+    LeaveRefused { tid: Tid, mgid: Gid, status: Status },
     /// A path query answered OK.
     Path {
         tid: Tid,
@@ -309,11 +309,13 @@ impl SaClient {
                         },
                     },
                 }),
-            (TxnKind::Join(mgid), _) if !status.is_ok() => Some(SaEvent::JoinRefused { tid, mgid }),
+            (TxnKind::Join(mgid), _) if !status.is_ok() => {
+                Some(SaEvent::JoinRefused { tid, mgid, status })
+            }
             (TxnKind::Leave(mgid), _) if status.is_ok() || status == Status::ERR_REQ_INVALID => {
                 Some(SaEvent::Left { tid, mgid })
             }
-            (TxnKind::Leave(mgid), _) => Some(SaEvent::LeaveRefused { tid, mgid }),
+            (TxnKind::Leave(mgid), _) => Some(SaEvent::LeaveRefused { tid, mgid, status }),
             (TxnKind::Path(ip), Attribute::PathRecord(path)) if status.is_ok() => {
                 Some(SaEvent::Path { tid, ip, path })
             }

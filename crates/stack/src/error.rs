@@ -131,6 +131,13 @@ pub enum Error {
         /// How long we waited.
         secs: u64,
     },
+    /// SIGINT/SIGTERM could not be watched (signal-hook's registration failed).
+    #[error("ibpoll: cannot watch SIGINT and SIGTERM")]
+    Signals {
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// An lcore thread panicked.
     #[error("ibpoll: lcore {lcore} panicked")]
     LcorePanicked {

@@ -80,6 +80,16 @@
 //! interface down, waits for the flush (every membership left), stops the lcores (they
 //! free what they hold and drain their receive queues, counting it) and reports
 //! ([`StopReport`]); [`Stack::run_until_ctrl_c`] does so on Ctrl-C.
+//!
+//! # Stop requests, signals and panics
+//!
+//! A stack never replaces a program's signal handlers. The program gives its stacks a
+//! stop flag ([`StackBuilder::stop_flag`]), sets it from its own handlers (signal-hook's
+//! `flag::register`, or [`register_stop_signals`]) and, when it sees
+//! [`Stack::stop_requested`], calls [`Stack::stop`], which still leaves every group. A
+//! panic in an application callback is caught on its lcore and sets the same flag
+//! ([`StopReport::app_panics`] names the lcore), so a crashing application leaves no
+//! membership behind either.
 
 mod app;
 pub mod burst;
@@ -101,6 +111,6 @@ pub use lane::Lane;
 pub use lcore::{IdlePolicy, COMMANDS_PER_ITERATION};
 pub use tx::{find as find_nh, Dest, Tx, BURST_MAX, TX_TABLE_MAX, TX_TRIES};
 pub use setup::{ControlCore, IfaceConfig, StackBuilder, IFACES_MAX};
-pub use signal::{ctrl_c_pressed, install_ctrl_c};
+pub use signal::{ctrl_c_pressed, install_ctrl_c, register_stop_signals};
 pub use stack::{ctrl_packet_drops, Stack, StopReport};
 pub use stats::{LcoreCounters, LcoreStats};

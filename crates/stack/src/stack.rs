@@ -12,6 +12,7 @@ use ibpoll_wire::ipoib::HwAddr;
 use ibpoll_wire::Qpn;
 
 use crate::lcore::{Command, Shared};
+use crate::signal::StopState;
 use crate::stats::{LcoreCounterSet, LcoreCounters, LcoreStats};
 use crate::{Error, IfaceConfig, StackBuilder};
 
@@ -49,6 +50,9 @@ pub struct StopReport {
     /// Buffers of the stack's pool still out after stop: 0 unless the application kept
     /// some (or another host's sends were still arriving).
     pub pool_in_use: usize,
+    /// The data lcores whose application panicked (it was no longer called; the stop
+    /// flag was set). Empty in a run without panics.
+    pub app_panics: Vec<usize>,
 }
 
 impl StopReport {
@@ -84,6 +88,7 @@ pub struct Stack {
     ifaces: Vec<IfaceInfo>,
     stop_timeout: Duration,
     stopped: bool,
+    stop_state: Arc<StopState>,
 }
 
 impl Stack {
@@ -99,6 +104,7 @@ impl Stack {
         port: Arc<dyn Port>,
         ifaces: Vec<IfaceInfo>,
         stop_timeout: Duration,
+        stop_state: Arc<StopState>,
     ) -> Stack {
         Stack {
             shared,
@@ -109,6 +115,7 @@ impl Stack {
             ifaces,
             stop_timeout,
             stopped: false,
+            stop_state,
         }
     }
 
@@ -316,12 +323,27 @@ impl Stack {
         self.stop_inner()
     }
 
-    /// Runs until Ctrl-C (SIGINT) or, if given, until `run_for` has passed ("end of
-    /// run"), then [`stop`](Self::stop)s.
+    /// Whether the stop flag is set ([`StackBuilder::stop_flag`]): a signal the program
+    /// routed to it, or a panicking application callback. The owner should then
+    /// [`stop`](Self::stop) the stack.
+    pub fn stop_requested(&self) -> bool {
+        self.stop_state.requested()
+    }
+
+    /// The stop flag (the one given to [`StackBuilder::stop_flag`], or the stack's own).
+    pub fn stop_flag(&self) -> &Arc<std::sync::atomic::AtomicBool> {
+        &self.stop_state.flag
+    }
+
+    /// Runs until SIGINT or SIGTERM (registered through signal-hook, which keeps the
+    /// program's own handlers), until the stop flag is set otherwise (e.g. by a
+    /// panicking application), or, if given, until `run_for` has passed ("end of run");
+    /// then [`stop`](Self::stop)s.
     pub fn run_until_ctrl_c(self, run_for: Option<Duration>) -> Result<StopReport, Error> {
-        crate::signal::install_ctrl_c();
+        crate::signal::register_stop_signals(&self.stop_state.flag)
+            .map_err(|source| Error::Signals { source })?;
         let start = Instant::now();
-        while !crate::signal::ctrl_c_pressed()
+        while !self.stop_requested()
             && run_for.is_none_or(|d| start.elapsed() < d)
             && self
                 .shared
@@ -380,6 +402,7 @@ impl Stack {
             ctrl_ifaces,
             flushed,
             pool_in_use: self.pool.in_use(),
+            app_panics: self.stop_state.panicked_lcores(),
         })
     }
 }

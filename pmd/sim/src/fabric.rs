@@ -14,7 +14,7 @@ use ibpoll_wire::{Gid, IbMtu, Lid, PKey, QKey, Qpn, Rate};
 
 use crate::fault::FaultConfig;
 use crate::mad::MadInbox;
-use crate::pcap::{PcapError, PcapWriter};
+use crate::pcap::{PcapError, PcapStatus, PcapWriter};
 use crate::ring::InboxRing;
 use crate::sa::{SaConfig, SubnetAdmin};
 
@@ -822,12 +822,30 @@ impl SimFabric {
         Ok(())
     }
 
-    /// Flushes and closes the pcap capture, if one runs.
-    pub fn stop_pcap(&self) -> Result<(), PcapError> {
-        match self.inner.lock().pcap.take() {
-            Some(w) => w.finish(),
-            None => Ok(()),
-        }
+    /// [`start_pcap`](Self::start_pcap) to a file the caller opened (`path` names it
+    /// in messages), bounded: frames that would take the file past `max_bytes` are not
+    /// written (the capture stays whole up to there and says so in its status).
+    pub fn start_pcap_file(
+        &self,
+        file: std::fs::File,
+        path: &Path,
+        max_bytes: u64,
+    ) -> Result<(), PcapError> {
+        let w = PcapWriter::new(file, path, max_bytes)?;
+        self.inner.lock().pcap = Some(w);
+        Ok(())
+    }
+
+    /// Where the running capture stands (frames, bytes, bound reached, write error).
+    pub fn pcap_status(&self) -> Option<PcapStatus> {
+        self.inner.lock().pcap.as_ref().map(PcapWriter::status)
+    }
+
+    /// Flushes and closes the pcap capture, if one runs, and says where it ended; a
+    /// write error (the OS reason) is the error.
+    pub fn stop_pcap(&self) -> Result<Option<PcapStatus>, PcapError> {
+        let w = self.inner.lock().pcap.take();
+        w.map(PcapWriter::finish).transpose()
     }
 }
 

@@ -44,5 +44,5 @@ mod tx;
 
 pub use fabric::{FabricConfig, FabricStats, NodeId, PortId, SimDevice, SimFabric, SimPort};
 pub use fault::FaultConfig;
-pub use pcap::PcapError;
+pub use pcap::{PcapError, PcapStatus};
 pub use rng::{SimRng, SplitMix64};

@@ -29,7 +29,7 @@ const ERF_HEADER_LEN: usize = 16;
 #[non_exhaustive]
 pub enum PcapError {
     /// Creating or writing the file failed.
-    #[error("cannot write pcap file {path}")]
+    #[error("cannot write pcap file {}: {source}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
@@ -38,6 +38,30 @@ pub enum PcapError {
         source: std::io::Error,
     },
 }
+
+/// Where a capture stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PcapStatus {
+    /// The file (as named to [`SimFabric::start_pcap_file`](crate::SimFabric::start_pcap_file)).
+    pub path: PathBuf,
+    /// Frames written.
+    pub frames: u64,
+    /// Bytes written (or buffered), the file header included.
+    pub bytes: u64,
+    /// The bound the capture was started with.
+    pub max_bytes: u64,
+    /// The bound was reached: later frames were not written (the capture is whole up
+    /// to there; the traffic went on).
+    pub limit_reached: bool,
+    /// The first write error (the OS reason); later frames were not written.
+    pub error: Option<String>,
+}
+
+/// pcap's global header.
+const FILE_HEADER_LEN: u64 = 24;
+/// pcap's record header.
+const RECORD_HEADER_LEN: usize = 16;
 
 /// An open capture.
 #[derive(Debug)]
@@ -48,15 +72,29 @@ pub(crate) struct PcapWriter {
     psn: u32,
     /// The first write error; later frames are skipped and `finish` reports it.
     failed: Option<std::io::Error>,
+    frames: u64,
+    bytes: u64,
+    max_bytes: u64,
+    limit_reached: bool,
 }
 
 impl PcapWriter {
     pub(crate) fn create(path: &Path) -> Result<PcapWriter, PcapError> {
+        let file = File::create(path).map_err(|source| PcapError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        PcapWriter::new(file, path, u64::MAX)
+    }
+
+    /// A capture to `file` (opened by the caller; `path` names it in messages), of at
+    /// most `max_bytes` (whole records only).
+    pub(crate) fn new(file: File, path: &Path, max_bytes: u64) -> Result<PcapWriter, PcapError> {
         let io = |source| PcapError::Io {
             path: path.to_owned(),
             source,
         };
-        let mut out = BufWriter::new(File::create(path).map_err(io)?);
+        let mut out = BufWriter::with_capacity(1 << 20, file);
         // pcap global header, microsecond timestamps, host byte order (magic tells).
         let mut h = Vec::with_capacity(24);
         h.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
@@ -73,24 +111,55 @@ impl PcapWriter {
             frame: Vec::with_capacity(4200),
             psn: 0,
             failed: None,
+            frames: 0,
+            bytes: FILE_HEADER_LEN,
+            max_bytes,
+            limit_reached: false,
         })
     }
 
-    pub(crate) fn finish(mut self) -> Result<(), PcapError> {
-        if let Some(source) = self.failed.take() {
-            return Err(PcapError::Io {
+    pub(crate) fn status(&self) -> PcapStatus {
+        PcapStatus {
+            path: self.path.clone(),
+            frames: self.frames,
+            bytes: self.bytes,
+            max_bytes: self.max_bytes,
+            limit_reached: self.limit_reached,
+            error: self.failed.as_ref().map(|e| e.to_string()),
+        }
+    }
+
+    /// Flushes and closes; a write error (now or earlier) is the error.
+    pub(crate) fn finish(mut self) -> Result<PcapStatus, PcapError> {
+        if self.failed.is_none() {
+            if let Err(e) = self.out.flush() {
+                self.failed = Some(e);
+            }
+        }
+        let status = self.status();
+        match self.failed.take() {
+            Some(source) => Err(PcapError::Io {
                 path: self.path,
                 source,
-            });
+            }),
+            None => Ok(status),
         }
-        self.out.flush().map_err(|source| PcapError::Io {
-            path: self.path.clone(),
-            source,
-        })
     }
 
     fn write_record(&mut self, ts_ns: u64) -> std::io::Result<()> {
         let len = ERF_HEADER_LEN + self.frame.len();
+        let record = (RECORD_HEADER_LEN + len) as u64;
+        if self.bytes + record > self.max_bytes {
+            if !self.limit_reached {
+                tracing::warn!(
+                    path = %self.path.display(),
+                    max_bytes = self.max_bytes,
+                    "pcap: the capture reached its size bound; later frames are not written"
+                );
+            }
+            self.limit_reached = true;
+            return Ok(());
+        }
         let secs = ts_ns / 1_000_000_000;
         let sub_ns = ts_ns % 1_000_000_000;
         let mut rec = [0u8; 16 + ERF_HEADER_LEN];
@@ -109,7 +178,10 @@ impl PcapWriter {
         rec[28..30].copy_from_slice(&0u16.to_be_bytes()); // loss counter
         rec[30..32].copy_from_slice(&(self.frame.len() as u16).to_be_bytes()); // wlen
         self.out.write_all(&rec)?;
-        self.out.write_all(&self.frame)
+        self.out.write_all(&self.frame)?;
+        self.bytes += record;
+        self.frames += 1;
+        Ok(())
     }
 }
 
@@ -130,7 +202,7 @@ pub(crate) fn capture(
     let Some(w) = ctl.pcap.as_mut() else {
         return;
     };
-    if w.failed.is_some() {
+    if w.failed.is_some() || w.limit_reached {
         return;
     }
     let pad = usize::from(bth::pad_count_for(payload.len()));
@@ -184,9 +256,11 @@ pub(crate) fn capture(
         // Unreachable: the buffer was sized for both CRCs above.
         return;
     }
+    let before = w.frames;
     if let Err(e) = w.write_record(ts) {
+        tracing::error!(path = %w.path.display(), error = %e, "pcap: writing the capture failed");
         w.failed = Some(e);
         return;
     }
-    ctl.stats.pcap_frames += 1;
+    ctl.stats.pcap_frames += w.frames - before;
 }

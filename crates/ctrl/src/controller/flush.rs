@@ -39,7 +39,18 @@ impl Controller {
                 }
                 _ => {}
             }
-            self.start_flush(flush_level_of(ev), now);
+            let level = flush_level_of(ev);
+            if level == FlushLevel::Light {
+                tracing::info!(
+                    pkey = %self.cfg.pkey,
+                    event = ?ev,
+                    groups = self.groups.len(),
+                    "ibpoll-ctrl: the subnet manager restarted or asked to reregister; rejoining every group"
+                );
+            } else {
+                tracing::info!(pkey = %self.cfg.pkey, event = ?ev, "ibpoll-ctrl: port event");
+            }
+            self.start_flush(level, now);
         }
         n
     }
@@ -57,6 +68,12 @@ impl Controller {
                 f
             }
             None => {
+                tracing::info!(
+                    pkey = %self.cfg.pkey,
+                    ?level,
+                    groups = self.groups.len(),
+                    "ibpoll-ctrl: flush started"
+                );
                 // No group is published while a flush runs.
                 self.changes.push(Change::AllGroups);
                 Flush {
@@ -170,10 +187,22 @@ impl Controller {
             };
         }
         self.stats.flush_abandoned += 1;
+        tracing::warn!(
+            pkey = %self.cfg.pkey,
+            "ibpoll-ctrl: the flush ran out of time (flush_max); what the SA may still hold is left by the next flush"
+        );
         n
     }
 
     fn flush_end(&mut self, level: FlushLevel, now: Nanos) {
+        if let Some(f) = self.flush {
+            tracing::info!(
+                pkey = %self.cfg.pkey,
+                ?level,
+                ms = now.saturating_sub(f.started).0 / 1_000_000,
+                "ibpoll-ctrl: flush ended"
+            );
+        }
         self.flush = None;
         // Groups are published again.
         self.changes.push(Change::AllGroups);

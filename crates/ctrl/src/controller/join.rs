@@ -154,6 +154,7 @@ impl Controller {
         ) else {
             return;
         };
+        tracing::debug!(pkey = %self.cfg.pkey, %mgid, ?tid, join_state = ?rec.join_state, "ibpoll-ctrl: join sent");
         let g = self.groups.get_mut(&mgid).expect("looked up above");
         // The failures so far and a timed-out join's token go with the new try.
         let (backoff, unconfirmed) =
@@ -173,7 +174,7 @@ impl Controller {
         };
     }
 
-    fn joining_tid(&self, mgid: &Gid) -> Option<Tid> {
+    pub(super) fn joining_tid(&self, mgid: &Gid) -> Option<Tid> {
         match self.groups.get(mgid).map(|g| &g.state) {
             Some(GroupState::Joining { tid, .. }) => Some(*tid),
             _ => None,
@@ -206,6 +207,13 @@ impl Controller {
         }
         self.stats.joins_ok += 1;
         let rec = *membership.record();
+        tracing::info!(
+            pkey = %self.cfg.pkey,
+            %mgid,
+            mlid = format_args!("{:#06x}", rec.mlid.0),
+            join_state = ?membership.join_state(),
+            "ibpoll-ctrl: joined group"
+        );
         let kind = self.groups[&mgid].kind;
         if mgid == self.bcast_mgid {
             // Every QP of the interface sends and receives with the broadcast group's
@@ -310,6 +318,7 @@ impl Controller {
             return;
         }
         self.stats.joins_failed += 1;
+        tracing::debug!(pkey = %self.cfg.pkey, %mgid, "ibpoll-ctrl: join failed; backing off");
         let max_s = self.cfg.backoff_s_max;
         let so_max = self.cfg.sendonly_failures_max;
         let g = self.groups.get_mut(&mgid).expect("checked above");

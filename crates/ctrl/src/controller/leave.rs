@@ -118,7 +118,7 @@ impl Controller {
         };
     }
 
-    fn leaving_tid(&self, mgid: &Gid) -> Option<Tid> {
+    pub(super) fn leaving_tid(&self, mgid: &Gid) -> Option<Tid> {
         match self.groups.get(mgid).map(|g| &g.state) {
             Some(GroupState::Leaving { tid, .. }) => Some(*tid),
             _ => None,
@@ -130,6 +130,7 @@ impl Controller {
             return;
         }
         self.stats.leaves_done += 1;
+        tracing::info!(pkey = %self.cfg.pkey, %mgid, "ibpoll-ctrl: left group");
         // An unconfirmed leave names one JoinState bit per Delete (see `send_leave`):
         // go on with the bits left.
         let g = self.groups.get_mut(&mgid).expect("checked above");
@@ -169,6 +170,12 @@ impl Controller {
             // next flush does, or `schedule_joins` for an unsubscribed group after the
             // longest backoff.
             self.stats.leaves_abandoned += 1;
+            tracing::warn!(
+                pkey = %self.cfg.pkey,
+                %mgid,
+                tries,
+                "ibpoll-ctrl: every try to leave the group was lost or refused; the next flush tries again"
+            );
             let retry = Nanos::from_secs(self.cfg.backoff_s_max);
             let g = self.groups.get_mut(&mgid).expect("checked above");
             g.state = GroupState::Idle {

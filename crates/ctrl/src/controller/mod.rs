@@ -333,6 +333,7 @@ impl Controller {
         }
         self.admin_up = up;
         if !up {
+            tracing::info!(pkey = %self.cfg.pkey, "ibpoll-ctrl: interface set down");
             let now = self.clock.now();
             self.start_flush(FlushLevel::Normal, now);
         }

@@ -25,14 +25,43 @@ impl Controller {
             SaEvent::Joined { tid, mgid, granted } => {
                 self.on_joined(tid, mgid, Membership::new(granted), now)
             }
-            SaEvent::JoinRefused { tid, mgid, .. } => self.on_join_failed(tid, mgid, None, now),
+            SaEvent::JoinRefused { tid, mgid, status } => {
+                if self.joining_tid(&mgid) == Some(tid) {
+                    tracing::warn!(
+                        pkey = %self.cfg.pkey,
+                        %mgid,
+                        sa_status = format_args!("{:#06x}", status.0),
+                        "ibpoll-ctrl: the SA refused the join"
+                    );
+                }
+                self.on_join_failed(tid, mgid, None, now)
+            }
             SaEvent::Timeout {
                 tid,
                 kind: TxnKind::Join(mgid),
                 join_state,
-            } => self.on_join_failed(tid, mgid, Some(join_state), now),
+            } => {
+                if self.joining_tid(&mgid) == Some(tid) {
+                    tracing::warn!(
+                        pkey = %self.cfg.pkey,
+                        %mgid,
+                        "ibpoll-ctrl: the join timed out (no answer from the SA)"
+                    );
+                }
+                self.on_join_failed(tid, mgid, Some(join_state), now)
+            }
             SaEvent::Left { tid, mgid, .. } => self.on_leave_done(tid, mgid, now),
-            SaEvent::LeaveRefused { tid, mgid } => self.on_leave_timeout(tid, mgid, now),
+            SaEvent::LeaveRefused { tid, mgid, status } => {
+                if self.leaving_tid(&mgid) == Some(tid) {
+                    tracing::warn!(
+                        pkey = %self.cfg.pkey,
+                        %mgid,
+                        sa_status = format_args!("{:#06x}", status.0),
+                        "ibpoll-ctrl: the SA refused the leave"
+                    );
+                }
+                self.on_leave_timeout(tid, mgid, now)
+            }
             SaEvent::Timeout {
                 tid,
                 kind: TxnKind::Leave(mgid),

@@ -99,6 +99,7 @@ pub struct StackBuilder {
     pub(crate) ctrl: CtrlConfig,
     pub(crate) ctl_poll_interval: Duration,
     pub(crate) stop_timeout: Duration,
+    pub(crate) stop_flag: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Default for StackBuilder {
@@ -125,6 +126,7 @@ impl Default for StackBuilder {
             ctrl: CtrlConfig::default(),
             ctl_poll_interval: Duration::from_micros(20),
             stop_timeout: Duration::from_secs(70),
+            stop_flag: None,
         }
     }
 }
@@ -333,6 +335,15 @@ impl StackBuilder {
     /// stops the lcores anyway (default 70 s: the controller's `flush_max` plus margin).
     pub fn stop_timeout(mut self, d: Duration) -> Self {
         self.stop_timeout = d;
+        self
+    }
+
+    /// The flag that asks the stack's owner to stop it (see [`Stack::stop_requested`]):
+    /// the program sets it from its signal handlers (e.g. `signal_hook::flag::register`),
+    /// and the stack sets it when an application callback (or an lcore) panics. Several
+    /// stacks may share one. Default: a flag of the stack's own.
+    pub fn stop_flag(mut self, flag: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        self.stop_flag = Some(flag);
         self
     }
 

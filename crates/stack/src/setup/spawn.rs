@@ -5,7 +5,10 @@ use super::build::Built;
 use super::check::Plan;
 use super::{pin_to, register_lcore, StackBuilder};
 use crate::app::App;
+use std::sync::Arc;
+
 use crate::lcore::{self, DataLcore};
+use crate::signal::{Guarded, StopOnPanic, StopState};
 use crate::stack::{LcoreExit, Stack};
 use crate::Error;
 
@@ -24,7 +27,16 @@ pub(super) fn spawn<A: App>(
         counters,
         infos,
     } = built;
-    let mut stack = Stack::new(shared.clone(), counters, pool, port, infos, b.stop_timeout);
+    let stop_state = Arc::new(StopState::new(b.stop_flag.clone().unwrap_or_default()));
+    let mut stack = Stack::new(
+        shared.clone(),
+        counters,
+        pool,
+        port,
+        infos,
+        b.stop_timeout,
+        stop_state.clone(),
+    );
     // The controllers go to data lcore 0, or to a control lcore of their own.
     let (mut host, dedicated_hosts) = if plan.dedicated {
         (None, Some(hosts))
@@ -37,9 +49,15 @@ pub(super) fn spawn<A: App>(
         let name = format!("{}-lcore{i}", b.name);
         let cpu = plan.cpus[i];
         let ctl = if i == 0 { host.take().unwrap_or_default() } else { Vec::new() };
-        let lcore = DataLcore::new(lane, ctl, app(i), b.idle, b.ctl_poll_interval);
+        let app = Guarded::new(app(i), i, stop_state.clone());
+        let lcore = DataLcore::new(lane, ctl, app, b.idle, b.ctl_poll_interval);
         let thread = name.clone();
+        let on_panic = StopOnPanic {
+            state: stop_state.clone(),
+            lcore: i,
+        };
         let h = std::thread::Builder::new().name(name.clone()).spawn(move || {
+            let _on_panic = on_panic;
             if pin {
                 pin_to(cpu, &thread);
             }
@@ -57,7 +75,12 @@ pub(super) fn spawn<A: App>(
         let thread = name.clone();
         let idle = b.idle;
         let shared = shared.clone();
+        let on_panic = StopOnPanic {
+            state: stop_state.clone(),
+            lcore: plan.data_cores,
+        };
         let h = std::thread::Builder::new().name(name.clone()).spawn(move || {
+            let _on_panic = on_panic;
             if pin {
                 pin_to(cpu, &thread);
             }
