@@ -9,8 +9,8 @@
 
 use std::sync::Arc;
 
-use ibpoll::{App, Dest, GroupAddr, LcoreCtx, TxBuffer, IFACES_MAX};
-use ibpoll_mem::Mbuf;
+use ibpoll::{App, Dest, GroupAddr, LcoreCtx, Tx, IFACES_MAX};
+use ibpoll_mem::MbufArray;
 
 use crate::lpm::RouteTable;
 use crate::mroute::MrouteTable;
@@ -270,34 +270,37 @@ impl Forwarder {
 
 impl App for Forwarder {
     #[inline]
-    fn on_burst(&mut self, ctx: &LcoreCtx, rx: &mut [Option<Mbuf>], tx: &mut TxBuffer) {
-        for slot in rx {
-            let Some(m) = slot else { continue };
-            match self.route_from(ctx.iface, m.data_mut()) {
-                Verdict::Forward { iface, next_hop } => {
-                    let Some(m) = slot.take() else { continue };
-                    // The buffer it came in, zero copy: the stack rewrites the IPoIB
-                    // header in its headroom.
-                    if tx.push_on(iface, m, Dest::NextHop(next_hop)) {
-                        self.counters.forwarded.inc();
-                    } else {
-                        self.counters.tx_refused.inc();
-                    }
-                }
+    fn on_burst(&mut self, ctx: &LcoreCtx, rx: &mut MbufArray, tx: &mut Tx) {
+        let (mut forwarded, mut mcast, mut refused) = (0u64, 0u64, 0u64);
+        // In arrival order; the dropped ones stay for the stack to free in bulk (and
+        // count as `app_dropped`).
+        rx.filter_map_from(0, |mut m| {
+            let (iface, dest, group) = match self.route_from(ctx.iface, m.data_mut()) {
+                // The buffer it came in, zero copy: the stack rewrites the IPoIB header
+                // in its headroom.
+                Verdict::Forward { iface, next_hop } => (iface, Dest::NextHop(next_hop), 0),
+                // Zero copy as for unicast; the egress interface's control plane holds
+                // the first packets while it makes the send-only join.
                 Verdict::ForwardGroup { iface, group } => {
-                    let Some(m) = slot.take() else { continue };
-                    // Zero copy as for unicast; the egress interface's control plane
-                    // holds the first packets while it makes the send-only join.
-                    if tx.push_on(iface, m, Dest::Group(GroupAddr::Ipv4(group))) {
-                        self.counters.forwarded.inc();
-                        self.counters.mcast_forwarded.inc();
-                    } else {
-                        self.counters.tx_refused.inc();
-                    }
+                    (iface, Dest::Group(GroupAddr::Ipv4(group)), 1)
                 }
-                // Left in its slot: the stack frees it and counts `app_dropped`.
-                Verdict::Drop => {}
+                Verdict::Drop => return Some(m),
+            };
+            if tx.push(iface, m, dest) {
+                forwarded += 1;
+                mcast += group;
+            } else {
+                refused += 1;
             }
+            None
+        });
+        let c = &*self.counters;
+        if forwarded != 0 {
+            c.forwarded.add(forwarded);
+            c.mcast_forwarded.add(mcast);
+        }
+        if refused != 0 {
+            c.tx_refused.add(refused);
         }
     }
 }

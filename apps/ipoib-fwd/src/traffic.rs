@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use ibpoll::{App, Dest, LcoreCtx, TxBuffer, BURST_MAX};
+use ibpoll::{App, Dest, LcoreCtx, Tx, BURST_MAX};
 use ibpoll_dev::Counter;
-use ibpoll_mem::Mbuf;
+use ibpoll_mem::MbufArray;
 
 use crate::fwd::ipv4_checksum;
 
@@ -161,14 +161,14 @@ pub fn datagram_seq(d: &[u8]) -> Option<u32> {
 }
 
 impl App for Source {
-    fn on_burst(&mut self, _ctx: &LcoreCtx, _rx: &mut [Option<Mbuf>], _tx: &mut TxBuffer) {}
+    fn on_burst(&mut self, _ctx: &LcoreCtx, _rx: &mut MbufArray, _tx: &mut Tx) {}
 
-    fn poll(&mut self, ctx: &LcoreCtx, tx: &mut TxBuffer) -> bool {
+    fn poll(&mut self, ctx: &LcoreCtx, tx: &mut Tx) -> bool {
         let c = &*self.counters;
         if !ctx.link_up || c.halt.load(Ordering::Relaxed) {
             return false;
         }
-        let mut n = BURST_MAX.min(tx.room()) as u64;
+        let mut n = BURST_MAX.min(tx.room(0)) as u64;
         let budget = self.cfg.count.min(c.budget.load(Ordering::Relaxed));
         n = n.min(budget.saturating_sub(c.sent.get()));
         if let (Some(peer), w) = (&self.peer, self.cfg.window) {
@@ -199,7 +199,7 @@ impl App for Source {
             let sport = 10_000 + (self.seq % u32::from(self.cfg.flows.max(1))) as u16;
             build_datagram(d, self.cfg.src, self.cfg.dst, sport, self.seq, self.cfg.ttl);
             self.seq = self.seq.wrapping_add(1);
-            tx.push(m, Dest::NextHop(self.cfg.gateway));
+            tx.push(0, m, Dest::NextHop(self.cfg.gateway));
             sent += 1;
         }
         c.sent.add(sent);
@@ -226,11 +226,10 @@ impl Sink {
 }
 
 impl App for Sink {
-    fn on_burst(&mut self, _ctx: &LcoreCtx, rx: &mut [Option<Mbuf>], _tx: &mut TxBuffer) {
+    fn on_burst(&mut self, _ctx: &LcoreCtx, rx: &mut MbufArray, _tx: &mut Tx) {
         let c = &*self.counters;
         let (mut ours, mut bytes, mut foreign, mut bad_ttl) = (0, 0, 0, 0);
-        for slot in rx {
-            let Some(m) = slot.take() else { continue };
+        for m in rx.as_slice() {
             let d = m.data();
             if datagram_seq(d).is_some() {
                 ours += 1;
@@ -246,5 +245,7 @@ impl App for Sink {
         c.received_bytes.add(bytes);
         c.foreign.add(foreign);
         c.bad_ttl.add(bad_ttl);
+        // Consumed: freed here in bulk, not counted as left over.
+        rx.clear();
     }
 }

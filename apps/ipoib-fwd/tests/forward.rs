@@ -8,14 +8,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use common::*;
-use ibpoll::{App, GroupAddr, LcoreCtx, TxBuffer};
+use ibpoll::{App, GroupAddr, LcoreCtx, Tx};
 use ibpoll_ctrl::GroupPhase;
-use ibpoll_dev::{
-    AddressHandle, AhAttr, Device, MadChannel, Port, PortAttr, PortEvent, TxCounters, TxDesc,
-    TxQueue, UdQp, UdQpConfig,
-};
-use ibpoll_mem::Mbuf;
-use ibpoll_wire::{Gid, Lid, PKey, QKey, Qpn};
+use ibpoll_dev::{Device, Port, TxCounters, TxQueue, UdQp, UdQpConfig};
+use ibpoll_wire::{PKey, QKey, Qpn};
 use ipoib_fwd::traffic::{datagram_seq, Sink, Source, SourceConfig, TrafficCounters};
 use ipoib_fwd::{start_forwarder, Forwarder, FwdCounters};
 
@@ -409,58 +405,36 @@ impl Device for RecDevice {
 }
 
 impl Port for RecPort {
-    fn port_num(&self) -> u8 {
-        self.inner.port_num()
-    }
-    fn attr(&self) -> PortAttr {
-        self.inner.attr()
-    }
-    fn poll_event(&self) -> Option<PortEvent> {
-        self.inner.poll_event()
-    }
+    ibpoll_dev::delegate_port!(inner: info, events, ah, mcast, mad);
+
     fn create_ud_qp(&self, cfg: &UdQpConfig) -> Result<UdQp, ibpoll_dev::Error> {
-        let mut qp = self.inner.create_ud_qp(cfg)?;
-        qp.tx = qp
-            .tx
-            .into_iter()
-            .map(|q| {
-                Box::new(RecTx {
-                    inner: q,
-                    sent: self.sent.clone(),
-                }) as Box<dyn TxQueue>
-            })
-            .collect();
-        Ok(qp)
+        let qp = self.inner.create_ud_qp(cfg)?;
+        let tx = Box::new(RecTx {
+            inner: qp.tx,
+            sent: self.sent.clone(),
+        });
+        Ok(UdQp::new(qp.qpn, qp.rx, tx))
     }
     fn set_qp_qkey(&self, qpn: Qpn, qkey: QKey) -> Result<(), ibpoll_dev::Error> {
         self.inner.set_qp_qkey(qpn, qkey)
     }
-    fn set_qp_pkey_index(&self, qpn: Qpn, pkey_index: u16) -> Result<(), ibpoll_dev::Error> {
-        self.inner.set_qp_pkey_index(qpn, pkey_index)
-    }
-    fn create_ah(&self, attr: &AhAttr) -> Result<AddressHandle, ibpoll_dev::Error> {
-        self.inner.create_ah(attr)
-    }
-    fn destroy_ah(&self, ah: AddressHandle) -> Result<(), ibpoll_dev::Error> {
-        self.inner.destroy_ah(ah)
-    }
-    fn attach_mcast(&self, qpn: Qpn, mgid: &Gid, mlid: Lid) -> Result<(), ibpoll_dev::Error> {
-        self.inner.attach_mcast(qpn, mgid, mlid)
-    }
-    fn detach_mcast(&self, qpn: Qpn, mgid: &Gid, mlid: Lid) -> Result<(), ibpoll_dev::Error> {
-        self.inner.detach_mcast(qpn, mgid, mlid)
-    }
-    fn open_mad_channel(&self) -> Result<Box<dyn MadChannel>, ibpoll_dev::Error> {
-        self.inner.open_mad_channel()
+    fn move_qp_pkey_index(
+        &self,
+        parked: &ibpoll_dev::Parked,
+        pkey_index: u16,
+    ) -> Result<usize, ibpoll_dev::Error> {
+        self.inner.move_qp_pkey_index(parked, pkey_index)
     }
 }
 
 impl TxQueue for RecTx {
-    fn tx_burst(&mut self, descs: &mut [TxDesc]) -> usize {
+    fn src_qpn(&self) -> Qpn {
+        self.inner.src_qpn()
+    }
+    fn tx_burst(&mut self, pkts: &mut ibpoll_mem::MbufArray, dst: &[ibpoll_dev::TxDst]) -> usize {
         {
             let mut log = self.sent.lock().unwrap();
-            for d in descs.iter() {
-                let Some(m) = &d.mbuf else { continue };
+            for m in pkts.as_slice() {
                 // The data starts at the IPoIB header (4 bytes) the stack prepended.
                 if let Some(seq) = m.data().get(4..).and_then(datagram_seq) {
                     let prev = log.insert(seq, m.buf_addr());
@@ -468,10 +442,19 @@ impl TxQueue for RecTx {
                 }
             }
         }
-        self.inner.tx_burst(descs)
+        // A datagram the queue refuses comes back to the table and is offered again:
+        // unlog what was not taken.
+        let n = self.inner.tx_burst(pkts, dst);
+        let mut log = self.sent.lock().unwrap();
+        for m in pkts.as_slice() {
+            if let Some(seq) = m.data().get(4..).and_then(datagram_seq) {
+                log.remove(&seq);
+            }
+        }
+        n
     }
-    fn queue_id(&self) -> u16 {
-        self.inner.queue_id()
+    fn completed(&mut self) -> u64 {
+        self.inner.completed()
     }
     fn counters(&self) -> Arc<TxCounters> {
         self.inner.counters()
@@ -485,10 +468,10 @@ struct Spy {
 }
 
 impl App for Spy {
-    fn on_burst(&mut self, ctx: &LcoreCtx, rx: &mut [Option<Mbuf>], tx: &mut TxBuffer) {
+    fn on_burst(&mut self, ctx: &LcoreCtx, rx: &mut ibpoll_mem::MbufArray, tx: &mut Tx) {
         {
             let mut log = self.received.lock().unwrap();
-            for m in rx.iter().flatten() {
+            for m in rx.as_slice() {
                 assert_eq!(
                     ctx.iface, 0,
                     "the source's datagrams come in on interface 0"

@@ -215,13 +215,13 @@ impl Args {
             ));
         }
         let rate_pps = limits::rate("--rate", &self.rate)?;
-        if !(1..=ibpoll::TX_BUFFER_MAX).contains(&self.burst) {
+        if !(1..=ibpoll::TX_TABLE_MAX).contains(&self.burst) {
             return Err(bad(
                 "--burst",
                 format!(
                     "{} is out of range: give 1 to {} packets per iteration",
                     self.burst,
-                    ibpoll::TX_BUFFER_MAX
+                    ibpoll::TX_TABLE_MAX
                 ),
             ));
         }

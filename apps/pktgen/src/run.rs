@@ -277,7 +277,6 @@ pub fn stack_drops(
     // rx_arp / rx_ctrl_full / rx_unknown_ethertype (not IP: never pktgen's), and the
     // driver's tx_errors and rx_nombuf / rx_overrun (the fabric counts those by reason).
     let reasons = [
-        ("tx_buffer_full", s.tx_buffer_full),
         ("tx_link_down", s.tx_link_down),
         ("tx_too_long", s.tx_too_long),
         ("tx_malformed", s.tx_malformed),

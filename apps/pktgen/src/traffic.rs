@@ -17,9 +17,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use ibpoll::{App, Dest, GroupAddr, LcoreCtx, TxBuffer};
+use ibpoll::{App, Dest, GroupAddr, LcoreCtx, Tx};
 use ibpoll_dev::Counter;
-use ibpoll_mem::Mbuf;
+use ibpoll_mem::{Mbuf, MbufArray};
 
 /// IPv4 (20) + UDP (8) headers.
 pub const HEADERS_LEN: usize = 28;
@@ -304,10 +304,10 @@ impl Generator {
 
     /// Sends up to `n` packets round-robin over the flows (the priming flows while
     /// priming); how many went.
-    fn send(&mut self, ctx: &LcoreCtx, tx: &mut TxBuffer, n: usize, priming: bool) -> usize {
+    fn send(&mut self, ctx: &LcoreCtx, tx: &mut Tx, n: usize, priming: bool) -> usize {
         let mut sent = 0;
         let stamp = if self.cfg.stamp { now_ns(ctx.now) } else { 0 };
-        while sent < n && tx.room() > 0 {
+        while sent < n && tx.room(0) > 0 {
             let Some(mut m) = tx.alloc() else {
                 self.counters.nombuf.inc();
                 break;
@@ -333,7 +333,7 @@ impl Generator {
                 self.run_sent += 1;
             }
             self.counters.sent.inc();
-            tx.push(m, dest);
+            tx.push(0, m, dest);
             sent += 1;
         }
         sent
@@ -355,10 +355,9 @@ impl Generator {
 }
 
 impl App for Generator {
-    fn on_burst(&mut self, ctx: &LcoreCtx, rx: &mut [Option<Mbuf>], _tx: &mut TxBuffer) {
+    fn on_burst(&mut self, ctx: &LcoreCtx, rx: &mut MbufArray, _tx: &mut Tx) {
         let now = now_ns(Instant::now().max(ctx.now));
-        for slot in rx {
-            let Some(m) = slot.take() else { continue };
+        while let Some(m) = rx.pop() {
             match parse(m.data()) {
                 Some(sent_ns) if self.cfg.pingpong => {
                     self.counters.received.inc();
@@ -373,7 +372,7 @@ impl App for Generator {
         }
     }
 
-    fn poll(&mut self, ctx: &LcoreCtx, tx: &mut TxBuffer) -> bool {
+    fn poll(&mut self, ctx: &LcoreCtx, tx: &mut Tx) -> bool {
         if self.flows.is_empty() || !ctx.link_up {
             return false;
         }
@@ -468,14 +467,13 @@ impl Sink {
 }
 
 impl App for Sink {
-    fn on_burst(&mut self, ctx: &LcoreCtx, rx: &mut [Option<Mbuf>], tx: &mut TxBuffer) {
+    fn on_burst(&mut self, ctx: &LcoreCtx, rx: &mut MbufArray, tx: &mut Tx) {
         // One clock read per burst.
         let now = now_ns(Instant::now().max(ctx.now));
-        for slot in rx {
-            let Some(mut m) = slot.take() else { continue };
+        rx.filter_map_from(0, |mut m| {
             let Some(sent_ns) = parse(m.data()) else {
                 self.counters.foreign.inc();
-                continue;
+                return None;
             };
             if let Some(hop) = self.cfg.echo_next_hop {
                 // Back to the source: swap the addresses in place (the checksum does not
@@ -492,8 +490,8 @@ impl App for Sink {
                 };
                 d[10..12].copy_from_slice(&sum.to_be_bytes());
                 self.counters.echoed.inc();
-                tx.push(m, Dest::NextHop(hop));
-                continue;
+                tx.push(ctx.iface, m, Dest::NextHop(hop));
+                return None;
             }
             self.counters.received.inc();
             self.counters.received_bytes.add(m.len() as u64);
@@ -503,7 +501,8 @@ impl App for Sink {
             if let Some(h) = &mut self.latency {
                 h.record(sent_ns, now);
             }
-        }
+            None
+        });
     }
 }
 

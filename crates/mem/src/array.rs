@@ -25,6 +25,9 @@ use std::ptr;
 use crate::alloc::free_bulk;
 use crate::{current_lcore, Mbuf};
 
+/// How far ahead `filter_map_from` prefetches (DPDK l3fwd's `PREFETCH_OFFSET`).
+const PREFETCH_AHEAD: usize = 3;
+
 /// A fixed-capacity array of owned `Mbuf`s; see the module docs.
 pub struct MbufArray {
     m: Box<[MaybeUninit<Mbuf>]>,
@@ -245,7 +248,8 @@ impl MbufArray {
     /// Passes the buffers from index `from` on, in order, through `f`, which keeps one by
     /// returning it (changed or not) and takes it by returning `None`; what is kept
     /// stays in order. Buffers before `from` are untouched. A classifier that hands
-    /// some packets elsewhere (a control ring) and keeps the rest, one pass, no copy.
+    /// some packets elsewhere (a control ring) and keeps the rest, one pass, no copy;
+    /// the data of the buffer a few places ahead is prefetched.
     pub fn filter_map_from(&mut self, from: usize, mut f: impl FnMut(Mbuf) -> Option<Mbuf>) {
         let len = self.len;
         let mut w = from.min(len);
@@ -253,6 +257,11 @@ impl MbufArray {
         // than letting them be freed twice.
         self.len = w;
         for r in w..len {
+            if r + PREFETCH_AHEAD < len {
+                // SAFETY: `r + PREFETCH_AHEAD < len`: a slot not yet moved out, still
+                // initialised; only its header is read (l3fwd's PREFETCH_OFFSET).
+                unsafe { self.m[r + PREFETCH_AHEAD].assume_init_ref() }.prefetch();
+            }
             // SAFETY: `r < len`: initialised, and moved out exactly once, here; slot
             // `w <= r` was moved out already (or is `r` itself), so writing it is sound.
             let m = unsafe { self.m[r].assume_init_read() };

@@ -5,8 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ibpoll::{ControlCore, GroupAddr, IdlePolicy, LcoreCtx, Stack, TxBuffer};
-use ibpoll_mem::Mbuf;
+use ibpoll::{ControlCore, GroupAddr, IdlePolicy, LcoreCtx, Stack, Tx};
 use ibpoll_pmd_sim::{FabricConfig, SimFabric};
 
 const T: Duration = Duration::from_secs(20);
@@ -17,9 +16,9 @@ struct Bomb {
 }
 
 impl ibpoll::App for Bomb {
-    fn on_burst(&mut self, _: &LcoreCtx, _: &mut [Option<Mbuf>], _: &mut TxBuffer) {}
+    fn on_burst(&mut self, _: &LcoreCtx, _: &mut ibpoll_mem::MbufArray, _: &mut Tx) {}
 
-    fn poll(&mut self, _: &LcoreCtx, _: &mut TxBuffer) -> bool {
+    fn poll(&mut self, _: &LcoreCtx, _: &mut Tx) -> bool {
         if self.armed.load(Ordering::Relaxed) {
             panic!("the application's own bug");
         }
