@@ -128,7 +128,7 @@ wait
 stamp pingpong
 cd /tests
 for t in $(cat /etc/tests); do
-    IBPOLL_RXE=1 IBPOLL_SKIP_OPENSM=1 RUST_BACKTRACE=1 ./"$t" --test-threads=1 > /tmp/out 2>&1
+    IBPOLL_RXE=1 IBPOLL_SKIP_OPENSM=1 RUST_BACKTRACE=1 ./"$t" --test-threads=1 --nocapture > /tmp/out 2>&1
     rc=$?
     cat /tmp/out
     echo "@@TEST $t rc=$rc"
@@ -162,7 +162,7 @@ T_VM=$(now)
 # ---------------------------------------------------------------- verdict
 tr -d '\r' < "$LOG" > "$LOG.txt"
 echo "---- test binaries (IBPOLL_RXE=1, rxe0 on lo)"
-grep -E '^(test .* \.\.\. |test result:|@@TEST|SKIPPED|thread .* panicked)' "$LOG.txt" || true
+grep -E '^(test .* \.\.\. |test result:|@@TEST|SKIPPED|thread .* panicked|.*packets each way in|.*: member got|moved QP|as expected)' "$LOG.txt" || true
 echo "---- ibv_ud_pingpong ($ITERS x $SIZE bytes, same boot)"
 grep '^@@PINGPONG' "$LOG.txt" || echo "no ibv_ud_pingpong result"
 grep -E '^@@(AT|GID|FAIL)' "$LOG.txt" || true

@@ -33,13 +33,10 @@
 //!   never block. MADs are sent from QP1; ibsim fills in the source LID.
 //! - ibsim overwrites TransactionID bits 48..63 of every request with the sender's
 //!   client slot and routes the answer back by those bits (so several requests may be
-//!   outstanding; checked with 64). The SA echoes the rewritten TID. The channel
-//!   remembers the TIDs of its last [`TID_HISTORY`] requests as the caller sent them,
-//!   and gives an answer whose low 48 bits match one of them (the newest) that TID
-//!   back, so callers match answers on the TID they chose, all 64 bits
-//!   ([`IbsimCounters::tid_restored`] counts the rewrites undone). An answer matching
-//!   none is passed on as ibsim delivered it. Callers that keep more than
-//!   [`TID_HISTORY`] requests outstanding should match on the low 48 bits.
+//!   outstanding; checked with 64). The SA echoes the rewritten TID, and the channel
+//!   passes it on as it came: bits 32..63 belong to the transport (see
+//!   [`MadChannel`](ibpoll_dev::MadChannel)), and callers match answers on the low 32
+//!   bits, as they must over umad too.
 //! - A request ibsim cannot route (no such LID, nobody attached there) comes back as
 //!   our own MAD with a non-zero status; it is counted
 //!   ([`IbsimCounters::rx_undeliverable`]) and not returned.
@@ -62,4 +59,4 @@ mod setup;
 pub use error::Error;
 pub use hybrid::{HybridCounters, HybridFabric, HybridPort};
 pub use port::{IbsimPort, NODE_TYPE_CA, NODE_TYPE_SWITCH};
-pub use setup::{IbsimCounters, IbsimMadChannel, DEFAULT_CTL_TIMEOUT, TID_HISTORY};
+pub use setup::{IbsimCounters, IbsimMadChannel, DEFAULT_CTL_TIMEOUT};

@@ -9,15 +9,12 @@ use std::time::{Duration, Instant};
 use ibpoll_dev::MadAddr;
 use ibpoll_wire::{QKey, Qpn};
 
-use crate::mad::TidHistory;
 use crate::port::{pkey_table, IbsimPort};
 use crate::proto::{ClientInfo, Ctl, CtlType, CTL_DATA_LEN, CTL_LEN, MAX_CLIENTS, NODEID_LEN};
 use crate::Error;
 
 /// How long a control call waits for ibsim's answer by default.
 pub const DEFAULT_CTL_TIMEOUT: Duration = Duration::from_secs(2);
-/// How many recent request TIDs a channel remembers to undo ibsim's TID rewriting.
-pub const TID_HISTORY: usize = 64;
 /// The longest wait for ibsim's answer to DISCONNECT when a channel is dropped.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_millis(200);
 /// Process IDs fit in 22 bits (Linux `PID_MAX_LIMIT`); higher bits number channels.
@@ -41,8 +38,6 @@ pub struct IbsimCounters {
     pub rx_malformed: u64,
     /// Receive errors other than "nothing there".
     pub rx_errors: u64,
-    /// Answers whose TID bits 48..63 were restored to what we sent.
-    pub tid_restored: u64,
 }
 
 /// A port's QP1 on a node of an ibsim fabric (see the crate docs).
@@ -59,8 +54,6 @@ pub struct IbsimMadChannel {
     ctl_timeout: Duration,
     /// The node and port as last queried.
     port: IbsimPort,
-    /// TIDs of the last requests sent, as sent.
-    pub(crate) tids: TidHistory,
     pub(crate) counters: IbsimCounters,
 }
 
@@ -172,7 +165,6 @@ impl IbsimMadChannel {
             client_id: info.id,
             ctl_timeout,
             port: IbsimPort::from_attributes(info.node_name(), &[0; 64], &[0; 64], Vec::new()),
-            tids: TidHistory::new(),
             counters: IbsimCounters::default(),
         };
         // From here on, dropping `ch` sends DISCONNECT.
