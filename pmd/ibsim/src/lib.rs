@@ -23,9 +23,10 @@
 //! Every abstract name includes its terminating NUL (`sim:ctl\0`, 8 bytes), as ibsim and
 //! umad2sim pass `strlen + 1` as the name length; without it nothing connects.
 //!
-//! `<id>` is the process ID for the first channel of a process, and
-//! `pid | (k << 22)` for the k-th (pid_max is at most 2^22), so several channels (one
-//! per simulated host) can live in one process without their socket names colliding.
+//! `<id>` is `pid | (k << 22)` for the k-th channel of a process (k >= 1; pid_max is at
+//! most 2^22), so several channels (one per simulated host) can live in one process
+//! without their socket names colliding, nor with umad2sim's `sim:ctl<pid>` in a
+//! process it is preloaded into.
 //! Only the local (abstract socket) mode is supported, not ibsim's TCP remote mode.
 //!
 //! Contract of the channel, as ibsim 0.10 (Debian 12) behaves:

@@ -47,7 +47,7 @@ pub struct IbsimMadChannel {
     ctl: UnixDatagram,
     /// Bound to `sim:in<conn_id>`, connected to `sim:out<client_id>`; non-blocking.
     pub(crate) data: UnixDatagram,
-    /// The id ibsim knows our sockets by (the PID for the first channel).
+    /// The id ibsim knows our sockets by (`pid | (k << 22)`, k >= 1).
     conn_id: u32,
     /// ibsim's client slot.
     client_id: u32,
@@ -103,8 +103,11 @@ impl IbsimMadChannel {
             });
         }
         let k = CHANNELS_OPENED.fetch_add(1, Ordering::Relaxed);
-        // Stays below 2^31: ibsim formats the id with %d.
-        let conn_id = std::process::id() | ((k % (1 << (31 - PID_BITS))) << PID_BITS);
+        // Never the bare PID: umad2sim binds `sim:ctl<pid>` in a process it is preloaded
+        // into, and such a process may hold channels too. Stays below 2^31: ibsim
+        // formats the id with %d.
+        let k = 1 + k % ((1 << (31 - PID_BITS)) - 1);
+        let conn_id = std::process::id() | (k << PID_BITS);
 
         let ctl_name = format!("sim:ctl{conn_id}");
         // ibsim answers control messages to the sender's address: it must have a name.
