@@ -539,7 +539,7 @@ mod tests {
         let mut ans = SaMad::parse(&answer_to(&req, 0)).unwrap();
         ans.header.mad.transaction_id |= 0x0003_0017_0000_0000;
         // Same high bits, another low half: not ours.
-        let mut other = ans.clone();
+        let mut other = ans;
         other.header.mad.transaction_id ^= 0x8000;
         fake.inbox.lock().unwrap().push_back(other.to_bytes());
         fake.inbox.lock().unwrap().push_back(ans.to_bytes());

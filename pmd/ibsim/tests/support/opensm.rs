@@ -227,6 +227,7 @@ impl Fabric {
 
     /// The fabric another process started in `dir` (its logs are read from there; its
     /// processes are not ours to watch or stop).
+    #[allow(dead_code)] // used by pmd/verbs' umad test only
     fn attach(dir: PathBuf) -> Fabric {
         Fabric {
             dir,

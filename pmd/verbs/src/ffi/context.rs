@@ -530,12 +530,13 @@ fn async_event(ev: &ibv_async_event) -> AsyncEvent {
         IBV_EVENT_QP_FATAL | IBV_EVENT_QP_REQ_ERR | IBV_EVENT_QP_ACCESS_ERR => {
             // SAFETY: for QP events the union holds the QP, live until the ack.
             let qp = unsafe { ev.element.qp };
-            // SAFETY: a non-null QP pointer of a QP event is live until the ack.
-            AsyncEvent::QpFatal(if qp.is_null() {
+            let qpn = if qp.is_null() {
                 0
             } else {
+                // SAFETY: a non-null QP pointer of a QP event is live until the ack.
                 unsafe { (*qp).qp_num }
-            })
+            };
+            AsyncEvent::QpFatal(qpn)
         }
         IBV_EVENT_CQ_ERR => AsyncEvent::CqError,
         other => AsyncEvent::Other(other),

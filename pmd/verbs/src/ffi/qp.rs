@@ -423,14 +423,14 @@ impl UdQp {
             };
             self.recv_scratch[i] = ibv_recv_wr {
                 wr_id: w.wr_id,
-                // SAFETY: i + 1 <= n <= burst_max, one past the last at most (not read).
+                // Links to the next entry of the scratch array (i + 1 < n <= burst_max).
                 next: if i + 1 < n {
-                    unsafe { base.add(i + 1) }
+                    base.wrapping_add(i + 1)
                 } else {
                     std::ptr::null_mut()
                 },
-                // SAFETY: i < burst_max = the SGE scratch's length.
-                sg_list: unsafe { self.sge_scratch.as_mut_ptr().add(i) },
+                // Entry i of the SGE scratch (i < burst_max, its length).
+                sg_list: self.sge_scratch.as_mut_ptr().wrapping_add(i),
                 num_sge: 1,
             };
         }
@@ -481,14 +481,14 @@ impl UdQp {
             };
             let mut s = ibv_send_wr {
                 wr_id: w.wr_id,
-                // SAFETY: i + 1 <= n <= burst_max, one past the last at most (not read).
+                // Links to the next entry of the scratch array (i + 1 < n <= burst_max).
                 next: if i + 1 < n {
-                    unsafe { base.add(i + 1) }
+                    base.wrapping_add(i + 1)
                 } else {
                     std::ptr::null_mut()
                 },
-                // SAFETY: i < burst_max = the SGE scratch's length.
-                sg_list: unsafe { self.sge_scratch.as_mut_ptr().add(i) },
+                // Entry i of the SGE scratch (i < burst_max, its length).
+                sg_list: self.sge_scratch.as_mut_ptr().wrapping_add(i),
                 num_sge: 1,
                 opcode: IBV_WR_SEND,
                 send_flags: IBV_SEND_SIGNALED | inline,
