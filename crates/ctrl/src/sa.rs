@@ -9,6 +9,11 @@
 //! An answer is applied only if its TID names a transaction still in flight. Anything
 //! else is ignored and counted: late (the transaction already timed out), duplicate (it
 //! was already answered), unknown (a TID this client never used), malformed.
+//!
+//! TIDs: the MAD transport owns TransactionID bits 32..63 (the kernel's umad writes its
+//! agent there, ibsim its client slot; see `ibpoll_dev::MadChannel`), so the client's
+//! transaction counter lives in the low 32 bits, sent with the high bits zero, and
+//! answers are matched on the low 32 bits only.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -21,8 +26,9 @@ use ibpoll_wire::{path_record, Gid, QKey, Qpn};
 
 use crate::CtrlStats;
 
-/// A transaction ID.
-pub(crate) type Tid = u64;
+/// A transaction ID: the low 32 bits of the MAD's TransactionID, the part the client
+/// owns.
+pub(crate) type Tid = u32;
 
 /// What a transaction is for; the controller finds its object by this.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,7 +135,7 @@ impl SaClient {
     ) -> Self {
         // TIDs start at a value derived from the port GUID, so that answers meant for an
         // earlier client on this port are unlikely to be taken for ours.
-        let tid_first = ((attr.gid.guid() & 0xffff) << 40) | 1;
+        let tid_first = (((attr.gid.guid() & 0xffff) as u32) << 16) | 1;
         SaClient {
             chan,
             to: sa_addr(attr),
@@ -184,12 +190,12 @@ impl SaClient {
             return None;
         }
         let tid = self.tid_next;
-        self.tid_next += 1;
+        self.tid_next = self.tid_next.wrapping_add(1);
         let join_state = match &attribute {
             Attribute::McMember(r) => r.join_state,
             _ => JoinState::NONE,
         };
-        let mad = SaMad::request(method, tid, mask, attribute).to_bytes();
+        let mad = SaMad::request(method, u64::from(tid), mask, attribute).to_bytes();
         if self.chan.send(&mad, self.to).is_err() {
             stats.sa_send_errors += 1;
         }
@@ -272,12 +278,15 @@ impl SaClient {
             stats.sa_malformed += 1;
             return None;
         }
-        let tid = h.transaction_id;
+        // Bits 32..63 are the transport's.
+        let tid = h.transaction_id as u32;
         let Some(i) = self.inflight.iter().position(|t| t.tid == tid) else {
             match self.recent.iter().rev().find(|(t, _)| *t == tid) {
                 Some((_, Ended::Answered)) => stats.sa_duplicate_answers += 1,
                 Some((_, Ended::TimedOut)) => stats.sa_late_answers += 1,
-                None if (self.tid_first..self.tid_next).contains(&tid) => {
+                None if tid.wrapping_sub(self.tid_first)
+                    < self.tid_next.wrapping_sub(self.tid_first) =>
+                {
                     stats.sa_late_answers += 1
                 }
                 None => stats.sa_unknown_answers += 1,
@@ -509,6 +518,36 @@ mod tests {
         assert!(out.is_empty());
         assert_eq!(stats.sa_late_answers, 1);
         assert_eq!(sa.in_flight(), 0);
+    }
+
+    #[test]
+    fn answers_match_on_the_low_32_bits_whatever_the_transport_wrote_above() {
+        let fake = Fake::default();
+        let mut sa = SaClient::new(Box::new(fake.clone()), &attr(), 4, Nanos::from_secs(1));
+        let mut stats = CtrlStats::default();
+        let mgid = ibpoll_wire::ipoib::broadcast_mgid(PKey::DEFAULT);
+        let t = join(&mut sa, Nanos::ZERO, &mut stats, mgid).unwrap();
+        let req = fake.sent.lock().unwrap()[0];
+        let sent = SaMad::parse(&req).unwrap().header.mad.transaction_id;
+        assert_eq!(
+            sent >> 32,
+            0,
+            "the client leaves bits 32..63 to the transport"
+        );
+        assert_eq!(sent as u32, t);
+        // umad writes its agent id into bits 32..63; the answer echoes it.
+        let mut ans = SaMad::parse(&answer_to(&req, 0)).unwrap();
+        ans.header.mad.transaction_id |= 0x0003_0017_0000_0000;
+        // Same high bits, another low half: not ours.
+        let mut other = ans;
+        other.header.mad.transaction_id ^= 0x8000;
+        fake.inbox.lock().unwrap().push_back(other.to_bytes());
+        fake.inbox.lock().unwrap().push_back(ans.to_bytes());
+        let mut out = Vec::new();
+        sa.poll(Nanos::ZERO, &mut stats, &mut out);
+        assert_eq!(out.len(), 1);
+        assert!(matches!(out[0], SaEvent::Joined { tid, .. } if tid == t));
+        assert_eq!(stats.sa_unknown_answers, 1);
     }
 
     #[test]

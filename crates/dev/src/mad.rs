@@ -25,6 +25,16 @@ pub struct MadAddr {
 
 /// A port's channel to the general services interface (QP1, libibumad's role).
 /// Non-blocking: the control core polls it.
+///
+/// TransactionIDs: **the transport owns bits 32..63.** The kernel's umad writes its
+/// agent's id there in every request and routes the answer back by it (ibsim writes its
+/// client slot into bits 48..63 the same way), so an answer may come back with other
+/// high bits than the request was sent with. Callers put their own transaction counter in
+/// bits 0..31, send bits 32..63 as zero, and match answers on the low 32 bits only.
+///
+/// Timeouts: a request is sent with a timeout (the transport may resend it); a transport
+/// that gives up on a request reports it in its own way (umad returns the request with
+/// status ETIMEDOUT), never as an answer.
 pub trait MadChannel: Send + std::fmt::Debug {
     /// Sends one MAD. Fails only when it cannot be queued at all.
     fn send(&mut self, mad: &Mad, to: MadAddr) -> Result<(), Error>;

@@ -39,7 +39,7 @@
 //! sends every SA request it sends to OpenSM to the simulated SA as well (the *mirror*,
 //! on by default): memberships exist on both, and multicast data flows on the simulated
 //! fabric. Only OpenSM's answers reach the caller; the mirror's are read, matched by TID
-//! and their MAD status compared with OpenSM's
+//! (its low 32 bits: the transport owns the rest) and their MAD status compared with OpenSM's
 //! ([`HybridCounters::mirror_agreed`] / [`mirror_disagreed`](HybridCounters::mirror_disagreed),
 //! the disagreements logged with `tracing`).
 
@@ -64,10 +64,10 @@ const MGMT_CLASS_SA: u8 = 0x03;
 /// Mirror answers remembered for matching (as many as an SA window's worth).
 const MIRROR_HISTORY: usize = 256;
 
-fn tid(m: &Mad) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&m[8..16]);
-    u64::from_be_bytes(b)
+/// The TransactionID bits the requester owns: the transport (ibsim) rewrites bits
+/// 32..63 of OpenSM's copy, not of the mirror's.
+fn tid(m: &Mad) -> u32 {
+    u32::from_be_bytes([m[12], m[13], m[14], m[15]])
 }
 
 fn status(m: &Mad) -> u16 {
@@ -354,7 +354,7 @@ struct HybridMadChannel {
     osm: IbsimMadChannel,
     mirror: Option<(Box<dyn MadChannel>, MadAddr)>,
     /// (TID, status) of the mirror's recent answers, oldest first.
-    answers: VecDeque<(u64, u16)>,
+    answers: VecDeque<(u32, u16)>,
     stats: Arc<Stats>,
 }
 

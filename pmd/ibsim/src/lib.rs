@@ -23,9 +23,10 @@
 //! Every abstract name includes its terminating NUL (`sim:ctl\0`, 8 bytes), as ibsim and
 //! umad2sim pass `strlen + 1` as the name length; without it nothing connects.
 //!
-//! `<id>` is the process ID for the first channel of a process, and
-//! `pid | (k << 22)` for the k-th (pid_max is at most 2^22), so several channels (one
-//! per simulated host) can live in one process without their socket names colliding.
+//! `<id>` is `pid | (k << 22)` for the k-th channel of a process (k >= 1; pid_max is at
+//! most 2^22), so several channels (one per simulated host) can live in one process
+//! without their socket names colliding, nor with umad2sim's `sim:ctl<pid>` in a
+//! process it is preloaded into.
 //! Only the local (abstract socket) mode is supported, not ibsim's TCP remote mode.
 //!
 //! Contract of the channel, as ibsim 0.10 (Debian 12) behaves:
@@ -33,13 +34,10 @@
 //!   never block. MADs are sent from QP1; ibsim fills in the source LID.
 //! - ibsim overwrites TransactionID bits 48..63 of every request with the sender's
 //!   client slot and routes the answer back by those bits (so several requests may be
-//!   outstanding; checked with 64). The SA echoes the rewritten TID. The channel
-//!   remembers the TIDs of its last [`TID_HISTORY`] requests as the caller sent them,
-//!   and gives an answer whose low 48 bits match one of them (the newest) that TID
-//!   back, so callers match answers on the TID they chose, all 64 bits
-//!   ([`IbsimCounters::tid_restored`] counts the rewrites undone). An answer matching
-//!   none is passed on as ibsim delivered it. Callers that keep more than
-//!   [`TID_HISTORY`] requests outstanding should match on the low 48 bits.
+//!   outstanding; checked with 64). The SA echoes the rewritten TID, and the channel
+//!   passes it on as it came: bits 32..63 belong to the transport (see
+//!   [`MadChannel`](ibpoll_dev::MadChannel)), and callers match answers on the low 32
+//!   bits, as they must over umad too.
 //! - A request ibsim cannot route (no such LID, nobody attached there) comes back as
 //!   our own MAD with a non-zero status; it is counted
 //!   ([`IbsimCounters::rx_undeliverable`]) and not returned.
@@ -62,4 +60,4 @@ mod setup;
 pub use error::Error;
 pub use hybrid::{HybridCounters, HybridFabric, HybridPort};
 pub use port::{IbsimPort, NODE_TYPE_CA, NODE_TYPE_SWITCH};
-pub use setup::{IbsimCounters, IbsimMadChannel, DEFAULT_CTL_TIMEOUT, TID_HISTORY};
+pub use setup::{IbsimCounters, IbsimMadChannel, DEFAULT_CTL_TIMEOUT};

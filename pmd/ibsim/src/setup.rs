@@ -9,15 +9,12 @@ use std::time::{Duration, Instant};
 use ibpoll_dev::MadAddr;
 use ibpoll_wire::{QKey, Qpn};
 
-use crate::mad::TidHistory;
 use crate::port::{pkey_table, IbsimPort};
 use crate::proto::{ClientInfo, Ctl, CtlType, CTL_DATA_LEN, CTL_LEN, MAX_CLIENTS, NODEID_LEN};
 use crate::Error;
 
 /// How long a control call waits for ibsim's answer by default.
 pub const DEFAULT_CTL_TIMEOUT: Duration = Duration::from_secs(2);
-/// How many recent request TIDs a channel remembers to undo ibsim's TID rewriting.
-pub const TID_HISTORY: usize = 64;
 /// The longest wait for ibsim's answer to DISCONNECT when a channel is dropped.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_millis(200);
 /// Process IDs fit in 22 bits (Linux `PID_MAX_LIMIT`); higher bits number channels.
@@ -41,8 +38,6 @@ pub struct IbsimCounters {
     pub rx_malformed: u64,
     /// Receive errors other than "nothing there".
     pub rx_errors: u64,
-    /// Answers whose TID bits 48..63 were restored to what we sent.
-    pub tid_restored: u64,
 }
 
 /// A port's QP1 on a node of an ibsim fabric (see the crate docs).
@@ -52,15 +47,13 @@ pub struct IbsimMadChannel {
     ctl: UnixDatagram,
     /// Bound to `sim:in<conn_id>`, connected to `sim:out<client_id>`; non-blocking.
     pub(crate) data: UnixDatagram,
-    /// The id ibsim knows our sockets by (the PID for the first channel).
+    /// The id ibsim knows our sockets by (`pid | (k << 22)`, k >= 1).
     conn_id: u32,
     /// ibsim's client slot.
     client_id: u32,
     ctl_timeout: Duration,
     /// The node and port as last queried.
     port: IbsimPort,
-    /// TIDs of the last requests sent, as sent.
-    pub(crate) tids: TidHistory,
     pub(crate) counters: IbsimCounters,
 }
 
@@ -110,8 +103,11 @@ impl IbsimMadChannel {
             });
         }
         let k = CHANNELS_OPENED.fetch_add(1, Ordering::Relaxed);
-        // Stays below 2^31: ibsim formats the id with %d.
-        let conn_id = std::process::id() | ((k % (1 << (31 - PID_BITS))) << PID_BITS);
+        // Never the bare PID: umad2sim binds `sim:ctl<pid>` in a process it is preloaded
+        // into, and such a process may hold channels too. Stays below 2^31: ibsim
+        // formats the id with %d.
+        let k = 1 + k % ((1 << (31 - PID_BITS)) - 1);
+        let conn_id = std::process::id() | (k << PID_BITS);
 
         let ctl_name = format!("sim:ctl{conn_id}");
         // ibsim answers control messages to the sender's address: it must have a name.
@@ -172,7 +168,6 @@ impl IbsimMadChannel {
             client_id: info.id,
             ctl_timeout,
             port: IbsimPort::from_attributes(info.node_name(), &[0; 64], &[0; 64], Vec::new()),
-            tids: TidHistory::new(),
             counters: IbsimCounters::default(),
         };
         // From here on, dropping `ch` sends DISCONNECT.

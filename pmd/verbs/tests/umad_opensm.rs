@@ -1,0 +1,247 @@
+#![allow(unused_imports)]
+//! The umad MAD channel against OpenSM: the real libibumad, dlopen()ed, talking to
+//! OpenSM on ibsim through ibsim's umad2sim preload (the libibumad code path a real HCA
+//! uses; umad2sim replaces the kernel's /dev/infiniband/umad* underneath it).
+//!
+//! umad2sim attaches a process to one ibsim node (SIM_HOST) once, so each test starts
+//! ibsim and OpenSM itself (pmd/ibsim's tests/support/opensm.rs) and runs its umad half
+//! in a child: this test binary again, under `LD_PRELOAD=libumad2sim.so SIM_HOST=...`,
+//! running only the `child_*` test named (a `child_*` test does nothing unless
+//! `IBPOLL_UMAD_CHILD` is set).
+//!
+//! These tests run in CI and do not skip there: a missing tool (ibsim, opensm,
+//! libumad2sim.so, saquery, libibumad) fails them. They skip only with
+//! `IBPOLL_SKIP_OPENSM=1` (set inside scripts/vm-test.sh's VM, which has no OpenSM).
+#![allow(dead_code)]
+
+include!("../../ibsim/tests/support/opensm.rs");
+
+use ibpoll_pmd_verbs::{MadEvent, UmadChannel, UmadConfig, UmadLibrary};
+
+const CHILD: &str = "IBPOLL_UMAD_CHILD";
+const DIR: &str = "IBPOLL_FABRIC_DIR";
+const CHILD_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn is_child() -> bool {
+    std::env::var_os(CHILD).is_some()
+}
+
+/// The tools, or `None` when `IBPOLL_SKIP_OPENSM=1`; a missing tool fails the test.
+fn opensm_tools(test: &str) -> Option<Tools> {
+    if std::env::var_os("IBPOLL_SKIP_OPENSM").is_some_and(|v| v == "1") {
+        eprintln!("SKIPPED {test}: IBPOLL_SKIP_OPENSM=1");
+        return None;
+    }
+    let tools = find_tools().unwrap_or_else(|missing| {
+        panic!(
+            "{missing} missing: install the Debian packages opensm, ibsim-utils and \
+             infiniband-diags (or set IBPOLL_SKIP_OPENSM=1 to skip)"
+        )
+    });
+    assert!(
+        which("saquery").is_some(),
+        "saquery missing: apt install infiniband-diags"
+    );
+    if let Err(e) = UmadLibrary::load() {
+        panic!("{e}");
+    }
+    Some(tools)
+}
+
+/// Runs `test` of this binary as SIM_HOST `host` under umad2sim; returns its output.
+fn spawn_child(tools: &Tools, fabric: &Fabric, host: &str, test: &str) -> Child {
+    Command::new(std::env::current_exe().expect("the test binary"))
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env("LD_PRELOAD", &tools.umad2sim)
+        .env("SIM_HOST", host)
+        .env(CHILD, "1")
+        .env(DIR, &fabric.dir)
+        // umad2sim writes its fake sysfs under ./sys-<pid>.
+        .current_dir(&fabric.dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the child test")
+}
+
+/// Waits for a child (bounded); returns (success, stdout + stderr).
+fn wait_child(mut c: Child, fabric: &mut Fabric) -> (bool, String) {
+    let t0 = Instant::now();
+    loop {
+        if let Some(status) = c.try_wait().expect("wait for the child") {
+            let mut out = String::new();
+            let _ = c.stdout.take().unwrap().read_to_string(&mut out);
+            let _ = c.stderr.take().unwrap().read_to_string(&mut out);
+            return (status.success(), out);
+        }
+        if t0.elapsed() > CHILD_TIMEOUT {
+            let _ = c.kill();
+            let _ = c.wait();
+            panic!(
+                "the child test ran past {CHILD_TIMEOUT:?}:\n{}",
+                fabric.logs()
+            );
+        }
+        fabric.check_alive();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `saquery` as SIM_HOST `host`: its output.
+fn saquery(tools: &Tools, fabric: &Fabric, host: &str, args: &[&str]) -> String {
+    let out = Command::new(which("saquery").expect("saquery"))
+        .args(args)
+        .env("LD_PRELOAD", &tools.umad2sim)
+        .env("SIM_HOST", host)
+        .current_dir(&fabric.dir)
+        .output()
+        .expect("run saquery");
+    assert!(
+        out.status.success(),
+        "saquery {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn umad_channel() -> UmadChannel {
+    let lib = UmadLibrary::load().unwrap_or_else(|e| panic!("{e}"));
+    UmadChannel::open(&lib, &UmadConfig::default()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn umad_request_table_against_opensm() {
+    if is_child() {
+        return;
+    }
+    let _one_fabric = FABRIC.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(tools) = opensm_tools("umad_request_table_against_opensm") else {
+        return;
+    };
+    let mut fabric = Fabric::start(&tools);
+    let child = spawn_child(&tools, &fabric, "hostA", "child_request_table");
+    let (ok, out) = wait_child(child, &mut fabric);
+    println!("{out}");
+    assert!(ok, "the umad half failed:\n{}", fabric.logs());
+    assert!(out.contains("umad timeout surfaced"), "{out}");
+}
+
+/// The umad half: hostA's requests go through libibumad (umad2sim), hostB's through
+/// pmd/ibsim's socket channel; the same table as pmd/ibsim's OpenSM test.
+#[test]
+fn child_request_table() {
+    if !is_child() {
+        return;
+    }
+    let mut fabric = Fabric::attach(PathBuf::from(
+        std::env::var_os(DIR).expect("IBPOLL_FABRIC_DIR"),
+    ));
+    let mut ib_a = IbsimMadChannel::connect("hostA").expect("attach to ibsim as hostA");
+    let mut ib_b = IbsimMadChannel::connect("hostB").expect("attach to ibsim as hostB");
+    let a = ib_a
+        .wait_active(SUBNET_UP_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let b = ib_b
+        .wait_active(SUBNET_UP_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // A request nobody can answer comes back as the transport's timeout (ibsim returns it
+    // undeliverable with status ETIMEDOUT, as the kernel does after its retries).
+    {
+        let mut ch = umad_channel();
+        let info = ch.port_info().unwrap_or_else(|e| panic!("{e}"));
+        println!("umad port: {info:?}");
+        assert_eq!(
+            (info.lid, info.sm_lid, info.port_guid),
+            (a.lid.0, a.sm_lid.0, a.port_guid)
+        );
+        let mut req = get_group_request(broadcast_mgid(PKey::DEFAULT));
+        req[8..16].copy_from_slice(&0x1234_5678u64.to_be_bytes());
+        let nowhere = MadAddr {
+            lid: Lid(0x0999),
+            ..ib_a.sa_addr()
+        };
+        ch.send(&req, nowhere).expect("umad_send");
+        let t0 = Instant::now();
+        let tid = loop {
+            match ch.poll() {
+                Some(MadEvent::Timeout { tid }) => break tid,
+                Some(other) => panic!("expected a timeout, got {other:?}"),
+                None => assert!(
+                    t0.elapsed() < Duration::from_secs(10),
+                    "no timeout reported"
+                ),
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        assert_eq!(
+            tid as u32, 0x1234_5678,
+            "the timed-out request's TID (low 32 bits)"
+        );
+        // Through the MadChannel trait: not an answer, kept for take_timeout.
+        req[12..16].copy_from_slice(&0x1234_5679u32.to_be_bytes());
+        ch.send(&req, nowhere).expect("umad_send");
+        let t0 = Instant::now();
+        let tid = loop {
+            assert!(ch.recv().is_none(), "a timeout is not an answer");
+            if let Some(t) = ch.take_timeout() {
+                break t;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "no timeout reported"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        assert_eq!(tid as u32, 0x1234_5679);
+        println!("umad timeout surfaced: TID {tid:#x}; {:?}", ch.counters());
+    }
+
+    let sa = MadAddr {
+        lid: a.sm_lid,
+        sl: a.sm_sl,
+        ..ib_a.sa_addr()
+    };
+    let mut osm_a = OpenSm::over(Box::new(umad_channel()), sa);
+    let bcast = wait_for_broadcast(&mut osm_a, &mut fabric);
+    let ours = SubnetAdmin::new(SaConfig {
+        subnet_prefix: a.gid_prefix,
+        send_only_full_member: true,
+        ..SaConfig::default()
+    });
+    let requester = |p: &IbsimPort| Requester {
+        port_gid: p.gid(),
+        lid: p.lid,
+        pkeys: path_end(p).pkeys,
+    };
+    let hosts = vec![
+        Host {
+            name: "hostA (umad)",
+            osm: osm_a,
+            requester: requester(&a),
+        },
+        Host {
+            name: "hostB (ibsim socket)",
+            osm: OpenSm::new(ib_b),
+            requester: requester(&b),
+        },
+    ];
+    let ends = vec![(a.gid(), path_end(&a)), (b.gid(), path_end(&b))];
+    let mut judge = Judge {
+        hosts,
+        fabric: &mut fabric,
+        ours,
+        ends,
+        table: Vec::new(),
+    };
+    request_table(&mut judge, &a, &b, &bcast);
+    for h in &judge.hosts {
+        println!("{} channel: {:?}", h.name, h.osm.ch);
+        assert_eq!(
+            h.osm.unmatched, 0,
+            "{}: a MAD that answered nothing",
+            h.name
+        );
+    }
+}
