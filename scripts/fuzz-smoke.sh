@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The fuzz smoke test (CI): builds every cargo-fuzz target once, then runs each for a few
-# seconds from its committed seed corpus, fuzz/seeds/<target> (read only: new inputs go to
-# a scratch directory), and prints the executions per target and the new inputs found. A crash, a leak, an
-# input that runs past 10 s or a target without seeds fails it.
+# seconds from its committed seed corpus, fuzz/seeds/<target> (read only: new inputs go
+# to a scratch directory), and prints the executions per target and the new inputs
+# found. A crash, a leak, an input that runs past 10 s or a target without seeds fails
+# it.
 #
 #   scripts/fuzz-smoke.sh [SECONDS]     (default 5 per target)
 #
