@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The fuzz smoke test (CI): builds every cargo-fuzz target once, then runs each for a few
-# seconds from its committed seed corpus, fuzz/seeds/<target> (read only: new inputs go to
-# a scratch directory), and prints the executions per target. A crash, a leak, an
-# input that runs past 10 s or a target without seeds fails it.
+# seconds from its committed seed corpus, fuzz/seeds/<target> (read only: new inputs go
+# to a scratch directory), and prints the executions per target and the new inputs
+# found. A crash, a leak, an input that runs past 10 s or a target without seeds fails
+# it.
 #
 #   scripts/fuzz-smoke.sh [SECONDS]     (default 5 per target)
 #
@@ -29,7 +30,7 @@ echo "fuzz-smoke: built $(echo "$targets" | wc -l) targets in $(($(date +%s) - s
 
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
-printf '%-12s %12s %10s %8s\n' target executions exec/s corpus
+printf '%-12s %12s %10s %8s\n' target executions exec/s new
 for t in $targets; do
     seeds="fuzz/seeds/$t"
     if [ -z "$(ls -A "$seeds" 2>/dev/null)" ]; then
@@ -46,6 +47,6 @@ for t in $targets; do
     fi
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
-    corpus=$(ls -A "$scratch/$t" | wc -l)
-    printf '%-12s %12s %10s %8s\n' "$t" "${execs:-?}" "${rate:-?}" "$corpus"
+    found=$(ls -A "$scratch/$t" | wc -l)
+    printf '%-12s %12s %10s %8s\n' "$t" "${execs:-?}" "${rate:-?}" "$found"
 done

@@ -32,9 +32,11 @@
 //! * g. a membership the controller gave up (Leaving, an `Unconfirmed` obligation, Joined
 //!   but unsubscribed or under a flush) is gone at the SA within [`Sim::leave_bound`],
 //!   derived from `sa_timeout`, `leave_tries`, the SA window and the longest backoff,
-//!   unless the fault schedule says why (`leave_tries` of its Deletes lost, refused by an
-//!   injected error, unsendable or unanswered in time, or a flush abandoned at
-//!   `flush_max`); a controller without leave retries fails it ([`Mutant`]).
+//!   not counting the time the SA was unreachable for the host (some transaction of it
+//!   failing by the fault schedule), unless the fault schedule says why otherwise
+//!   (`leave_tries` of its requests for the group lost, refused by an injected error,
+//!   unsendable or unanswered in time, or a flush abandoned at `flush_max`); a
+//!   controller without leave retries fails it ([`Mutant`]).
 //!
 //! and at the end ([`Sim::finish`]: faults off, everything up, then a final interface
 //! down with every answer delivered):

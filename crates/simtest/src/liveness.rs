@@ -18,6 +18,13 @@
 //! ([`Sim::finish`](crate::Sim::finish)) settles. A flush abandoned at `flush_max` during
 //! the episode explains it too: rule 5 bounds a flush's time, not its leaves, and what it
 //! could not leave is owed to the next one.
+//!
+//! And an episode is timed only while the SA was reachable for the host: the time during
+//! which some SA transaction of the host (any request: a join, a leave, a path query)
+//! was running that the fault schedule made fail is taken off (the union of their
+//! `[sent, sent + sa_timeout]` spans). That is the SA being unreachable "for that long":
+//! its answers lost or late, requests lost or refused, the port down, and a window full
+//! of such transactions, which holds back this group's own requests too.
 
 use std::collections::BTreeMap;
 
@@ -34,6 +41,8 @@ struct Episode {
     requests_at_start: RequestLedger,
     /// The controller's count of abandoned flushes when the episode started.
     flushes_abandoned: u64,
+    /// The host's time with failing SA transactions when the episode started.
+    failing_at_start: Nanos,
     /// The fault schedule explained it: no longer timed.
     excused: bool,
 }
@@ -80,13 +89,18 @@ impl Liveness {
                     since: now,
                     requests_at_start: before.unwrap_or_default(),
                     flushes_abandoned: abandoned,
+                    failing_at_start: obs.sa_failing[h],
                     excused: false,
                 });
                 seen.insert((h, mgid), ());
                 if e.excused {
                     continue;
                 }
-                let took = now.saturating_sub(e.since);
+                // Time while some transaction of the host was failing by the fault
+                // schedule does not count: the SA was unreachable for it (and a window
+                // full of failing transactions holds back this group's requests too).
+                let failing = obs.sa_failing[h].saturating_sub(e.failing_at_start);
+                let took = now.saturating_sub(e.since).saturating_sub(failing);
                 let failed = requests.failed() - e.requests_at_start.failed();
                 if failed >= u64::from(host.cfg.leave_tries) || abandoned > e.flushes_abandoned {
                     self.excused += 1;

@@ -119,9 +119,15 @@ pub struct Obs {
     pub requests: BTreeMap<(usize, Gid), RequestLedger>,
     /// Requests the SA received and whose answer has not come yet: (host, TID) -> (MGID,
     /// when it was sent).
-    awaiting: BTreeMap<(usize, u64), (Gid, Nanos)>,
+    awaiting: BTreeMap<(usize, u64), (Option<Gid>, Nanos)>,
     /// The controllers' `sa_timeout`, by host.
     sa_timeouts: Vec<Nanos>,
+    /// Per host, how long (in all) some SA transaction of the host was running that the
+    /// fault schedule made fail (any request: joins, leaves, path queries): the union of
+    /// their `[sent, sent + sa_timeout]` spans, so far.
+    pub sa_failing: Vec<Nanos>,
+    /// Per host, where that union ends.
+    failing_until: Vec<Nanos>,
 }
 
 impl Obs {
@@ -142,6 +148,8 @@ impl Obs {
             requests: BTreeMap::new(),
             awaiting: BTreeMap::new(),
             sa_timeouts: Vec::new(),
+            sa_failing: Vec::new(),
+            failing_until: Vec::new(),
             fabric,
         }))
     }
@@ -151,6 +159,8 @@ impl Obs {
     pub fn add_host(&mut self, gid: Gid, sa_timeout: Nanos) -> usize {
         self.gids.push(gid);
         self.sa_timeouts.push(sa_timeout);
+        self.sa_failing.push(Nanos::ZERO);
+        self.failing_until.push(Nanos::ZERO);
         self.drop_path_queries.push(false);
         self.gids.len() - 1
     }
@@ -259,15 +269,28 @@ impl Obs {
 
     /// Requests whose answer has not come by their deadline count as unanswered.
     pub fn expire_requests(&mut self, now: Nanos) {
-        let timeouts = &self.sa_timeouts;
-        let requests = &mut self.requests;
-        self.awaiting.retain(|(host, _), (mgid, sent)| {
-            let late = now.saturating_sub(*sent) > timeouts[*host];
-            if late {
-                requests.entry((*host, *mgid)).or_default().unanswered += 1;
-            }
-            !late
-        });
+        let late: Vec<_> = self
+            .awaiting
+            .iter()
+            .filter(|((host, _), (_, sent))| now.saturating_sub(*sent) > self.sa_timeouts[*host])
+            .map(|(k, v)| (*k, *v))
+            .collect();
+        for ((host, tid), (mgid, sent)) in late {
+            self.awaiting.remove(&(host, tid));
+            self.failed(host, mgid, sent);
+        }
+    }
+
+    /// A transaction of `host` sent at `sent` (for group `mgid`, if any) failed by the
+    /// fault schedule.
+    fn failed(&mut self, host: usize, mgid: Option<Gid>, sent: Nanos) {
+        if let Some(mgid) = mgid {
+            self.requests.entry((host, mgid)).or_default().unanswered += 1;
+        }
+        let end = sent.saturating_add(self.sa_timeouts[host]);
+        let from = sent.max(self.failing_until[host]);
+        self.sa_failing[host] = self.sa_failing[host].saturating_add(end.saturating_sub(from));
+        self.failing_until[host] = self.failing_until[host].max(end);
     }
 
     /// The simulator restarted the subnet manager: every change since is the wipe's.
@@ -442,6 +465,8 @@ impl MadChannel for ObsMad {
                 }
                 Attribute::PathRecord(_) if obs.drop_path_queries[self.host] => {
                     obs.paths_dropped += 1;
+                    let now = obs.fabric.clock().now();
+                    obs.failed(self.host, None, now);
                     return Ok(());
                 }
                 _ => {}
@@ -460,11 +485,17 @@ impl MadChannel for ObsMad {
             _ => None,
         };
         obs.sync(cause);
+        let after = obs.fabric.stats();
+        let now = obs.fabric.clock().now();
+        let unreached = r.is_err()
+            || after.sa_requests_lost > before.sa_requests_lost
+            || after.sa_errors_injected > before.sa_errors_injected;
+        let mut group = None;
         if let Cause::Request {
             host, mgid, method, ..
         } = cause
         {
-            let after = obs.fabric.stats();
+            group = Some(mgid);
             let acted = obs.held.get(&(host, mgid)).copied() != held_before;
             let e = obs.requests.entry((host, mgid)).or_default();
             e.sent += 1;
@@ -474,16 +505,15 @@ impl MadChannel for ObsMad {
             if acted {
                 e.acted += 1;
             }
-            if r.is_err()
-                || after.sa_requests_lost > before.sa_requests_lost
-                || after.sa_errors_injected > before.sa_errors_injected
-            {
+            if unreached {
                 e.unreached += 1;
-            } else if let Some(m) = &parsed {
-                let now = obs.fabric.clock().now();
-                obs.awaiting
-                    .insert((host, m.header.mad.transaction_id), (mgid, now));
             }
+        }
+        if unreached {
+            obs.failed(self.host, None, now);
+        } else if let Some(m) = &parsed {
+            obs.awaiting
+                .insert((self.host, m.header.mad.transaction_id), (group, now));
         }
         r
     }
@@ -497,10 +527,7 @@ impl MadChannel for ObsMad {
                 if let Some((mgid, sent)) = obs.awaiting.remove(&(self.host, tid)) {
                     let now = obs.fabric.clock().now();
                     if now.saturating_sub(sent) > obs.sa_timeouts[self.host] {
-                        obs.requests
-                            .entry((self.host, mgid))
-                            .or_default()
-                            .unanswered += 1;
+                        obs.failed(self.host, mgid, sent);
                     }
                 }
             }
