@@ -10,7 +10,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ibpoll_ctrl::{CtrlQps, Controller, CtrlConfig, DataCore, GroupAddr, GroupPhase, Request};
+use ibpoll_ctrl::{Controller, CtrlConfig, CtrlQps, DataCore, GroupAddr, GroupPhase, Request};
 use ibpoll_dev::{Clock, Device, MonotonicClock, RxQueue, UdQp, UdQpConfig};
 use ibpoll_mem::{HugepagePolicy, Mempool, MempoolConfig};
 use ibpoll_pmd_sim::{FabricConfig, FaultConfig, SimDevice, SimFabric};

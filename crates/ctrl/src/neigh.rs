@@ -26,8 +26,8 @@ use ibpoll_wire::sa::Attribute;
 use ibpoll_wire::{arp, path_record, QKey};
 
 use crate::controller::{Controller, FlushLevel};
-use crate::sa::{self, Tid, TxnKind};
 use crate::nh::NhSlot;
+use crate::sa::{self, Tid, TxnKind};
 use crate::snapshot::Neighbour;
 
 /// The resolution state of one neighbour.

@@ -147,7 +147,6 @@ impl Neighbour {
     pub fn ah(&self) -> AddressHandle {
         self.ah.ah()
     }
-
 }
 
 /// One immutable view of the control state. Published after every poll that changed it.
@@ -282,7 +281,11 @@ impl Snapshot {
     pub(crate) fn set_broadcast(&mut self, b: Option<Arc<McastEntry>>) {
         if let Some(old) = self.broadcast.take() {
             // The broadcast group's slot is shared with its entry in `groups`.
-            if !self.groups.get(&old.mgid).is_some_and(|g| Arc::ptr_eq(g, &old)) {
+            if !self
+                .groups
+                .get(&old.mgid)
+                .is_some_and(|g| Arc::ptr_eq(g, &old))
+            {
                 self.nh_clear(old.nh());
             }
         }
@@ -318,7 +321,11 @@ impl Snapshot {
     /// Withdraws group `mgid`.
     pub(crate) fn remove_group(&mut self, mgid: &Gid) -> Option<Arc<McastEntry>> {
         let old = self.groups.remove(mgid)?;
-        if !self.broadcast.as_ref().is_some_and(|b| Arc::ptr_eq(b, &old)) {
+        if !self
+            .broadcast
+            .as_ref()
+            .is_some_and(|b| Arc::ptr_eq(b, &old))
+        {
             self.nh_clear(old.nh());
         }
         Some(old)

@@ -88,13 +88,7 @@ impl UdQpConfig {
     /// The checks every driver makes on a configuration against its capabilities; a
     /// driver calls it first in `create_ud_qp`.
     pub fn check(&self, caps: &UdCaps) -> Result<(), crate::Error> {
-        let bad = |field, value: u64, fix| {
-            Err(crate::Error::QpConfig {
-                field,
-                value,
-                fix,
-            })
-        };
+        let bad = |field, value: u64, fix| Err(crate::Error::QpConfig { field, value, fix });
         let ring_ok = |v: u32| (32..=caps.max_wr).contains(&v) && v.is_power_of_two();
         if self.rx_ring_size != 0 && !ring_ok(self.rx_ring_size) {
             return bad(
@@ -110,7 +104,11 @@ impl UdQpConfig {
                 "use a power of two from 32 to the device's max_wr",
             );
         }
-        let rx_max = if self.rx_ring_size == 0 { 0 } else { caps.rx_queues_per_qpn };
+        let rx_max = if self.rx_ring_size == 0 {
+            0
+        } else {
+            caps.rx_queues_per_qpn
+        };
         if self.rx_ring_size != 0 && !(1..=rx_max).contains(&self.rx_queues) {
             return bad(
                 "rx_queues",

@@ -252,11 +252,12 @@ impl MbufArray {
     /// the data of the buffer a few places ahead is prefetched.
     pub fn filter_map_from(&mut self, from: usize, mut f: impl FnMut(Mbuf) -> Option<Mbuf>) {
         let len = self.len;
-        let mut w = from.min(len);
+        let start = from.min(len);
+        let mut w = start;
         // Shrink first: a panic in `f` leaks the buffers after the one it held rather
         // than letting them be freed twice.
         self.len = w;
-        for r in w..len {
+        for r in start..len {
             if r + PREFETCH_AHEAD < len {
                 // SAFETY: `r + PREFETCH_AHEAD < len`: a slot not yet moved out, still
                 // initialised; only its header is read (l3fwd's PREFETCH_OFFSET).

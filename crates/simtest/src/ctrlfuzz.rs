@@ -33,9 +33,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use ibpoll_ctrl::{
     Controller, CtrlConfig, CtrlEvent, DataCore, FlushLevel, GroupAddr, GroupPhase, Poll, Request,
 };
-use ibpoll_dev::{
-    Clock, Device, Error, Mad, MadAddr, MadChannel, Nanos, Port, PortEvent,
-};
+use ibpoll_dev::{Clock, Device, Error, Mad, MadAddr, MadChannel, Nanos, Port, PortEvent};
 use ibpoll_mem::Mempool;
 use ibpoll_pmd_sim::{FabricConfig, PortId};
 use ibpoll_testkit::data::{self, Direct, IpoibQp};
@@ -74,7 +72,9 @@ impl FakeSa {
             if let Attribute::McMember(rec) = &m.attribute {
                 let joined =
                     h.method == Method::GET_RESP && h.status.is_ok() && self.sent.iter().any(|s| {
-                        s.header.mad.transaction_id == h.transaction_id
+                        // The SA client matches the low 32 bits (the transport owns
+                        // the high ones, as umad does).
+                        s.header.mad.transaction_id as u32 == h.transaction_id as u32
                             && s.header.mad.method == Method::SET
                             && matches!(&s.attribute, Attribute::McMember(r) if r.mgid == rec.mgid)
                     });

@@ -29,7 +29,6 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-
 use crate::app::{App, LcoreCtx};
 use crate::tx::Tx;
 

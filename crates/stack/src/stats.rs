@@ -17,14 +17,15 @@ macro_rules! lcore_counters {
         ///
         /// Conservation, per lcore once it has stopped:
         ///
-        /// * receive: `rx_packets == rx_loopback + rx_malformed + rx_unknown_ethertype
-        ///   + rx_arp + rx_ctrl_full + app_rx + stop_dropped_rx`, and every packet handed
-        ///   to the application (`app_rx`) was consumed by it or counted in
-        ///   `app_dropped`;
-        /// * send: `app_tx == tx_posted + to_ctrl_resolve + to_ctrl_mcast + tx_link_down
-        ///   + tx_too_long + tx_malformed + tx_no_iface + tx_ctrl_full + tx_full
-        ///   + stop_dropped_tx`, where `tx_posted` (sends the driver took) splits into the
-        ///   driver's completions and its errors.
+        /// * receive: `rx_packets` is the sum of `rx_loopback`, `rx_malformed`,
+        ///   `rx_unknown_ethertype`, `rx_arp`, `rx_ctrl_full`, `app_rx` and
+        ///   `stop_dropped_rx`, and every packet handed to the application (`app_rx`)
+        ///   was consumed by it or counted in `app_dropped`;
+        /// * send: `app_tx` is the sum of `tx_posted`, `to_ctrl_resolve`,
+        ///   `to_ctrl_mcast`, `tx_link_down`, `tx_too_long`, `tx_malformed`,
+        ///   `tx_no_iface`, `tx_ctrl_full`, `tx_full` and `stop_dropped_tx`, where
+        ///   `tx_posted` (sends the driver took) splits into the driver's completions
+        ///   and its errors.
         #[derive(Debug, Default)]
         #[repr(C, align(64))]
         pub struct LcoreCounters {

@@ -252,11 +252,12 @@ impl Tx {
         }
     }
 
-    /// Sends `m` on interface `iface` (`0..ifaces()`) to `dest`. `false` when it was
-    /// dropped (counted: link down, too long, not IP, no such interface, the control
-    /// core's ring full, or the send queue full) or handed to the control core
-    /// (counted in `to_ctrl_resolve` / `to_ctrl_mcast`: it goes out once the control
-    /// core resolved the destination).
+    /// Sends `m` on interface `iface` (`0..ifaces()`) to `dest`: queued for the send
+    /// queue, or handed to the control core when the snapshot does not know `dest` yet
+    /// (counted in `to_ctrl_resolve` / `to_ctrl_mcast`: it goes out once the control core
+    /// resolved the destination, or the control core counts its drop). `false` when it
+    /// was dropped here (counted: link down, too long, not IP, no such interface, the
+    /// control core's ring full, or the send queue full).
     #[inline]
     pub fn push(&mut self, iface: usize, mut m: Mbuf, dest: Dest) -> bool {
         self.st.app_tx += 1;
@@ -273,7 +274,7 @@ impl Tx {
         });
         match outcome {
             Ok(Some(dst)) => self.enqueue(iface, m, dst),
-            Ok(None) => self.to_ctrl(iface, m, dest),
+            Ok(None) => self.hand_to_ctrl(iface, m, dest),
             Err(why) => self.refuse(why, m),
         }
     }
@@ -334,7 +335,7 @@ impl Tx {
     /// A packet for a destination the snapshot does not have: to the control core.
     #[cold]
     #[inline(never)]
-    fn to_ctrl(&mut self, iface: usize, m: Mbuf, dest: Dest) -> bool {
+    fn hand_to_ctrl(&mut self, iface: usize, m: Mbuf, dest: Dest) -> bool {
         let req = match dest {
             Dest::NextHop([255, 255, 255, 255]) => {
                 // No broadcast group: the link is down or a flush runs.
@@ -353,9 +354,12 @@ impl Tx {
         match self.ifaces[iface].core.requests.send(req) {
             Ok(()) if mcast => self.st.to_ctrl_mcast += 1,
             Ok(()) => self.st.to_ctrl_resolve += 1,
-            Err(_req) => self.st.tx_ctrl_full += 1,
+            Err(_req) => {
+                self.st.tx_ctrl_full += 1;
+                return false;
+            }
         }
-        false
+        true
     }
 
     #[cold]

@@ -1,8 +1,8 @@
 //! What a data core does with an IPoIB interface, for tests that play the data core
 //! themselves: the UD QP, packets, receive, send through the snapshot.
 
-use ibpoll_ctrl::DataCore;
 use ibpoll_ctrl::CtrlQps;
+use ibpoll_ctrl::DataCore;
 use ibpoll_dev::{Port, RxQueue, TxDst, TxQueue, UdQpConfig};
 use ibpoll_mem::{HugepagePolicy, Mbuf, MbufArray, Mempool, MempoolConfig};
 use ibpoll_wire::ipoib::{self, EtherType};

@@ -35,7 +35,11 @@ impl Controller {
     /// were posted.
     pub(super) fn tx_flush(&mut self) -> usize {
         let completed = self.tx.completed();
-        while self.tx_inflight.front().is_some_and(|&(seq, _)| seq <= completed) {
+        while self
+            .tx_inflight
+            .front()
+            .is_some_and(|&(seq, _)| seq <= completed)
+        {
             self.tx_inflight.pop_front();
         }
         let len = self.tx_pkts.len();

@@ -31,7 +31,10 @@ impl Controller {
                     self.device_dead = true;
                     self.port_active = false;
                     self.stats.device_fatal += 1;
-                    tracing::error!(port = attr.port_num, "ibpoll: device fatal error; the interface stays down");
+                    tracing::error!(
+                        port = attr.port_num,
+                        "ibpoll: device fatal error; the interface stays down"
+                    );
                 }
                 PortEvent::QpFatal { qpn } => {
                     self.stats.qp_errors += 1;

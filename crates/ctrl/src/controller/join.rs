@@ -12,10 +12,10 @@ use ibpoll_wire::{Gid, PKey, Qpn};
 
 use super::Controller;
 use crate::mcast::{Backoff, Group, GroupKind, GroupState, Membership, RetryAt, Unconfirmed};
-use crate::ring::GroupAddr;
-use crate::sa::{self, Tid, TxnKind};
 use crate::nh::NhSlot;
 use crate::reaper::AhGuard;
+use crate::ring::GroupAddr;
+use crate::sa::{self, Tid, TxnKind};
 use crate::snapshot::McastEntry;
 
 impl Controller {

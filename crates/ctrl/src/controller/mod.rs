@@ -41,10 +41,10 @@ use ibpoll_wire::mcmember;
 use ibpoll_wire::{Gid, Qpn};
 
 use crate::mcast::{Group, GroupKind, GroupPhase, GroupState};
-use crate::ring::{DataCore, GroupAddr, RequestRing, RequestSender};
-use crate::sa::{self, SaClient, SaEvent};
 use crate::nh::NhSlab;
 use crate::reaper::{AhGuard, AhReaper, TxProgress};
+use crate::ring::{DataCore, GroupAddr, RequestRing, RequestSender};
+use crate::sa::{self, SaClient, SaEvent};
 use crate::snapshot::Snapshot;
 use crate::table::{ChangeLog, GroupTable, NeighTable};
 use crate::{CtrlConfig, CtrlStats, Error};
@@ -489,7 +489,10 @@ impl Controller {
 
     /// Every QP of the interface: the lanes' and the control core's.
     pub fn qpns(&self) -> impl Iterator<Item = Qpn> + '_ {
-        self.lane_qpns.iter().copied().chain(std::iter::once(self.ctl_qpn()))
+        self.lane_qpns
+            .iter()
+            .copied()
+            .chain(std::iter::once(self.ctl_qpn()))
     }
 
     /// The QP group `mgid` is attached to: the broadcast group on the interface's own
@@ -499,7 +502,10 @@ impl Controller {
         if *mgid == self.bcast_mgid || self.lane_qpns.len() == 1 {
             return self.qpn;
         }
-        let h = mgid.0.iter().fold(0u32, |h, &b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+        let h = mgid
+            .0
+            .iter()
+            .fold(0u32, |h, &b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
         self.lane_qpns[h as usize % self.lane_qpns.len()]
     }
 

@@ -53,7 +53,12 @@ impl IfaceQps {
             return Box::new([]);
         }
         let ctl = std::iter::once(self.ctl.qpn);
-        self.lanes.iter().map(|q| q.qpn).chain(ctl).map(Qpn::get).collect()
+        self.lanes
+            .iter()
+            .map(|q| q.qpn)
+            .chain(ctl)
+            .map(Qpn::get)
+            .collect()
     }
 }
 
@@ -92,8 +97,9 @@ pub(super) fn build(b: &StackBuilder, plan: &Plan) -> Result<Built, Error> {
     let n_ifaces = qps.len();
     let mut hosts = Vec::with_capacity(n_ifaces);
     let mut infos = Vec::with_capacity(n_ifaces);
-    let mut lane_parts: Vec<Vec<(RxIface, TxIface)>> =
-        (0..plan.data_cores).map(|_| Vec::with_capacity(n_ifaces)).collect();
+    let mut lane_parts: Vec<Vec<(RxIface, TxIface)>> = (0..plan.data_cores)
+        .map(|_| Vec::with_capacity(n_ifaces))
+        .collect();
     for (i, q) in qps.into_iter().enumerate() {
         let f = plan.ifaces[i];
         let ctrl_cfg = CtrlConfig {
@@ -106,8 +112,14 @@ pub(super) fn build(b: &StackBuilder, plan: &Plan) -> Result<Built, Error> {
         let own_qpns = q.own_qpns();
         let lane_qpns = q.lane_qpns();
         let ctl_qps = CtrlQps::new(lane_qpns[0], lane_qpns, q.ctl.tx);
-        let (ctl, cores) = Controller::new(ctrl_cfg, ctl_ports[i].clone(), ctl_qps, pool.clone(), clock.clone())
-            .map_err(|source| Error::Controller { source })?;
+        let (ctl, cores) = Controller::new(
+            ctrl_cfg,
+            ctl_ports[i].clone(),
+            ctl_qps,
+            pool.clone(),
+            clock.clone(),
+        )
+        .map_err(|source| Error::Controller { source })?;
         infos.push(IfaceInfo {
             config: f,
             qpn: ctl.hwaddr().qpn(),
@@ -222,7 +234,10 @@ fn lanes(
         let (rx, tx): (Vec<RxIface>, Vec<TxIface>) = p.into_iter().unzip();
         sets.push(LcoreCounterSet {
             lcore: counters.clone(),
-            rx: rx.iter().flat_map(|r| r.qs.iter().map(|q| q.counters())).collect(),
+            rx: rx
+                .iter()
+                .flat_map(|r| r.qs.iter().map(|q| q.counters()))
+                .collect(),
             tx: tx.iter().map(TxIface::counters).collect(),
         });
         let ctx = LcoreCtx {

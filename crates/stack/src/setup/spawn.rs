@@ -48,7 +48,11 @@ pub(super) fn spawn<A: App>(
     for (i, lane) in lanes.into_iter().enumerate() {
         let name = format!("{}-lcore{i}", b.name);
         let cpu = plan.cpus[i];
-        let ctl = if i == 0 { host.take().unwrap_or_default() } else { Vec::new() };
+        let ctl = if i == 0 {
+            host.take().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         let app = Guarded::new(app(i), i, stop_state.clone());
         let lcore = DataLcore::new(lane, ctl, app, b.idle, b.ctl_poll_interval);
         let thread = name.clone();
@@ -56,14 +60,16 @@ pub(super) fn spawn<A: App>(
             state: stop_state.clone(),
             lcore: i,
         };
-        let h = std::thread::Builder::new().name(name.clone()).spawn(move || {
-            let _on_panic = on_panic;
-            if pin {
-                pin_to(cpu, &thread);
-            }
-            let _lcore = register_lcore(&thread);
-            LcoreExit { ctrl: lcore.run() }
-        });
+        let h = std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || {
+                let _on_panic = on_panic;
+                if pin {
+                    pin_to(cpu, &thread);
+                }
+                let _lcore = register_lcore(&thread);
+                LcoreExit { ctrl: lcore.run() }
+            });
         match h {
             Ok(h) => threads.push(h),
             Err(source) => return Err(abort(stack, threads, Error::Spawn { name, source })),
@@ -79,16 +85,18 @@ pub(super) fn spawn<A: App>(
             state: stop_state.clone(),
             lcore: plan.data_cores,
         };
-        let h = std::thread::Builder::new().name(name.clone()).spawn(move || {
-            let _on_panic = on_panic;
-            if pin {
-                pin_to(cpu, &thread);
-            }
-            let _lcore = register_lcore(&thread);
-            LcoreExit {
-                ctrl: lcore::run_control(hosts, shared, idle),
-            }
-        });
+        let h = std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || {
+                let _on_panic = on_panic;
+                if pin {
+                    pin_to(cpu, &thread);
+                }
+                let _lcore = register_lcore(&thread);
+                LcoreExit {
+                    ctrl: lcore::run_control(hosts, shared, idle),
+                }
+            });
         match h {
             Ok(h) => threads.push(h),
             Err(source) => return Err(abort(stack, threads, Error::Spawn { name, source })),
@@ -99,11 +107,7 @@ pub(super) fn spawn<A: App>(
 }
 
 /// A thread could not start: stops the ones that did and returns the error.
-fn abort(
-    mut stack: Stack,
-    threads: Vec<std::thread::JoinHandle<LcoreExit>>,
-    e: Error,
-) -> Error {
+fn abort(mut stack: Stack, threads: Vec<std::thread::JoinHandle<LcoreExit>>, e: Error) -> Error {
     stack.adopt(threads);
     let _ = stack.stop();
     e

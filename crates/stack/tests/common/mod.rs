@@ -225,10 +225,6 @@ pub const T: Duration = Duration::from_secs(30);
 pub fn assert_conserved(r: &ibpoll::StopReport) {
     stack::assert_conserved(r);
     for (i, s) in r.lcores.iter().enumerate() {
-        assert_eq!(
-            s.tx_posted,
-            s.driver_tx_completed,
-            "lcore {i}: {s:?}"
-        );
+        assert_eq!(s.tx_posted, s.driver_tx_completed, "lcore {i}: {s:?}");
     }
 }
