@@ -69,6 +69,19 @@ macro_rules! counters {
             pub fn read(&self) -> $Snap {
                 $Snap { $( $field: self.$field.get(), )+ }
             }
+
+            /// Adds what `burst` counted (the writer's per-burst tally) and zeroes it: one
+            /// load and store per counter that moved. Only the counters' single writer
+            /// may call this.
+            #[inline]
+            pub fn publish(&self, burst: &mut $Snap) {
+                $(
+                    if burst.$field != 0 {
+                        self.$field.add(burst.$field);
+                        burst.$field = 0;
+                    }
+                )+
+            }
         }
 
         $crate::counters! {
