@@ -50,7 +50,7 @@
 //!    not storm the SA; late, duplicate, unknown and malformed answers are counted and
 //!    ignored.
 //! 7. Send-only groups unused for `sendonly_idle` are left and removed. Data cores mark
-//!    use with [`McastEntry::mark_used`] (a relaxed load, rarely a store).
+//!    use with [`Snapshot::mark_used`] (a relaxed load, rarely a store).
 //! 8. Flush levels: ClientReregister/SmChange light (leave and rejoin everything, the
 //!    link stays up, paths are revalidated); port Error/Active/LidChange and interface
 //!    down normal (link down, leave everything, drop neighbours, rejoin when allowed);
