@@ -87,7 +87,6 @@ fn with_rss_two_lanes_share_the_unicast_flows() {
 }
 
 #[test]
-#[test]
 fn the_default_polls_the_controller_from_data_lcore_0() {
     assert_eq!(ControlCore::default(), ControlCore::OnDataLcore0);
 }
