@@ -128,7 +128,7 @@ wait
 stamp pingpong
 cd /tests
 for t in $(cat /etc/tests); do
-    IBPOLL_RXE=1 IBPOLL_SKIP_OPENSM=1 RUST_BACKTRACE=1 ./"$t" --test-threads=1 --nocapture > /tmp/out 2>&1
+    IBPOLL_RXE=1 IBPOLL_RXE_EVENTS=1 IBPOLL_SKIP_OPENSM=1 RUST_BACKTRACE=1 ./"$t" --test-threads=1 --nocapture > /tmp/out 2>&1
     rc=$?
     cat /tmp/out
     echo "@@TEST $t rc=$rc"

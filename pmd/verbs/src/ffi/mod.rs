@@ -23,7 +23,11 @@ pub use context::{
 };
 pub use cq::{Cq, Wc, WcOpcode};
 pub use pd::{Ah, AhAttr, GrhAttr, Mr, Pd};
-pub use qp::{QpCounters, QpReset, RecvWr, SelfMcastLoopback, SendWr, UdQp, UdQpConfig};
+pub(crate) use qp::RawSend;
+pub use qp::{
+    QpCounters, QpHandle, QpReset, RecvQueue, RecvWr, SelfMcastLoopback, SendQueue, SendWr, UdQp,
+    UdQpConfig, UNPOSTED,
+};
 pub use umad::{UmadLibrary, UmadPortInfo};
 
 use crate::sys::verbs::{ibv_context, verbs_context, IbvLib};
@@ -32,6 +36,10 @@ use crate::Error;
 
 /// The soname loaded by [`Library::load`].
 pub const LIBIBVERBS: &str = "libibverbs.so.1";
+
+/// The environment variable that names another libibverbs for [`Library::load`] (a
+/// path or a soname).
+pub const LIBIBVERBS_ENV: &str = "IBPOLL_LIBIBVERBS";
 
 /// libibverbs, `dlopen()`ed, with every symbol the driver uses resolved (a library that
 /// lacks one is refused at load, not at first use).
@@ -46,9 +54,13 @@ impl std::fmt::Debug for Library {
 }
 
 impl Library {
-    /// Loads [`LIBIBVERBS`].
+    /// Loads [`LIBIBVERBS`], or what the environment variable [`LIBIBVERBS_ENV`] names
+    /// when it is set and not empty.
     pub fn load() -> Result<Arc<Library>, Error> {
-        Library::load_from(LIBIBVERBS)
+        match std::env::var(LIBIBVERBS_ENV) {
+            Ok(name) if !name.is_empty() => Library::load_from(&name),
+            _ => Library::load_from(LIBIBVERBS),
+        }
     }
 
     /// Loads libibverbs from `name` (a soname or a path).
