@@ -1,11 +1,12 @@
 //! The send path: post linked lists of signaled sends (one SGE per packet, the lkey of
 //! the packet's pool), poll their completions in bursts, count them in posting order.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use ibpoll_dev::{TxCounters, TxDst, TxQueue};
 use ibpoll_mem::{Mbuf, MbufArray, Mempool};
-use ibpoll_wire::Qpn;
+use ibpoll_wire::{QKey, Qpn};
 
 use crate::ah::AhTable;
 use crate::device::DevShared;
@@ -44,7 +45,7 @@ impl TxQueue for VerbsTxQueue {
         let ahs = qp.dev.ahs(qp.port);
         let mut taken = 0;
         while taken < dst.len() && !pkts.is_empty() && tx.sq.room() > 0 {
-            let k = resolve(tx, &qp.dev, ahs, pkts, &dst[taken..]);
+            let k = resolve(tx, qp, ahs, pkts, &dst[taken..]);
             if k == 0 {
                 // The front packet cannot be sent (its pool cannot be registered, or its
                 // address handle is unknown): it is taken, dropped and counted, and
@@ -94,7 +95,7 @@ impl TxQueue for VerbsTxQueue {
 #[inline]
 fn resolve(
     tx: &mut TxState,
-    dev: &DevShared,
+    qp: &QpShared,
     ahs: &AhTable,
     pkts: &MbufArray,
     dst: &[TxDst],
@@ -102,7 +103,7 @@ fn resolve(
     let n = pkts.len().min(dst.len()).min(tx.sq.room()).min(BURST);
     tx.sends.clear();
     for (m, d) in pkts.as_slice()[..n].iter().zip(dst) {
-        let Some(lkey) = lkey(tx, dev, m) else {
+        let Some(lkey) = lkey(tx, &qp.dev, m) else {
             break;
         };
         let ah = ahs.get(d.ah);
@@ -116,10 +117,24 @@ fn resolve(
             lkey,
             ah,
             remote_qpn: d.qpn.get(),
-            remote_qkey: d.qkey.0,
+            remote_qkey: remote_qkey(qp, d.qkey),
         });
     }
     tx.sends.len()
+}
+
+/// The Q_Key a send carries. A controlled Q_Key (high bit set) means the sending QP's
+/// own (the InfiniBand spec has the HCA substitute it); not every provider does (rxe sends
+/// the value as it is), so the driver does it for all.
+#[inline]
+fn remote_qkey(qp: &QpShared, qkey: QKey) -> u32 {
+    if qkey.is_controlled() {
+        // Relaxed: the Q_Key is set by the control path (`set_qp_qkey`) and carries no
+        // other data; a send posted across the change may use either value.
+        qp.qkey.load(Ordering::Relaxed)
+    } else {
+        qkey.0
+    }
 }
 
 /// The lkey of `m`'s pool: from the queue's table, or registered now (once per pool and

@@ -141,20 +141,16 @@ pub enum EventCause {
     LidChange,
     /// The subnet manager restarts: [`PortEvent::ClientReregister`].
     SmRestart,
-    /// An entry is added to the GID table (on RoCE: an IP address on the netdev):
-    /// [`PortEvent::GidChange`], and the port's GID table has it.
-    GidChange,
 }
 
 impl EventCause {
     /// Every cause, in the order the events test tries them.
-    pub const ALL: [EventCause; 6] = [
+    pub const ALL: [EventCause; 5] = [
         EventCause::LinkDown,
         EventCause::LinkUp,
         EventCause::PkeyChange,
         EventCause::LidChange,
         EventCause::SmRestart,
-        EventCause::GidChange,
     ];
 
     /// The event the cause must produce.
@@ -165,7 +161,6 @@ impl EventCause {
             EventCause::PkeyChange => PortEvent::PkeyChange,
             EventCause::LidChange => PortEvent::LidChange,
             EventCause::SmRestart => PortEvent::ClientReregister,
-            EventCause::GidChange => PortEvent::GidChange,
         }
     }
 }
