@@ -103,7 +103,7 @@ fn main() -> ExitCode {
             return ExitCode::from(cli::EXIT_USAGE);
         }
         Err(e) => {
-            note(&format!("pktgen: error: {e}"));
+            note(&format!("pktgen: error: {}", cli::describe(&e)));
             return ExitCode::from(cli::EXIT_FAILED);
         }
     };

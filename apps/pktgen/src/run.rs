@@ -218,7 +218,14 @@ impl std::fmt::Display for RunError {
     }
 }
 
-impl std::error::Error for RunError {}
+impl std::error::Error for RunError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RunError::Start { source, .. } | RunError::Stack { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
 
 fn stack_err(node: &'static str) -> impl Fn(ibpoll::Error) -> RunError {
     move |source| RunError::Stack { node, source }
