@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::time::{Duration, Instant};
 
 use ibpoll_dev::{Device, Error as DevError, Port, PortAttr, PortEvent, UdCaps};
 use ibpoll_mem::Mempool;
@@ -21,6 +22,11 @@ use crate::Error;
 /// Events kept per port until its owner polls them; older ones are dropped (and logged)
 /// beyond this.
 pub const EVENTS_KEPT: usize = 256;
+
+/// How often `poll_event` reads the async fd when no event is queued: a controller
+/// polls its port every few microseconds, and a port event may wait this long to be
+/// seen rather than cost a system call each time.
+pub const EVENT_READ_INTERVAL: Duration = Duration::from_millis(1);
 
 /// The inline sizes tried, largest first, when a device is opened: the first a probe QP
 /// accepts is what [`UdCaps::max_inline`] says.
@@ -57,6 +63,8 @@ pub(crate) struct DevState {
     pub(crate) ports: Vec<PortSlot>,
     /// By QPN.
     pub(crate) qps: HashMap<u32, QpEntry>,
+    /// When the async fd was last read.
+    events_read: Option<Instant>,
 }
 
 /// Shared by the device, its ports and its QPs' queues.
@@ -110,6 +118,7 @@ impl VerbsDevice {
             state: Mutex::new(DevState {
                 ports: (0..nports).map(|_| PortSlot::default()).collect(),
                 qps: HashMap::new(),
+                events_read: None,
             }),
             mrs: Mutex::new(Vec::new()),
             ahs: (0..nports).map(|_| OnceLock::new()).collect(),
@@ -234,6 +243,7 @@ impl DevShared {
 
     /// Reads every pending asynchronous event and queues it for its port.
     fn pump_events(&self, st: &mut DevState) {
+        st.events_read = Some(Instant::now());
         for _ in 0..EVENTS_KEPT {
             match self.ctx.poll_async_event() {
                 Ok(Some(ev)) => self.route(st, ev),
@@ -293,11 +303,22 @@ impl DevShared {
         }
     }
 
-    /// The next event of port `num`.
+    /// The next event of port `num`; the async fd is read when none is queued, at most
+    /// every [`EVENT_READ_INTERVAL`].
     pub(crate) fn poll_event(&self, num: u8) -> Option<PortEvent> {
         let mut st = self.lock();
+        let i = usize::from(num) - 1;
+        if let Some(ev) = st.ports[i].events.pop_front() {
+            return Some(ev);
+        }
+        let due = st
+            .events_read
+            .is_none_or(|t| t.elapsed() >= EVENT_READ_INTERVAL);
+        if !due {
+            return None;
+        }
         self.pump_events(&mut st);
-        st.ports[usize::from(num) - 1].events.pop_front()
+        st.ports[i].events.pop_front()
     }
 
     /// Port `num`'s attributes: its state now, its tables as of its last event.

@@ -52,7 +52,7 @@ mod setup;
 mod sys;
 mod tx;
 
-pub use device::{devices, VerbsDevice, EVENTS_KEPT};
+pub use device::{devices, VerbsDevice, EVENTS_KEPT, EVENT_READ_INTERVAL};
 pub use error::{Error, NoDevice};
 pub use ffi::{
     Ah, AhAttr, AsyncEvent, Context, Cq, DeviceAttr, DeviceInfo, GrhAttr, Library, LinkLayer, Mr,
