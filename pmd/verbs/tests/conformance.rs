@@ -138,6 +138,10 @@ impl Fixture for RxeFixture {
             _ => return false,
         };
         self.touched.fetch_or(done, Ordering::Relaxed);
+        eprintln!(
+            "rxe fixture: {cause:?} on lo: {}",
+            if done { "made" } else { "failed" }
+        );
         done
     }
 

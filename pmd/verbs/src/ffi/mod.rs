@@ -13,6 +13,8 @@ mod context;
 mod cq;
 mod pd;
 mod qp;
+mod queue;
+mod udqp;
 pub(crate) mod umad;
 
 use std::ffi::CStr;
@@ -23,11 +25,10 @@ pub use context::{
 };
 pub use cq::{Cq, Wc, WcOpcode};
 pub use pd::{Ah, AhAttr, GrhAttr, Mr, Pd};
-pub(crate) use qp::RawSend;
-pub use qp::{
-    QpCounters, QpHandle, QpReset, RecvQueue, RecvWr, SelfMcastLoopback, SendQueue, SendWr, UdQp,
-    UdQpConfig, UNPOSTED,
-};
+pub use qp::{QpHandle, SelfMcastLoopback, UdQpConfig};
+pub(crate) use queue::RawSend;
+pub use queue::{QpCounters, RecvQueue, RecvWr, SendQueue, SendWr, UNPOSTED};
+pub use udqp::{QpReset, UdQp};
 pub use umad::{UmadLibrary, UmadPortInfo};
 
 use crate::sys::verbs::{ibv_context, verbs_context, IbvLib};
