@@ -16,9 +16,10 @@
 //! - one CQ pair per UD QP; the receive queue keeps its own ring of posted buffers
 //!   (`wr_id` = `Mbuf::into_raw`), polls in bursts and reposts from the QP's pool; the
 //!   send queue posts linked lists, one SGE per packet with the lkey of the packet's
-//!   pool (one memory region per pool and device, registered on first use), every send
-//!   signaled, completions counted in posting order; a full send queue is
-//!   back-pressure;
+//!   pool (one memory region per pool and device, registered on first use and kept,
+//!   with the pool mapped, until the device goes), every send signaled, completions
+//!   counted in posting order; a full send queue is back-pressure; a controlled Q_Key
+//!   is replaced by the QP's own here (not every provider does it);
 //! - on RoCE v2 the GRH area's IP header is rewritten into the GRH it stands for, and a
 //!   multicast attach also joins the mapped IP group on the netdev (see `mcast`);
 //! - a P_Key index move of a parked QP goes through Reset and returns every buffer;
