@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Real verbs on a real (software) RDMA device: boots Debian's own kernel in QEMU with
 # the kernel's soft-RoCE driver (rdma_rxe on lo) and runs ibpoll-pmd-verbs' test
-# binaries there with IBPOLL_RXE=1 (so they must find rxe0), plus rdma-core's
-# ibv_ud_pingpong in the same boot for comparison.
+# binaries there with IBPOLL_RXE=1 (so they must find rxe0): the driver contract's
+# conformance suite over the verbs driver (tests/conformance.rs; IBPOLL_RXE_EVENTS=1 lets
+# it take lo down and up), the verbs wrappers' tests, plus rdma-core's ibv_ud_pingpong
+# in the same boot for comparison.
 #
 #   scripts/vm-test.sh              (root: installs missing Debian packages with apt)
 #
@@ -128,10 +130,11 @@ wait
 stamp pingpong
 cd /tests
 for t in $(cat /etc/tests); do
-    IBPOLL_RXE=1 IBPOLL_SKIP_OPENSM=1 RUST_BACKTRACE=1 ./"$t" --test-threads=1 --nocapture > /tmp/out 2>&1
+    IBPOLL_RXE=1 IBPOLL_RXE_EVENTS=1 IBPOLL_SKIP_OPENSM=1 RUST_BACKTRACE=1 ./"$t" --test-threads=1 --nocapture > /tmp/out 2>&1
     rc=$?
     cat /tmp/out
     echo "@@TEST $t rc=$rc"
+    echo "@@SUMMARY ${t%-*}: $(grep '^test result:' /tmp/out | tail -n 1) (rc=$rc)"
     [ $rc = 0 ] || status=1
 done
 stamp tests
@@ -163,6 +166,8 @@ T_VM=$(now)
 tr -d '\r' < "$LOG" > "$LOG.txt"
 echo "---- test binaries (IBPOLL_RXE=1, rxe0 on lo)"
 grep -E '^(test .* \.\.\. |test result:|@@TEST|SKIPPED|thread .* panicked|.*packets each way in|.*: member got|moved QP|as expected)' "$LOG.txt" || true
+echo "---- summary (one line per test binary)"
+sed -n 's/^@@SUMMARY //p' "$LOG.txt"
 echo "---- ibv_ud_pingpong ($ITERS x $SIZE bytes, same boot)"
 grep '^@@PINGPONG' "$LOG.txt" || echo "no ibv_ud_pingpong result"
 grep -E '^@@(AT|GID|FAIL)' "$LOG.txt" || true

@@ -108,9 +108,16 @@ pub struct Args {
     pub pingpong: bool,
 
     /// direct: generator -> sink; fwd: generator -> ipoib-fwd -> sink across two
-    /// partitions.
-    #[arg(long, value_enum, default_value_t = Topology::Fwd)]
-    pub topology: Topology,
+    /// partitions. Default: fwd on the simulated fabric, direct on a verbs port.
+    #[arg(long, value_enum)]
+    pub topology: Option<Topology>,
+
+    /// Where the nodes run: "sim", the embedded simulated InfiniBand fabric (default),
+    /// or "verbs[:DEVICE[:PORT]]", a real HCA port through libibverbs (InfiniBand or
+    /// RoCE; default: the first device libibverbs lists, port 1), the generator and
+    /// the sink as two stacks on that one port (--topology direct).
+    #[arg(long, default_value = "sim", value_name = "sim|verbs[:DEVICE[:PORT]]")]
+    pub fabric: String,
 
     /// Idle lcores sleep this many microseconds per idle iteration instead of spinning
     /// (or, when lcores share CPUs, yielding): 1 to 10000 (10 ms, so that a sleeping
@@ -145,9 +152,68 @@ pub struct Args {
     pub seed: u64,
 }
 
+/// Where the nodes run (`--fabric`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FabricChoice {
+    /// The embedded simulated fabric.
+    Sim,
+    /// A port of an HCA through libibverbs: the device (`None`: the first listed) and
+    /// the port number.
+    Verbs { device: Option<String>, port: u8 },
+}
+
+impl FabricChoice {
+    /// Parses `sim` or `verbs[:DEVICE[:PORT]]`.
+    pub fn parse(v: &str) -> Result<FabricChoice, BadFlag> {
+        let v = v.trim();
+        if v == "sim" {
+            return Ok(FabricChoice::Sim);
+        }
+        let mut parts = v.splitn(3, ':');
+        if parts.next() != Some("verbs") {
+            return Err(bad(
+                "--fabric",
+                format!("{v:?} is not a fabric: give sim, or verbs[:DEVICE[:PORT]] (e.g. verbs:mlx5_0:1)"),
+            ));
+        }
+        let device = parts.next().filter(|d| !d.is_empty()).map(str::to_owned);
+        let port = match parts.next() {
+            None | Some("") => 1,
+            Some(p) => match p.parse::<u8>() {
+                Ok(n) if n >= 1 => n,
+                _ => {
+                    return Err(bad(
+                        "--fabric",
+                        format!("{p:?} is not a port number: ports are numbered from 1 to 255 (see ibv_devinfo)"),
+                    ))
+                }
+            },
+        };
+        Ok(FabricChoice::Verbs { device, port })
+    }
+
+    /// As the flag's value: `sim`, `verbs`, `verbs:DEVICE`, `verbs::PORT`,
+    /// `verbs:DEVICE:PORT` (port 1 left out).
+    pub fn label(&self) -> String {
+        match self {
+            FabricChoice::Sim => "sim".to_owned(),
+            FabricChoice::Verbs { device, port } => {
+                let d = device.as_deref().unwrap_or("");
+                match (d, port) {
+                    ("", 1) => "verbs".to_owned(),
+                    (d, 1) => format!("verbs:{d}"),
+                    (d, p) => format!("verbs:{d}:{p}"),
+                }
+            }
+        }
+    }
+}
+
 /// The checked configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// `--fabric`.
+    pub fabric: FabricChoice,
     /// Seconds of traffic; with `count`, the time limit.
     pub duration_s: f64,
     /// Packets (ping-pong: round trips) of the measured run; `None`: until `duration_s`.
@@ -256,6 +322,26 @@ impl Args {
                 "--pingpong needs a unicast flow: give --flows 1 or more",
             ));
         }
+        let fabric = FabricChoice::parse(&self.fabric)?;
+        let topology = self.topology.unwrap_or(match fabric {
+            FabricChoice::Sim => Topology::Fwd,
+            FabricChoice::Verbs { .. } => Topology::Direct,
+        });
+        if fabric != FabricChoice::Sim {
+            if topology == Topology::Fwd {
+                return Err(bad(
+                    "--topology",
+                    "fwd needs two partitions of the simulated fabric; on --fabric verbs give --topology direct",
+                ));
+            }
+            if self.pcap.is_some() {
+                return Err(bad(
+                    "--pcap",
+                    "the capture is the simulated fabric's switch; a verbs port has none \
+                     (capture RoCE with tcpdump on the netdev, InfiniBand with ibdump)",
+                ));
+            }
+        }
         let cores = limits::cores("--cores", self.cores.unwrap_or(usable_cpus), usable_cpus)?;
         let idle_sleep = self
             .idle_sleep_us
@@ -281,6 +367,7 @@ impl Args {
             }
         }
         Ok(Config {
+            fabric,
             duration_s,
             count,
             size: self.size,
@@ -290,12 +377,47 @@ impl Args {
             mcast_groups,
             latency: self.latency || self.pingpong,
             pingpong: self.pingpong,
-            topology: self.topology,
+            topology,
             cores,
             idle_sleep,
             pcap: self.pcap.clone().map(|p| (p, pcap_max)),
             json,
             seed: self.seed,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FabricChoice;
+
+    #[test]
+    fn fabric_values_parse_and_print_back() {
+        let verbs = |device: Option<&str>, port| FabricChoice::Verbs {
+            device: device.map(str::to_owned),
+            port,
+        };
+        for (v, want) in [
+            ("sim", FabricChoice::Sim),
+            ("verbs", verbs(None, 1)),
+            ("verbs:mlx5_0", verbs(Some("mlx5_0"), 1)),
+            ("verbs:rxe0:2", verbs(Some("rxe0"), 2)),
+            ("verbs::2", verbs(None, 2)),
+        ] {
+            let got = FabricChoice::parse(v).unwrap_or_else(|e| panic!("{v}: {e}"));
+            assert_eq!(got, want, "{v}");
+            assert_eq!(got.label(), v, "{v} prints back");
+        }
+        for v in [
+            "",
+            "verbs:rxe0:0",
+            "verbs:rxe0:256",
+            "verbs:rxe0:x",
+            "ib",
+            "verbsx",
+        ] {
+            let e = FabricChoice::parse(v).expect_err(v).to_string();
+            assert!(e.contains("--fabric"), "{v}: {e}");
+        }
     }
 }

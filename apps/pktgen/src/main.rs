@@ -19,6 +19,7 @@
 //! conventions are shared with ipoib-fwd ([`ipoib_fwd::cli`]).
 
 mod args;
+mod fabric;
 mod fwd;
 mod report;
 mod run;
@@ -30,7 +31,7 @@ use std::sync::Arc;
 
 use ipoib_fwd::cli::{self, note, Signals, Stdout};
 
-use crate::args::{Args, Config};
+use crate::args::{Args, Config, FabricChoice};
 use crate::report::Report;
 use crate::run::RunError;
 
@@ -54,6 +55,24 @@ fn main() -> ExitCode {
             return ExitCode::from(cli::EXIT_USAGE);
         }
     };
+    // A verbs port is opened and checked before anything starts: what is missing on
+    // this machine (rdma-core, a device, an Active port) is a refused configuration.
+    let verbs = match &cfg.fabric {
+        FabricChoice::Sim => None,
+        FabricChoice::Verbs { device, port } => {
+            match fabric::open_verbs(device.as_deref(), *port) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    note(&format!(
+                        "pktgen: error: --fabric {}: {}",
+                        cfg.fabric.label(),
+                        cli::describe(&e)
+                    ));
+                    return ExitCode::from(cli::EXIT_USAGE);
+                }
+            }
+        }
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let signals = match Signals::install(&stop) {
         Ok(s) => s,
@@ -67,14 +86,24 @@ fn main() -> ExitCode {
     // Progress and the summary go to standard output; the JSON object, when it goes
     // there too, is the last line. A failed write ends the run (exit 1).
     let mut out = Stdout::new();
-    let mut report = match run::run(&cfg, &mut out, &stop) {
+    let mut report = match run::run(&cfg, verbs, &mut out, &stop) {
         Ok(r) => r,
         Err(e @ RunError::PcapStart(_)) => {
             note(&format!("pktgen: error: {e}"));
             return ExitCode::from(cli::EXIT_USAGE);
         }
+        // The machine's set-up again, found while a node started (the memlock limit,
+        // met when its pool is registered): refused, with the fix.
+        Err(RunError::Start { node, source }) if fabric::setup_diagnostic(&source).is_some() => {
+            note(&format!(
+                "pktgen: error: --fabric {}: starting the {node} node: {}",
+                cfg.fabric.label(),
+                cli::describe(&source)
+            ));
+            return ExitCode::from(cli::EXIT_USAGE);
+        }
         Err(e) => {
-            note(&format!("pktgen: error: {e}"));
+            note(&format!("pktgen: error: {}", cli::describe(&e)));
             return ExitCode::from(cli::EXIT_FAILED);
         }
     };

@@ -40,6 +40,8 @@ impl Drops {
 /// The result of one run.
 #[derive(Debug)]
 pub struct Report {
+    /// `sim` or `verbs:DEVICE:PORT`.
+    pub fabric: String,
     pub topology: Topology,
     pub size: usize,
     pub burst: usize,
@@ -126,7 +128,7 @@ impl Report {
             .map(|(k, v)| (k.clone(), json!(v)))
             .collect();
         let mut o = json!({
-            "fabric": "sim",
+            "fabric": self.fabric,
             "topology": self.topology.name(),
             "mode": if self.pingpong { "pingpong" } else { "stream" },
             "size": self.size,
@@ -184,7 +186,12 @@ impl Report {
         let rx_pps = self.pps(self.rx_packets);
         let _ = writeln!(
             t,
-            "pktgen summary: embedded fabric, topology {}, {}, {}-byte IP packets, burst {}, {} core{}",
+            "pktgen summary: {}, topology {}, {}, {}-byte IP packets, burst {}, {} core{}",
+            if self.fabric == "sim" {
+                "embedded fabric".to_owned()
+            } else {
+                format!("fabric {}", self.fabric)
+            },
             self.topology.name(),
             if self.pingpong { "ping-pong" } else { "stream" },
             self.size,

@@ -13,6 +13,7 @@ use ipoib_fwd::cli::capture::{Capture, CaptureEnd};
 use ipoib_fwd::cli::Stdout;
 
 use crate::args::{Config, Topology};
+use crate::fabric::{Net, VerbsTarget};
 use crate::fwd::{FwdNode, FwdPlan};
 use crate::report::{Drops, Report};
 use crate::traffic::{self, AppCounters, GenConfig, Generator, Phase, Sink, SinkConfig};
@@ -163,7 +164,7 @@ impl Placement {
 /// A builder with pktgen's settings for one node.
 #[allow(clippy::too_many_arguments)]
 pub fn node(
-    fabric: &SimFabric,
+    net: &Net,
     name: &str,
     pkey: PKey,
     ip: [u8; 4],
@@ -172,9 +173,7 @@ pub fn node(
     p: &Placement,
     stop: &Arc<AtomicBool>,
 ) -> StackBuilder {
-    Stack::builder()
-        .name(name)
-        .fabric(fabric, name)
+    net.place(Stack::builder().name(name), name)
         .pkey(pkey)
         .ipv4(ip)
         .data_cores(lcores)
@@ -219,7 +218,14 @@ impl std::fmt::Display for RunError {
     }
 }
 
-impl std::error::Error for RunError {}
+impl std::error::Error for RunError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RunError::Start { source, .. } | RunError::Stack { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
 
 fn stack_err(node: &'static str) -> impl Fn(ibpoll::Error) -> RunError {
     move |source| RunError::Stack { node, source }
@@ -315,7 +321,10 @@ fn live_ctrl(s: &Stack) -> Vec<ibpoll::CtrlStats> {
         .collect()
 }
 
-fn fabric_drops(d: &mut Drops, fabric: &SimFabric) {
+fn fabric_drops(d: &mut Drops, net: &Net) {
+    let Some(fabric) = net.sim() else {
+        return;
+    };
     let stats = fabric.stats();
     for (r, n) in stats.drops() {
         d.add("fabric", r, n);
@@ -324,14 +333,22 @@ fn fabric_drops(d: &mut Drops, fabric: &SimFabric) {
 
 /// Why the traffic ended before its duration or count, if it did: the stop flag (a
 /// signal, a panicking lcore), standard output gone, or the capture failed.
-fn interrupted(stop: &AtomicBool, out: &Stdout, fabric: &SimFabric) -> bool {
-    stop.load(Ordering::SeqCst) || out.error().is_some() || Capture::failed(fabric).is_some()
+fn interrupted(stop: &AtomicBool, out: &Stdout, net: &Net) -> bool {
+    stop.load(Ordering::SeqCst)
+        || out.error().is_some()
+        || net.sim().is_some_and(|f| Capture::failed(f).is_some())
 }
 
-/// Runs the configured traffic and gathers the report. `stop` is the flag the nodes
-/// share (set by a signal or a panicking lcore): it ends the traffic early, and the
-/// nodes stop the normal way.
-pub fn run(cfg: &Config, out: &mut Stdout, stop: &Arc<AtomicBool>) -> Result<Report, RunError> {
+/// Runs the configured traffic and gathers the report, on the simulated fabric or on
+/// `verbs` (the port `--fabric verbs` opened). `stop` is the flag the nodes share (set
+/// by a signal or a panicking lcore): it ends the traffic early, and the nodes stop the
+/// normal way.
+pub fn run(
+    cfg: &Config,
+    verbs: Option<VerbsTarget>,
+    out: &mut Stdout,
+    stop: &Arc<AtomicBool>,
+) -> Result<Report, RunError> {
     let topology = cfg.topology;
     let fwd = topology == Topology::Fwd;
     let plan = if fwd { FWD } else { DIRECT };
@@ -340,21 +357,24 @@ pub fn run(cfg: &Config, out: &mut Stdout, stop: &Arc<AtomicBool>) -> Result<Rep
         out.line(note);
     }
     traffic::epoch();
-    let fabric = SimFabric::new(FabricConfig {
-        seed: cfg.seed,
-        partitions: if fwd {
-            vec![plan.gen_pkey, plan.sink_pkey]
-        } else {
-            vec![plan.gen_pkey]
-        },
-        broadcast_mtu: IbMtu::Mtu4096,
-        ..FabricConfig::default()
-    });
-    let capture = match &cfg.pcap {
-        Some((path, max)) => {
-            Some(Capture::start(&fabric, path, *max).map_err(RunError::PcapStart)?)
+    let net = match verbs {
+        Some(t) => Net::Verbs(t),
+        None => Net::Sim(SimFabric::new(FabricConfig {
+            seed: cfg.seed,
+            partitions: if fwd {
+                vec![plan.gen_pkey, plan.sink_pkey]
+            } else {
+                vec![plan.gen_pkey]
+            },
+            broadcast_mtu: IbMtu::Mtu4096,
+            ..FabricConfig::default()
+        })),
+    };
+    let capture = match (&cfg.pcap, net.sim()) {
+        (Some((path, max)), Some(fabric)) => {
+            Some(Capture::start(fabric, path, *max).map_err(RunError::PcapStart)?)
         }
-        None => None,
+        _ => None,
     };
     let groups = groups(cfg.mcast_groups);
     let phase = Arc::new(Phase::new());
@@ -374,7 +394,7 @@ pub fn run(cfg: &Config, out: &mut Stdout, stop: &Arc<AtomicBool>) -> Result<Rep
         let counters = sink_counters.clone();
         let hist = latency_hist.clone();
         node(
-            &fabric,
+            &net,
             "sink",
             plan.sink_pkey,
             plan.sink_ip,
@@ -390,9 +410,14 @@ pub fn run(cfg: &Config, out: &mut Stdout, stop: &Arc<AtomicBool>) -> Result<Rep
         })?
     };
     let fwd_node = if fwd {
+        let Some(fabric) = net.sim() else {
+            return Err(RunError::Fwd(
+                "the fwd topology runs on the simulated fabric only".to_owned(),
+            ));
+        };
         Some(
             FwdNode::start(
-                &fabric,
+                fabric,
                 &FwdPlan {
                     gen_side: (plan.gen_pkey, plan.gen_next_hop),
                     sink_side: (plan.sink_pkey, plan.sink_next_hop),
@@ -446,7 +471,7 @@ pub fn run(cfg: &Config, out: &mut Stdout, stop: &Arc<AtomicBool>) -> Result<Rep
         let rtt = cfg.pingpong;
         let quotas = quotas.clone();
         node(
-            &fabric,
+            &net,
             "gen",
             plan.gen_pkey,
             plan.gen_ip,
@@ -514,7 +539,7 @@ pub fn run(cfg: &Config, out: &mut Stdout, stop: &Arc<AtomicBool>) -> Result<Rep
         let mut d = Drops::default();
         stack_drops(&mut d, "gen", &gen.total_stats(), &live_ctrl(&gen), true);
         stack_drops(&mut d, "sink", &sink.total_stats(), &live_ctrl(&sink), true);
-        fabric_drops(&mut d, &fabric);
+        fabric_drops(&mut d, &net);
         if let Some(f) = &fwd_node {
             f.live_drops(&mut d);
         }
@@ -555,7 +580,7 @@ pub fn run(cfg: &Config, out: &mut Stdout, stop: &Arc<AtomicBool>) -> Result<Rep
     let mut tick = 1u64;
     loop {
         let elapsed = start.elapsed();
-        if elapsed >= duration || count_done() || interrupted(stop, out, &fabric) {
+        if elapsed >= duration || count_done() || interrupted(stop, out, &net) {
             break;
         }
         let next = Duration::from_secs(tick).min(duration);
@@ -600,7 +625,7 @@ pub fn run(cfg: &Config, out: &mut Stdout, stop: &Arc<AtomicBool>) -> Result<Rep
     let mut last_seen = u64::MAX;
     while quiet_since.elapsed() < SETTLE_QUIET && settle_start.elapsed() < SETTLE_MAX {
         std::thread::sleep(Duration::from_millis(10));
-        let mut v = sum(rx_counters, |c| c.received.get()) + fabric.stats().dropped();
+        let mut v = sum(rx_counters, |c| c.received.get()) + net.dropped();
         v += sum(&sink_counters, |c| c.echoed.get());
         if let Some(f) = &fwd_node {
             v += f.activity();
@@ -622,7 +647,10 @@ pub fn run(cfg: &Config, out: &mut Stdout, stop: &Arc<AtomicBool>) -> Result<Rep
         None => None,
     };
     let rs = sink.stop().map_err(stack_err("sink"))?;
-    let capture: Option<CaptureEnd> = capture.map(|c| c.finish(&fabric));
+    let capture: Option<CaptureEnd> = match (capture, net.sim()) {
+        (Some(c), Some(fabric)) => Some(c.finish(fabric)),
+        _ => None,
+    };
 
     let mut drops = Drops::default();
     stack_drops(&mut drops, "gen", &rg.total(), &rg.ctrl_ifaces, true);
@@ -630,18 +658,21 @@ pub fn run(cfg: &Config, out: &mut Stdout, stop: &Arc<AtomicBool>) -> Result<Rep
         drops.extend(&f.drops);
     }
     stack_drops(&mut drops, "sink", &rs.total(), &rs.ctrl_ifaces, true);
-    fabric_drops(&mut drops, &fabric);
+    fabric_drops(&mut drops, &net);
 
-    // Every port of the fabric: no membership may outlive its node.
+    // Every port of the fabric: no membership may outlive its node. (On a verbs port
+    // the subnet's SA is not ours to read: 0, not checked.)
     let mut gids = vec![gen_gid];
     gids.extend(sink_gids);
     if let Some(f) = &fwd_final {
         gids.extend(f.gids.iter().copied());
     }
-    let sa_memberships_after_shutdown = fabric.with_sa(|sa| {
-        let by_port: usize = gids.iter().map(|g| sa.memberships_of(g).count()).sum();
-        let any: usize = sa.groups().map(|g| g.members().count()).sum();
-        by_port.max(any)
+    let sa_memberships_after_shutdown = net.sim().map_or(0, |fabric| {
+        fabric.with_sa(|sa| {
+            let by_port: usize = gids.iter().map(|g| sa.memberships_of(g).count()).sum();
+            let any: usize = sa.groups().map(|g| g.members().count()).sum();
+            by_port.max(any)
+        })
     });
 
     let latency = {
@@ -652,6 +683,7 @@ pub fn run(cfg: &Config, out: &mut Stdout, stop: &Arc<AtomicBool>) -> Result<Rep
     let prime_packets = sum(&gen_counters, |c| c.primed.get());
     let rx_packets = sum(rx_counters, |c| c.received.get());
     Ok(Report {
+        fabric: net.label(),
         topology,
         size: cfg.size,
         burst: cfg.burst,

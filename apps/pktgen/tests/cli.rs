@@ -427,6 +427,10 @@ fn bad_flags_exit_non_zero_naming_the_flag() {
         (&["--idle-sleep-us", "0"], "--idle-sleep-us"),
         (&["--idle-sleep-us", "-3"], "--idle-sleep-us"),
         (&["--idle-sleep-us", "2000000"], "--idle-sleep-us"),
+        (&["--fabric", "ib"], "--fabric"),
+        (&["--fabric", "verbs:rxe0:0"], "--fabric"),
+        (&["--fabric", "verbs", "--topology", "fwd"], "--topology"),
+        (&["--fabric", "verbs", "--pcap", "x.pcap"], "--pcap"),
     ];
     for (args, flag) in cases {
         let out = pktgen(args);
@@ -448,5 +452,60 @@ fn bad_flags_exit_non_zero_naming_the_flag() {
             !stderr.contains("panicked"),
             "pktgen {args:?} panicked:\n{stderr}"
         );
+    }
+}
+
+/// The one line of standard error of a refused run, checked: exit 2, no panic, one line
+/// that starts with `pktgen: error: PREFIX` and names `fix`.
+fn refused(out: &Output, prefix: &str, fix: &str) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "exit 2 expected:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line:\n{stderr}");
+    assert!(
+        lines[0].starts_with(&format!("pktgen: error: {prefix}")),
+        "{stderr}"
+    );
+    assert!(
+        lines[0].contains(fix),
+        "the fix ({fix}) is named:\n{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "nothing ran");
+    stderr
+}
+
+/// `--fabric verbs` where RDMA cannot work fails before anything starts, with exit 2
+/// and one line that names the cause and the fix: rdma-core missing (stood for by a
+/// libibverbs that is not there), or no RDMA device (this machine and CI: no
+/// `/sys/class/infiniband_verbs`).
+#[test]
+fn fabric_verbs_without_rdma_is_refused_with_the_cause_and_the_fix() {
+    let bin = env!("CARGO_BIN_EXE_pktgen");
+    let out = Command::new(bin)
+        .args(["--fabric", "verbs:mlx5_0:1"])
+        .env("IBPOLL_LIBIBVERBS", "/nonexistent/libibverbs.so.1")
+        .output()
+        .expect("run pktgen");
+    let line = refused(&out, "--fabric verbs:mlx5_0: ", "apt install");
+    assert!(line.contains("rdma-core is not installed"), "{line}");
+
+    if std::path::Path::new("/sys/class/infiniband_verbs").exists() {
+        eprintln!("this machine has RDMA devices: the no-device case is not tested here");
+        return;
+    }
+    let out = Command::new(bin)
+        .args(["--fabric", "verbs"])
+        .env_remove("IBPOLL_LIBIBVERBS")
+        .output()
+        .expect("run pktgen");
+    match ibpoll_pmd_verbs::Library::load() {
+        Ok(_) => {
+            let line = refused(&out, "--fabric verbs: no RDMA device", "modprobe ib_uverbs");
+            println!("as expected here: {line}");
+        }
+        Err(_) => {
+            refused(&out, "--fabric verbs: ", "apt install");
+        }
     }
 }

@@ -101,6 +101,30 @@ pub enum Error {
         /// What is wrong.
         reason: &'static str,
     },
+    /// The port has no subnet administrator to reach: its link layer is Ethernet (RoCE),
+    /// where a multicast join is an attach and paths are computed from GIDs.
+    #[error(
+        "port {port} of {device} is RoCE (Ethernet link layer): it has no subnet \
+         administrator and no MAD channel to one; joins there are attaches and paths \
+         come from GIDs"
+    )]
+    NoSubnetAdmin {
+        /// The device name.
+        device: String,
+        /// The port number.
+        port: u8,
+    },
+    /// A driver's own set-up call failed (a verbs call, the kernel, registering memory
+    /// with the HCA): the driver's typed error, which names the cause and the fix, is
+    /// the source.
+    #[error("{op} failed")]
+    Driver {
+        /// The operation (`create_ud_qp`, `create_ah`, ...).
+        op: &'static str,
+        /// The driver's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
     /// An operating-system call failed.
     #[error("{op} failed")]
     Io {

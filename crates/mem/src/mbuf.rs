@@ -371,6 +371,14 @@ impl Mbuf {
         &mut self.hdr_mut().meta
     }
 
+    /// The word [`into_raw`](Self::into_raw) will return for this buffer, without giving
+    /// the handle up: a PMD names the buffer in a work request first and gives up the
+    /// handle only once the request is posted.
+    #[inline]
+    pub fn as_raw(&self) -> usize {
+        self.hdr.as_ptr() as usize
+    }
+
     /// Gives up the handle as an opaque word (e.g. a work request id) without returning the
     /// buffer; `from_raw` turns it back into the `Mbuf`.
     #[inline]

@@ -5,11 +5,11 @@ use std::cell::UnsafeCell;
 use std::fmt;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use crossbeam_utils::CachePadded;
 
-use crate::mbuf::{rearm_word, MbufHdr, MbufMeta, HDR_LEN};
+use crate::mbuf::{rearm_word, Mbuf, MbufHdr, MbufMeta, HDR_LEN};
 #[cfg(debug_assertions)]
 use crate::mbuf::{STATE_FREE, STATE_IN_USE};
 use crate::mmap::Mapping;
@@ -88,6 +88,8 @@ pub(crate) struct PoolInner {
     pub(crate) backend: CachePadded<Mutex<Backend>>,
     pub(crate) caches: Box<[CachePadded<LcoreCache>]>,
     pub(crate) alloc_fail: CachePadded<AtomicU64>,
+    /// The handles' shared owner, for [`Mempool::of`]: upgrades while any handle lives.
+    owner: Weak<Owner>,
 }
 
 // SAFETY: the raw header pointer and the `UnsafeCell` cache slots are only accessed under
@@ -417,26 +419,31 @@ impl Mempool {
         // Reversed, so the first allocations come out as 0, 1, 2, ...
         free.extend((0..n_bufs).rev());
         let base = NonNull::new(map.addr()).expect("mmap address is non-null");
-        let inner = Box::new(PoolInner {
-            name: cfg.name,
-            id,
-            base,
-            stride,
-            rearm: rearm_word(cfg.headroom),
-            n_bufs,
-            buf_len,
-            cache_size: cfg.cache_size,
-            cache_cap,
-            map,
-            backend: CachePadded::new(Mutex::new(Backend {
-                free,
-                refills: 0,
-                flushes: 0,
-            })),
-            caches,
-            alloc_fail: CachePadded::new(AtomicU64::new(0)),
+        // The owner is made with the pool, so the pool can name it (`Mempool::of`).
+        let owner = Arc::new_cyclic(|weak: &Weak<Owner>| {
+            let inner = Box::new(PoolInner {
+                name: cfg.name,
+                id,
+                base,
+                stride,
+                rearm: rearm_word(cfg.headroom),
+                n_bufs,
+                buf_len,
+                cache_size: cfg.cache_size,
+                cache_cap,
+                map,
+                backend: CachePadded::new(Mutex::new(Backend {
+                    free,
+                    refills: 0,
+                    flushes: 0,
+                })),
+                caches,
+                alloc_fail: CachePadded::new(AtomicU64::new(0)),
+                owner: weak.clone(),
+            });
+            Owner(NonNull::from(Box::leak(inner)))
         });
-        let inner = NonNull::from(Box::leak(inner));
+        let inner = owner.0;
         for index in 0..n_bufs {
             // SAFETY: `inner` is live and `index < n_bufs`, so the header lies inside the
             // fresh mapping (`n_bufs * stride` bytes were mapped, 2 MiB aligned, and
@@ -471,7 +478,7 @@ impl Mempool {
         );
         Ok(Mempool {
             inner,
-            _owner: Arc::new(Owner(inner)),
+            _owner: owner,
         })
     }
 
@@ -479,6 +486,18 @@ impl Mempool {
     pub(crate) fn inner(&self) -> &PoolInner {
         // SAFETY: the `Arc<Owner>` we hold keeps the pool alive at least as long as `self`.
         unsafe { self.inner.as_ref() }
+    }
+
+    /// The pool `m` belongs to, as a new handle; `None` when no handle of it is left (a
+    /// pool whose last handle was dropped while buffers were out). For a PMD that meets a
+    /// pool first in a send and registers it then.
+    pub fn of(m: &Mbuf) -> Option<Mempool> {
+        let inner = m.pool();
+        let owner = inner.owner.upgrade()?;
+        Some(Mempool {
+            inner: owner.0,
+            _owner: owner,
+        })
     }
 
     /// The configured name.
@@ -586,8 +605,6 @@ impl fmt::Debug for Mempool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    #[cfg(debug_assertions)]
-    use crate::mbuf::Mbuf;
     use crate::HugepagePolicy;
     use std::mem::offset_of;
 
@@ -611,6 +628,25 @@ mod tests {
         assert!(offset_of!(MbufHdr, meta) + std::mem::size_of::<MbufMeta>() <= 64);
         assert_eq!(std::mem::size_of::<MbufHdr>(), HDR_LEN);
         assert_eq!(std::mem::size_of::<CachePadded<LcoreCache>>() % 64, 0);
+    }
+
+    #[test]
+    fn a_buffer_names_its_pool_while_a_handle_lives() {
+        let p = pool(4, 0);
+        let m = p.alloc().unwrap();
+        let raw = m.as_raw();
+        let q = Mempool::of(&m).expect("a handle lives");
+        assert_eq!(
+            (q.id(), q.name(), q.region()),
+            (p.id(), p.name(), p.region())
+        );
+        assert_eq!(q.in_use(), 1, "the same pool, not a copy");
+        assert_eq!(m.into_raw(), raw, "as_raw is the word into_raw gives");
+        // SAFETY: `raw` came from into_raw just above and is taken back once.
+        let m = unsafe { Mbuf::from_raw(raw) };
+        drop((p, q));
+        // Every handle is gone while the buffer is out: the pool is leaked, not named.
+        assert!(Mempool::of(&m).is_none());
     }
 
     #[test]

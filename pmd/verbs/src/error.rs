@@ -148,6 +148,22 @@ impl std::fmt::Display for NoDevice {
 }
 
 impl Error {
+    /// Whether the machine's set-up is at fault, not the program: rdma-core missing, no
+    /// device (or not the one named), no such port, the port not Active, the
+    /// locked-memory limit. The user fixes these (each message says how); a program
+    /// reports them as a refused configuration.
+    pub fn is_setup(&self) -> bool {
+        matches!(
+            self,
+            Error::LibraryMissing { .. }
+                | Error::NoDevice(_)
+                | Error::NoSuchDevice { .. }
+                | Error::NoSuchPort { .. }
+                | Error::PortNotActive { .. }
+                | Error::MemlockTooLow { .. }
+        )
+    }
+
     /// A verbs call's failure, with errno as its source.
     pub(crate) fn verbs(op: &'static str, device: &str, errno: i32) -> Error {
         Error::Verbs {

@@ -122,3 +122,40 @@ fn bindings_match_headers() {
     }
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// The driver asked for a verbs device where none can work (this machine, CI): a typed
+/// set-up error, one line with its fix, from `VerbsDevice::open` and `open_first`; with
+/// `IBPOLL_RXE=1` (the VM) rxe0 opens as an `ibpoll_dev::Device`.
+#[test]
+fn asking_the_driver_for_a_device_here_is_a_typed_error() {
+    use ibpoll_dev::Device;
+    use ibpoll_pmd_verbs::VerbsDevice;
+    if rxe_expected() {
+        let dev = VerbsDevice::open("rxe0").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(dev.name(), "rxe0");
+        assert!(dev.port_count() >= 1);
+        return;
+    }
+    for opened in [VerbsDevice::open("mlx5_0"), VerbsDevice::open_first()] {
+        let e = match opened {
+            Ok(dev) => {
+                println!("this machine has an RDMA device: {dev:?}");
+                return;
+            }
+            Err(e) => e,
+        };
+        assert!(e.is_setup(), "a set-up diagnostic: {e:?}");
+        assert!(
+            matches!(
+                e,
+                Error::NoDevice(_) | Error::LibraryMissing { .. } | Error::NoSuchDevice { .. }
+            ),
+            "{e:?}"
+        );
+        let msg = e.to_string();
+        assert!(!msg.contains('\n'), "{msg}");
+        let fixes = ["modprobe ib_uverbs", "ibverbs-providers", "ibv_devices"];
+        assert!(fixes.iter().any(|f| msg.contains(f)), "{msg}");
+        println!("as expected here: {msg}");
+    }
+}

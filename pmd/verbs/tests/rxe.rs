@@ -497,3 +497,54 @@ fn pkey_index_move_returns_the_posted_receives() {
     drain(&mut b);
     assert_eq!(rig.pool.available(), rig.pool.capacity());
 }
+
+/// The driver's `Device` and `Port` on rxe0: a RoCE port, its capabilities from the
+/// device, no MAD channel (there is no SA on Ethernet: a typed error says so), events
+/// that do not block, and ports numbered from 1.
+#[test]
+fn verbs_device_and_port_on_rxe() {
+    use ibpoll_dev::{Device, Error as DevError, LinkLayer as Link, PortState as State};
+    let Some(rig) = rig_or_skip("verbs_device_and_port_on_rxe") else {
+        return;
+    };
+    let name = rig.ctx.name().to_owned();
+    let listed = ibpoll_pmd_verbs::devices().expect("the device list");
+    assert!(listed.iter().any(|d| d.name == name), "{listed:?}");
+    let dev = ibpoll_pmd_verbs::VerbsDevice::open(&name).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(Device::name(&dev), name);
+    assert_eq!(dev.node_guid(), rig.ctx.node_guid());
+    for bad in [0, dev.port_count() + 1] {
+        match dev.open_port(bad) {
+            Err(DevError::NoSuchPort { port, .. }) => assert_eq!(port, bad),
+            other => panic!("port {bad}: {other:?}"),
+        }
+    }
+    let port = dev.open_port(PORT).unwrap_or_else(|e| panic!("{e}"));
+    let caps = port.ud_caps();
+    println!("{name} port {PORT}: {caps:?}");
+    let attr = rig.ctx.query_device().unwrap();
+    assert_eq!(caps.rx_queues_per_qpn, 1);
+    assert!(!caps.send_qps_share_qpn);
+    assert_eq!(caps.max_wr, attr.max_qp_wr.min(attr.max_cqe));
+    assert_eq!(caps.max_qp, attr.max_qp);
+    assert_eq!(caps.block_self_mcast_lb, attr.can_block_self_mcast_lb());
+    let a = port.attr();
+    assert_eq!((a.link_layer, a.state), (Link::Ethernet, State::Active));
+    let mapped = ibpoll_wire::Gid(ipv4_mapped_gid(rig.addr.octets()));
+    assert_eq!(a.gids.get(usize::from(rig.sgid_index)), Some(&mapped));
+    assert!(
+        a.pkeys.contains(&ibpoll_wire::PKey::DEFAULT),
+        "{:?}",
+        a.pkeys
+    );
+    match port.open_mad_channel() {
+        Err(e @ DevError::NoSubnetAdmin { .. }) => println!("as expected: {e}"),
+        other => panic!("a MAD channel on RoCE: {other:?}"),
+    }
+    let t = Instant::now();
+    assert_eq!(port.poll_event(), None, "no event pending");
+    assert!(
+        t.elapsed() < Duration::from_millis(100),
+        "poll_event blocked"
+    );
+}

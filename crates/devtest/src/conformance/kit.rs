@@ -10,7 +10,7 @@ use ibpoll_dev::{
     UdQpConfig,
 };
 use ibpoll_mem::{Mbuf, MbufArray, Mempool};
-use ibpoll_wire::{ipoib, QKey, Qpn};
+use ibpoll_wire::{ipoib, Gid, QKey, Qpn};
 
 use super::Fixture;
 
@@ -26,15 +26,39 @@ pub(crate) const QKEY: QKey = QKey::IPOIB_DEFAULT;
 pub(crate) struct Side {
     pub(crate) port: Arc<dyn Port>,
     pub(crate) attr: PortAttr,
+    /// The GID index its address handles send from ([`Fixture::sgid_index`]).
+    pub(crate) sgid_index: u8,
 }
 
 impl Side {
     /// Both ports of the fixture.
     pub(crate) fn both<F: Fixture + ?Sized>(f: &F) -> [Side; 2] {
-        f.ports().map(|port| Side {
+        let [a, b] = f.ports();
+        [(a, 0), (b, 1)].map(|(port, i)| Side {
             attr: port.attr(),
             port,
+            sgid_index: f.sgid_index(i),
         })
+    }
+
+    /// The GID the side's packets come from and go to: the entry of the GID table at
+    /// its source GID index.
+    pub(crate) fn gid(&self) -> Gid {
+        match self.attr.gids.get(usize::from(self.sgid_index)) {
+            Some(g) => *g,
+            None => panic!(
+                "port {}: GID index {} is past the GID table ({} entries)",
+                self.attr.port_num,
+                self.sgid_index,
+                self.attr.gids.len()
+            ),
+        }
+    }
+
+    /// Whether `other` is this same port (a fixture whose two sides are one port gives
+    /// the same `Arc` twice).
+    pub(crate) fn same_port(&self, other: &Side) -> bool {
+        std::ptr::addr_eq(Arc::as_ptr(&self.port), Arc::as_ptr(&other.port))
     }
 
     /// A QP configuration in partition `pkey_index`, with `rx_ring_size` receive
@@ -61,9 +85,9 @@ impl Side {
     /// carries one) or when `global`.
     pub(crate) fn ah_to(&self, to: &Side, global: bool) -> AddressHandle {
         let grh = (global || self.attr.link_layer == LinkLayer::Ethernet).then_some(GrhAttr {
-            dgid: to.attr.gid,
+            dgid: to.gid(),
             flow_label: 0x1_2345,
-            sgid_index: 0,
+            sgid_index: self.sgid_index,
             hop_limit: 64,
             traffic_class: 0,
         });

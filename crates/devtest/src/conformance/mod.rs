@@ -168,8 +168,18 @@ impl EventCause {
 /// What a driver gives the suite to test it with.
 pub trait Fixture {
     /// Two Active ports that reach each other by unicast and share a partition (the
-    /// first common P_Key is used). They may be on one device or two.
+    /// first common P_Key is used). They may be on one device or two, or be one port
+    /// (the same `Arc` twice: soft-RoCE on `lo` has one port), the QPs of the tests
+    /// then telling the two sides apart.
     fn ports(&self) -> [Arc<dyn Port>; 2];
+
+    /// The index in the GID table of port `side` of the GID its address handles send
+    /// from and are sent to: 0 (the port GID) on InfiniBand; on RoCE the entry of the
+    /// netdev's address (on RoCE v2 an IPv4-mapped GID), the one the network routes.
+    fn sgid_index(&self, side: usize) -> u8 {
+        let _ = side;
+        0
+    }
 
     /// A fresh pool of `n_bufs` buffers, usable for receives on either port and for
     /// sends (default data room, at least 44 bytes of headroom). Its `in_use` must be
@@ -207,6 +217,16 @@ pub trait Fixture {
 ///     ibpoll_devtest::conformance_tests!(crate::SimFixture::new());
 /// }
 /// ```
+///
+/// Where the device may be absent (real hardware), `optional:` takes an expression of
+/// type `Option<F>`: a test whose fixture is `None` returns at once (the expression
+/// says why on standard error, and fails instead where the device must be there).
+///
+/// ```ignore
+/// mod verbs {
+///     ibpoll_devtest::conformance_tests!(optional: crate::RxeFixture::open_or_skip());
+/// }
+/// ```
 #[macro_export]
 macro_rules! conformance_tests {
     ($fixture:expr) => {
@@ -235,6 +255,38 @@ macro_rules! conformance_tests {
             #[test]
             fn $name() {
                 let fixture = $fixture;
+                $crate::conformance::$name(&fixture);
+            }
+        )+
+    };
+    (optional: $fixture:expr) => {
+        $crate::conformance_tests!(@maybe $fixture;
+            caps_and_attributes,
+            qp_setup,
+            unicast_bursts_account_for_every_buffer,
+            rx_burst_fills_only_its_room,
+            full_send_queue_keeps_the_rest_in_order,
+            completions_count_in_order,
+            unicast_with_grh_carries_it,
+            qkey_mismatch_is_dropped,
+            mcast_attach_and_detach,
+            mcast_self_loopback_follows_the_caps,
+            pkey_move_of_a_parked_qp_returns_its_buffers,
+            events_follow_the_hooks,
+            bad_ring_sizes_are_refused,
+            rx_queues_beyond_the_caps_are_refused,
+            invalid_pkey_index_is_refused,
+            unknown_qpn_is_refused,
+            destroyed_ah_is_refused,
+        );
+    };
+    (@maybe $fixture:expr; $($name:ident),+ $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                let Some(fixture) = $fixture else {
+                    return;
+                };
                 $crate::conformance::$name(&fixture);
             }
         )+

@@ -8,8 +8,9 @@ use ibpoll_wire::Qpn;
 use super::kit::{self, Sender, Side};
 use super::Fixture;
 
-/// The caps are possible, both ports are Active with distinct addresses, the GID table
-/// starts with the port GID, and the ports share a partition.
+/// The caps are possible, both ports are Active with distinct addresses (unless the
+/// fixture's two sides are one port), the GID table starts with the port GID and holds
+/// a GID at each side's source GID index, and the ports share a partition.
 pub fn caps_and_attributes<F: Fixture + ?Sized>(f: &F) {
     let [a, b] = Side::both(f);
     for s in [&a, &b] {
@@ -32,9 +33,23 @@ pub fn caps_and_attributes<F: Fixture + ?Sized>(f: &F) {
             assert!(s.attr.lid.is_unicast(), "port {n}: LID {:?}", s.attr.lid);
         }
     }
-    assert_ne!(a.attr.gid, b.attr.gid, "the two ports have one GID");
-    if a.attr.link_layer == LinkLayer::InfiniBand {
-        assert_ne!(a.attr.lid, b.attr.lid, "the two ports have one LID");
+    if a.same_port(&b) {
+        // One port for both sides (soft-RoCE on lo has one): QPs tell them apart.
+        assert_eq!(a.attr.gid, b.attr.gid, "one port, one GID table");
+    } else {
+        assert_ne!(a.attr.gid, b.attr.gid, "the two ports have one GID");
+        if a.attr.link_layer == LinkLayer::InfiniBand {
+            assert_ne!(a.attr.lid, b.attr.lid, "the two ports have one LID");
+        }
+    }
+    for s in [&a, &b] {
+        assert_ne!(
+            s.gid(),
+            ibpoll_wire::Gid::default(),
+            "port {}: the source GID index {} holds no GID",
+            s.attr.port_num,
+            s.sgid_index
+        );
     }
     kit::common_partition(&a.attr, &b.attr);
 }

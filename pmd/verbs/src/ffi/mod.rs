@@ -13,6 +13,8 @@ mod context;
 mod cq;
 mod pd;
 mod qp;
+mod queue;
+mod udqp;
 pub(crate) mod umad;
 
 use std::ffi::CStr;
@@ -23,7 +25,10 @@ pub use context::{
 };
 pub use cq::{Cq, Wc, WcOpcode};
 pub use pd::{Ah, AhAttr, GrhAttr, Mr, Pd};
-pub use qp::{QpCounters, QpReset, RecvWr, SelfMcastLoopback, SendWr, UdQp, UdQpConfig};
+pub use qp::{QpHandle, SelfMcastLoopback, UdQpConfig};
+pub(crate) use queue::RawSend;
+pub use queue::{QpCounters, RecvQueue, RecvWr, SendQueue, SendWr, UNPOSTED};
+pub use udqp::{QpReset, UdQp};
 pub use umad::{UmadLibrary, UmadPortInfo};
 
 use crate::sys::verbs::{ibv_context, verbs_context, IbvLib};
@@ -32,6 +37,10 @@ use crate::Error;
 
 /// The soname loaded by [`Library::load`].
 pub const LIBIBVERBS: &str = "libibverbs.so.1";
+
+/// The environment variable that names another libibverbs for [`Library::load`] (a
+/// path or a soname).
+pub const LIBIBVERBS_ENV: &str = "IBPOLL_LIBIBVERBS";
 
 /// libibverbs, `dlopen()`ed, with every symbol the driver uses resolved (a library that
 /// lacks one is refused at load, not at first use).
@@ -46,9 +55,13 @@ impl std::fmt::Debug for Library {
 }
 
 impl Library {
-    /// Loads [`LIBIBVERBS`].
+    /// Loads [`LIBIBVERBS`], or what the environment variable [`LIBIBVERBS_ENV`] names
+    /// when it is set and not empty.
     pub fn load() -> Result<Arc<Library>, Error> {
-        Library::load_from(LIBIBVERBS)
+        match std::env::var(LIBIBVERBS_ENV) {
+            Ok(name) if !name.is_empty() => Library::load_from(&name),
+            _ => Library::load_from(LIBIBVERBS),
+        }
     }
 
     /// Loads libibverbs from `name` (a soname or a path).
