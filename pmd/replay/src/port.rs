@@ -52,18 +52,21 @@ pub struct Stream {
     pub src_qpn: Qpn,
     /// The source LID the received frames carry.
     pub slid: Lid,
+    /// The most frames one `rx_burst` replays (the caller's room bounds it too).
+    pub burst: usize,
     budget: Arc<AtomicU64>,
 }
 
 impl Stream {
     /// A stream of `frames` on partition `pkey`, running (no limit), from QPN 0x1234 at
-    /// LID 0x0777 unless set otherwise.
+    /// LID 0x0777, filling each burst's room, unless set otherwise.
     pub fn new(pkey: PKey, frames: Frames) -> Stream {
         Stream {
             pkey,
             frames: Arc::new(frames),
             src_qpn: Qpn::from_bits(0x1234),
             slid: Lid(0x0777),
+            burst: usize::MAX,
             budget: Arc::new(AtomicU64::new(UNLIMITED)),
         }
     }
@@ -183,6 +186,7 @@ impl Port for ReplayPort {
                     frames: s.frames.clone(),
                     next: 0,
                     budget: s.budget.clone(),
+                    burst: s.burst.max(1),
                     meta: MbufMeta {
                         src_qpn: s.src_qpn.get(),
                         slid: s.slid.0,

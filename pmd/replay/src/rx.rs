@@ -18,6 +18,8 @@ pub(crate) struct StreamCursor {
     pub(crate) next: usize,
     /// Frames the stream may still replay (`u64::MAX`: no limit), shared by its queues.
     pub(crate) budget: Arc<AtomicU64>,
+    /// The most frames one burst replays.
+    pub(crate) burst: usize,
     /// The completion metadata of every replayed frame.
     pub(crate) meta: MbufMeta,
 }
@@ -92,7 +94,7 @@ impl RxQueue for ReplayRxQueue {
         let Some(s) = &mut self.stream else {
             return n;
         };
-        let want = s.claim(pkts.room());
+        let want = s.claim(pkts.room().min(s.burst));
         if want == 0 {
             return n;
         }

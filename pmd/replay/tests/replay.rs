@@ -197,6 +197,22 @@ fn a_budget_limits_the_stream_and_pause_stops_it() {
 }
 
 #[test]
+fn a_stream_burst_bounds_each_poll() {
+    let f = ReplayFixture::paused();
+    let p = pool("p", 256);
+    let mut s = ibpoll_pmd_replay::Stream::new(ibpoll_wire::PKey::DEFAULT, frames());
+    s.burst = 8;
+    let port = ReplayPort::new(f.ports[1].clone(), vec![s]);
+    let mut cfg = UdQpConfig::new(p.clone(), 0, QKEY);
+    cfg.rx_ring_size = 64;
+    let mut q = port.create_ud_qp(&cfg).unwrap();
+    let mut a = MbufArray::with_capacity(32);
+    assert_eq!(q.rx[0].rx_burst(&mut a), 8);
+    assert_eq!(q.rx[0].rx_burst(&mut a), 8, "appended");
+    assert_eq!(a.len(), 16);
+}
+
+#[test]
 fn a_dry_pool_shortens_the_burst_and_is_counted() {
     let f = ReplayFixture::streaming();
     let p = pool("small", 40);
