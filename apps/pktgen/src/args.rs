@@ -21,6 +21,27 @@ pub const DURATION_LIMIT_DEFAULT_S: f64 = 60.0;
 /// the 4-byte IPoIB header.
 pub const IP_MTU: usize = 4096 - 4;
 
+/// What joins the nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Fabric {
+    /// The embedded simulated fabric: subnet manager, SA, switch (the correctness
+    /// fabric; a copy per packet, a lock per burst).
+    Sim,
+    /// The ring PMD: the generator's port and the sink's joined by SPSC rings, the
+    /// buffer itself handed over (DPDK's net_ring); the control plane is the embedded
+    /// fabric's. Direct topology only.
+    Ring,
+}
+
+impl Fabric {
+    pub fn name(self) -> &'static str {
+        match self {
+            Fabric::Sim => "sim",
+            Fabric::Ring => "ring",
+        }
+    }
+}
+
 /// Which nodes the traffic crosses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Topology {
@@ -43,6 +64,10 @@ const AFTER_HELP: &str = "\
 Ranges: --duration above 0 to 86400 s; --rate 1 to 1e9 packets/s or max; --flows 0 to 400;
 --mcast-groups 0 to 250; --burst 1 to 64; --size 42 to 4092; --idle-sleep-us 1 to 10000;
 --pcap-max-bytes 4096 to 2^50 (default 1 GiB).
+
+Fabrics: sim (default) is the embedded simulated fabric's switch; ring joins the
+generator's and the sink's ports by SPSC rings (no switch, no copy; direct topology,
+ping-pong included; no --pcap), the control plane still on the embedded fabric.
 
 Exit status: 0 the run worked; 1 it failed (conservation broken, a membership left at
 the SA, an output not written: a full or closed standard output, the --json file, the
@@ -108,9 +133,15 @@ pub struct Args {
     pub pingpong: bool,
 
     /// direct: generator -> sink; fwd: generator -> ipoib-fwd -> sink across two
-    /// partitions.
-    #[arg(long, value_enum, default_value_t = Topology::Fwd)]
-    pub topology: Topology,
+    /// partitions. Default: fwd on --fabric sim, direct on --fabric ring.
+    #[arg(long, value_enum)]
+    pub topology: Option<Topology>,
+
+    /// What joins the nodes: sim (the embedded simulated fabric's switch) or ring (the
+    /// generator's and the sink's ports joined by SPSC rings, no switch, no copy: the
+    /// stack's own cost; direct topology only).
+    #[arg(long, value_enum, default_value_t = Fabric::Sim)]
+    pub fabric: Fabric,
 
     /// Idle lcores sleep this many microseconds per idle iteration instead of spinning
     /// (or, when lcores share CPUs, yielding): 1 to 10000 (10 ms, so that a sleeping
@@ -161,6 +192,7 @@ pub struct Config {
     pub latency: bool,
     pub pingpong: bool,
     pub topology: Topology,
+    pub fabric: Fabric,
     pub cores: usize,
     /// Idle lcores sleep this long per idle iteration; `None`: they spin or yield.
     pub idle_sleep: Option<std::time::Duration>,
@@ -256,6 +288,23 @@ impl Args {
                 "--pingpong needs a unicast flow: give --flows 1 or more",
             ));
         }
+        let topology = match (self.fabric, self.topology) {
+            (Fabric::Ring, Some(Topology::Fwd)) => {
+                return Err(bad(
+                    "--topology",
+                    "--fabric ring joins two ports (the generator's and the sink's): give                      --topology direct, or --fabric sim for the forwarded topology",
+                ))
+            }
+            (_, Some(t)) => t,
+            (Fabric::Sim, None) => Topology::Fwd,
+            (Fabric::Ring, None) => Topology::Direct,
+        };
+        if self.fabric == Fabric::Ring && self.pcap.is_some() {
+            return Err(bad(
+                "--pcap",
+                "--fabric ring has no switch: its packets never cross the simulated fabric,                  so there is nothing to capture (drop --pcap, or use --fabric sim)",
+            ));
+        }
         let cores = limits::cores("--cores", self.cores.unwrap_or(usable_cpus), usable_cpus)?;
         let idle_sleep = self
             .idle_sleep_us
@@ -290,7 +339,8 @@ impl Args {
             mcast_groups,
             latency: self.latency || self.pingpong,
             pingpong: self.pingpong,
-            topology: self.topology,
+            topology,
+            fabric: self.fabric,
             cores,
             idle_sleep,
             pcap: self.pcap.clone().map(|p| (p, pcap_max)),

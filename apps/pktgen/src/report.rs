@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 
-use crate::args::Topology;
+use crate::args::{Fabric, Topology};
 
 /// Drops by `node.reason` (only reasons that counted something).
 #[derive(Debug, Default, Clone)]
@@ -41,6 +41,7 @@ impl Drops {
 #[derive(Debug)]
 pub struct Report {
     pub topology: Topology,
+    pub fabric: Fabric,
     pub size: usize,
     pub burst: usize,
     pub cores: usize,
@@ -126,7 +127,7 @@ impl Report {
             .map(|(k, v)| (k.clone(), json!(v)))
             .collect();
         let mut o = json!({
-            "fabric": "sim",
+            "fabric": self.fabric.name(),
             "topology": self.topology.name(),
             "mode": if self.pingpong { "pingpong" } else { "stream" },
             "size": self.size,
@@ -184,7 +185,11 @@ impl Report {
         let rx_pps = self.pps(self.rx_packets);
         let _ = writeln!(
             t,
-            "pktgen summary: embedded fabric, topology {}, {}, {}-byte IP packets, burst {}, {} core{}",
+            "pktgen summary: {}, topology {}, {}, {}-byte IP packets, burst {}, {} core{}",
+            match self.fabric {
+                Fabric::Sim => "embedded fabric",
+                Fabric::Ring => "ring PMD (control plane on the embedded fabric)",
+            },
             self.topology.name(),
             if self.pingpong { "ping-pong" } else { "stream" },
             self.size,

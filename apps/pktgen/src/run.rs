@@ -7,12 +7,14 @@ use std::time::{Duration, Instant};
 
 use ibpoll::{GroupAddr, IdlePolicy, LcoreStats, Stack, StackBuilder};
 use ibpoll_ctrl::GroupPhase;
+use ibpoll_dev::Device;
+use ibpoll_pmd_ring::RingPair;
 use ibpoll_pmd_sim::{FabricConfig, SimFabric};
 use ibpoll_wire::{IbMtu, PKey};
 use ipoib_fwd::cli::capture::{Capture, CaptureEnd};
 use ipoib_fwd::cli::Stdout;
 
-use crate::args::{Config, Topology};
+use crate::args::{Config, Fabric, Topology};
 use crate::fwd::{FwdNode, FwdPlan};
 use crate::report::{Drops, Report};
 use crate::traffic::{self, AppCounters, GenConfig, Generator, Phase, Sink, SinkConfig};
@@ -160,10 +162,19 @@ impl Placement {
     }
 }
 
+/// Where a node's port is.
+#[derive(Debug, Clone)]
+pub enum Attach {
+    /// A new node of the simulated fabric.
+    Fabric(SimFabric),
+    /// One side of a ring pair (a one-port device).
+    Device(Arc<dyn Device>),
+}
+
 /// A builder with pktgen's settings for one node.
 #[allow(clippy::too_many_arguments)]
 pub fn node(
-    fabric: &SimFabric,
+    at: &Attach,
     name: &str,
     pkey: PKey,
     ip: [u8; 4],
@@ -172,10 +183,12 @@ pub fn node(
     p: &Placement,
     stop: &Arc<AtomicBool>,
 ) -> StackBuilder {
-    Stack::builder()
-        .name(name)
-        .fabric(fabric, name)
-        .pkey(pkey)
+    let b = Stack::builder().name(name);
+    let b = match at {
+        Attach::Fabric(fabric) => b.fabric(fabric, name),
+        Attach::Device(dev) => b.device(dev.clone(), 1),
+    };
+    b.pkey(pkey)
         .ipv4(ip)
         .data_cores(lcores)
         .cpus(cpus)
@@ -205,6 +218,8 @@ pub enum RunError {
     Timeout(String),
     /// The capture could not be started (a bad `--pcap`: exit 2).
     PcapStart(String),
+    /// The ring pair could not be made (`--fabric ring`).
+    Ring(ibpoll_dev::Error),
 }
 
 impl std::fmt::Display for RunError {
@@ -215,6 +230,7 @@ impl std::fmt::Display for RunError {
             RunError::Fwd(e) => write!(f, "the forwarder node: {e}"),
             RunError::Timeout(what) => write!(f, "timed out: {what}"),
             RunError::PcapStart(e) => write!(f, "--pcap: {e}"),
+            RunError::Ring(e) => write!(f, "--fabric ring: joining the two ports: {e}"),
         }
     }
 }
@@ -315,11 +331,36 @@ fn live_ctrl(s: &Stack) -> Vec<ibpoll::CtrlStats> {
         .collect()
 }
 
-fn fabric_drops(d: &mut Drops, fabric: &SimFabric) {
+fn fabric_drops(d: &mut Drops, fabric: &SimFabric, ring: Option<&RingPair>) {
     let stats = fabric.stats();
     for (r, n) in stats.drops() {
         d.add("fabric", r, n);
     }
+    if let Some(pair) = ring {
+        for (r, n) in pair.stats().drops() {
+            d.add("ring", r, n);
+        }
+    }
+}
+
+/// The sink's and the generator's ports: new nodes of the fabric, or the two sides of a
+/// ring pair over two such nodes.
+fn attach(
+    cfg: &Config,
+    fabric: &SimFabric,
+) -> Result<(Attach, Attach, Option<RingPair>), RunError> {
+    if cfg.fabric == Fabric::Sim {
+        let at = Attach::Fabric(fabric.clone());
+        return Ok((at.clone(), at, None));
+    }
+    let gen: Arc<dyn Device> = fabric.add_node("gen", 1);
+    let sink: Arc<dyn Device> = fabric.add_node("sink", 1);
+    let pair = RingPair::new(&gen, &sink).map_err(RunError::Ring)?;
+    Ok((
+        Attach::Device(pair.device(0)),
+        Attach::Device(pair.device(1)),
+        Some(pair),
+    ))
 }
 
 /// Why the traffic ended before its duration or count, if it did: the stop flag (a
@@ -356,6 +397,7 @@ pub fn run(cfg: &Config, out: &mut Stdout, stop: &Arc<AtomicBool>) -> Result<Rep
         }
         None => None,
     };
+    let (gen_at_port, sink_at_port, ring) = attach(cfg, &fabric)?;
     let groups = groups(cfg.mcast_groups);
     let phase = Arc::new(Phase::new());
     let latency_hist = Arc::new(Mutex::new(traffic::histogram()));
@@ -374,7 +416,7 @@ pub fn run(cfg: &Config, out: &mut Stdout, stop: &Arc<AtomicBool>) -> Result<Rep
         let counters = sink_counters.clone();
         let hist = latency_hist.clone();
         node(
-            &fabric,
+            &sink_at_port,
             "sink",
             plan.sink_pkey,
             plan.sink_ip,
@@ -446,7 +488,7 @@ pub fn run(cfg: &Config, out: &mut Stdout, stop: &Arc<AtomicBool>) -> Result<Rep
         let rtt = cfg.pingpong;
         let quotas = quotas.clone();
         node(
-            &fabric,
+            &gen_at_port,
             "gen",
             plan.gen_pkey,
             plan.gen_ip,
@@ -514,7 +556,7 @@ pub fn run(cfg: &Config, out: &mut Stdout, stop: &Arc<AtomicBool>) -> Result<Rep
         let mut d = Drops::default();
         stack_drops(&mut d, "gen", &gen.total_stats(), &live_ctrl(&gen), true);
         stack_drops(&mut d, "sink", &sink.total_stats(), &live_ctrl(&sink), true);
-        fabric_drops(&mut d, &fabric);
+        fabric_drops(&mut d, &fabric, ring.as_ref());
         if let Some(f) = &fwd_node {
             f.live_drops(&mut d);
         }
@@ -601,6 +643,7 @@ pub fn run(cfg: &Config, out: &mut Stdout, stop: &Arc<AtomicBool>) -> Result<Rep
     while quiet_since.elapsed() < SETTLE_QUIET && settle_start.elapsed() < SETTLE_MAX {
         std::thread::sleep(Duration::from_millis(10));
         let mut v = sum(rx_counters, |c| c.received.get()) + fabric.stats().dropped();
+        v += ring.as_ref().map_or(0, |r| r.stats().dropped());
         v += sum(&sink_counters, |c| c.echoed.get());
         if let Some(f) = &fwd_node {
             v += f.activity();
@@ -630,7 +673,7 @@ pub fn run(cfg: &Config, out: &mut Stdout, stop: &Arc<AtomicBool>) -> Result<Rep
         drops.extend(&f.drops);
     }
     stack_drops(&mut drops, "sink", &rs.total(), &rs.ctrl_ifaces, true);
-    fabric_drops(&mut drops, &fabric);
+    fabric_drops(&mut drops, &fabric, ring.as_ref());
 
     // Every port of the fabric: no membership may outlive its node.
     let mut gids = vec![gen_gid];
@@ -653,6 +696,7 @@ pub fn run(cfg: &Config, out: &mut Stdout, stop: &Arc<AtomicBool>) -> Result<Rep
     let rx_packets = sum(rx_counters, |c| c.received.get());
     Ok(Report {
         topology,
+        fabric: cfg.fabric,
         size: cfg.size,
         burst: cfg.burst,
         cores: cfg.cores,

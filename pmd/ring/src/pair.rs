@@ -40,9 +40,12 @@ ibpoll_dev::counters! {
         port_down,
         /// The receiving QP has no receive queue (a send-only QP).
         no_receive_queue,
-        /// Multicast to a group no QP receives (per packet).
+        /// Not a drop: multicast to a group no QP of either port receives (as a switch
+        /// forwards it nowhere: e.g. a host's first ARP, before its peer attached).
         no_receiver,
-        /// A multicast copy for a receiver whose ring was full.
+        /// A packet for a ring that was full after all (a multicast copy, when the
+        /// burst's reservations were undone by a concurrent change; normally a full
+        /// ring is back-pressure, not a drop).
         overrun,
         /// A multicast copy for which the receiver's pool had no buffer.
         nombuf,
@@ -62,8 +65,8 @@ ibpoll_dev::counters! {
         mcast_copies,
     }
     drops: [
-        unknown_lid, unknown_qpn, qkey, pkey, port_down, no_receive_queue, no_receiver,
-        overrun, nombuf, too_long, malformed, bad_ah, no_headroom, receiver_gone,
+        unknown_lid, unknown_qpn, qkey, pkey, port_down, no_receive_queue, overrun, nombuf,
+        too_long, malformed, bad_ah, no_headroom, receiver_gone,
     ]
 }
 

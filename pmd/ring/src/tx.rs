@@ -23,6 +23,22 @@ const PLAN_MALFORMED: u8 = 0xF1;
 const PLAN_NO_HEADROOM: u8 = 0xF2;
 /// Reasons counted per burst (`Reason as usize` indexes them).
 const REASONS: usize = 11;
+/// Distinct rings one chunk reserves slots in, at most (a chunk that meets more is
+/// posted, and the next chunk goes on).
+const RESV_MAX: usize = 8;
+/// `resv_of` of a slot with no reservation in this chunk yet.
+const NO_RESV: u8 = u8::MAX;
+
+/// Why planning stopped before the end of the chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// Every packet of the chunk is planned.
+    Done,
+    /// A receiver's ring is full: back-pressure, the burst ends.
+    Full,
+    /// The chunk reserves in as many rings as it may: post, then plan on.
+    Rings,
+}
 
 /// One send queue of a ring QP: the only producer of the links from its QP.
 #[derive(Debug)]
@@ -37,9 +53,15 @@ pub(crate) struct RingTxQueue {
     routes: Box<[Route]>,
     /// Per packet of the chunk: its route slot, or a `PLAN_*` send error.
     plan: [u8; CHUNK],
-    /// Per route slot: ring slots known free and not yet planned in this chunk (`None`:
-    /// not looked at yet; the ring's own count moves only when `post` pushes).
-    room: [Option<usize>; ROUTE_SLOTS],
+    /// The rings this chunk reserves slots in: (the link's address, slots free and not
+    /// yet planned).
+    /// A ring's own count moves only when `post` pushes, so reservations are counted
+    /// here, per ring (several routes may lead to one ring: unicast and groups to one
+    /// QP).
+    resv: [(usize, usize); RESV_MAX],
+    resv_len: usize,
+    /// Per route slot: the index in `resv` of its (first) ring, or `NO_RESV`.
+    resv_of: [u8; ROUTE_SLOTS],
     /// What the chunk drops, freed in bulk at its end.
     free_later: MbufArray,
 }
@@ -64,7 +86,9 @@ impl RingTxQueue {
             gen: u64::MAX,
             routes: (0..ROUTE_SLOTS).map(|_| Route::default()).collect(),
             plan: [0; CHUNK],
-            room: [None; ROUTE_SLOTS],
+            resv: [(0, 0); RESV_MAX],
+            resv_len: 0,
+            resv_of: [NO_RESV; ROUTE_SLOTS],
             free_later: MbufArray::with_capacity(CHUNK),
         }
     }
@@ -85,58 +109,101 @@ impl RingTxQueue {
         );
     }
 
+    /// The index in `resv` of `link`'s ring, reserving it on first use with what is
+    /// free in it (`want` at most is needed); `None` when the table is full.
+    fn reservation(&mut self, link: &Arc<Link>, want: usize) -> Option<usize> {
+        // The address names the link while the routes hold it (the whole chunk).
+        let key = Arc::as_ptr(link) as usize;
+        if let Some(i) = self.resv[..self.resv_len].iter().position(|r| r.0 == key) {
+            return Some(i);
+        }
+        if self.resv_len == RESV_MAX {
+            return None;
+        }
+        // SAFETY: this send queue (`&mut self`) is the only producer of the links from
+        // its QP.
+        let free = unsafe { link.ring.free(want) };
+        self.resv[self.resv_len] = (key, free);
+        self.resv_len += 1;
+        Some(self.resv_len - 1)
+    }
+
+    /// Reserves a slot in every ring of route `s` (the unicast fast path: the slot's
+    /// cached index); why not, if it cannot.
+    #[inline]
+    fn reserve(&mut self, s: usize, want: usize) -> Result<(), Stop> {
+        if self.routes[s].targets.len() == 1 && self.resv_of[s] != NO_RESV {
+            let r = &mut self.resv[usize::from(self.resv_of[s])].1;
+            return match r.checked_sub(1) {
+                Some(left) => {
+                    *r = left;
+                    Ok(())
+                }
+                None => Err(Stop::Full),
+            };
+        }
+        let targets = std::mem::take(&mut self.routes[s].targets);
+        let mut at = [0usize; RESV_MAX];
+        let mut why = None;
+        for (j, t) in targets.iter().enumerate() {
+            match self.reservation(t, want) {
+                Some(i) if j < RESV_MAX => at[j] = i,
+                _ => {
+                    why = Some(Stop::Rings);
+                    break;
+                }
+            }
+        }
+        let n = targets.len().min(RESV_MAX);
+        if why.is_none() && at[..n].iter().any(|&i| self.resv[i].1 == 0) {
+            why = Some(Stop::Full);
+        }
+        if why.is_none() {
+            at[..n].iter().for_each(|&i| self.resv[i].1 -= 1);
+            self.resv_of[s] = at[0] as u8;
+        }
+        self.routes[s].targets = targets;
+        why.map_or(Ok(()), Err)
+    }
+
     /// Plans up to `dst.len()` packets from the front of `pkts` (each a route slot or a
-    /// send error, metadata and GRH written, a ring slot reserved) and returns how many
-    /// fit: fewer when a ring is full.
-    fn plan(&mut self, pkts: &mut MbufArray, dst: &[TxDst], t: &mut Tally) -> usize {
-        self.room = [None; ROUTE_SLOTS];
+    /// send error, metadata and GRH written, a slot reserved in each receiver's ring)
+    /// and returns how many, and why it stopped.
+    fn plan(&mut self, pkts: &mut MbufArray, dst: &[TxDst], t: &mut Tally) -> (usize, Stop) {
+        self.resv_len = 0;
+        self.resv_of = [NO_RESV; ROUTE_SLOTS];
         for (i, d) in dst.iter().enumerate() {
             let s = route_slot(d);
             if !self.routes[s].matches(self.gen, d) {
                 self.resolve(s, d);
             }
             let r = &self.routes[s];
-            let m = &mut pkts[i];
-            let len = m.len();
+            let m = &pkts[i];
+            let (len, off) = (m.len(), m.data_offset());
+            let code = match r.fate {
+                Fate::Deliver if len < ipoib::HEADER_LEN => PLAN_MALFORMED,
+                Fate::Deliver if len > r.len_max => PLAN_TOO_LONG,
+                Fate::Deliver if off < grh::HEADER_LEN => PLAN_NO_HEADROOM,
+                _ => s as u8,
+            };
+            if code == s as u8 && r.fate == Fate::Deliver {
+                if let Err(why) = self.reserve(s, dst.len() - i) {
+                    return (i, why);
+                }
+                let r = &self.routes[s];
+                let m = &mut pkts[i];
+                *m.meta_mut() = MbufMeta {
+                    port: r.targets[0].to.port_num,
+                    ..r.meta
+                };
+                if let Some(g) = &r.grh {
+                    Route::write_grh(g, &mut m.buf_mut()[off - grh::HEADER_LEN..off], len);
+                }
+            }
             t.bytes += len as u64;
-            if r.fate != Fate::Deliver {
-                self.plan[i] = s as u8;
-                continue;
-            }
-            let off = m.data_offset();
-            let code = if len < ipoib::HEADER_LEN {
-                PLAN_MALFORMED
-            } else if len > r.len_max {
-                PLAN_TOO_LONG
-            } else if off < grh::HEADER_LEN {
-                PLAN_NO_HEADROOM
-            } else {
-                s as u8
-            };
-            if code != s as u8 {
-                self.plan[i] = code;
-                continue;
-            }
-            let first = &r.targets[0];
-            // SAFETY: this send queue (`&mut self`) is the only producer of the links
-            // from its QP.
-            let room =
-                self.room[s].get_or_insert_with(|| unsafe { first.ring.free(dst.len() - i) });
-            if *room == 0 {
-                t.bytes -= len as u64;
-                return i;
-            }
-            *room -= 1;
-            *m.meta_mut() = MbufMeta {
-                port: first.to.port_num,
-                ..r.meta
-            };
-            if let Some(g) = &r.grh {
-                Route::write_grh(g, &mut m.buf_mut()[off - grh::HEADER_LEN..off], len);
-            }
-            self.plan[i] = s as u8;
+            self.plan[i] = code;
         }
-        dst.len()
+        (dst.len(), Stop::Done)
     }
 
     /// Moves the `k` planned packets from the front of `pkts` into their rings, frees
@@ -175,7 +242,7 @@ impl RingTxQueue {
                 Fate::Deliver if r.targets.len() == 1 => {
                     // SAFETY: the only producer of the links from this QP (`&mut self`).
                     let pushed = unsafe { r.targets[0].ring.push_from(run, &mut next) };
-                    // Only when two routes share a ring and over-reserved it.
+                    // `plan` reserved the slots: never, short of a bug.
                     t.overrun += (run - pushed) as u64;
                     (pushed..run).for_each(|_| drop(free_later.push(next())));
                 }
@@ -310,10 +377,10 @@ impl TxQueue for RingTxQueue {
         let mut taken = 0;
         while taken < n {
             let want = (n - taken).min(CHUNK);
-            let k = self.plan(pkts, &dst[taken..taken + want], &mut t);
+            let (k, stop) = self.plan(pkts, &dst[taken..taken + want], &mut t);
             self.post(pkts, k, &mut t);
             taken += k;
-            if k < want {
+            if stop == Stop::Full {
                 break;
             }
         }

@@ -371,3 +371,51 @@ fn a_sender_and_a_receiver_on_two_threads_lose_nothing() {
     assert_eq!(f.pair.stats().dropped(), 0);
     assert_eq!(pa.in_use(), 0);
 }
+
+#[test]
+fn routes_to_one_ring_share_its_room_and_a_full_member_holds_a_group_back() {
+    let f = RingFixture::new();
+    let g = f.group;
+    let [a, b] = f.ports.clone();
+    let (pa, pb) = (pool("a", 256), pool("b", 256));
+    let mut qa = qp(&a, &pa, 0);
+    let mut b1 = qp(&b, &pb, 32);
+    b.attach_mcast(b1.qpn, &g.mgid, g.mlid).expect("attach");
+    let unicast = TxDst {
+        ah: ah_to(&a, b.attr().lid),
+        qpn: b1.qpn,
+        qkey: g.qkey,
+    };
+    let group = TxDst {
+        ah: a.create_ah(&g.ah).expect("group AH"),
+        qpn: Qpn::MULTICAST,
+        qkey: g.qkey,
+    };
+    // 48 packets alternating between the two routes, both into b1's one ring of 32.
+    let mut pkts = burst(&pa, 0..48);
+    let dsts: Vec<TxDst> = (0..48)
+        .map(|i| if i % 2 == 0 { unicast } else { group })
+        .collect();
+    assert_eq!(
+        qa.tx.tx_burst(&mut pkts, &dsts),
+        32,
+        "the ring's room, shared"
+    );
+    assert_eq!(f.pair.stats().dropped(), 0, "nothing over-reserved");
+    // A second member with room: the group is still held back by the full one.
+    let mut b2 = qp(&b, &pb, 64);
+    b.attach_mcast(b2.qpn, &g.mgid, g.mlid).expect("attach");
+    let mut more = burst(&pa, 100..101);
+    assert_eq!(qa.tx.tx_burst(&mut more, &[group]), 0, "b1 is full");
+    let got = drain(&mut *b1.rx[0]);
+    assert_eq!(
+        got.iter().map(seq_of).collect::<Vec<_>>(),
+        (0..32).collect::<Vec<_>>()
+    );
+    assert_eq!(qa.tx.tx_burst(&mut more, &[group]), 1);
+    assert_eq!(drain(&mut *b1.rx[0]).len(), 1);
+    assert_eq!(drain(&mut *b2.rx[0]).len(), 1);
+    assert_eq!(f.pair.stats().dropped(), 0);
+    drop(got);
+    let _ = qa.tx.completed();
+}
