@@ -23,15 +23,18 @@
 //!   copy on the data path: per packet a few metadata stores (source QPN and LID,
 //!   flags, and the GRH in the headroom when the address handle has global routing or
 //!   the destination is a group) and one slot of the ring.
-//! - Multicast to several receivers: the last receiver gets the mbuf, every other one
-//!   a copy in a buffer of its own QP's pool.
+//! - Multicast to several receivers: the first receiver gets the mbuf, every other one
+//!   a copy in a buffer of its own QP's pool (a pool that is empty drops that copy,
+//!   counted).
 //! - Send completions are immediate (the ring took the buffer): `completed()` is what
-//!   was posted. A full ring is back-pressure: `tx_burst` takes fewer (the first
-//!   packet's receiver decides for a multicast packet; a copy for another, full ring is
-//!   dropped and counted).
+//!   was posted. A full ring is back-pressure: `tx_burst` takes fewer, and leaves the
+//!   rest in the caller's array. Slots are reserved per ring while a burst is planned
+//!   (unicast and groups may lead to one QP), and a group packet waits until every
+//!   receiver has room, so nothing the ring accepted is dropped for want of room.
 //! - What the ring cannot place (an unknown LID or QPN, a Q_Key or P_Key mismatch, a
-//!   port that is down, a send-only QP, a group nobody attached to) is freed and counted
-//!   ([`RingStats`]); send errors (a destroyed address handle, a packet shorter than the
+//!   port that is down, a send-only QP) is freed and counted ([`RingStats`]); so is
+//!   multicast to a group no QP receives, but not as a drop (a switch forwards it
+//!   nowhere: a host's first ARP, before its peer attached, is one); send errors (a destroyed address handle, a packet shorter than the
 //!   IPoIB header or longer than the path MTU, data with fewer than 40 bytes of
 //!   headroom for the GRH) complete in error and are counted in `TxCounters::errors`
 //!   too.
