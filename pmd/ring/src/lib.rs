@@ -30,7 +30,9 @@
 //!   was posted. A full ring is back-pressure: `tx_burst` takes fewer, and leaves the
 //!   rest in the caller's array. Slots are reserved per ring while a burst is planned
 //!   (unicast and groups may lead to one QP), and a group packet waits until every
-//!   receiver has room, so nothing the ring accepted is dropped for want of room.
+//!   receiver has room, so nothing the ring accepted is dropped for want of room;
+//!   except for a group of more than 8 receiving QPs, which waits for its first one
+//!   only (a copy for a full ring is then dropped, counted as `overrun`).
 //! - What the ring cannot place (an unknown LID or QPN, a Q_Key or P_Key mismatch, a
 //!   port that is down, a send-only QP) is freed and counted ([`RingStats`]); so is
 //!   multicast to a group no QP receives, but not as a drop (a switch forwards it

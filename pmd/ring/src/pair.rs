@@ -43,9 +43,9 @@ ibpoll_dev::counters! {
         /// Not a drop: multicast to a group no QP of either port receives (as a switch
         /// forwards it nowhere: e.g. a host's first ARP, before its peer attached).
         no_receiver,
-        /// A packet for a ring that was full after all (a multicast copy, when the
-        /// burst's reservations were undone by a concurrent change; normally a full
-        /// ring is back-pressure, not a drop).
+        /// A multicast copy for a ring that was full: a group with more receivers than
+        /// a burst reserves ring slots for (8) reserves for its first one only. (Below
+        /// that, a full ring is back-pressure, not a drop.)
         overrun,
         /// A multicast copy for which the receiver's pool had no buffer.
         nombuf,

@@ -143,18 +143,24 @@ impl RingTxQueue {
             };
         }
         let targets = std::mem::take(&mut self.routes[s].targets);
+        // A group with more receivers than the table holds reserves for its first only
+        // (its other copies take their chance, and a full ring drops one, counted).
+        let n = if targets.len() > RESV_MAX {
+            1
+        } else {
+            targets.len()
+        };
         let mut at = [0usize; RESV_MAX];
         let mut why = None;
-        for (j, t) in targets.iter().enumerate() {
+        for (j, t) in targets[..n].iter().enumerate() {
             match self.reservation(t, want) {
-                Some(i) if j < RESV_MAX => at[j] = i,
-                _ => {
+                Some(i) => at[j] = i,
+                None => {
                     why = Some(Stop::Rings);
                     break;
                 }
             }
         }
-        let n = targets.len().min(RESV_MAX);
         if why.is_none() && at[..n].iter().any(|&i| self.resv[i].1 == 0) {
             why = Some(Stop::Full);
         }
@@ -380,7 +386,9 @@ impl TxQueue for RingTxQueue {
             let (k, stop) = self.plan(pkts, &dst[taken..taken + want], &mut t);
             self.post(pkts, k, &mut t);
             taken += k;
-            if stop == Stop::Full {
+            // (A chunk that stops for the table at its first packet cannot happen: one
+            // packet needs at most `RESV_MAX` rings. Stop rather than spin if it did.)
+            if stop == Stop::Full || k == 0 {
                 break;
             }
         }

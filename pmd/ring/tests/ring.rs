@@ -419,3 +419,50 @@ fn routes_to_one_ring_share_its_room_and_a_full_member_holds_a_group_back() {
     drop(got);
     let _ = qa.tx.completed();
 }
+
+#[test]
+fn a_group_larger_than_a_burst_reserves_for_waits_for_its_first_member_only() {
+    let f = RingFixture::new();
+    let g = f.group;
+    let [a, b] = f.ports.clone();
+    let (pa, pb) = (pool("a", 128), pool("b", 1024));
+    let mut qa = qp(&a, &pa, 0);
+    let mut members: Vec<UdQp> = (0..10)
+        .map(|_| {
+            let q = qp(&b, &pb, 32);
+            b.attach_mcast(q.qpn, &g.mgid, g.mlid).expect("attach");
+            q
+        })
+        .collect();
+    let group = TxDst {
+        ah: a.create_ah(&g.ah).expect("group AH"),
+        qpn: Qpn::MULTICAST,
+        qkey: g.qkey,
+    };
+    let mut pkts = burst(&pa, 0..40);
+    assert_eq!(
+        qa.tx.tx_burst(&mut pkts, &vec![group; 40]),
+        32,
+        "the first member's room"
+    );
+    assert_eq!(f.pair.stats().dropped(), 0, "{:?}", f.pair.stats());
+    // The first member drains; the others stay full: its next packet goes, and the
+    // copies for the nine full rings are dropped, counted.
+    let first: Vec<usize> = members
+        .iter_mut()
+        .map(|q| drain(&mut *q.rx[0]).len())
+        .take(1)
+        .collect();
+    assert_eq!(first, [32]);
+    let mut one = burst(&pa, 40..41);
+    assert_eq!(qa.tx.tx_burst(&mut one, &[group]), 1);
+    assert_eq!(f.pair.stats().overrun, 9);
+    let got: Vec<usize> = members
+        .iter_mut()
+        .map(|q| drain(&mut *q.rx[0]).len())
+        .collect();
+    assert_eq!(got, [1, 32, 32, 32, 32, 32, 32, 32, 32, 32]);
+    assert_eq!(pkts.len(), 8, "what the first burst left");
+    drop(pkts);
+    assert_eq!(pa.in_use() + pb.in_use(), 0);
+}
