@@ -262,8 +262,9 @@ impl Pair {
         for link in list.iter() {
             // SAFETY: the caller holds a `Parked` for this QP: its receive queue, the
             // rings' consumer, is not called until the token goes, so this thread is
-            // their only consumer meanwhile; the mutex it took orders it after the
-            // queue's last `rx_burst` (the park handshake) and before its next one.
+            // their only consumer meanwhile; the park handshake that made the token
+            // true orders the queue's last `rx_burst` before this, and the resume its
+            // next one after.
             n += unsafe { link.ring.clear() };
         }
         // The owner is parked: no other writer of its counters runs now.
