@@ -4,6 +4,11 @@
 //! summary (and, with `--json`, one JSON object), and checks conservation (source sent
 //! == sink received + named drops) and that no membership outlives the run at the SA.
 //!
+//! With `--pmd replay` the forwarder's port is a replay NIC instead (`ibpoll-pmd-replay`,
+//! DPDK's `net_pcap` with `infinite_rx`): both interfaces receive a full burst of
+//! replayed 64-byte IPv4/UDP packets at every poll, what is forwarded is freed, and
+//! the run reports rx_pps and tx_pps of the one forwarding lcore (`replay.rs`).
+//!
 //! The conventions (exit statuses, signals, outputs, logs) are pktgen's: see
 //! [`ipoib_fwd::cli`].
 
@@ -68,7 +73,8 @@ struct Args {
     #[arg(long, value_enum, default_value_t = Pmd::Sim)]
     pmd: Pmd,
 
-    /// How long the source sends, seconds (fractions allowed; above 0, at most 86400).
+    /// How long the source sends (with --pmd replay: the measured window), seconds
+    /// (fractions allowed; above 0, at most 86400).
     #[arg(long, default_value_t = 3.0, allow_hyphen_values = true)]
     duration: f64,
 
