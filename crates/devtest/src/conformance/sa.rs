@@ -26,6 +26,10 @@ pub fn sa_addr(port: &dyn Port) -> MadAddr {
 
 /// Joins the default partition's broadcast group as a full member through the port's
 /// own MAD channel (MCMemberRecord Set, IPoIB's join mask) and returns the group.
+///
+/// # Panics
+/// A fixture's set-up helper: it fails the test (panics, naming why) when the MAD
+/// channel does not open, the SA does not answer within 2 s, or refuses the join.
 pub fn join_broadcast(port: &dyn Port) -> Group {
     let mut mad = port.open_mad_channel().expect("QP1 opens");
     let rec = mcmember::Repr {
