@@ -4,9 +4,15 @@
 //! summary (and, with `--json`, one JSON object), and checks conservation (source sent
 //! == sink received + named drops) and that no membership outlives the run at the SA.
 //!
+//! With `--pmd replay` the forwarder's port is a replay NIC instead (`ibpoll-pmd-replay`,
+//! DPDK's `net_pcap` with `infinite_rx`): both interfaces receive a full burst of
+//! replayed 64-byte IPv4/UDP packets at every poll, what is forwarded is freed, and
+//! the run reports rx_pps and tx_pps of the one forwarding lcore (`replay.rs`).
+//!
 //! The conventions (exit statuses, signals, outputs, logs) are pktgen's: see
 //! [`ipoib_fwd::cli`].
 
+mod replay;
 mod run;
 
 use std::path::PathBuf;
@@ -15,7 +21,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use ipoib_fwd::cli::{self, bad, limits, note, BadFlag, ResultFile, Signals};
 use ipoib_fwd::{parse_ipv4, read_route_file, MRoute, Route};
 
@@ -23,6 +29,16 @@ const AFTER_HELP: &str = "\
 Topology: interface 0 on P_Key 0xffff as 10.1.0.1/16 and interface 1 on P_Key 0x8001 as
 10.2.0.1/16; the built-in source is 10.1.0.2 (on 0xffff) and sends UDP to --dst through
 the forwarder; the built-in sink is 10.2.0.2 (on 0x8001).
+
+With --pmd replay the forwarder's port is a replay NIC (DPDK's net_pcap with
+infinite_rx): interface 0 receives a full burst of --size-byte IPv4/UDP packets from
+10.1.0.2 to --dst (--flows UDP source ports) at every poll, interface 1 the same from
+10.2.0.2 to 10.1.0.2, each copied into a fresh buffer; what the forwarder sends is
+freed and counted, except ARP, which crosses the embedded fabric to the next hops
+10.1.0.2 and 10.2.0.2 (plain stacks that answer it). It reports rx_pps (packets the
+forwarder received) and tx_pps (packets it forwarded) over --duration, and checks
+that every packet replayed was forwarded or counted as a drop. --rate, --window,
+--mroute, multicast --dst and --pcap belong to --pmd sim's built-in source.
 
 Routes: PREFIX/LEN[,via=IPV4],if=N (`default` for 0.0.0.0/0), e.g.
 10.9.0.0/16,via=10.2.0.2,if=1. One route per prefix; the gateway must be on the
@@ -38,12 +54,27 @@ stopped by SIGINT / SIGTERM (the traffic stops, every group is left, the summary
 JSON are written; a second signal exits at once). Logs: RUST_LOG (default warn), on
 standard error.";
 
+/// The NIC under the forwarder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Pmd {
+    /// The embedded simulated fabric, with the built-in source and sink.
+    Sim,
+    /// Replayed frames in, sends freed (the one-lcore benchmark NIC).
+    Replay,
+}
+
 /// ipoib-fwd: the L3 forwarder of ibpoll between two partitions of the embedded
 /// simulated InfiniBand fabric, with a built-in source and sink.
 #[derive(Debug, Parser)]
 #[command(name = "ipoib-fwd", version, after_help = AFTER_HELP)]
 struct Args {
-    /// How long the source sends, seconds (fractions allowed; above 0, at most 86400).
+    /// The NIC under the forwarder: sim (the embedded fabric; the default) or replay
+    /// (replayed 64-byte IPv4/UDP packets in, sends freed: see below).
+    #[arg(long, value_enum, default_value_t = Pmd::Sim)]
+    pmd: Pmd,
+
+    /// How long the source sends (with --pmd replay: the measured window), seconds
+    /// (fractions allowed; above 0, at most 86400).
     #[arg(long, default_value_t = 3.0, allow_hyphen_values = true)]
     duration: f64,
 
@@ -73,9 +104,9 @@ struct Args {
     rate: String,
 
     /// Datagrams in flight at most, source to sink (0: open loop, receive-ring overruns
-    /// are then counted drops; at most 1048576).
-    #[arg(long, default_value_t = 512, allow_hyphen_values = true)]
-    window: u64,
+    /// are then counted drops; at most 1048576); default 512.
+    #[arg(long, allow_hyphen_values = true)]
+    window: Option<u64>,
 
     /// Destination of the source's datagrams; a multicast group needs an --mroute from
     /// 0 to 1 (the sink joins it).
@@ -87,9 +118,15 @@ struct Args {
     )]
     dst: String,
 
-    /// UDP source ports of the source's datagrams (1 to 400).
+    /// UDP source ports of the source's datagrams, or of each replayed stream (1 to
+    /// 400).
     #[arg(long, default_value_t = 16, allow_hyphen_values = true)]
     flows: usize,
+
+    /// With --pmd replay: frames each replayed interface returns per poll (1 to 32, the
+    /// stack's receive burst); default 32.
+    #[arg(long, allow_hyphen_values = true)]
+    burst: Option<usize>,
 
     /// Seed of the fabric's random draws.
     #[arg(long, default_value_t = 1, allow_hyphen_values = true)]
@@ -114,6 +151,7 @@ struct Args {
 /// The checked command line.
 #[derive(Debug)]
 pub struct Config {
+    pub pmd: Pmd,
     pub duration: Duration,
     pub cores: usize,
     pub routes: Vec<Route>,
@@ -124,6 +162,8 @@ pub struct Config {
     pub window: u64,
     pub dst: [u8; 4],
     pub flows: u16,
+    /// Frames per poll of a replayed interface.
+    pub burst: usize,
     pub seed: u64,
     pub pcap: Option<(PathBuf, u64)>,
     /// `None`: no JSON; `Some(None)`: standard output; `Some(Some(f))`: the file.
@@ -168,13 +208,11 @@ impl Args {
             ));
         }
         let rate = limits::rate("--rate", &self.rate)?.map_or(0, |r| r.round() as u64);
-        if self.window > 1 << 20 {
+        let window = self.window.unwrap_or(512);
+        if window > 1 << 20 {
             return Err(bad(
                 "--window",
-                format!(
-                    "{} is too many: give 0 (open loop) to 1048576 datagrams",
-                    self.window
-                ),
+                format!("{window} is too many: give 0 (open loop) to 1048576 datagrams"),
             ));
         }
         let dst = parse_ipv4(self.dst.trim())
@@ -197,20 +235,73 @@ impl Args {
                 ));
             }
         }
+        if self.pmd == Pmd::Replay {
+            self.check_replay(rate, &mroutes)?;
+        } else if self.burst.is_some() {
+            return Err(bad(
+                "--burst",
+                "the frames per poll of --pmd replay: the built-in source of --pmd sim sends as its window and rate allow; drop --burst or add --pmd replay",
+            ));
+        }
+        let burst = self.burst.unwrap_or(ibpoll::BURST_MAX);
+        if !(1..=ibpoll::BURST_MAX).contains(&burst) {
+            return Err(bad(
+                "--burst",
+                format!(
+                    "{burst} frames per poll is out of range: give 1 to {}",
+                    ibpoll::BURST_MAX
+                ),
+            ));
+        }
         Ok(Config {
+            pmd: self.pmd,
             duration,
             cores,
             routes,
             mroutes,
             size: self.size,
             rate,
-            window: self.window,
+            window,
             dst,
             flows,
+            burst,
             seed: self.seed,
             pcap: self.pcap.map(|p| (p, pcap_max)),
             json,
         })
+    }
+}
+
+impl Args {
+    /// What `--pmd replay` does not take: the built-in source's flags.
+    fn check_replay(&self, rate: u64, mroutes: &[MRoute]) -> Result<(), BadFlag> {
+        let not = |flag: &'static str, what: &str| {
+            Err(bad(
+                flag,
+                format!("{what} with --pmd replay: the replayed traffic is unicast at full rate and never crosses the fabric; drop {flag} or use --pmd sim"),
+            ))
+        };
+        if rate != 0 {
+            return not("--rate", "a rate is not taken");
+        }
+        if self.window.is_some() {
+            return not("--window", "a window is not taken");
+        }
+        if self.pcap.is_some() {
+            return not("--pcap", "there is nothing to capture");
+        }
+        if !mroutes.is_empty() {
+            return not("--mroute", "multicast routes have nothing to forward");
+        }
+        if self
+            .dst
+            .trim()
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|a| a.is_multicast())
+        {
+            return not("--dst", "a multicast destination is not replayed");
+        }
+        Ok(())
     }
 }
 
@@ -237,5 +328,8 @@ fn main() -> ExitCode {
             return ExitCode::from(cli::EXIT_FAILED);
         }
     };
-    run::main(&cfg, stop, &signals)
+    match cfg.pmd {
+        Pmd::Sim => run::main(&cfg, stop, &signals),
+        Pmd::Replay => replay::main(&cfg, stop, &signals),
+    }
 }

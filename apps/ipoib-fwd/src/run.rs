@@ -20,15 +20,15 @@ use crate::Config;
 
 const SRC_IP: [u8; 4] = [10, 1, 0, 2];
 const SINK_IP: [u8; 4] = [10, 2, 0, 2];
-const T: Duration = Duration::from_secs(30);
+pub(crate) const T: Duration = Duration::from_secs(30);
 
 /// Why a run failed: the configuration (exit 2) or at run time (exit 1).
-enum Failure {
+pub(crate) enum Failure {
     Config(String),
     Run(String),
 }
 
-fn ip(a: [u8; 4]) -> std::net::Ipv4Addr {
+pub(crate) fn ip(a: [u8; 4]) -> std::net::Ipv4Addr {
     a.into()
 }
 
@@ -50,7 +50,10 @@ pub fn main(cfg: &Config, stop: Arc<AtomicBool>, signals: &Signals) -> ExitCode 
 }
 
 /// The forwarder's configuration, checked with where `--dst` leads.
-fn forwarder_config(cfg: &Config, stop: &Arc<AtomicBool>) -> Result<(FwdConfig, bool), Failure> {
+pub(crate) fn forwarder_config(
+    cfg: &Config,
+    stop: &Arc<AtomicBool>,
+) -> Result<(FwdConfig, bool), Failure> {
     let fc = FwdConfig {
         routes: cfg.routes.clone(),
         mroutes: cfg.mroutes.clone(),
@@ -103,7 +106,7 @@ fn forwarder_config(cfg: &Config, stop: &Arc<AtomicBool>) -> Result<(FwdConfig, 
 }
 
 /// An endpoint (source or sink) with one interface.
-fn endpoint(
+pub(crate) fn endpoint(
     fabric: &SimFabric,
     name: &str,
     pkey: PKey,
@@ -137,7 +140,7 @@ struct Nodes {
     sink_c: Arc<TrafficCounters>,
 }
 
-fn run_err(e: &dyn std::error::Error) -> Failure {
+pub(crate) fn run_err(e: &dyn std::error::Error) -> Failure {
     Failure::Run(describe(e))
 }
 
@@ -201,7 +204,10 @@ fn start(
     })
 }
 
-fn wait_until(what: &str, mut cond: impl FnMut() -> Result<bool, Failure>) -> Result<(), Failure> {
+pub(crate) fn wait_until(
+    what: &str,
+    mut cond: impl FnMut() -> Result<bool, Failure>,
+) -> Result<(), Failure> {
     let since = Instant::now();
     while !cond()? {
         if since.elapsed() > T {
@@ -404,7 +410,7 @@ fn run(
 }
 
 /// Writes the JSON summary where `--json` says; whether that failed.
-fn write_json(cfg: &Config, v: &serde_json::Value, out: &mut Stdout) -> bool {
+pub(crate) fn write_json(cfg: &Config, v: &serde_json::Value, out: &mut Stdout) -> bool {
     match &cfg.json {
         None => false,
         Some(None) => !out.line(&v.to_string()),
@@ -418,7 +424,7 @@ fn write_json(cfg: &Config, v: &serde_json::Value, out: &mut Stdout) -> bool {
     }
 }
 
-fn ctrl_drops(r: &StopReport) -> u64 {
+pub(crate) fn ctrl_drops(r: &StopReport) -> u64 {
     r.ctrl_ifaces.iter().map(ctrl_packet_drops).sum()
 }
 
@@ -567,6 +573,7 @@ impl Summary {
         let mut v = json!({
             "program": "ipoib-fwd",
             "version": env!("CARGO_PKG_VERSION"),
+            "pmd": "sim",
             "fabric": "sim",
             "seed": cfg.seed,
             "size": cfg.size,

@@ -219,3 +219,74 @@ fn a_short_run_forwards_through_a_configured_route_and_conserves() {
     assert!(out.contains("3 route(s)"), "{out}");
     assert!(out.contains("bad TTL 0"), "{out}");
 }
+
+#[test]
+fn replay_flags_are_refused_where_they_do_not_apply() {
+    refused(
+        &["--pmd", "replay", "--rate", "1000"],
+        "--rate: a rate is not taken with --pmd replay",
+    );
+    refused(&["--pmd", "replay", "--window", "8"], "--window:");
+    refused(&["--pmd", "replay", "--pcap", "/tmp/x.pcap"], "--pcap:");
+    refused(
+        &["--pmd", "replay", "--mroute", "239.1.0.0/24,from=0,to=1"],
+        "--mroute:",
+    );
+    refused(&["--pmd", "replay", "--dst", "239.1.0.1"], "--dst:");
+    refused(&["--pmd", "replay", "--dst", "10.9.9.9"], "no route to it");
+    refused(
+        &["--burst", "8"],
+        "--burst: the frames per poll of --pmd replay",
+    );
+    refused(&["--pmd", "replay", "--burst", "0"], "give 1 to 32");
+    refused(&["--pmd", "replay", "--burst", "33"], "give 1 to 32");
+    refused(&["--pmd", "nic"], "invalid value 'nic' for '--pmd <PMD>'");
+}
+
+#[test]
+fn a_short_replay_run_forwards_on_one_lcore_and_conserves() {
+    let json =
+        std::env::temp_dir().join(format!("ipoib-fwd-test-{}-replay.json", std::process::id()));
+    let o = run(&[
+        "--pmd",
+        "replay",
+        "--cores",
+        "1",
+        "--duration",
+        "0.5",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "stdout {out}\nstderr {err}");
+    assert!(out.contains("conservation: ok"), "{out}");
+    let file = std::fs::read_to_string(&json).expect("the JSON file was written");
+    let _ = std::fs::remove_file(&json);
+    assert_eq!(file.lines().count(), 1, "one JSON object, one line: {file}");
+    let v: serde_json::Value = serde_json::from_str(file.trim_end()).expect("JSON");
+    let n = |k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} in {v}"));
+    assert_eq!(v["pmd"], "replay");
+    assert_eq!(v["cores"], 1);
+    assert!(n("rx_pps") > 0.0 && n("tx_pps") > 0.0, "{v}");
+    assert!(n("rx_packets") > 0.0, "{v}");
+    // rx_pps and tx_pps are the window's counts over its duration.
+    let secs = n("duration_s");
+    assert!((n("rx_pps") * secs - n("rx_packets")).abs() < 1.0, "{v}");
+    assert!((n("tx_pps") * secs - n("tx_packets")).abs() < 1.0, "{v}");
+    // Conservation: every packet replayed was forwarded or is a named drop.
+    let drops: f64 = v["drops"]
+        .as_object()
+        .expect("drops")
+        .values()
+        .map(|d| d.as_f64().unwrap())
+        .sum();
+    assert_eq!(n("replayed"), n("forwarded") + drops, "{v}");
+    assert_eq!(v["conserved"], true);
+    assert_eq!(
+        n("forwarded"),
+        n("fwd_forwarded"),
+        "the forwarder's own count agrees"
+    );
+    assert!(n("tx_packets") <= n("forwarded"));
+    assert_eq!(v["sa_memberships_after_shutdown"], 0);
+}

@@ -112,11 +112,18 @@ pub struct Args {
     #[arg(long, value_enum)]
     pub topology: Option<Topology>,
 
-    /// Where the nodes run: "sim", the embedded simulated InfiniBand fabric (default),
-    /// or "verbs[:DEVICE[:PORT]]", a real HCA port through libibverbs (InfiniBand or
-    /// RoCE; default: the first device libibverbs lists, port 1), the generator and
-    /// the sink as two stacks on that one port (--topology direct).
-    #[arg(long, default_value = "sim", value_name = "sim|verbs[:DEVICE[:PORT]]")]
+    /// Where the nodes run: "sim", the embedded simulated InfiniBand fabric (default);
+    /// "ring", the generator's and the sink's ports joined by SPSC rings, the buffer
+    /// itself handed over, no switch, no copy (the stack's own cost; the control plane
+    /// is the embedded fabric's; direct topology only); or "verbs[:DEVICE[:PORT]]", a
+    /// real HCA port through libibverbs (InfiniBand or RoCE; default: the first device
+    /// libibverbs lists, port 1), the generator and the sink as two stacks on that one
+    /// port (--topology direct).
+    #[arg(
+        long,
+        default_value = "sim",
+        value_name = "sim|ring|verbs[:DEVICE[:PORT]]"
+    )]
     pub fabric: String,
 
     /// Idle lcores sleep this many microseconds per idle iteration instead of spinning
@@ -157,6 +164,8 @@ pub struct Args {
 pub enum FabricChoice {
     /// The embedded simulated fabric.
     Sim,
+    /// The ring PMD over two nodes of the embedded fabric.
+    Ring,
     /// A port of an HCA through libibverbs: the device (`None`: the first listed) and
     /// the port number.
     Verbs { device: Option<String>, port: u8 },
@@ -169,11 +178,14 @@ impl FabricChoice {
         if v == "sim" {
             return Ok(FabricChoice::Sim);
         }
+        if v == "ring" {
+            return Ok(FabricChoice::Ring);
+        }
         let mut parts = v.splitn(3, ':');
         if parts.next() != Some("verbs") {
             return Err(bad(
                 "--fabric",
-                format!("{v:?} is not a fabric: give sim, or verbs[:DEVICE[:PORT]] (e.g. verbs:mlx5_0:1)"),
+                format!("{v:?} is not a fabric: give sim, ring, or verbs[:DEVICE[:PORT]] (e.g. verbs:mlx5_0:1)"),
             ));
         }
         let device = parts.next().filter(|d| !d.is_empty()).map(str::to_owned);
@@ -197,6 +209,7 @@ impl FabricChoice {
     pub fn label(&self) -> String {
         match self {
             FabricChoice::Sim => "sim".to_owned(),
+            FabricChoice::Ring => "ring".to_owned(),
             FabricChoice::Verbs { device, port } => {
                 let d = device.as_deref().unwrap_or("");
                 match (d, port) {
@@ -325,9 +338,24 @@ impl Args {
         let fabric = FabricChoice::parse(&self.fabric)?;
         let topology = self.topology.unwrap_or(match fabric {
             FabricChoice::Sim => Topology::Fwd,
-            FabricChoice::Verbs { .. } => Topology::Direct,
+            FabricChoice::Ring | FabricChoice::Verbs { .. } => Topology::Direct,
         });
-        if fabric != FabricChoice::Sim {
+        if fabric == FabricChoice::Ring {
+            if topology == Topology::Fwd {
+                return Err(bad(
+                    "--topology",
+                    "--fabric ring joins two ports (the generator's and the sink's): give \
+                     --topology direct, or --fabric sim for the forwarded topology",
+                ));
+            }
+            if self.pcap.is_some() {
+                return Err(bad(
+                    "--pcap",
+                    "--fabric ring has no switch: its packets never cross the simulated \
+                     fabric, so there is nothing to capture (drop --pcap, or use --fabric sim)",
+                ));
+            }
+        } else if fabric != FabricChoice::Sim {
             if topology == Topology::Fwd {
                 return Err(bad(
                     "--topology",

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use ibpoll::StackBuilder;
 use ibpoll_dev::Device;
+use ibpoll_pmd_ring::RingPair;
 use ibpoll_pmd_sim::SimFabric;
 use ibpoll_pmd_verbs::VerbsDevice;
 
@@ -56,36 +57,63 @@ pub fn setup_diagnostic<'a>(
 /// The fabric of one run.
 pub enum Net {
     Sim(SimFabric),
+    /// The ring PMD joining the generator's port (side 0) and the sink's (side 1), over
+    /// two nodes of the simulated fabric (its control plane).
+    Ring(SimFabric, RingPair),
     Verbs(VerbsTarget),
 }
 
 impl Net {
-    /// The simulated fabric, when that is where the nodes run.
+    /// The ring pair over two new nodes `gen` and `sink` of `fabric`.
+    pub fn ring(fabric: SimFabric) -> Result<Net, ibpoll_dev::Error> {
+        let gen: Arc<dyn Device> = fabric.add_node("gen", 1);
+        let sink: Arc<dyn Device> = fabric.add_node("sink", 1);
+        let pair = RingPair::new(&gen, &sink)?;
+        Ok(Net::Ring(fabric, pair))
+    }
+
+    /// The simulated fabric, when that is where the nodes run (or their control plane,
+    /// under the ring PMD).
     pub fn sim(&self) -> Option<&SimFabric> {
         match self {
-            Net::Sim(f) => Some(f),
+            Net::Sim(f) | Net::Ring(f, _) => Some(f),
             Net::Verbs(_) => None,
         }
     }
 
-    /// `builder` with node `name` placed on this fabric.
+    /// `builder` with node `name` placed on this fabric (under the ring PMD, "gen" and
+    /// "sink" are the pair's two sides).
     pub fn place(&self, builder: StackBuilder, name: &str) -> StackBuilder {
         match self {
             Net::Sim(f) => builder.fabric(f, name),
+            Net::Ring(_, pair) => builder.device(pair.device(usize::from(name != "gen")), 1),
             Net::Verbs(t) => builder.device(t.device.clone(), t.port),
         }
     }
 
-    /// Packets the fabric itself dropped (the simulated switch's counts; a real
-    /// fabric's drops are not seen from here).
+    /// The ring pair's drops, by reason, under the ring PMD.
+    pub fn ring_drops(&self) -> Vec<(&'static str, u64)> {
+        match self {
+            Net::Ring(_, pair) => pair.stats().drops().into_iter().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Packets the fabric itself dropped (the simulated switch's counts and the ring
+    /// PMD's; a real fabric's drops are not seen from here).
     pub fn dropped(&self) -> u64 {
-        self.sim().map_or(0, |f| f.stats().dropped())
+        let ring = match self {
+            Net::Ring(_, pair) => pair.stats().dropped(),
+            _ => 0,
+        };
+        self.sim().map_or(0, |f| f.stats().dropped()) + ring
     }
 
     /// How the summary names it.
     pub fn label(&self) -> String {
         match self {
             Net::Sim(_) => "sim".to_owned(),
+            Net::Ring(..) => "ring".to_owned(),
             Net::Verbs(t) => t.label(),
         }
     }

@@ -9,6 +9,11 @@
 //! `--count N` the generators send exactly N packets in the measured run (after one
 //! priming packet per destination), and `--duration` is the run's time limit.
 //!
+//! `--fabric ring` joins the generator's port and the sink's by the ring PMD
+//! (`ibpoll-pmd-ring`, DPDK's `net_ring`: SPSC rings, the buffer itself handed over, no
+//! switch), over two nodes of the embedded fabric that still carry the control plane
+//! (SA joins, path records, ARP): the direct topology without the simulator's cost.
+//!
 //! Every packet sent must be received or counted as a drop somewhere — in a node's
 //! stack (`gen.*`, `fwd.*`, `sink.*`, control cores included) or in the fabric
 //! (`fabric.<reason>`); pktgen checks `tx_packets == rx_packets + drops` and exits 1
@@ -58,7 +63,7 @@ fn main() -> ExitCode {
     // A verbs port is opened and checked before anything starts: what is missing on
     // this machine (rdma-core, a device, an Active port) is a refused configuration.
     let verbs = match &cfg.fabric {
-        FabricChoice::Sim => None,
+        FabricChoice::Sim | FabricChoice::Ring => None,
         FabricChoice::Verbs { device, port } => {
             match fabric::open_verbs(device.as_deref(), *port) {
                 Ok(t) => Some(t),

@@ -12,7 +12,7 @@ use ibpoll_wire::{IbMtu, PKey};
 use ipoib_fwd::cli::capture::{Capture, CaptureEnd};
 use ipoib_fwd::cli::Stdout;
 
-use crate::args::{Config, Topology};
+use crate::args::{Config, FabricChoice, Topology};
 use crate::fabric::{Net, VerbsTarget};
 use crate::fwd::{FwdNode, FwdPlan};
 use crate::report::{Drops, Report};
@@ -204,6 +204,8 @@ pub enum RunError {
     Timeout(String),
     /// The capture could not be started (a bad `--pcap`: exit 2).
     PcapStart(String),
+    /// The ring pair could not be made (`--fabric ring`).
+    Ring(ibpoll_dev::Error),
 }
 
 impl std::fmt::Display for RunError {
@@ -213,6 +215,7 @@ impl std::fmt::Display for RunError {
             RunError::Stack { node, source } => write!(f, "the {node} node: {source}"),
             RunError::Fwd(e) => write!(f, "the forwarder node: {e}"),
             RunError::Timeout(what) => write!(f, "timed out: {what}"),
+            RunError::Ring(e) => write!(f, "--fabric ring: joining the two ports: {e}"),
             RunError::PcapStart(e) => write!(f, "--pcap: {e}"),
         }
     }
@@ -322,6 +325,9 @@ fn live_ctrl(s: &Stack) -> Vec<ibpoll::CtrlStats> {
 }
 
 fn fabric_drops(d: &mut Drops, net: &Net) {
+    for (r, n) in net.ring_drops() {
+        d.add("ring", r, n);
+    }
     let Some(fabric) = net.sim() else {
         return;
     };
@@ -357,9 +363,8 @@ pub fn run(
         out.line(note);
     }
     traffic::epoch();
-    let net = match verbs {
-        Some(t) => Net::Verbs(t),
-        None => Net::Sim(SimFabric::new(FabricConfig {
+    let sim = || {
+        SimFabric::new(FabricConfig {
             seed: cfg.seed,
             partitions: if fwd {
                 vec![plan.gen_pkey, plan.sink_pkey]
@@ -368,7 +373,12 @@ pub fn run(
             },
             broadcast_mtu: IbMtu::Mtu4096,
             ..FabricConfig::default()
-        })),
+        })
+    };
+    let net = match (verbs, &cfg.fabric) {
+        (Some(t), _) => Net::Verbs(t),
+        (None, FabricChoice::Ring) => Net::ring(sim()).map_err(RunError::Ring)?,
+        (None, _) => Net::Sim(sim()),
     };
     let capture = match (&cfg.pcap, net.sim()) {
         (Some((path, max)), Some(fabric)) => {

@@ -64,7 +64,11 @@ fn check(v: &Value) {
     ] {
         assert!(v.get(key).is_some(), "key {key} missing from {v}");
     }
-    assert_eq!(v["fabric"], "sim");
+    assert!(
+        v["fabric"] == "sim" || v["fabric"] == "ring",
+        "fabric {}",
+        v["fabric"]
+    );
     let drops: u64 = v["drops"]
         .as_object()
         .expect("drops is an object")
@@ -431,6 +435,12 @@ fn bad_flags_exit_non_zero_naming_the_flag() {
         (&["--fabric", "verbs:rxe0:0"], "--fabric"),
         (&["--fabric", "verbs", "--topology", "fwd"], "--topology"),
         (&["--fabric", "verbs", "--pcap", "x.pcap"], "--pcap"),
+        (&["--fabric", "ring", "--topology", "fwd"], "--topology"),
+        (
+            &["--fabric", "ring", "--pcap", "/tmp/pktgen-ring.pcap"],
+            "--pcap",
+        ),
+        (&["--fabric", "switch"], "--fabric"),
     ];
     for (args, flag) in cases {
         let out = pktgen(args);
@@ -508,4 +518,42 @@ fn fabric_verbs_without_rdma_is_refused_with_the_cause_and_the_fix() {
             refused(&out, "--fabric verbs: ", "apt install");
         }
     }
+}
+
+#[test]
+fn the_ring_fabric_runs_the_direct_topology_and_conserves() {
+    let v = run_json(&["--fabric", "ring", "--duration", "0.5"]);
+    check(&v);
+    assert_eq!(v["fabric"], "ring", "{v}");
+    assert_eq!(v["topology"], "direct", "the ring's default topology: {v}");
+    assert!(
+        u(&v, "rx_mcast_packets") > 0,
+        "the groups cross the ring too: {v}"
+    );
+    assert_eq!(u(&v, "sa_memberships_after_shutdown"), 0, "{v}");
+    let v = run_json(&[
+        "--fabric",
+        "ring",
+        "--count",
+        "20000",
+        "--mcast-groups",
+        "0",
+    ]);
+    check(&v);
+    assert_eq!(v["count_reached"], true, "{v}");
+    assert_eq!(u(&v, "tx_packets"), 20_001, "{v}");
+}
+
+#[test]
+fn the_ring_fabric_measures_round_trips() {
+    let v = run_json(&["--fabric", "ring", "--pingpong", "--count", "500"]);
+    check(&v);
+    check_latency(&v);
+    assert_eq!(v["fabric"], "ring", "{v}");
+    assert_eq!(v["mode"], "pingpong", "{v}");
+    assert_eq!(
+        u(&v, "rx_packets") + u(&v, "pingpong_timeouts"),
+        500,
+        "every ping answered or given up: {v}"
+    );
 }

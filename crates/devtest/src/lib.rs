@@ -35,7 +35,11 @@
 //!    SKIPPED on stderr and passes.
 //!
 //! The simulator's fixtures (plain and under each wrapper) are in this crate's
-//! `tests/conformance.rs`, a template. A libibverbs PMD runs the same suite on two ports
+//! `tests/conformance.rs`, a template; `pmd/ring` runs every test (plain and under
+//! [`Backpressure`]), `pmd/replay` every test with its streams paused and those that
+//! apply with them running (its `tests/conformance.rs` says which do not, and why).
+//! A fixture on a fabric with a subnet administrator gets its group from
+//! [`conformance::join_broadcast`]. A libibverbs PMD runs the same suite on two ports
 //! of one soft-RoCE device in a VM (patience of a second or two, a multicast group joined
 //! through the SA or named on RoCE, and no event hooks unless the VM script can flap the
 //! link).

@@ -6,8 +6,9 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{join_broadcast, sa_addr, to, two_ports, Host};
+use common::{join_broadcast, to, two_ports, Host};
 use ibpoll_dev::{Device, MadChannel, Nanos, Port, VirtualClock};
+use ibpoll_devtest::conformance::sa_addr;
 use ibpoll_devtest::{Backpressure, BackpressureConfig, FaultConfig, FaultInjector};
 use ibpoll_pmd_sim::{FabricConfig, SimFabric};
 use ibpoll_wire::mad::{Method, Status};

@@ -24,18 +24,16 @@
 //! send burst takes it once per burst, never per packet, and routes each packet through
 //! its queue's cache of switch decisions (invalidated by a generation that every control
 //! change bumps), so a packet costs no table lookup. Receive bursts never take it: they
-//! drain a single-producer single-consumer ring (`ring.rs`) that the switch fills under
-//! the lock. Polling a port's events or a MAD channel with nothing due does not take it
-//! either, so a controller polling on a receiving lcore never waits for a send burst.
+//! drain a single-producer single-consumer ring (`ibpoll-ring`, `ring.rs`) that the
+//! switch fills under the lock. Polling a port's events or a MAD channel with nothing
+//! due does not take it either, so a controller polling on a receiving lcore never waits
+//! for a send burst.
 
 mod fabric;
 mod fault;
 mod mad;
 mod pcap;
-// Public, but hidden and not part of the API, only so that `tests/loom_ring.rs` (an
-// integration test, compiled as a separate crate) can model-check the ring under loom.
-#[doc(hidden)]
-pub mod ring;
+mod ring;
 mod rng;
 mod rx;
 pub mod sa;

@@ -295,6 +295,13 @@ pub(crate) fn numbered(
         .collect()
 }
 
+/// How many of `got` are buffers of `pool`: a driver that hands the sent mbuf itself to
+/// the receiver (a ring, as DPDK's `net_ring`) delivers the sender's buffers, a
+/// copying one the receiver's own.
+pub(crate) fn held_from(got: &[Mbuf], pool: &Mempool) -> usize {
+    got.iter().filter(|m| m.pool_id() == pool.id()).count()
+}
+
 /// Where unicast to `qpn` goes.
 pub(crate) fn to(ah: AddressHandle, qpn: Qpn) -> TxDst {
     TxDst {

@@ -24,7 +24,9 @@
 //! - set-up: caps and attributes are sane, a QP has one send queue and the receive
 //!   queues its configuration asks for (none for a send-only QP);
 //! - bursts: every packet sent arrives once with its metadata, every buffer goes home
-//!   (the sender's when its send completes, the receiver's when the QP is gone),
+//!   (the sender's when its send completes, or when the receiver lets go of it where
+//!   the driver hands the sent buffer over, as a ring does; the receiver's when the QP
+//!   is gone),
 //!   `rx_burst` fills only the room it is given and appends;
 //! - back-pressure: a burst takes from the front, and what it leaves stays in the
 //!   caller's array in order; no more sends are outstanding than the send queue holds;
@@ -51,6 +53,7 @@ mod events;
 mod kit;
 mod mcast;
 mod park;
+mod sa;
 mod setup;
 
 use std::sync::Arc;
@@ -72,6 +75,7 @@ pub use errors::{
 pub use events::events_follow_the_hooks;
 pub use mcast::{mcast_attach_and_detach, mcast_self_loopback_follows_the_caps};
 pub use park::pkey_move_of_a_parked_qp_returns_its_buffers;
+pub use sa::{join_broadcast, sa_addr};
 pub use setup::{caps_and_attributes, qp_setup};
 
 /// Every test of the suite, in the order [`conformance_tests!`](crate::conformance_tests)

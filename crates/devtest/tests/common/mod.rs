@@ -6,16 +6,14 @@
 pub mod tshark;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ibpoll_dev::{AhAttr, Device, GrhAttr, MadAddr, Port};
+use ibpoll_dev::{AhAttr, Device, GrhAttr, Port};
+pub use ibpoll_devtest::conformance::join_broadcast;
 use ibpoll_devtest::conformance::{EventCause, Fixture, Group};
 use ibpoll_mem::{HugepagePolicy, Mempool, MempoolConfig};
 use ibpoll_pmd_sim::{FabricConfig, SimDevice, SimFabric};
-use ibpoll_wire::mad::{Method, Status};
-use ibpoll_wire::mcmember::{self, JoinState};
-use ibpoll_wire::sa::{Attribute, SaMad};
-use ibpoll_wire::{ipoib, Lid, PKey, QKey, Qpn};
+use ibpoll_wire::{Lid, PKey, QKey, Qpn};
 
 /// A pool without lcore caches (so `in_use` is exact from any thread), normal pages.
 pub fn pool(name: &str, n_bufs: u32) -> Mempool {
@@ -112,63 +110,6 @@ impl Fixture for SimFixture {
     fn quiet(&self) -> Duration {
         Duration::ZERO
     }
-}
-
-/// Where the subnet administrator answers, as a port sees it.
-pub fn sa_addr(port: &dyn Port) -> MadAddr {
-    let attr = port.attr();
-    MadAddr {
-        lid: attr.sm_lid,
-        qpn: Qpn::GSI,
-        qkey: QKey::GSI,
-        sl: attr.sm_sl,
-        pkey_index: 0,
-    }
-}
-
-/// Joins the default partition's broadcast group as a full member through the port's
-/// own MAD channel (MCMemberRecord Set, IPoIB's join mask) and returns the group.
-pub fn join_broadcast(port: &dyn Port) -> Group {
-    let mut mad = port.open_mad_channel().expect("QP1 opens");
-    let rec = mcmember::Repr {
-        mgid: ipoib::broadcast_mgid(PKey::DEFAULT),
-        port_gid: port.attr().gid,
-        pkey: PKey::DEFAULT,
-        join_state: JoinState::FULL_MEMBER,
-        ..mcmember::Repr::default()
-    };
-    let mask = mcmember::JOIN_MASK.union(mcmember::mask::PKEY);
-    let tid = 0x7e57;
-    let req = SaMad::request(Method::SET, tid, mask, Attribute::McMember(rec));
-    mad.send(&req.to_bytes(), sa_addr(port))
-        .expect("the SA is reachable");
-    let deadline = Instant::now() + Duration::from_secs(2);
-    let answer = loop {
-        if let Some((bytes, _)) = mad.recv() {
-            break SaMad::parse(&bytes).expect("a parseable answer");
-        }
-        assert!(Instant::now() < deadline, "no SA answer to the join");
-        std::thread::yield_now();
-    };
-    assert_eq!(answer.header.mad.transaction_id, tid);
-    assert_eq!(answer.header.mad.status, Status::OK, "the join was refused");
-    let Attribute::McMember(g) = answer.attribute else {
-        panic!("the join answer carries no MCMemberRecord");
-    };
-    let ah = AhAttr {
-        dlid: g.mlid,
-        sl: g.sl,
-        src_path_bits: 0,
-        static_rate: g.rate,
-        grh: Some(GrhAttr {
-            dgid: g.mgid,
-            flow_label: g.flow_label,
-            sgid_index: 0,
-            hop_limit: g.hop_limit,
-            traffic_class: g.tclass,
-        }),
-    };
-    Group::new(g.mgid, g.mlid, g.qkey, g.pkey, ah)
 }
 
 /// A port with a pool and one UD QP (partition index 0, the IPoIB Q_Key), its queues

@@ -1,9 +1,10 @@
-//! Loom model of the receive ring (`InboxRing`, `src/ring.rs`): one producer and one
-//! consumer, the ring wrapping around, and the ring dropped with elements left inside.
+//! Loom models of the SPSC ring (`src/spsc.rs`, through the halves of `src/halves.rs`):
+//! one producer and one consumer, the ring wrapping around, a batch published at once,
+//! and the ring dropped with elements left inside.
 //!
-//! Run: `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p ibpoll-pmd-sim
-//! --test loom_ring --release` (its own target dir, so the loom build does not evict the
-//! normal one). The models themselves run in about 0.1 s.
+//! Run: `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p ibpoll-ring
+//! --test loom --release` (its own target dir, so the loom build does not evict the
+//! normal one). The models themselves run in well under a second.
 //!
 //! Under `--cfg loom` the ring's slots are `loom::cell::UnsafeCell`s: loom fails the model
 //! when the producer's write of a slot and the consumer's read of it are not ordered by
@@ -12,17 +13,16 @@
 //! reading it, fails the model. The models also check FIFO order and that every element
 //! is received or dropped exactly once.
 //!
-//! The elements are `Item`s, not `Mbuf`s: no mempool under loom. Their drop counters are
+//! The elements are `Item`s that count their drops. Their drop counters are
 //! `std` atomics on purpose: test bookkeeping, read after every thread was joined, that
 //! should not add interleavings for loom to explore.
 #![cfg(loom)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use loom::sync::Arc;
 use loom::thread;
 
-use ibpoll_pmd_sim::ring::InboxRing;
+use ibpoll_ring::{channel, Producer};
 
 /// Element `value`; bumps `drops[value]` when dropped.
 #[derive(Debug)]
@@ -48,9 +48,10 @@ fn assert_each_dropped_once(drops: &[AtomicUsize]) {
     }
 }
 
-/// Pushes `values` in order, retrying (and yielding to the consumer) while the ring is full.
+/// Pushes `values` in order, one at a time, retrying (and yielding to the consumer)
+/// while the ring is full.
 fn produce(
-    ring: &InboxRing<Item>,
+    tx: &mut Producer<Item>,
     values: std::ops::Range<usize>,
     drops: &std::sync::Arc<Vec<AtomicUsize>>,
 ) {
@@ -59,8 +60,7 @@ fn produce(
             value,
             drops: drops.clone(),
         };
-        // SAFETY: this thread is the ring's only producer.
-        while let Err(back) = unsafe { ring.push(item) } {
+        while let Err(back) = tx.push(item) {
             item = back;
             thread::yield_now();
         }
@@ -70,10 +70,10 @@ fn produce(
 fn model(f: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
     // No preemption bound: these models are small enough for loom to explore them in full
-    // (about 2,400 and 160 executions, 0.1 s; bound 3 explores 370 and 80). Each of these
-    // mutants fails them: the Release store of `tail` in `push` or of `head` in
-    // `pop_with`, or the Acquire load of `tail` in `pop_with` or of `head` in
-    // `is_full`, made Relaxed; `is_full` letting the producer overwrite the oldest slot.
+    // (a few thousand executions at most, well under a second). Each of these mutants
+    // fails them: the Release store of `tail` in `push_from` or of `head` when
+    // `pop_with` publishes, or the Acquire load of `tail` in `pop_with` or of `head` in
+    // `free`, made Relaxed; `free` letting the producer overwrite the oldest slot.
     builder.preemption_bound = None;
     builder.check(f);
 }
@@ -86,16 +86,15 @@ fn producer_and_consumer_wrap_around() {
     model(|| {
         const N: usize = 3;
         let drops = counters(N);
-        let ring = Arc::new(InboxRing::<Item>::new(2));
+        let (mut tx, mut rx) = channel::<Item>(2);
         let producer = {
-            let (ring, drops) = (ring.clone(), drops.clone());
-            thread::spawn(move || produce(&ring, 0..N, &drops))
+            let drops = drops.clone();
+            thread::spawn(move || produce(&mut tx, 0..N, &drops))
         };
         let mut got = Vec::new();
         while got.len() < N {
             let before = got.len();
-            // SAFETY: this thread is the ring's only consumer.
-            let n = unsafe { ring.pop_with(2, |item| got.push(item.value)) };
+            let n = rx.pop_with(2, |item| got.push(item.value));
             assert_eq!(got.len() - before, n, "pop_with hands over what it counts");
             assert!(n <= 2, "pop_with takes at most max");
             if n == 0 {
@@ -104,9 +103,8 @@ fn producer_and_consumer_wrap_around() {
         }
         producer.join().unwrap();
         assert_eq!(got, [0, 1, 2], "FIFO, each item once");
-        // SAFETY: the consumer, and the producer is gone.
-        assert_eq!(unsafe { ring.pop_with(2, drop) }, 0, "nothing left");
-        drop(ring);
+        assert_eq!(rx.pop_with(2, drop), 0, "nothing left");
+        drop(rx);
         assert_each_dropped_once(&drops);
     });
 }
@@ -119,18 +117,17 @@ fn drop_with_items_inside_drops_each_once() {
     model(|| {
         const N: usize = 3;
         let drops = counters(N);
-        let ring = Arc::new(InboxRing::<Item>::new(4));
+        let (mut tx, mut rx) = channel::<Item>(4);
         let producer = {
-            let (ring, drops) = (ring.clone(), drops.clone());
-            thread::spawn(move || produce(&ring, 0..N, &drops))
+            let drops = drops.clone();
+            thread::spawn(move || produce(&mut tx, 0..N, &drops))
         };
         let mut out = Vec::new();
         // Wait for a first burst: then one to two items are still inside (or on their way)
         // when the ring goes. (A single try would mostly find the ring empty, and loom's
         // DPOR would not try the producer's stores before this thread's load.)
         let n = loop {
-            // SAFETY: this thread is the ring's only consumer.
-            let n = unsafe { ring.pop_with(2, |item| out.push(item)) };
+            let n = rx.pop_with(2, |item| out.push(item));
             if n > 0 {
                 break n;
             }
@@ -139,8 +136,48 @@ fn drop_with_items_inside_drops_each_once() {
         let got: Vec<usize> = out.iter().map(|m| m.value).collect();
         assert_eq!(got, (0..n).collect::<Vec<_>>(), "the oldest, in order");
         drop(out);
-        drop(ring);
+        drop(rx);
         producer.join().unwrap();
+        assert_each_dropped_once(&drops);
+    });
+}
+
+/// Four items pushed as batches (`push_from`) into a ring of two, taken one at a time:
+/// a batch is published with one store, and the consumer never sees a slot of it before
+/// that store, nor the producer refill a slot before the consumer let go of it.
+#[test]
+fn batches_are_published_whole() {
+    model(|| {
+        const N: usize = 4;
+        let drops = counters(N);
+        let (mut tx, mut rx) = channel::<Item>(2);
+        let producer = {
+            let drops = drops.clone();
+            thread::spawn(move || {
+                let mut next = 0;
+                while next < N {
+                    let n = tx.push_from(N - next, || {
+                        next += 1;
+                        Item {
+                            value: next - 1,
+                            drops: drops.clone(),
+                        }
+                    });
+                    if n == 0 {
+                        thread::yield_now();
+                    }
+                }
+            })
+        };
+        let mut got = Vec::new();
+        while got.len() < N {
+            if rx.pop_with(1, |item| got.push(item.value)) == 0 {
+                thread::yield_now();
+            }
+        }
+        producer.join().unwrap();
+        assert_eq!(got, [0, 1, 2, 3], "FIFO across batches");
+        drop(rx);
         assert_each_dropped_once(&drops);
     });
 }
