@@ -68,6 +68,7 @@ impl FwdNode {
         cpus: Vec<usize>,
         p: &Placement,
         stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+        telemetry: bool,
     ) -> Result<FwdNode, String> {
         let iface = |(pkey, ip): (PKey, [u8; 4])| IfaceConfig {
             pkey,
@@ -88,7 +89,11 @@ impl FwdNode {
             stop_flag: Some(stop.clone()),
             ..FwdConfig::default()
         };
-        let node = ipoib_fwd::start_forwarder(fabric, "fwd", &cfg).map_err(|e| e.to_string())?;
+        let builder = cfg
+            .stack_builder()
+            .fabric(fabric, "fwd")
+            .telemetry(telemetry);
+        let node = ipoib_fwd::start_on(builder, &cfg).map_err(|e| e.to_string())?;
         Ok(FwdNode { node })
     }
 

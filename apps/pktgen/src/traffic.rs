@@ -12,7 +12,7 @@
 //! single-writer [`Counter`]s, histograms are allocated at start-up and merged into the
 //! shared one only when the application is dropped (on its lcore, at stop).
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -89,6 +89,8 @@ pub struct AppCounters {
     pub sent: Counter,
     /// Of those, the priming packets sent before the run (generator).
     pub primed: Counter,
+    /// Of those, the ones sent to a multicast group (generator).
+    pub sent_mcast: Counter,
     /// 1 once the generator has sent its share of `--count` (ping-pong: and its last
     /// ping was answered or given up); 0 before, and always without `--count`.
     pub finished: Counter,
@@ -107,6 +109,97 @@ pub struct AppCounters {
     /// Ping-pong packets given up after `PINGPONG_TIMEOUT` (their loss is counted
     /// where it happened).
     pub timeouts: Counter,
+}
+
+/// How long the generators may see no packet arrive, with the window full, before
+/// they write what is in flight off as lost (a drop the fabric or a stack counted) and
+/// go on. Packets written off that arrive later are taken back.
+const WINDOW_STALL: Duration = Duration::from_millis(50);
+
+/// The generators' flow control (the default; `--open-loop` sends without): all
+/// generator lcores together keep at most `size` packets in flight, sent and not yet
+/// received (ipoib-fwd's traffic source does the same). Every ring on the way holds at
+/// least that many, so none overflows: the run is loss-free unless something else
+/// drops. Read once per generator iteration (relaxed loads of single-writer counters);
+/// generator lcore 0 alone writes off packets lost (see [`WINDOW_STALL`]).
+#[derive(Debug)]
+pub struct Window {
+    pub size: u64,
+    senders: Vec<Arc<AppCounters>>,
+    receivers: Vec<Arc<AppCounters>>,
+    /// Packets written off as lost. Single writer (generator lcore 0), relaxed: it
+    /// orders nothing, the other lcores only read a bound from it.
+    written_off: AtomicU64,
+}
+
+impl Window {
+    pub fn new(
+        size: u64,
+        senders: Vec<Arc<AppCounters>>,
+        receivers: Vec<Arc<AppCounters>>,
+    ) -> Window {
+        Window {
+            size,
+            senders,
+            receivers,
+            written_off: AtomicU64::new(0),
+        }
+    }
+
+    fn sent(&self) -> u64 {
+        self.senders.iter().map(|c| c.sent.get()).sum()
+    }
+
+    fn received(&self) -> u64 {
+        self.receivers.iter().map(|c| c.received.get()).sum()
+    }
+
+    /// Packets written off as lost so far (net of those that arrived after all).
+    pub fn written_off(&self) -> u64 {
+        self.written_off.load(Ordering::Relaxed)
+    }
+}
+
+/// One generator lcore's view of the [`Window`].
+#[derive(Debug)]
+struct WindowView {
+    window: Arc<Window>,
+    /// Generator lcore 0: the one that writes off.
+    writer: bool,
+    last_received: u64,
+    stalled_since: Option<Instant>,
+}
+
+impl WindowView {
+    /// How many packets this lcore may send now.
+    fn room(&mut self, now: Instant) -> u64 {
+        let w = &*self.window;
+        let (sent, received) = (w.sent(), w.received());
+        let mut off = w.written_off();
+        if self.writer && received > sent.saturating_sub(off) {
+            // Some packets written off arrived late: take them back.
+            off = sent.saturating_sub(received);
+            w.written_off.store(off, Ordering::Relaxed);
+        }
+        let in_flight = sent.saturating_sub(off).saturating_sub(received);
+        if in_flight < w.size {
+            self.stalled_since = None;
+            return w.size - in_flight;
+        }
+        if self.writer {
+            if received != self.last_received {
+                self.last_received = received;
+                self.stalled_since = Some(now);
+            } else {
+                let since = *self.stalled_since.get_or_insert(now);
+                if now.saturating_duration_since(since) >= WINDOW_STALL {
+                    w.written_off.store(off + in_flight, Ordering::Relaxed);
+                    self.stalled_since = None;
+                }
+            }
+        }
+        0
+    }
 }
 
 /// Where a generator sends one flow.
@@ -236,6 +329,9 @@ pub struct GenConfig {
     pub quota: Option<u64>,
 }
 
+/// A generator's flow control: the shared window, and whether this lcore writes off.
+pub type GenWindow = Option<(Arc<Window>, bool)>;
+
 /// The generator of one lcore.
 #[derive(Debug)]
 pub struct Generator {
@@ -254,6 +350,7 @@ pub struct Generator {
     last: Option<Instant>,
     in_flight: Option<Instant>,
     rtt: Option<LocalHist>,
+    window: Option<WindowView>,
 }
 
 impl Generator {
@@ -263,6 +360,7 @@ impl Generator {
         phase: Arc<Phase>,
         counters: Arc<AppCounters>,
         rtt: Option<Arc<Mutex<Histogram<u64>>>>,
+        window: GenWindow,
     ) -> Generator {
         let with_template = |f: &Flow| (*f, template(cfg.size, cfg.src_ip, f));
         let mut prime: Vec<(Flow, [u8; PACKET_MIN])> = Vec::new();
@@ -287,6 +385,12 @@ impl Generator {
             rtt: rtt.map(|into| LocalHist {
                 hist: histogram(),
                 into,
+            }),
+            window: window.map(|(window, writer)| WindowView {
+                window,
+                writer,
+                last_received: 0,
+                stalled_since: None,
             }),
         }
     }
@@ -333,6 +437,9 @@ impl Generator {
                 self.run_sent += 1;
             }
             self.counters.sent.inc();
+            if matches!(dest, Dest::Group(_)) {
+                self.counters.sent_mcast.inc();
+            }
             tx.push(0, m, dest);
             sent += 1;
         }
@@ -419,7 +526,10 @@ impl App for Generator {
                         (self.tokens as usize).min(self.cfg.burst)
                     }
                 };
-                let n = n.min(usize::try_from(left).unwrap_or(usize::MAX));
+                let mut n = n.min(usize::try_from(left).unwrap_or(usize::MAX));
+                if let Some(w) = &mut self.window {
+                    n = n.min(usize::try_from(w.room(ctx.now)).unwrap_or(usize::MAX));
+                }
                 if n == 0 {
                     return false;
                 }
