@@ -198,8 +198,7 @@ pub struct Report {
     pub rx_mcast: u64,
     /// The flow control's window (`None`: open loop, or ping-pong).
     pub window: Option<u64>,
-    /// Packets the flow control wrote off as lost (the window stalled on them).
-    pub window_written_off: u64,
+
     /// Multicast packets the forwarder sent on (fwd topology).
     pub fwd_mcast_forwarded: Option<u64>,
     pub drops: Drops,
@@ -304,7 +303,7 @@ impl Report {
             "delivered_pct": self.delivered_pct(),
             "window": self.window,
             "open_loop": self.window.is_none() && !self.pingpong,
-            "window_written_off": self.window_written_off,
+
             "drops": drops,
             "mcast_groups": self.mcast_groups,
             "mcast_groups_joined": self.mcast_groups_joined,
@@ -389,10 +388,6 @@ impl Report {
             "flow control",
             match (self.window, self.pingpong) {
                 (_, true) => "one packet in flight (ping-pong)".to_owned(),
-                (Some(w), _) if self.window_written_off > 0 => format!(
-                    "window {w} packets in flight; {} written off as lost after stalls",
-                    self.window_written_off
-                ),
                 (Some(w), _) => format!("window {w} packets in flight (--open-loop: none)"),
                 (None, _) => "open loop (no window)".to_owned(),
             },

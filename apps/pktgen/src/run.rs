@@ -15,7 +15,9 @@ use ipoib_fwd::cli::Stdout;
 use crate::args::{Config, Topology};
 use crate::fwd::{FwdNode, FwdPlan};
 use crate::report::{self, Counts, Drops, Report};
-use crate::traffic::{self, AppCounters, GenConfig, Generator, Phase, Sink, SinkConfig, Window};
+use crate::traffic::{
+    self, AppCounters, GenConfig, Generator, Phase, Sink, SinkConfig, Window, DROPS_REFRESH,
+};
 
 /// How long a node may take to bring its link up, or the sink to join its groups.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -474,7 +476,7 @@ pub fn run(cfg: &Config, out: &mut Stdout, stop: &Arc<AtomicBool>) -> Result<Rep
                 phase.clone(),
                 counters[i].clone(),
                 rtt.then(|| hist.clone()),
-                window.clone().map(|w| (w, i == 0)),
+                window.clone(),
             )
         })
         .map_err(|source| RunError::Start {
@@ -563,12 +565,25 @@ pub fn run(cfg: &Config, out: &mut Stdout, stop: &Arc<AtomicBool>) -> Result<Rep
     let duration = Duration::from_secs_f64(cfg.duration_s);
     let mut last = (start, Counts::default());
     let mut tick = 1u64;
+    let mut drops_at = start;
     loop {
         let elapsed = start.elapsed();
         if elapsed >= duration || count_done() || interrupted(stop, out, &fabric) {
             break;
         }
+        if let Some(w) = window
+            .as_ref()
+            .filter(|_| drops_at.elapsed() >= DROPS_REFRESH)
+        {
+            w.set_dropped(live_drops().total());
+            drops_at = Instant::now();
+        }
         let next = Duration::from_secs(tick).min(duration);
+        let step = if window.is_some() {
+            step.min(DROPS_REFRESH)
+        } else {
+            step
+        };
         std::thread::sleep(next.saturating_sub(elapsed).min(step));
         if start.elapsed() >= Duration::from_secs(tick) && start.elapsed() < duration {
             let now = Instant::now();
@@ -676,7 +691,7 @@ pub fn run(cfg: &Config, out: &mut Stdout, stop: &Arc<AtomicBool>) -> Result<Rep
         tx_mcast: sum(&gen_counters, |c| c.sent_mcast.get()),
         rx_mcast: sum(&sink_counters, |c| c.received_mcast.get()),
         window: window.as_ref().map(|w| w.size),
-        window_written_off: window.as_ref().map_or(0, |w| w.written_off()),
+
         fwd_mcast_forwarded: fwd_final.as_ref().map(|f| f.mcast_forwarded),
         drops,
         mcast_groups: groups.len(),

@@ -111,26 +111,27 @@ pub struct AppCounters {
     pub timeouts: Counter,
 }
 
-/// How long the generators may see no packet arrive, with the window full, before
-/// they write what is in flight off as lost (a drop the fabric or a stack counted) and
-/// go on. Packets written off that arrive later are taken back.
-const WINDOW_STALL: Duration = Duration::from_millis(50);
-
 /// The generators' flow control (the default; `--open-loop` sends without): all
-/// generator lcores together keep at most `size` packets in flight, sent and not yet
-/// received (ipoib-fwd's traffic source does the same). Every ring on the way holds at
-/// least that many, so none overflows: the run is loss-free unless something else
-/// drops. Read once per generator iteration (relaxed loads of single-writer counters);
-/// generator lcore 0 alone writes off packets lost (see [`WINDOW_STALL`]).
+/// generator lcores together keep at most `size` packets in flight, sent and neither
+/// received nor counted as dropped (ipoib-fwd's traffic source does the same). Every
+/// ring on the way holds more than that, so none overflows: the run is loss-free
+/// unless something else drops, and a drop does not shrink the window for good.
+///
+/// Read once per generator iteration (relaxed loads of single-writer counters; they
+/// order nothing, a stale value only makes the window look fuller). The drops are the
+/// run's own count (every node's and the fabric's), refreshed by the main thread every
+/// [`DROPS_REFRESH`]: a drop holds the generators back at most that long.
 #[derive(Debug)]
 pub struct Window {
     pub size: u64,
     senders: Vec<Arc<AppCounters>>,
     receivers: Vec<Arc<AppCounters>>,
-    /// Packets written off as lost. Single writer (generator lcore 0), relaxed: it
-    /// orders nothing, the other lcores only read a bound from it.
-    written_off: AtomicU64,
+    /// Packets counted as dropped so far (single writer: the main thread).
+    dropped: AtomicU64,
 }
+
+/// How often the main thread refreshes a window's drop count.
+pub const DROPS_REFRESH: Duration = Duration::from_millis(20);
 
 impl Window {
     pub fn new(
@@ -142,63 +143,28 @@ impl Window {
             size,
             senders,
             receivers,
-            written_off: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
         }
     }
 
-    fn sent(&self) -> u64 {
-        self.senders.iter().map(|c| c.sent.get()).sum()
+    /// The run's drops so far (only the main thread calls this).
+    pub fn set_dropped(&self, n: u64) {
+        // Relaxed: see the type's documentation.
+        self.dropped.store(n, Ordering::Relaxed);
     }
 
-    fn received(&self) -> u64 {
-        self.receivers.iter().map(|c| c.received.get()).sum()
+    /// Packets in flight now.
+    fn in_flight(&self) -> u64 {
+        let sent: u64 = self.senders.iter().map(|c| c.sent.get()).sum();
+        let received: u64 = self.receivers.iter().map(|c| c.received.get()).sum();
+        // Relaxed: see the type's documentation.
+        let dropped = self.dropped.load(Ordering::Relaxed);
+        sent.saturating_sub(received).saturating_sub(dropped)
     }
 
-    /// Packets written off as lost so far (net of those that arrived after all).
-    pub fn written_off(&self) -> u64 {
-        self.written_off.load(Ordering::Relaxed)
-    }
-}
-
-/// One generator lcore's view of the [`Window`].
-#[derive(Debug)]
-struct WindowView {
-    window: Arc<Window>,
-    /// Generator lcore 0: the one that writes off.
-    writer: bool,
-    last_received: u64,
-    stalled_since: Option<Instant>,
-}
-
-impl WindowView {
-    /// How many packets this lcore may send now.
-    fn room(&mut self, now: Instant) -> u64 {
-        let w = &*self.window;
-        let (sent, received) = (w.sent(), w.received());
-        let mut off = w.written_off();
-        if self.writer && received > sent.saturating_sub(off) {
-            // Some packets written off arrived late: take them back.
-            off = sent.saturating_sub(received);
-            w.written_off.store(off, Ordering::Relaxed);
-        }
-        let in_flight = sent.saturating_sub(off).saturating_sub(received);
-        if in_flight < w.size {
-            self.stalled_since = None;
-            return w.size - in_flight;
-        }
-        if self.writer {
-            if received != self.last_received {
-                self.last_received = received;
-                self.stalled_since = Some(now);
-            } else {
-                let since = *self.stalled_since.get_or_insert(now);
-                if now.saturating_duration_since(since) >= WINDOW_STALL {
-                    w.written_off.store(off + in_flight, Ordering::Relaxed);
-                    self.stalled_since = None;
-                }
-            }
-        }
-        0
+    /// How many packets may be sent now.
+    fn room(&self) -> u64 {
+        self.size.saturating_sub(self.in_flight())
     }
 }
 
@@ -329,9 +295,6 @@ pub struct GenConfig {
     pub quota: Option<u64>,
 }
 
-/// A generator's flow control: the shared window, and whether this lcore writes off.
-pub type GenWindow = Option<(Arc<Window>, bool)>;
-
 /// The generator of one lcore.
 #[derive(Debug)]
 pub struct Generator {
@@ -350,7 +313,7 @@ pub struct Generator {
     last: Option<Instant>,
     in_flight: Option<Instant>,
     rtt: Option<LocalHist>,
-    window: Option<WindowView>,
+    window: Option<Arc<Window>>,
 }
 
 impl Generator {
@@ -360,7 +323,7 @@ impl Generator {
         phase: Arc<Phase>,
         counters: Arc<AppCounters>,
         rtt: Option<Arc<Mutex<Histogram<u64>>>>,
-        window: GenWindow,
+        window: Option<Arc<Window>>,
     ) -> Generator {
         let with_template = |f: &Flow| (*f, template(cfg.size, cfg.src_ip, f));
         let mut prime: Vec<(Flow, [u8; PACKET_MIN])> = Vec::new();
@@ -386,12 +349,7 @@ impl Generator {
                 hist: histogram(),
                 into,
             }),
-            window: window.map(|(window, writer)| WindowView {
-                window,
-                writer,
-                last_received: 0,
-                stalled_since: None,
-            }),
+            window,
         }
     }
 
@@ -527,8 +485,8 @@ impl App for Generator {
                     }
                 };
                 let mut n = n.min(usize::try_from(left).unwrap_or(usize::MAX));
-                if let Some(w) = &mut self.window {
-                    n = n.min(usize::try_from(w.room(ctx.now)).unwrap_or(usize::MAX));
+                if let Some(w) = &self.window {
+                    n = n.min(usize::try_from(w.room()).unwrap_or(usize::MAX));
                 }
                 if n == 0 {
                     return false;
