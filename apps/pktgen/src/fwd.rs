@@ -20,6 +20,8 @@ use crate::run::{stack_drops, Placement};
 pub struct FwdPlan {
     pub gen_side: (PKey, [u8; 4]),
     pub sink_side: (PKey, [u8; 4]),
+    /// Serve the node on the process's telemetry socket.
+    pub telemetry: bool,
 }
 
 /// What a stopped forwarder reports.
@@ -68,7 +70,6 @@ impl FwdNode {
         cpus: Vec<usize>,
         p: &Placement,
         stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
-        telemetry: bool,
     ) -> Result<FwdNode, String> {
         let iface = |(pkey, ip): (PKey, [u8; 4])| IfaceConfig {
             pkey,
@@ -92,7 +93,7 @@ impl FwdNode {
         let builder = cfg
             .stack_builder()
             .fabric(fabric, "fwd")
-            .telemetry(telemetry);
+            .telemetry(plan.telemetry);
         let node = ipoib_fwd::start_on(builder, &cfg).map_err(|e| e.to_string())?;
         Ok(FwdNode { node })
     }

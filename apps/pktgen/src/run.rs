@@ -399,13 +399,13 @@ pub fn run(cfg: &Config, out: &mut Stdout, stop: &Arc<AtomicBool>) -> Result<Rep
                 &FwdPlan {
                     gen_side: (plan.gen_pkey, plan.gen_next_hop),
                     sink_side: (plan.sink_pkey, plan.sink_next_hop),
+                    telemetry: cfg.telemetry,
                 },
                 &groups,
                 placement.fwd_lcores,
                 placement.cpus_of(fwd_at, placement.fwd_lcores),
                 &placement,
                 stop,
-                cfg.telemetry,
             )
             .map_err(RunError::Fwd)?,
         )

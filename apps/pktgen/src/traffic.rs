@@ -579,6 +579,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_window_counts_what_is_neither_received_nor_dropped() {
+        let (g0, g1, sink): (Arc<AppCounters>, Arc<AppCounters>, Arc<AppCounters>) =
+            (Arc::default(), Arc::default(), Arc::default());
+        let w = Window::new(512, vec![g0.clone(), g1], vec![sink.clone()]);
+        assert_eq!(w.room(), 512);
+        g0.sent.add(600);
+        assert_eq!(w.room(), 0, "over the window: nothing more");
+        sink.received.add(50);
+        assert_eq!(w.room(), 0);
+        w.set_dropped(40);
+        // 600 sent - 50 received - 40 dropped = 510 in flight.
+        assert_eq!(w.room(), 2);
+        w.set_dropped(600);
+        assert_eq!(w.room(), 512, "never negative");
+    }
+
+    #[test]
     fn checksum_of_a_known_header() {
         // RFC 1071 example header (Wikipedia's IPv4 checksum example).
         let h = [
