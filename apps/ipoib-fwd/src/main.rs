@@ -146,6 +146,11 @@ struct Args {
     /// ended), or "-" for the last line of standard output.
     #[arg(long, value_name = "FILE|-")]
     json: Option<String>,
+
+    /// Do not serve the nodes' state on the process's telemetry socket (ibpoll-ctl
+    /// finds it there by default).
+    #[arg(long)]
+    no_telemetry: bool,
 }
 
 /// The checked command line.
@@ -168,6 +173,8 @@ pub struct Config {
     pub pcap: Option<(PathBuf, u64)>,
     /// `None`: no JSON; `Some(None)`: standard output; `Some(Some(f))`: the file.
     pub json: Option<Option<ResultFile>>,
+    /// Serve the nodes on the telemetry socket.
+    pub telemetry: bool,
 }
 
 fn usable_cpus() -> usize {
@@ -268,6 +275,7 @@ impl Args {
             seed: self.seed,
             pcap: self.pcap.map(|p| (p, pcap_max)),
             json,
+            telemetry: !self.no_telemetry,
         })
     }
 }

@@ -13,7 +13,7 @@ use ibpoll_wire::{IbMtu, PKey};
 use ipoib_fwd::cli::capture::{Capture, CaptureEnd};
 use ipoib_fwd::cli::{self, describe, note, Signals, Stdout};
 use ipoib_fwd::traffic::{Sink, Source, SourceConfig, TrafficCounters};
-use ipoib_fwd::{start_forwarder, FwdConfig, FwdNode, FwdReport};
+use ipoib_fwd::{start_on, FwdConfig, FwdNode, FwdReport};
 use serde_json::json;
 
 use crate::Config;
@@ -112,8 +112,10 @@ pub(crate) fn endpoint(
     pkey: PKey,
     ipv4: [u8; 4],
     stop: &Arc<AtomicBool>,
+    telemetry: bool,
 ) -> ibpoll::StackBuilder {
     Stack::builder()
+        .telemetry(telemetry)
         .name(name)
         .fabric(fabric, name)
         .interface(IfaceConfig {
@@ -168,11 +170,17 @@ fn start(
     let sink_c = Arc::new(TrafficCounters::default());
     let sink = {
         let c = sink_c.clone();
-        endpoint(&fabric, "sink", PKey(0x8001), SINK_IP, stop)
+        endpoint(&fabric, "sink", PKey(0x8001), SINK_IP, stop, cfg.telemetry)
             .start(move |_| Sink::new(c.clone()))
             .map_err(|e| run_err(&e))?
     };
-    let fwd = start_forwarder(&fabric, "fwd", fc).map_err(|e| run_err(&e))?;
+    let fwd = start_on(
+        fc.stack_builder()
+            .fabric(&fabric, "fwd")
+            .telemetry(cfg.telemetry),
+        fc,
+    )
+    .map_err(|e| run_err(&e))?;
     let src_cfg = SourceConfig {
         src: SRC_IP,
         dst: cfg.dst,
@@ -189,9 +197,16 @@ fn start(
     src_c.halt.store(true, Ordering::Relaxed);
     let source = {
         let (c, peer) = (src_c.clone(), sink_c.clone());
-        endpoint(&fabric, "source", PKey::DEFAULT, SRC_IP, stop)
-            .start(move |_| Source::new(src_cfg, c.clone(), Some(peer.clone())))
-            .map_err(|e| run_err(&e))?
+        endpoint(
+            &fabric,
+            "source",
+            PKey::DEFAULT,
+            SRC_IP,
+            stop,
+            cfg.telemetry,
+        )
+        .start(move |_| Source::new(src_cfg, c.clone(), Some(peer.clone())))
+        .map_err(|e| run_err(&e))?
     };
     Ok(Nodes {
         fabric,

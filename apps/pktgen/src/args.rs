@@ -17,6 +17,12 @@ pub const DURATION_DEFAULT_S: f64 = 3.0;
 /// `--duration` with `--count` (the time limit, seconds).
 pub const DURATION_LIMIT_DEFAULT_S: f64 = 60.0;
 
+/// `--window` by default: packets in flight at most, generators to sink. Every
+/// receive ring on the way holds 1024 buffers.
+pub const WINDOW_DEFAULT: u64 = 512;
+/// The largest `--window`.
+pub const WINDOW_MAX: u64 = 1 << 20;
+
 /// The largest IP packet the fabric carries: the broadcast group's IB MTU (4096) less
 /// the 4-byte IPoIB header.
 pub const IP_MTU: usize = 4096 - 4;
@@ -42,7 +48,14 @@ impl Topology {
 const AFTER_HELP: &str = "\
 Ranges: --duration above 0 to 86400 s; --rate 1 to 1e9 packets/s or max; --flows 0 to 400;
 --mcast-groups 0 to 250; --burst 1 to 64; --size 42 to 4092; --idle-sleep-us 1 to 10000;
---pcap-max-bytes 4096 to 2^50 (default 1 GiB).
+--pcap-max-bytes 4096 to 2^50 (default 1 GiB); --window 1 to 1048576.
+
+Rates: Mpps and Gb/s of the IP packets (--size bytes each), and Gb/s on the wire: each
+packet with its InfiniBand headers and CRCs (LRH 8, GRH 40 for multicast, BTH 12, DETH
+8, IPoIB 4, padding to 4 bytes, ICRC 4, VCRC 2). Latency in microseconds.
+
+Inspection: while it runs, `ibpoll-ctl ifaces|groups|neigh|stats` shows its nodes
+(--no-telemetry turns that off).
 
 Exit status: 0 the run worked; 1 it failed (conservation broken, a membership left at
 the SA, an output not written: a full or closed standard output, the --json file, the
@@ -157,6 +170,28 @@ pub struct Args {
     /// Seed of the fabric's random draws.
     #[arg(long, default_value_t = 1, allow_hyphen_values = true)]
     pub seed: u64,
+
+    /// Flow control: the generators keep at most N packets in flight (sent, not yet
+    /// received at the sink), so that no receive ring overflows; 1 to 1048576.
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub window: Option<u64>,
+
+    /// Send without flow control (at --rate, or as fast as the generators go): the
+    /// sink's receive ring overflows when the generator outruns it
+    /// (fabric.no_receive_posted).
+    #[arg(long)]
+    pub open_loop: bool,
+
+    /// Write the latency distribution to FILE, one "percentile latency_us" line per
+    /// point (0 to 100; replaced only once the run ended, like --json). Implies
+    /// --latency unless --pingpong.
+    #[arg(long, value_name = "FILE")]
+    pub cdf: Option<PathBuf>,
+
+    /// Do not serve the nodes' state on the process's telemetry socket (for
+    /// ibpoll-ctl).
+    #[arg(long)]
+    pub no_telemetry: bool,
 }
 
 /// Where the nodes run (`--fabric`).
@@ -248,6 +283,12 @@ pub struct Config {
     /// `--json`: `None`, standard output (`Some(None)`), or a file.
     pub json: Option<Option<ResultFile>>,
     pub seed: u64,
+    /// Flow control: packets in flight at most; `None`: open loop (and ping-pong).
+    pub window: Option<u64>,
+    /// `--cdf`: where the latency distribution goes.
+    pub cdf: Option<ResultFile>,
+    /// Serve the nodes on the telemetry socket.
+    pub telemetry: bool,
 }
 
 impl Args {
@@ -394,6 +435,8 @@ impl Args {
                 ));
             }
         }
+        let window = self.flow_control()?;
+        let cdf = self.cdf_file(&json)?;
         Ok(Config {
             fabric,
             duration_s,
@@ -403,7 +446,7 @@ impl Args {
             burst: self.burst,
             flows: self.flows,
             mcast_groups,
-            latency: self.latency || self.pingpong,
+            latency: self.latency || self.pingpong || cdf.is_some(),
             pingpong: self.pingpong,
             topology,
             cores,
@@ -411,7 +454,61 @@ impl Args {
             pcap: self.pcap.clone().map(|p| (p, pcap_max)),
             json,
             seed: self.seed,
+            window,
+            cdf,
+            telemetry: !self.no_telemetry,
         })
+    }
+
+    /// `--window` and `--open-loop`: the window, or `None` for open loop.
+    fn flow_control(&self) -> Result<Option<u64>, BadFlag> {
+        match (self.window, self.open_loop, self.pingpong) {
+            (Some(_), true, _) => Err(bad(
+                "--window",
+                "--window sets the flow control that --open-loop turns off: give one of the two",
+            )),
+            (Some(_), _, true) | (None, true, true) => Err(bad(
+                if self.open_loop { "--open-loop" } else { "--window" },
+                "--pingpong keeps one packet in flight: it takes no flow control flag",
+            )),
+            (Some(n), false, false) if !(1..=WINDOW_MAX).contains(&n) => Err(bad(
+                "--window",
+                format!("{n} is out of range: give 1 to {WINDOW_MAX} packets in flight (or --open-loop)"),
+            )),
+            (Some(n), false, false) => Ok(Some(n)),
+            (None, false, false) => Ok(Some(WINDOW_DEFAULT)),
+            (None, _, _) => Ok(None),
+        }
+    }
+
+    /// `--cdf FILE`: checked, not touched; never the --json or --pcap file.
+    fn cdf_file(&self, json: &Option<Option<ResultFile>>) -> Result<Option<ResultFile>, BadFlag> {
+        let Some(p) = &self.cdf else {
+            return Ok(None);
+        };
+        if p.as_os_str().is_empty() || p.as_os_str() == "-" {
+            return Err(bad(
+                "--cdf",
+                "give a file name (standard output carries the summary)",
+            ));
+        }
+        let others = [
+            self.pcap.as_deref().map(|q| ("--pcap", q)),
+            json.as_ref()
+                .and_then(|j| j.as_ref())
+                .map(|j| ("--json", j.path())),
+        ];
+        for (flag, q) in others.into_iter().flatten() {
+            if same_file(p, q) {
+                return Err(bad(
+                    "--cdf",
+                    format!("{} is also the {flag} file: give two files", p.display()),
+                ));
+            }
+        }
+        ResultFile::check(p)
+            .map(Some)
+            .map_err(|e| bad("--cdf", e.to_string()))
     }
 }
 

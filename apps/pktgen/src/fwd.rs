@@ -20,6 +20,8 @@ use crate::run::{stack_drops, Placement};
 pub struct FwdPlan {
     pub gen_side: (PKey, [u8; 4]),
     pub sink_side: (PKey, [u8; 4]),
+    /// Serve the node on the process's telemetry socket.
+    pub telemetry: bool,
 }
 
 /// What a stopped forwarder reports.
@@ -88,7 +90,11 @@ impl FwdNode {
             stop_flag: Some(stop.clone()),
             ..FwdConfig::default()
         };
-        let node = ipoib_fwd::start_forwarder(fabric, "fwd", &cfg).map_err(|e| e.to_string())?;
+        let builder = cfg
+            .stack_builder()
+            .fabric(fabric, "fwd")
+            .telemetry(plan.telemetry);
+        let node = ipoib_fwd::start_on(builder, &cfg).map_err(|e| e.to_string())?;
         Ok(FwdNode { node })
     }
 

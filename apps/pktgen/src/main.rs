@@ -116,6 +116,7 @@ fn main() -> ExitCode {
     let failed = verdict(&report);
     out.line(&report.table());
     let failed = write_json(&cfg, &report, &mut out) | failed;
+    let failed = write_cdf(&cfg, &report) | failed;
     if let Some(e) = out.error() {
         note(&format!("pktgen: error: writing to standard output: {e}"));
         return ExitCode::from(cli::EXIT_FAILED);
@@ -168,6 +169,24 @@ fn verdict(report: &Report) -> bool {
         failed = true;
     }
     failed
+}
+
+/// Writes the latency distribution where `--cdf` says; whether that failed.
+fn write_cdf(cfg: &Config, report: &Report) -> bool {
+    let Some(f) = &cfg.cdf else {
+        return false;
+    };
+    let Some(h) = &report.latency else {
+        note("pktgen: error: --cdf: no latency was measured (no packet arrived)");
+        return true;
+    };
+    match f.write(report::cdf_text(h).as_bytes()) {
+        Ok(()) => false,
+        Err(e) => {
+            note(&format!("pktgen: error: --cdf: {e}"));
+            true
+        }
+    }
 }
 
 /// Writes the JSON summary where `--json` says; whether that failed (a lost result).

@@ -4,9 +4,140 @@
 use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
+use ibpoll_wire::{bth, crc, deth, grh, ipoib, lrh};
 use serde_json::{json, Map, Value};
 
 use crate::args::Topology;
+
+/// Bytes one pktgen packet of `size` IP bytes takes on an InfiniBand link: LRH, the GRH
+/// when it has one (multicast), BTH, DETH, the IPoIB header, the IP packet, the BTH pad
+/// to a multiple of 4 bytes, ICRC and VCRC (the frame tshark shows). The physical
+/// layer's encoding and delimiters are not counted.
+pub fn wire_bytes(size: usize, with_grh: bool) -> u64 {
+    let payload = ipoib::HEADER_LEN + size;
+    let pad = usize::from(bth::pad_count_for(payload));
+    let grh = if with_grh { grh::HEADER_LEN } else { 0 };
+    (lrh::HEADER_LEN
+        + grh
+        + bth::HEADER_LEN
+        + deth::HEADER_LEN
+        + payload
+        + pad
+        + crc::ICRC_LEN
+        + crc::VCRC_LEN) as u64
+}
+
+/// Gb/s on the wire of `pps` packets of `size` IP bytes, `mcast_pps` of them multicast.
+pub fn wire_gbps(size: usize, pps: f64, mcast_pps: f64) -> f64 {
+    let unicast = (pps - mcast_pps).max(0.0);
+    let bytes =
+        unicast * wire_bytes(size, false) as f64 + mcast_pps * wire_bytes(size, true) as f64;
+    bytes * 8.0 / 1e9
+}
+
+/// Gb/s of `pps` IP packets of `size` bytes.
+pub fn ip_gbps(size: usize, pps: f64) -> f64 {
+    pps * size as f64 * 8.0 / 1e9
+}
+
+/// Packets sent and received so far (and of them, multicast), or per second.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counts {
+    pub tx: u64,
+    pub tx_mcast: u64,
+    pub rx: u64,
+    pub rx_mcast: u64,
+}
+
+/// Packets per second.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Rates {
+    pub tx: f64,
+    pub tx_mcast: f64,
+    pub rx: f64,
+    pub rx_mcast: f64,
+}
+
+impl Counts {
+    /// The rates since `last`, `dt` seconds ago.
+    pub fn since(&self, last: &Counts, dt: f64) -> Rates {
+        let r = |a: u64, b: u64| {
+            if dt > 0.0 {
+                a.saturating_sub(b) as f64 / dt
+            } else {
+                0.0
+            }
+        };
+        Rates {
+            tx: r(self.tx, last.tx),
+            tx_mcast: r(self.tx_mcast, last.tx_mcast),
+            rx: r(self.rx, last.rx),
+            rx_mcast: r(self.rx_mcast, last.rx_mcast),
+        }
+    }
+}
+
+/// `X Mpps  Y Gb/s IP  Z Gb/s wire`.
+fn rate_text(size: usize, pps: f64, mcast_pps: f64) -> String {
+    format!(
+        "{:>7.3} Mpps {:>7.3} Gb/s IP {:>7.3} Gb/s wire",
+        pps / 1e6,
+        ip_gbps(size, pps),
+        wire_gbps(size, pps, mcast_pps)
+    )
+}
+
+/// One status line (once per second of the run).
+pub fn status_line(
+    elapsed_s: f64,
+    size: usize,
+    r: &Rates,
+    drops: u64,
+    (joined, groups): (usize, usize),
+    neighbours: usize,
+) -> String {
+    format!(
+        "[{elapsed_s:>5.1}s] tx {} | rx {} | drops {drops:>9} | groups {joined}/{groups} | neighbours {neighbours}",
+        rate_text(size, r.tx, r.tx_mcast),
+        rate_text(size, r.rx, r.rx_mcast),
+    )
+}
+
+/// The points of a latency distribution, in percent: whole percentiles to 99, then
+/// tenths, hundredths and thousandths of a percent to 99.999, then 100 (the maximum).
+fn cdf_points() -> Vec<f64> {
+    let mut p: Vec<f64> = (0..=99).map(f64::from).collect();
+    p.extend((1..=9).map(|i| 99.0 + f64::from(i) * 0.1));
+    p.extend((1..=9).map(|i| 99.9 + f64::from(i) * 0.01));
+    p.extend((1..=9).map(|i| 99.99 + f64::from(i) * 0.001));
+    p.push(100.0);
+    p
+}
+
+/// `(percentile, ns)` over [`cdf_points`].
+pub fn cdf(h: &Histogram<u64>) -> Vec<(f64, u64)> {
+    cdf_points()
+        .into_iter()
+        .map(|p| {
+            let v = if p >= 100.0 {
+                h.max()
+            } else {
+                h.value_at_quantile(p / 100.0)
+            };
+            (p, v)
+        })
+        .collect()
+}
+
+/// The `--cdf` file: a header, then `percentile latency_us` lines.
+pub fn cdf_text(h: &Histogram<u64>) -> String {
+    use std::fmt::Write;
+    let mut t = String::from("# percentile latency_us\n");
+    for (p, ns) in cdf(h) {
+        let _ = writeln!(t, "{p:.3} {:.3}", ns as f64 / 1e3);
+    }
+    t
+}
 
 /// Drops by `node.reason` (only reasons that counted something).
 #[derive(Debug, Default, Clone)]
@@ -63,8 +194,13 @@ pub struct Report {
     pub tx_packets: u64,
     /// pktgen datagrams received: at the sink, or (ping-pong) echoes at the generator.
     pub rx_packets: u64,
+    /// Of `tx_packets`, sent to a multicast group.
+    pub tx_mcast: u64,
     /// Of those, received from a multicast group (by the sink).
     pub rx_mcast: u64,
+    /// The flow control's window (`None`: open loop, or ping-pong).
+    pub window: Option<u64>,
+
     /// Multicast packets the forwarder sent on (fwd topology).
     pub fwd_mcast_forwarded: Option<u64>,
     pub drops: Drops,
@@ -107,17 +243,34 @@ impl Report {
         }
     }
 
-    fn gbps(&self, pps: f64) -> f64 {
-        pps * self.size as f64 * 8.0 / 1e9
-    }
-
-    fn percentiles(h: &Histogram<u64>) -> [(&'static str, u64); 4] {
+    fn percentiles(h: &Histogram<u64>) -> [(&'static str, u64); 6] {
         [
+            ("min", h.min()),
+            ("mean", h.mean().round() as u64),
             ("p50", h.value_at_quantile(0.50)),
             ("p99", h.value_at_quantile(0.99)),
             ("p999", h.value_at_quantile(0.999)),
             ("max", h.max()),
         ]
+    }
+
+    /// Received of sent, in percent (100 when nothing was sent).
+    pub fn delivered_pct(&self) -> f64 {
+        if self.tx_packets == 0 {
+            100.0
+        } else {
+            self.rx_packets as f64 * 100.0 / self.tx_packets as f64
+        }
+    }
+
+    fn rates(&self) -> Rates {
+        Counts {
+            tx: self.tx_packets,
+            tx_mcast: self.tx_mcast,
+            rx: self.rx_packets,
+            rx_mcast: self.rx_mcast,
+        }
+        .since(&Counts::default(), self.duration_s)
     }
 
     /// The JSON summary (one object).
@@ -140,6 +293,19 @@ impl Report {
             "rx_mcast_packets": self.rx_mcast,
             "tx_pps": self.pps(self.tx_packets),
             "rx_pps": self.pps(self.rx_packets),
+            "tx_mcast_packets": self.tx_mcast,
+            "tx_gbps_ip": ip_gbps(self.size, self.rates().tx),
+            "tx_gbps_wire": wire_gbps(self.size, self.rates().tx, self.rates().tx_mcast),
+            "rx_gbps_ip": ip_gbps(self.size, self.rates().rx),
+            "rx_gbps_wire": wire_gbps(self.size, self.rates().rx, self.rates().rx_mcast),
+            "wire_bytes_per_packet": {
+                "unicast": wire_bytes(self.size, false),
+                "multicast": wire_bytes(self.size, true),
+            },
+            "delivered_pct": self.delivered_pct(),
+            "window": self.window,
+            "open_loop": self.window.is_none() && !self.pingpong,
+
             "drops": drops,
             "mcast_groups": self.mcast_groups,
             "mcast_groups_joined": self.mcast_groups_joined,
@@ -168,6 +334,8 @@ impl Report {
                 .collect();
             o["latency_ns"] = Value::Object(l);
             o["latency_samples"] = json!(h.len());
+            let c: Vec<Value> = cdf(h).into_iter().map(|(p, ns)| json!([p, ns])).collect();
+            o["latency_cdf"] = Value::Array(c);
         }
         if self.pingpong {
             o["pingpong_timeouts"] = json!(self.timeouts);
@@ -182,8 +350,7 @@ impl Report {
     pub fn table(&self) -> String {
         use std::fmt::Write;
         let mut t = String::new();
-        let tx_pps = self.pps(self.tx_packets);
-        let rx_pps = self.pps(self.rx_packets);
+        let r = self.rates();
         let _ = writeln!(
             t,
             "pktgen summary: {}, topology {}, {}, {}-byte IP packets, burst {}, {} core{}",
@@ -225,21 +392,27 @@ impl Report {
             row("priming packets (in tx)", self.prime_packets.to_string());
         }
         row(
+            "flow control",
+            match (self.window, self.pingpong) {
+                (_, true) => "one packet in flight (ping-pong)".to_owned(),
+                (Some(w), _) => format!("window {w} packets in flight (--open-loop: none)"),
+                (None, _) => "open loop (no window)".to_owned(),
+            },
+        );
+        row(
             "tx",
             format!(
-                "{} packets  {:.3} Mpps  {:.3} Gb/s",
+                "{} packets  {}",
                 self.tx_packets,
-                tx_pps / 1e6,
-                self.gbps(tx_pps)
+                rate_text(self.size, r.tx, r.tx_mcast).trim_start()
             ),
         );
         row(
             if self.pingpong { "rx (echoes)" } else { "rx" },
             format!(
-                "{} packets  {:.3} Mpps  {:.3} Gb/s",
+                "{} packets  {}",
                 self.rx_packets,
-                rx_pps / 1e6,
-                self.gbps(rx_pps)
+                rate_text(self.size, r.rx, r.rx_mcast).trim_start()
             ),
         );
         if !self.pingpong {
@@ -248,6 +421,23 @@ impl Report {
         if let Some(n) = self.fwd_mcast_forwarded {
             row("multicast forwarded (ipoib-fwd)", format!("{n} packets"));
         }
+        row(
+            "on the wire per packet",
+            format!(
+                "{} bytes unicast, {} multicast (IB headers and CRCs around {} IP bytes)",
+                wire_bytes(self.size, false),
+                wire_bytes(self.size, true),
+                self.size
+            ),
+        );
+        row(
+            "delivered",
+            format!(
+                "{:.4} % of the packets sent ({} lost)",
+                self.delivered_pct(),
+                self.tx_packets.saturating_sub(self.rx_packets)
+            ),
+        );
         row("drops", self.drops.total().to_string());
         for (k, v) in self.drops.iter() {
             row(&format!("  {k}"), v.to_string());
@@ -258,19 +448,16 @@ impl Report {
         );
         row("neighbours (generator)", self.neighbours.to_string());
         if let Some(h) = &self.latency {
-            let [p50, p99, p999, max] = Self::percentiles(h);
+            let us = |ns: u64| format!("{:.3}", ns as f64 / 1e3);
+            let [min, mean, p50, p99, p999, max] = Self::percentiles(h).map(|(_, v)| us(v));
             row(
                 if self.pingpong {
-                    "round trip (ns)"
+                    "round trip (µs)"
                 } else {
-                    "one-way latency (ns)"
+                    "one-way latency (µs)"
                 },
                 format!(
-                    "p50 {}  p99 {}  p99.9 {}  max {}  ({} samples)",
-                    p50.1,
-                    p99.1,
-                    p999.1,
-                    max.1,
+                    "min {min}  mean {mean}  p50 {p50}  p99 {p99}  p99.9 {p999}  max {max}  ({} samples)",
                     h.len()
                 ),
             );

@@ -15,8 +15,10 @@ use ipoib_fwd::cli::Stdout;
 use crate::args::{Config, FabricChoice, Topology};
 use crate::fabric::{Net, VerbsTarget};
 use crate::fwd::{FwdNode, FwdPlan};
-use crate::report::{Drops, Report};
-use crate::traffic::{self, AppCounters, GenConfig, Generator, Phase, Sink, SinkConfig};
+use crate::report::{self, Counts, Drops, Report};
+use crate::traffic::{
+    self, AppCounters, GenConfig, Generator, Phase, Sink, SinkConfig, Window, DROPS_REFRESH,
+};
 
 /// How long a node may take to bring its link up, or the sink to join its groups.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -413,6 +415,7 @@ pub fn run(
             &placement,
             stop,
         )
+        .telemetry(cfg.telemetry)
         .start(move |i| Sink::new(sink_cfg, counters[i].clone(), Some(hist.clone())))
         .map_err(|source| RunError::Start {
             node: "sink",
@@ -431,6 +434,7 @@ pub fn run(
                 &FwdPlan {
                     gen_side: (plan.gen_pkey, plan.gen_next_hop),
                     sink_side: (plan.sink_pkey, plan.sink_next_hop),
+                    telemetry: cfg.telemetry,
                 },
                 &groups,
                 placement.fwd_lcores,
@@ -445,6 +449,11 @@ pub fn run(
     };
     let gen_counters: Vec<Arc<AppCounters>> =
         (0..placement.gen_lcores).map(|_| Arc::default()).collect();
+    // Flow control (stream runs): every generator lcore against every sink lcore.
+    let window = cfg
+        .window
+        .filter(|_| !cfg.pingpong)
+        .map(|w| Arc::new(Window::new(w, gen_counters.clone(), sink_counters.clone())));
     let gen_cfg = GenConfig {
         src_ip: plan.gen_ip,
         size: cfg.size,
@@ -480,6 +489,7 @@ pub fn run(
         let hist = latency_hist.clone();
         let rtt = cfg.pingpong;
         let quotas = quotas.clone();
+        let window = window.clone();
         node(
             &net,
             "gen",
@@ -490,6 +500,7 @@ pub fn run(
             &placement,
             stop,
         )
+        .telemetry(cfg.telemetry)
         .start(move |i| {
             Generator::new(
                 GenConfig {
@@ -500,6 +511,7 @@ pub fn run(
                 phase.clone(),
                 counters[i].clone(),
                 rtt.then(|| hist.clone()),
+                window.clone(),
             )
         })
         .map_err(|source| RunError::Start {
@@ -586,38 +598,49 @@ pub fn run(
     let start = Instant::now();
     phase.set(Phase::RUN);
     let duration = Duration::from_secs_f64(cfg.duration_s);
-    let mut last = (start, 0u64, 0u64);
+    let mut last = (start, Counts::default());
     let mut tick = 1u64;
+    let mut drops_at = start;
     loop {
         let elapsed = start.elapsed();
         if elapsed >= duration || count_done() || interrupted(stop, out, &net) {
             break;
         }
+        if let Some(w) = window
+            .as_ref()
+            .filter(|_| drops_at.elapsed() >= DROPS_REFRESH)
+        {
+            w.set_dropped(live_drops().total());
+            drops_at = Instant::now();
+        }
         let next = Duration::from_secs(tick).min(duration);
+        let step = if window.is_some() {
+            step.min(DROPS_REFRESH)
+        } else {
+            step
+        };
         std::thread::sleep(next.saturating_sub(elapsed).min(step));
         if start.elapsed() >= Duration::from_secs(tick) && start.elapsed() < duration {
             let now = Instant::now();
-            let tx = sum(&gen_counters, |c| c.sent.get());
-            let rx = sum(rx_counters, |c| c.received.get());
+            let seen = Counts {
+                tx: sum(&gen_counters, |c| c.sent.get()),
+                tx_mcast: sum(&gen_counters, |c| c.sent_mcast.get()),
+                rx: sum(rx_counters, |c| c.received.get()),
+                rx_mcast: sum(rx_counters, |c| c.received_mcast.get()),
+            };
             let dt = now.duration_since(last.0).as_secs_f64();
-            let d = live_drops();
-            let (tx_pps, rx_pps) = ((tx - last.1) as f64 / dt, (rx - last.2) as f64 / dt);
             let neigh = gen
                 .with_controller(|c| c.neighbour_count())
                 .unwrap_or_default();
-            out.line(&format!(
-                "[{:>5.1}s] tx {:>7.3} Mpps {:>7.3} Gb/s | rx {:>7.3} Mpps {:>7.3} Gb/s | drops {:>9} | groups {}/{} | neighbours {}",
+            out.line(&report::status_line(
                 start.elapsed().as_secs_f64(),
-                tx_pps / 1e6,
-                tx_pps * cfg.size as f64 * 8.0 / 1e9,
-                rx_pps / 1e6,
-                rx_pps * cfg.size as f64 * 8.0 / 1e9,
-                d.total(),
-                joined(&sink, 0, &groups).unwrap_or(0),
-                groups.len(),
+                cfg.size,
+                &seen.since(&last.1, dt),
+                live_drops().total(),
+                (joined(&sink, 0, &groups).unwrap_or(0), groups.len()),
                 neigh,
             ));
-            last = (now, tx, rx);
+            last = (now, seen);
             tick += 1;
         }
     }
@@ -707,7 +730,10 @@ pub fn run(
         prime_packets,
         tx_packets,
         rx_packets,
+        tx_mcast: sum(&gen_counters, |c| c.sent_mcast.get()),
         rx_mcast: sum(&sink_counters, |c| c.received_mcast.get()),
+        window: window.as_ref().map(|w| w.size),
+
         fwd_mcast_forwarded: fwd_final.as_ref().map(|f| f.mcast_forwarded),
         drops,
         mcast_groups: groups.len(),

@@ -12,7 +12,7 @@
 //! single-writer [`Counter`]s, histograms are allocated at start-up and merged into the
 //! shared one only when the application is dropped (on its lcore, at stop).
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -89,6 +89,8 @@ pub struct AppCounters {
     pub sent: Counter,
     /// Of those, the priming packets sent before the run (generator).
     pub primed: Counter,
+    /// Of those, the ones sent to a multicast group (generator).
+    pub sent_mcast: Counter,
     /// 1 once the generator has sent its share of `--count` (ping-pong: and its last
     /// ping was answered or given up); 0 before, and always without `--count`.
     pub finished: Counter,
@@ -107,6 +109,63 @@ pub struct AppCounters {
     /// Ping-pong packets given up after `PINGPONG_TIMEOUT` (their loss is counted
     /// where it happened).
     pub timeouts: Counter,
+}
+
+/// The generators' flow control (the default; `--open-loop` sends without): all
+/// generator lcores together keep at most `size` packets in flight, sent and neither
+/// received nor counted as dropped (ipoib-fwd's traffic source does the same). Every
+/// ring on the way holds more than that, so none overflows: the run is loss-free
+/// unless something else drops, and a drop does not shrink the window for good.
+///
+/// Read once per generator iteration (relaxed loads of single-writer counters; they
+/// order nothing, a stale value only makes the window look fuller). The drops are the
+/// run's own count (every node's and the fabric's), refreshed by the main thread every
+/// [`DROPS_REFRESH`]: a drop holds the generators back at most that long.
+#[derive(Debug)]
+pub struct Window {
+    pub size: u64,
+    senders: Vec<Arc<AppCounters>>,
+    receivers: Vec<Arc<AppCounters>>,
+    /// Packets counted as dropped so far (single writer: the main thread).
+    dropped: AtomicU64,
+}
+
+/// How often the main thread refreshes a window's drop count.
+pub const DROPS_REFRESH: Duration = Duration::from_millis(20);
+
+impl Window {
+    pub fn new(
+        size: u64,
+        senders: Vec<Arc<AppCounters>>,
+        receivers: Vec<Arc<AppCounters>>,
+    ) -> Window {
+        Window {
+            size,
+            senders,
+            receivers,
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// The run's drops so far (only the main thread calls this).
+    pub fn set_dropped(&self, n: u64) {
+        // Relaxed: see the type's documentation.
+        self.dropped.store(n, Ordering::Relaxed);
+    }
+
+    /// Packets in flight now.
+    fn in_flight(&self) -> u64 {
+        let sent: u64 = self.senders.iter().map(|c| c.sent.get()).sum();
+        let received: u64 = self.receivers.iter().map(|c| c.received.get()).sum();
+        // Relaxed: see the type's documentation.
+        let dropped = self.dropped.load(Ordering::Relaxed);
+        sent.saturating_sub(received).saturating_sub(dropped)
+    }
+
+    /// How many packets may be sent now.
+    fn room(&self) -> u64 {
+        self.size.saturating_sub(self.in_flight())
+    }
 }
 
 /// Where a generator sends one flow.
@@ -256,6 +315,7 @@ pub struct Generator {
     rtt: Option<LocalHist>,
     /// Buffers of a burst, allocated in bulk.
     scratch: MbufArray,
+    window: Option<Arc<Window>>,
 }
 
 impl Generator {
@@ -265,6 +325,7 @@ impl Generator {
         phase: Arc<Phase>,
         counters: Arc<AppCounters>,
         rtt: Option<Arc<Mutex<Histogram<u64>>>>,
+        window: Option<Arc<Window>>,
     ) -> Generator {
         let with_template = |f: &Flow| (*f, template(cfg.size, cfg.src_ip, f));
         let mut prime: Vec<(Flow, [u8; PACKET_MIN])> = Vec::new();
@@ -291,6 +352,7 @@ impl Generator {
                 hist: histogram(),
                 into,
             }),
+            window,
         }
     }
 
@@ -315,7 +377,7 @@ impl Generator {
         if got < want {
             self.counters.nombuf.inc();
         }
-        let mut sent = 0;
+        let (mut sent, mut mcast) = (0, 0);
         for mut m in self.scratch.drain_front(got) {
             let (flow, header) = if priming {
                 &self.prime[self.primed + sent]
@@ -333,6 +395,7 @@ impl Generator {
                     self.next = 0;
                 }
             }
+            mcast += u64::from(matches!(dest, Dest::Group(_)));
             tx.push(0, m, dest);
             sent += 1;
         }
@@ -345,6 +408,7 @@ impl Generator {
             self.run_sent += sent as u64;
         }
         self.counters.sent.add(sent as u64);
+        self.counters.sent_mcast.add(mcast);
         sent
     }
 
@@ -428,7 +492,10 @@ impl App for Generator {
                         (self.tokens as usize).min(self.cfg.burst)
                     }
                 };
-                let n = n.min(usize::try_from(left).unwrap_or(usize::MAX));
+                let mut n = n.min(usize::try_from(left).unwrap_or(usize::MAX));
+                if let Some(w) = &self.window {
+                    n = n.min(usize::try_from(w.room()).unwrap_or(usize::MAX));
+                }
                 if n == 0 {
                     return false;
                 }
@@ -537,6 +604,23 @@ impl Sink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_window_counts_what_is_neither_received_nor_dropped() {
+        let (g0, g1, sink): (Arc<AppCounters>, Arc<AppCounters>, Arc<AppCounters>) =
+            (Arc::default(), Arc::default(), Arc::default());
+        let w = Window::new(512, vec![g0.clone(), g1], vec![sink.clone()]);
+        assert_eq!(w.room(), 512);
+        g0.sent.add(600);
+        assert_eq!(w.room(), 0, "over the window: nothing more");
+        sink.received.add(50);
+        assert_eq!(w.room(), 0);
+        w.set_dropped(40);
+        // 600 sent - 50 received - 40 dropped = 510 in flight.
+        assert_eq!(w.room(), 2);
+        w.set_dropped(600);
+        assert_eq!(w.room(), 512, "never negative");
+    }
 
     #[test]
     fn checksum_of_a_known_header() {

@@ -151,7 +151,9 @@ mod stats;
 mod table;
 
 pub use config::CtrlConfig;
-pub use controller::{Controller, CtrlEvent, CtrlQps, FlushLevel, Poll};
+pub use controller::{
+    Controller, CtrlEvent, CtrlQps, FlushLevel, GroupInfo, NeighInfo, NeighPhase, PathInfo, Poll,
+};
 pub use error::{Error, SnapshotMismatch, SnapshotSide};
 pub use mcast::{Backoff, GroupKind, GroupPhase, GroupState, Membership, RetryAt};
 pub use nh::NhId;

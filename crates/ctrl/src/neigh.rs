@@ -353,6 +353,7 @@ impl Controller {
             return;
         }
         let (hwaddr, old) = (*hwaddr, old.clone());
+        let route = path.map(|p| (p.dlid, p.sl));
         let ah = path.and_then(|p| {
             self.port
                 .create_ah(&AhAttr {
@@ -375,10 +376,10 @@ impl Controller {
             }
             slot
         });
-        let entry = match (slot, old) {
-            (Some((guard, slot)), _) => {
+        let entry = match (slot.zip(route), old) {
+            (Some(((guard, slot), route)), _) => {
                 self.stats.paths_ok += 1;
-                Arc::new(Neighbour::new(ip, hwaddr, qkey, guard, slot))
+                Arc::new(Neighbour::new(ip, hwaddr, qkey, route, guard, slot))
             }
             (None, Some(old)) => {
                 self.stats.paths_failed += 1;

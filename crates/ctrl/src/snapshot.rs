@@ -103,6 +103,10 @@ pub struct Neighbour {
     pub hwaddr: HwAddr,
     /// The Q_Key to send with (the broadcast group's).
     pub qkey: QKey,
+    /// The path's destination LID (from its PathRecord).
+    pub dlid: Lid,
+    /// The path's service level.
+    pub sl: u8,
     pub(crate) ah: Arc<AhGuard>,
     pub(crate) nh: NhSlot,
 }
@@ -112,6 +116,7 @@ impl Neighbour {
         ip: [u8; 4],
         hwaddr: HwAddr,
         qkey: QKey,
+        (dlid, sl): (Lid, u8),
         ah: Arc<AhGuard>,
         nh: NhSlot,
     ) -> Self {
@@ -119,6 +124,8 @@ impl Neighbour {
             ip,
             hwaddr,
             qkey,
+            dlid,
+            sl,
             ah,
             nh,
         }

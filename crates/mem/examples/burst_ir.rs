@@ -47,6 +47,14 @@ fn burst_handle(mem: &mut LcoreMem<'_>, arr: &mut MbufArray) {
 }
 
 fn main() {
+    // Logs (the pool's warnings) on standard error, filtered by RUST_LOG (default warn),
+    // as in every program of the workspace.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
     let pool = Mempool::new(MempoolConfig {
         hugepages: HugepagePolicy::Never,
         ..MempoolConfig::new("burst-ir", 8192)

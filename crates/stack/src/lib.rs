@@ -102,6 +102,7 @@ pub mod smol;
 mod stack;
 mod stats;
 mod tee;
+pub mod telemetry;
 mod tx;
 
 pub use app::{App, Discard, LcoreCtx};

@@ -89,6 +89,8 @@ pub struct Stack {
     stop_timeout: Duration,
     stopped: bool,
     stop_state: Arc<StopState>,
+    /// Its place in the process's telemetry (withdrawn when the stack goes).
+    pub(crate) telemetry: Option<crate::telemetry::Registration>,
 }
 
 impl Stack {
@@ -116,6 +118,7 @@ impl Stack {
             stop_timeout,
             stopped: false,
             stop_state,
+            telemetry: None,
         }
     }
 
@@ -157,6 +160,12 @@ impl Stack {
     /// Interface `iface`'s IPoIB hardware address. Panics if there is no such interface.
     pub fn iface_hwaddr(&self, iface: usize) -> HwAddr {
         self.ifaces[iface].hwaddr
+    }
+
+    /// The process's telemetry socket, if this stack is served there
+    /// ([`StackBuilder::telemetry`]).
+    pub fn telemetry_socket(&self) -> Option<&std::path::Path> {
+        self.telemetry.as_ref().and_then(|t| t.socket())
     }
 
     /// The port.

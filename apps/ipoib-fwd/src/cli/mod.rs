@@ -65,6 +65,11 @@ pub fn parse_args<T: clap::Parser>(prog: &str) -> Result<T, ExitCode> {
                 Err(ExitCode::from(EXIT_FAILED))
             }
         }
+        // A subcommand is missing: the usage, as it is, is the message.
+        clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            note(text.trim_end());
+            Err(ExitCode::from(EXIT_USAGE))
+        }
         _ => {
             note(&format!("{prog}: {}", text.trim_end()));
             Err(ExitCode::from(EXIT_USAGE))

@@ -22,6 +22,7 @@ mod check;
 mod ctl_tx;
 mod expire;
 mod flush;
+mod inspect;
 mod join;
 mod leave;
 mod publish;
@@ -48,6 +49,8 @@ use crate::sa::{self, SaClient, SaEvent};
 use crate::snapshot::Snapshot;
 use crate::table::{ChangeLog, GroupTable, NeighTable};
 use crate::{CtrlConfig, CtrlStats, Error};
+
+pub use inspect::{GroupInfo, NeighInfo, NeighPhase, PathInfo};
 
 /// Whether a poll did any work (SPDK's pollers: busy and idle cycles are counted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -100,6 +100,7 @@ pub struct StackBuilder {
     pub(crate) ctl_poll_interval: Duration,
     pub(crate) stop_timeout: Duration,
     pub(crate) stop_flag: Option<Arc<std::sync::atomic::AtomicBool>>,
+    pub(crate) telemetry: bool,
 }
 
 impl Default for StackBuilder {
@@ -127,6 +128,7 @@ impl Default for StackBuilder {
             ctl_poll_interval: Duration::from_micros(20),
             stop_timeout: Duration::from_secs(70),
             stop_flag: None,
+            telemetry: false,
         }
     }
 }
@@ -343,6 +345,16 @@ impl StackBuilder {
     /// stacks may share one. Default: a flag of the stack's own.
     pub fn stop_flag(mut self, flag: Arc<std::sync::atomic::AtomicBool>) -> Self {
         self.stop_flag = Some(flag);
+        self
+    }
+
+    /// Whether the process serves this stack's state on its telemetry socket (see
+    /// [`telemetry`](crate::telemetry): interfaces, groups, neighbours, counters, for
+    /// `ibpoll-ctl`). Default off: a library does not create files on its own; the
+    /// programs (`pktgen`, `ipoib-fwd`) turn it on. A socket that cannot be created is
+    /// a warning; the stack runs without it.
+    pub fn telemetry(mut self, on: bool) -> Self {
+        self.telemetry = on;
         self
     }
 

@@ -28,6 +28,9 @@ pub(super) fn spawn<A: App>(
         infos,
     } = built;
     let stop_state = Arc::new(StopState::new(b.stop_flag.clone().unwrap_or_default()));
+    let telemetry = b
+        .telemetry
+        .then(|| crate::telemetry::Parts::new(b, &port, &shared, &counters, &infos));
     let mut stack = Stack::new(
         shared.clone(),
         counters,
@@ -103,6 +106,7 @@ pub(super) fn spawn<A: App>(
         }
     }
     stack.adopt(threads);
+    stack.telemetry = telemetry.map(crate::telemetry::Parts::register);
     Ok(stack)
 }
 
