@@ -130,6 +130,7 @@ mod ring;
 mod sa;
 mod snapshot;
 mod stats;
+mod subs;
 mod table;
 
 pub use config::CtrlConfig;
@@ -142,3 +143,4 @@ pub use ring::{DataCore, GroupAddr, Request, RequestSender};
 pub use sa::JoinGranted;
 pub use snapshot::{McastEntry, Neighbour, Snapshot};
 pub use stats::CtrlStats;
+pub use subs::{JoinStatus, RequestDrops, SubBoard, SubSlot, SUB_SLOTS};
