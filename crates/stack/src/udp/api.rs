@@ -2,12 +2,12 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use ibpoll_ctrl::{GroupAddr, Request};
+use ibpoll_ctrl::{GroupAddr, Request, SubSlot};
 use ibpoll_mem::{Mbuf, MbufArray};
 
 use super::wire::{self, HeaderFields};
 use super::{JoinStatus, UdpConfig, UdpError, UdpSocket, UdpStats, GROUPS_PER_SOCKET_MAX};
-use crate::tx::Dest;
+use crate::tx::{Dest, Tx};
 use crate::Lane;
 
 impl Lane {
@@ -230,16 +230,7 @@ impl Lane {
             return Err(UdpError::TooManyGroups);
         }
         let iface = k.iface;
-        let core = &mut self.tx.ifaces[iface].core;
-        let slot = core.subs.claim().ok_or(UdpError::TooManyGroups)?;
-        let req = Request::Subscribe {
-            group: GroupAddr::Ipv4(group.octets()),
-            slot,
-        };
-        if core.requests.send(req).is_err() {
-            core.subs.release(slot);
-            return Err(UdpError::WouldBlock);
-        }
+        let slot = subscribe(&mut self.tx, iface, group)?;
         self.ext.udp.sock_mut(s)?.groups.push((group, slot));
         Ok(())
     }
@@ -267,7 +258,7 @@ impl Lane {
             .iter()
             .find(|(g, _)| *g == group)
             .ok_or(UdpError::NotJoined { group })?;
-        Ok(self.tx.ifaces[k.iface].core.subs.status(*slot))
+        Ok(membership(&self.tx, k.iface, *slot))
     }
 
     /// The groups the socket joined, with how each stands.
@@ -282,11 +273,8 @@ impl Lane {
 
     /// Ends a subscription: its `Unsubscribe` goes out now, or at the next poll when the
     /// ring is full; the slot is released once it went.
-    fn unsubscribe(&mut self, iface: usize, slot: ibpoll_ctrl::SubSlot) {
-        let core = &mut self.tx.ifaces[iface].core;
-        if core.requests.send(Request::Unsubscribe { slot }).is_ok() {
-            core.subs.release(slot);
-        } else {
+    fn unsubscribe(&mut self, iface: usize, slot: SubSlot) {
+        if !unsubscribe(&mut self.tx, iface, slot) {
             self.ext.udp.unsubs.push((iface, slot));
         }
     }
@@ -296,14 +284,49 @@ impl Lane {
         if self.ext.udp.unsubs.is_empty() {
             return;
         }
-        let ifaces = &mut self.tx.ifaces;
-        self.ext.udp.unsubs.retain(|&(iface, slot)| {
-            let core = &mut ifaces[iface].core;
-            let sent = core.requests.send(Request::Unsubscribe { slot }).is_ok();
-            if sent {
-                core.subs.release(slot);
-            }
-            !sent
-        });
+        let tx = &mut self.tx;
+        self.ext.udp.unsubs.retain(|&(iface, slot)| !unsubscribe(tx, iface, slot));
     }
+}
+
+/// Asks the control core, through the lane's request ring of `iface`, to subscribe the
+/// lane to `group`: claims a slot of the lane's board (where the control core reports
+/// the join's state) and queues `Request::Subscribe`. Nothing changes on error.
+pub(crate) fn subscribe(tx: &mut Tx, iface: usize, group: Ipv4Addr) -> Result<SubSlot, UdpError> {
+    let ifaces = tx.ifaces.len();
+    let core = &mut tx
+        .ifaces
+        .get_mut(iface)
+        .ok_or(UdpError::NoSuchIface { iface, ifaces })?
+        .core;
+    let slot = core.subs.claim().ok_or(UdpError::TooManyGroups)?;
+    let req = Request::Subscribe {
+        group: GroupAddr::Ipv4(group.octets()),
+        slot,
+    };
+    if core.requests.send(req).is_err() {
+        core.subs.release(slot);
+        return Err(UdpError::WouldBlock);
+    }
+    Ok(slot)
+}
+
+/// Queues the end of subscription `slot` on `iface` and releases its slot; false (and
+/// nothing done) when the ring is full.
+pub(crate) fn unsubscribe(tx: &mut Tx, iface: usize, slot: SubSlot) -> bool {
+    let Some(core) = tx.ifaces.get_mut(iface).map(|i| &mut i.core) else {
+        return true;
+    };
+    let sent = core.requests.send(Request::Unsubscribe { slot }).is_ok();
+    if sent {
+        core.subs.release(slot);
+    }
+    sent
+}
+
+/// How subscription `slot` on `iface` stands.
+pub(crate) fn membership(tx: &Tx, iface: usize, slot: SubSlot) -> JoinStatus {
+    tx.ifaces
+        .get(iface)
+        .map_or(JoinStatus::Pending, |i| i.core.subs.status(slot))
 }

@@ -44,6 +44,8 @@
 mod api;
 mod wire;
 
+pub(crate) use api::{membership, subscribe, unsubscribe};
+
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
