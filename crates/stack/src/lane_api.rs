@@ -193,6 +193,34 @@ impl Lane {
     /// core), UDP datagrams for this lane's bound sockets moved to their queues, and the
     /// other IP packets appended to `out`, data window at the IP header. Returns how many
     /// were appended. Nothing is received while the interface is parked.
+    ///
+    /// ```no_run
+    /// use ibpoll::{Dest, FabricConfig, MbufArray, SimFabric, Stack};
+    /// let fabric = SimFabric::new(FabricConfig::default());
+    /// let (_stack, mut control, mut lanes) = Stack::builder()
+    ///     .fabric(&fabric, "fwd")
+    ///     .ipv4([10, 0, 0, 1])
+    ///     .data_cores(1)
+    ///     .build()?
+    ///     .split();
+    /// let lane = &mut lanes[0];
+    /// let mut burst = MbufArray::with_capacity(32);
+    /// // The finer steps of one iteration: a forwarder back to 10.0.0.2.
+    /// loop {
+    ///     control.poll();
+    ///     lane.quiescent();
+    ///     lane.rx_burst(0, &mut burst);
+    ///     let n = burst.len();
+    ///     for m in burst.drain_front(n) {
+    ///         lane.tx().push(0, m, Dest::NextHop([10, 0, 0, 2]));
+    ///     }
+    ///     lane.flush();
+    ///     if lane.stopping() {
+    ///         break;
+    ///     }
+    /// }
+    /// # Ok::<(), ibpoll::Error>(())
+    /// ```
     pub fn rx_burst(&mut self, iface: usize, out: &mut MbufArray) -> usize {
         let before = out.len();
         let Lane {

@@ -91,6 +91,42 @@ struct TxSide {
 }
 
 /// A smoltcp device over the burst API. See the module docs.
+///
+/// ```no_run
+/// use std::net::Ipv4Addr;
+/// use ibpoll::smol::IpDevice;
+/// use ibpoll::{FabricConfig, JoinStatus, SimFabric, Stack};
+/// use smoltcp::iface::{Config, Interface, SocketSet};
+/// use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
+///
+/// let fabric = SimFabric::new(FabricConfig::default());
+/// let (_stack, mut control, mut lanes) = Stack::builder()
+///     .fabric(&fabric, "smol")
+///     .ipv4([10, 0, 0, 2])
+///     .data_cores(1)
+///     .build()?
+///     .split();
+/// let lane = &mut lanes[0];
+/// let mut dev = IpDevice::new(2044);
+/// let t = smoltcp::time::Instant::from_millis(0);
+/// let mut iface = Interface::new(Config::new(HardwareAddress::Ip), &mut dev, t);
+/// iface.update_ip_addrs(|a| a.push(IpCidr::new(IpAddress::v4(10, 0, 0, 2), 24)).unwrap());
+/// let mut sockets = SocketSet::new(Vec::new());
+/// let group = Ipv4Addr::new(239, 1, 2, 3);
+/// iface.join_multicast_group(group)?; // becomes a full-member join at the SA
+/// let mut burst = ibpoll::MbufArray::with_capacity(32);
+/// while dev.membership(lane.tx(), 0, group) != Some(JoinStatus::Joined) {
+///     control.poll();
+///     lane.quiescent();
+///     dev.bind(lane.tx());
+///     lane.rx_burst(0, &mut burst);
+///     dev.stage_rx(&mut burst);
+///     iface.poll(t, &mut dev, &mut sockets);
+///     dev.flush_tx(0, lane.tx());
+///     lane.flush();
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct IpDevice {
     rx: VecDeque<Mbuf>,

@@ -79,6 +79,25 @@ fn sum(all: &[LcoreStats]) -> LcoreStats {
 /// A running stack: its lcores run until [`stop`](Self::stop) (or drop, which stops it
 /// too). Counters are readable at any time without disturbing the lcores; everything
 /// that touches the control plane is a message to the control core.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use ibpoll::{Discard, FabricConfig, GroupAddr, SimFabric, Stack};
+/// let fabric = SimFabric::new(FabricConfig::default());
+/// let stack = Stack::builder()
+///     .fabric(&fabric, "rx")
+///     .ipv4([10, 0, 0, 1])
+///     .data_cores(1)
+///     .start(|_| Discard)?;
+/// assert!(stack.wait_link_up(Duration::from_secs(10))?);
+/// // A full-member join, made by the control core (this thread waits for its answer).
+/// assert!(stack.join_group_on(0, GroupAddr::Ipv4([239, 1, 0, 1]))?);
+/// let s = stack.stats(0);
+/// println!("rx {} tx {} dropped by the control core {}", s.rx_packets, s.tx_posted, s.ctrl_dropped());
+/// let report = stack.stop()?; // leaves every group first
+/// assert!(report.flushed);
+/// # Ok::<(), ibpoll::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct Stack {
     shared: Arc<Shared>,

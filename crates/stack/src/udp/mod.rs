@@ -65,6 +65,35 @@ pub const EPHEMERAL_FIRST: u16 = 49152;
 
 /// A socket of a lane: a handle (index and generation) into the lane's table; `Copy`.
 /// A closed socket's handle is refused ([`UdpError::BadSocket`]).
+///
+/// A zero-copy echo server on lane 0 (unicast arrives there), a burst at a time:
+///
+/// ```no_run
+/// use std::net::{Ipv4Addr, SocketAddrV4};
+/// use ibpoll::{Discard, FabricConfig, MbufArray, SimFabric, Stack};
+/// let fabric = SimFabric::new(FabricConfig::default());
+/// let (_stack, mut control, mut lanes) = Stack::builder()
+///     .fabric(&fabric, "echo")
+///     .ipv4([10, 0, 0, 1])
+///     .data_cores(1)
+///     .build()?
+///     .split();
+/// let lane = &mut lanes[0];
+/// let sock = lane.udp_bind(0, 7)?;
+/// let mut burst = MbufArray::with_capacity(32);
+/// let mut from = [SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0); 32];
+/// while !lane.stopping() {
+///     control.poll();
+///     lane.poll(&mut Discard);
+///     let n = lane.udp_recv_burst(sock, &mut burst, &mut from);
+///     for (m, to) in burst.drain_front(n).zip(from) {
+///         // The payload goes back in its own buffer; the headers go into its headroom.
+///         let _ = lane.udp_send_to(sock, m, to);
+///     }
+///     lane.flush();
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct UdpSocket {
     index: u16,
@@ -72,6 +101,13 @@ pub struct UdpSocket {
 }
 
 /// A socket's settings.
+///
+/// ```
+/// use ibpoll::UdpConfig;
+/// let mut cfg = UdpConfig::with_rx_queue(4096);
+/// cfg.tx_checksum = false; // RFC 768: optional over IPv4; the ICRC covers the wire
+/// assert_eq!((cfg.rx_queue, cfg.ttl, cfg.multicast_ttl), (4096, 64, 1));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct UdpConfig {
