@@ -253,7 +253,10 @@ pub(crate) struct Removed {
 impl Subscriptions {
     pub(crate) fn new(boards: Vec<Arc<SubBoard>>) -> Subscriptions {
         Subscriptions {
-            slots: boards.iter().map(|_| vec![None; SUB_SLOTS].into()).collect(),
+            slots: boards
+                .iter()
+                .map(|_| vec![None; SUB_SLOTS].into())
+                .collect(),
             by_group: HashMap::default(),
             boards,
             dirty: Vec::new(),

@@ -49,7 +49,11 @@ fn the_group_is_held_while_any_subscription_names_it() {
     assert_eq!(sa_holds(&net, &a, G), Some(JoinState::FULL_MEMBER));
     assert_eq!(a.ctl.join_status(G), Some(JoinStatus::Joined));
     assert_eq!(a.ctl.stats().subscriptions, 3);
-    assert_eq!(a.ctl.stats().sa_joins_sent, 2, "one join for the group, one broadcast");
+    assert_eq!(
+        a.ctl.stats().sa_joins_sent,
+        2,
+        "one join for the group, one broadcast"
+    );
     // Two of three go: still a member.
     for (core, slot) in [(0, s0), (1, s1)] {
         a.cores[core]
@@ -116,7 +120,9 @@ fn join_group_and_sockets_share_a_group() {
 fn a_refused_join_reports_the_sas_status_and_recovers() {
     let net = Net::new(FaultConfig::NONE);
     let mut a = Host::new(&net, "a", two_cores());
-    run_until(&net, &mut [&mut a], secs(10), ms(10), |h| h[0].ctl.link_up());
+    run_until(&net, &mut [&mut a], secs(10), ms(10), |h| {
+        h[0].ctl.link_up()
+    });
     // From now on the SA refuses everything with "invalid request".
     net.fabric.set_faults(FaultConfig {
         sa_error: 1.0,
@@ -185,7 +191,9 @@ fn what_cannot_be_joined_is_reported_at_once() {
 fn drops_on_arrival_are_counted_for_the_data_core_that_sent_them() {
     let net = Net::new(FaultConfig::NONE);
     let mut a = Host::new(&net, "a", two_cores());
-    run_until(&net, &mut [&mut a], secs(10), ms(10), |h| h[0].ctl.link_up());
+    run_until(&net, &mut [&mut a], secs(10), ms(10), |h| {
+        h[0].ctl.link_up()
+    });
     // Ten packets to a next hop nobody answers for: three wait, seven are dropped.
     for seq in 0..10 {
         assert!(a.data_send_unicast(1, [10, 0, 0, 99], seq));

@@ -240,7 +240,10 @@ impl Subscriber {
         let g = u32::from_be_bytes(d[..4].try_into().expect("4")) as usize;
         let seq = u64::from_be_bytes(d[4..12].try_into().expect("8"));
         let sent = u64::from_be_bytes(d[12..20].try_into().expect("8"));
-        let _ = self.found.latency_ns.record(now_ns().saturating_sub(sent).max(1));
+        let _ = self
+            .found
+            .latency_ns
+            .record(now_ns().saturating_sub(sent).max(1));
         self.found.received += 1;
         let Some(expected) = self.expected.get_mut(g) else {
             self.found.misordered += 1;
@@ -317,7 +320,11 @@ fn run(
     let mut subscribers: Vec<Parts> = Vec::new();
     for k in 0..args.subscribers {
         let ip = [10, 0, 1, k as u8 + 1];
-        subscribers.push(builder(devs, &format!("subscriber{k}"), ip, stop).build()?.split());
+        subscribers.push(
+            builder(devs, &format!("subscriber{k}"), ip, stop)
+                .build()?
+                .split(),
+        );
     }
     let gids: Vec<ibpoll::Gid> = std::iter::once(&publisher)
         .chain(&subscribers)

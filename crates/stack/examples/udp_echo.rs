@@ -243,7 +243,10 @@ fn summary(
     }
     let complete = signal.is_some() || (out.replies == args.count && out.lost == 0);
     if !complete {
-        eprintln!("udp_echo: error: {} of {} requests answered", out.replies, args.count);
+        eprintln!(
+            "udp_echo: error: {} of {} requests answered",
+            out.replies, args.count
+        );
     }
     common::exit_code(!complete || left != 0, signal)
 }

@@ -157,7 +157,10 @@ impl Control {
     /// Interface `iface`'s controller, to call directly (the control core is this
     /// thread: no message, no waiting).
     pub fn controller(&mut self, iface: usize) -> Option<&mut Controller> {
-        self.hosts.iter_mut().find(|h| h.iface == iface).map(|h| &mut h.ctl)
+        self.hosts
+            .iter_mut()
+            .find(|h| h.iface == iface)
+            .map(|h| &mut h.ctl)
     }
 
     fn ctl(&mut self, iface: usize) -> Result<&mut Controller, Error> {

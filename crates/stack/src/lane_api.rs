@@ -33,11 +33,11 @@ use ibpoll_mem::MbufArray;
 
 use crate::app::{App, LcoreCtx};
 use crate::burst::{classify_burst, Own};
+use crate::lane::RxIface;
+use crate::lcore::Shared;
 use crate::stats::LcoreStats;
 use crate::tx::{Tx, BURST_MAX};
 use crate::udp::UdpTable;
-use crate::lane::RxIface;
-use crate::lcore::Shared;
 use crate::Lane;
 
 /// What the application-driven API keeps in a lane.
@@ -224,7 +224,11 @@ impl Lane {
     pub fn rx_burst(&mut self, iface: usize, out: &mut MbufArray) -> usize {
         let before = out.len();
         let Lane {
-            rx, tx, shared, ext, ..
+            rx,
+            tx,
+            shared,
+            ext,
+            ..
         } = self;
         if let Some(r) = rx.get_mut(iface) {
             rx_into(iface, r, shared, tx, &mut ext.udp, out);
@@ -304,7 +308,6 @@ impl Lane {
             self.drain();
         }
     }
-
 }
 
 /// Receives one burst on interface `i` (`rx`) into `out` and classifies it; UDP

@@ -182,14 +182,14 @@ pub use udp::{JoinStatus, UdpConfig, UdpError, UdpSocket, UdpStats};
 // What an application needs from the crates below, so that `ibpoll` alone is enough.
 pub use ibpoll_ctrl::{Controller, CtrlConfig, CtrlStats, GroupAddr, NhId, Poll};
 pub use ibpoll_dev::{
-    Clock, Device, LinkLayer, MonotonicClock, Nanos, Port, PortAttr, PortEvent, PortState,
-    RxQueue, TxQueue, UdQp, UdQpConfig,
+    Clock, Device, LinkLayer, MonotonicClock, Nanos, Port, PortAttr, PortEvent, PortState, RxQueue,
+    TxQueue, UdQp, UdQpConfig,
 };
 pub use ibpoll_mem::{HugepagePolicy, Mbuf, MbufArray, MbufMeta, Mempool, MempoolConfig};
-pub use ibpoll_wire::ipoib::{HwAddr, McastScope};
-pub use ibpoll_wire::{Gid, IbMtu, Lid, PKey, QKey, Qpn};
 #[cfg(feature = "sim")]
 pub use ibpoll_pmd_sim::{FabricConfig, FaultConfig, SimFabric};
+pub use ibpoll_wire::ipoib::{HwAddr, McastScope};
+pub use ibpoll_wire::{Gid, IbMtu, Lid, PKey, QKey, Qpn};
 
 /// The control plane (`ibpoll-ctrl`): controllers, snapshots, group states.
 pub use ibpoll_ctrl as ctrl;

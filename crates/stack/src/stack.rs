@@ -412,7 +412,12 @@ impl Stack {
         let start = Instant::now();
         let limit = self.stop_timeout + COMMAND_TIMEOUT;
         let report = loop {
-            if let Some(r) = done.report.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            if let Some(r) = done
+                .report
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+            {
                 break r;
             }
             if start.elapsed() > limit {

@@ -35,7 +35,11 @@ fn a_stack_without_a_device_is_refused_with_the_fix() {
         msg.contains("StackBuilder::device") && msg.contains("StackBuilder::fabric"),
         "{msg}"
     );
-    let e = Stack::builder().data_cores(1).build().map(|_| ()).unwrap_err();
+    let e = Stack::builder()
+        .data_cores(1)
+        .build()
+        .map(|_| ())
+        .unwrap_err();
     assert!(matches!(e, Error::NoDevice), "{e}");
 }
 

@@ -95,7 +95,16 @@ fn mcast_feed_delivers_every_groups_sequence_to_every_subscriber() {
     let _serial = serial();
     let o = run(
         "mcast_feed",
-        &["--groups", "6", "--subscribers", "3", "--count", "300", "--rate", "20000"],
+        &[
+            "--groups",
+            "6",
+            "--subscribers",
+            "3",
+            "--count",
+            "300",
+            "--rate",
+            "20000",
+        ],
     );
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
@@ -146,7 +155,10 @@ fn a_verbs_device_that_is_not_there_and_bad_usage_exit_2() {
         let o = run(name, &["--device", "verbs:nosuch0"]);
         let (out, err) = text(&o);
         assert_eq!(o.status.code(), Some(2), "{out}\n{err}");
-        assert!(out.starts_with(&format!("{name}: verbs device nosuch0 port 1")), "{out}");
+        assert!(
+            out.starts_with(&format!("{name}: verbs device nosuch0 port 1")),
+            "{out}"
+        );
         // No libibverbs, no RDMA device, or no device of that name: each says which.
         assert!(err.starts_with(&format!("{name}: error: ")), "{err}");
         assert!(

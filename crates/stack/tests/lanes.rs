@@ -239,7 +239,9 @@ fn two_lanes_and_the_control_poller_on_application_threads() {
         assert_eq!(attached, 0b10, "the group is attached to lane 1's QP only");
         go.store(true, Ordering::Relaxed);
         wait_for("the feed sent", T, || fed.load(Ordering::Relaxed) == MCAST);
-        wait_for("every echo", T, || echoed.load(Ordering::Relaxed) == UNICAST);
+        wait_for("every echo", T, || {
+            echoed.load(Ordering::Relaxed) == UNICAST
+        });
         // Let the last datagrams land, then stop through the flag (what a signal does).
         std::thread::sleep(Duration::from_millis(100));
         let start = Instant::now();

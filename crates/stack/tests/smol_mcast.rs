@@ -83,8 +83,16 @@ impl Smol {
 fn smoltcps_multicast_join_becomes_an_sa_join() {
     let _serial = serial();
     let fabric = fabric();
-    let (_a, mut ca, mut la) = stack::small(&fabric, "a").ipv4(A_IP).build().unwrap().split();
-    let (b, mut cb, mut lb) = stack::small(&fabric, "b").ipv4(B_IP).build().unwrap().split();
+    let (_a, mut ca, mut la) = stack::small(&fabric, "a")
+        .ipv4(A_IP)
+        .build()
+        .unwrap()
+        .split();
+    let (b, mut cb, mut lb) = stack::small(&fabric, "b")
+        .ipv4(B_IP)
+        .build()
+        .unwrap()
+        .split();
     let (la, lb) = (&mut la[0], &mut lb[0]);
     let mut smol = Smol::new(B_IP);
     let start = Instant::now();
@@ -119,7 +127,8 @@ fn smoltcps_multicast_join_becomes_an_sa_join() {
     let (mut sent, mut got) = (0, 0);
     while got < COUNT {
         while sent < COUNT && sent < got + 16 {
-            la.udp_send_slice(sa, &(sent as u32).to_be_bytes(), to).unwrap();
+            la.udp_send_slice(sa, &(sent as u32).to_be_bytes(), to)
+                .unwrap();
             sent += 1;
         }
         got += step(la, lb, &mut smol);

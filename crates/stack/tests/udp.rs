@@ -56,7 +56,12 @@ impl Host {
 }
 
 /// Polls both hosts until `done` holds; panics after `T`.
-fn spin(a: &mut Host, b: &mut Host, what: &str, mut done: impl FnMut(&mut Host, &mut Host) -> bool) {
+fn spin(
+    a: &mut Host,
+    b: &mut Host,
+    what: &str,
+    mut done: impl FnMut(&mut Host, &mut Host) -> bool,
+) {
     let start = Instant::now();
     while !done(a, b) {
         a.poll();
@@ -92,16 +97,26 @@ fn zero_copy_echo_and_start_up_losses_in_the_lanes_counters() {
     // three while ARP and the path record resolve, and drops seven. Each send was
     // accepted, so the loss shows in the lane's counters (not only the controller's).
     for i in 0..10u8 {
-        a.lane().udp_send_slice(sa, &[i; 100], addr(B_IP, 7)).unwrap();
+        a.lane()
+            .udp_send_slice(sa, &[i; 100], addr(B_IP, 7))
+            .unwrap();
     }
     a.lane().flush();
     spin(&mut a, &mut b, "three datagrams at b", |_, b| {
         b.lane().udp_pending(sb).unwrap() == 3
     });
     let sta = a.lane().stats();
-    assert_eq!((sta.to_ctrl_resolve, sta.ctrl_resolve_dropped), (10, 7), "{sta:?}");
+    assert_eq!(
+        (sta.to_ctrl_resolve, sta.ctrl_resolve_dropped),
+        (10, 7),
+        "{sta:?}"
+    );
     assert_eq!(sta.ctrl_dropped(), 7);
-    assert_eq!(a.stack.stats(0).ctrl_resolve_dropped, 7, "the handle sees it too");
+    assert_eq!(
+        a.stack.stats(0).ctrl_resolve_dropped,
+        7,
+        "the handle sees it too"
+    );
     assert_eq!(a.control.ctrl_stats()[0].neigh_queue_full, 7);
     // b echoes each back in the buffer it arrived in (the headers go into its headroom
     // again), zero copy.
@@ -123,18 +138,31 @@ fn zero_copy_echo_and_start_up_losses_in_the_lanes_counters() {
         got.len() == 3
     });
     assert_eq!(got, [0, 1, 2]);
-    let (ua, ub) = (a.lane().udp_stats(sa).unwrap(), b.lane().udp_stats(sb).unwrap());
+    let (ua, ub) = (
+        a.lane().udp_stats(sa).unwrap(),
+        b.lane().udp_stats(sb).unwrap(),
+    );
     assert_eq!((ua.tx, ua.rx, ub.rx, ub.tx), (10, 3, 3, 3));
     // A copying receive into a short buffer truncates, and says so.
-    a.lane().udp_send_slice(sa, &[9; 40], addr(B_IP, 7)).unwrap();
+    a.lane()
+        .udp_send_slice(sa, &[9; 40], addr(B_IP, 7))
+        .unwrap();
     a.lane().flush();
-    spin(&mut a, &mut b, "one more", |_, b| b.lane().udp_pending(sb).unwrap() == 1);
+    spin(&mut a, &mut b, "one more", |_, b| {
+        b.lane().udp_pending(sb).unwrap() == 1
+    });
     let mut short = [0u8; 16];
-    assert_eq!(b.lane().udp_recv_slice(sb, &mut short).map(|r| r.0), Some(16));
+    assert_eq!(
+        b.lane().udp_recv_slice(sb, &mut short).map(|r| r.0),
+        Some(16)
+    );
     assert_eq!(b.lane().udp_stats(sb).unwrap().rx_truncated, 1);
     // A socket with a queue of two drops what overflows it, counted; the sender sent
     // without its checksum, which is accepted.
-    let small = b.lane().udp_bind_with(0, 8, UdpConfig::with_rx_queue(2)).unwrap();
+    let small = b
+        .lane()
+        .udp_bind_with(0, 8, UdpConfig::with_rx_queue(2))
+        .unwrap();
     let mut no_sum = UdpConfig::default();
     no_sum.tx_checksum = false;
     let sa2 = a.lane().udp_bind_with(0, 0, no_sum).unwrap();
@@ -181,18 +209,27 @@ fn a_join_follows_the_sa_refused_with_its_status_then_joined_then_left() {
     spin(&mut a, &mut b, "the join, after the backoff", |_, b| {
         b.lane().udp_membership(sb, group).unwrap().is_joined()
     });
-    let mgid = b.control.controller(0).unwrap().mgid_of(ibpoll::GroupAddr::Ipv4(group.octets()));
+    let mgid = b
+        .control
+        .controller(0)
+        .unwrap()
+        .mgid_of(ibpoll::GroupAddr::Ipv4(group.octets()));
     assert!(b
         .memberships(&fabric)
         .iter()
         .any(|(m, js)| Some(*m) == mgid && *js == JoinState::FULL_MEMBER));
-    assert_eq!(b.lane().udp_groups(sb).unwrap(), [(group, JoinStatus::Joined)]);
+    assert_eq!(
+        b.lane().udp_groups(sb).unwrap(),
+        [(group, JoinStatus::Joined)]
+    );
     // a sends to the group without joining it: a send-only membership carries it.
     let sa = a.lane().udp_bind(0, 6000).unwrap();
     let mut sent = 0;
     spin(&mut a, &mut b, "a datagram through the group", |a, b| {
         if sent < 1 {
-            a.lane().udp_send_slice(sa, b"tick", SocketAddrV4::new(group, 5000)).unwrap();
+            a.lane()
+                .udp_send_slice(sa, b"tick", SocketAddrV4::new(group, 5000))
+                .unwrap();
             sent += 1;
         }
         b.lane().udp_pending(sb).unwrap() == 1
@@ -242,7 +279,10 @@ fn misuse_is_answered_not_a_panic() {
     );
     let g = Ipv4Addr::new(239, 1, 1, 1);
     lane.udp_join(s, g).unwrap();
-    assert_eq!(lane.udp_join(s, g), Err(UdpError::AlreadyJoined { group: g }));
+    assert_eq!(
+        lane.udp_join(s, g),
+        Err(UdpError::AlreadyJoined { group: g })
+    );
     lane.udp_close(s).unwrap();
     assert_eq!(lane.udp_close(s), Err(UdpError::BadSocket));
     assert_eq!(lane.udp_stats(s), Err(UdpError::BadSocket));

@@ -34,7 +34,12 @@ impl Controller {
                         sa_status = format_args!("{:#06x}", status.0),
                         "ibpoll-ctrl: the SA refused the join"
                     );
-                    self.note_join_failure(mgid, JoinStatus::Refused { sa_status: status.0 });
+                    self.note_join_failure(
+                        mgid,
+                        JoinStatus::Refused {
+                            sa_status: status.0,
+                        },
+                    );
                 }
                 self.on_join_failed(tid, mgid, None, now)
             }

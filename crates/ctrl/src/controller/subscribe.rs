@@ -36,9 +36,10 @@ impl Controller {
         if first {
             self.attach_lane_if_joined(mgid, core);
         }
-        let status = self.groups.get(&mgid).map_or(JoinStatus::Pending, |g| {
-            self.sub_status(g)
-        });
+        let status = self
+            .groups
+            .get(&mgid)
+            .map_or(JoinStatus::Pending, |g| self.sub_status(g));
         self.subs.report_one(core, slot, status);
     }
 
@@ -53,13 +54,7 @@ impl Controller {
         }
     }
 
-    fn after_unsubscribe(
-        &mut self,
-        core: usize,
-        mgid: Gid,
-        r: crate::subs::Removed,
-        now: Nanos,
-    ) {
+    fn after_unsubscribe(&mut self, core: usize, mgid: Gid, r: crate::subs::Removed, now: Nanos) {
         if !r.group_still_subscribed && !self.groups.get(&mgid).is_some_and(|g| g.admin) {
             self.unwant_group(mgid, now);
             return;

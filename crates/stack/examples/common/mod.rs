@@ -42,7 +42,10 @@ impl std::str::FromStr for DeviceSpec {
             ));
         };
         let (name, port) = match rest.split_once(':') {
-            Some((n, p)) => (n, p.parse().map_err(|_| format!("{p:?}: not a port number"))?),
+            Some((n, p)) => (
+                n,
+                p.parse().map_err(|_| format!("{p:?}: not a port number"))?,
+            ),
             None => (rest, 1),
         };
         if name.is_empty() || port == 0 {
@@ -80,10 +83,13 @@ pub enum Devices {
 /// with that said.
 pub fn open(spec: &DeviceSpec) -> Result<Devices, String> {
     match spec {
-        DeviceSpec::Sim => Ok(Devices::Sim(SimFabric::new(ibpoll::FabricConfig::default()))),
+        DeviceSpec::Sim => Ok(Devices::Sim(
+            SimFabric::new(ibpoll::FabricConfig::default()),
+        )),
         DeviceSpec::Verbs { name, port } => {
             let lib = ibpoll_pmd_verbs::Library::load().map_err(|e| e.to_string())?;
-            let ctx = ibpoll_pmd_verbs::Context::open(&lib, Some(name)).map_err(|e| e.to_string())?;
+            let ctx =
+                ibpoll_pmd_verbs::Context::open(&lib, Some(name)).map_err(|e| e.to_string())?;
             ctx.require_active(*port).map_err(|e| e.to_string())?;
             Err(format!(
                 "device {name} port {port} is up, but ibpoll's verbs driver (pmd/verbs) does \
@@ -152,11 +158,7 @@ pub fn exit_code(failed: bool, signal: Option<i32>) -> ExitCode {
 /// Polls one stack's control core and lane until `done` says so or the stack stops;
 /// then finishes both. `work` runs after each poll and says whether it did anything.
 /// Idle iterations spin a little, then yield the CPU (the examples share a few).
-pub fn drive(
-    control: &mut Control,
-    lane: &mut Lane,
-    mut work: impl FnMut(&mut Lane) -> bool,
-) {
+pub fn drive(control: &mut Control, lane: &mut Lane, mut work: impl FnMut(&mut Lane) -> bool) {
     let mut idle = 0u32;
     while !lane.stopping() {
         let mut busy = control.poll() == Poll::Busy;

@@ -14,15 +14,15 @@ use super::check::Plan;
 use super::{DeviceChoice, StackBuilder};
 use crate::app::LcoreCtx;
 use crate::control::{Control, StackParts};
-use crate::signal::StopState;
-use crate::stack::Stack;
 use crate::lane::{Lane, RxIface};
 use crate::lcore::{CtlHost, IfShared, Shared};
+use crate::signal::StopState;
 use crate::stack::IfaceInfo;
-use std::net::Ipv4Addr;
+use crate::stack::Stack;
 use crate::stats::{LcoreCounterSet, LcoreCounters};
 use crate::tx::{Tx, TxIface};
 use crate::Error;
+use std::net::Ipv4Addr;
 
 /// Everything a stack is made of, before any thread runs it.
 pub(crate) struct Built {
@@ -180,9 +180,12 @@ pub(super) fn build(b: &StackBuilder, plan: &Plan) -> Result<Built, Error> {
     })
 }
 
+/// A device, the port to open on it, and the control plane's clock.
+type Opened = (Arc<dyn Device>, u8, Arc<dyn Clock>);
+
 /// The device and port to open, and the control plane's clock. A stack names its
 /// device: there is no silent default.
-fn device(b: &StackBuilder) -> Result<(Arc<dyn Device>, u8, Arc<dyn Clock>), Error> {
+fn device(b: &StackBuilder) -> Result<Opened, Error> {
     match b.device.clone() {
         #[cfg(feature = "sim")]
         Some(DeviceChoice::Fabric { fabric, node }) => {
@@ -283,8 +286,12 @@ fn lanes(
         };
         let tx = Tx::new(tx, pool.clone());
         let mut lane = Lane::new(ctx, i, rx, tx, counters, shared.clone());
-        lane.ext
-            .set_addrs(plan.ifaces.iter().map(|f| f.ipv4.map(Ipv4Addr::from)).collect());
+        lane.ext.set_addrs(
+            plan.ifaces
+                .iter()
+                .map(|f| f.ipv4.map(Ipv4Addr::from))
+                .collect(),
+        );
         lanes.push(lane);
     }
     (lanes, sets)

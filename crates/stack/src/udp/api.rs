@@ -128,7 +128,12 @@ impl Lane {
     /// once when the table holds a burst). `m` is consumed whatever happens; a datagram
     /// that cannot go is counted (socket and lane counters).
     #[inline]
-    pub fn udp_send_to(&mut self, s: UdpSocket, mut m: Mbuf, to: SocketAddrV4) -> Result<(), UdpError> {
+    pub fn udp_send_to(
+        &mut self,
+        s: UdpSocket,
+        mut m: Mbuf,
+        to: SocketAddrV4,
+    ) -> Result<(), UdpError> {
         let udp = &mut self.ext.udp;
         let Ok(k) = udp.sock_mut(s) else {
             return Err(UdpError::BadSocket);
@@ -142,7 +147,11 @@ impl Lane {
         let k = udp.sock_mut(s).expect("checked");
         let group = wire::is_group(*to.ip());
         let fields = HeaderFields {
-            ttl: if group { k.cfg.multicast_ttl } else { k.cfg.ttl },
+            ttl: if group {
+                k.cfg.multicast_ttl
+            } else {
+                k.cfg.ttl
+            },
             ident: k.ident,
             udp_checksum: k.cfg.tx_checksum,
         };
@@ -285,7 +294,10 @@ impl Lane {
             return;
         }
         let tx = &mut self.tx;
-        self.ext.udp.unsubs.retain(|&(iface, slot)| !unsubscribe(tx, iface, slot));
+        self.ext
+            .udp
+            .unsubs
+            .retain(|&(iface, slot)| !unsubscribe(tx, iface, slot));
     }
 }
 

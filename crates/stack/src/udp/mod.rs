@@ -346,7 +346,11 @@ impl UdpTable {
         let span = u32::from(u16::MAX - EPHEMERAL_FIRST) + 1;
         for _ in 0..span {
             let p = self.next_port;
-            self.next_port = if p == u16::MAX { EPHEMERAL_FIRST } else { p + 1 };
+            self.next_port = if p == u16::MAX {
+                EPHEMERAL_FIRST
+            } else {
+                p + 1
+            };
             if self.lookup(iface, p).is_none() {
                 return Some(p);
             }

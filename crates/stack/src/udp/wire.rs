@@ -142,10 +142,8 @@ pub fn encapsulate(
     if fields.udp_checksum {
         // The checksum covers the payload, which follows the header in the buffer.
         let d = &mut m.data_mut()[IPV4_LEN..];
-        UdpPacket::new_unchecked(d).fill_checksum(
-            &IpAddress::Ipv4(*src.ip()),
-            &IpAddress::Ipv4(*dst.ip()),
-        );
+        UdpPacket::new_unchecked(d)
+            .fill_checksum(&IpAddress::Ipv4(*src.ip()), &IpAddress::Ipv4(*dst.ip()));
     }
     Ok(())
 }
@@ -175,8 +173,8 @@ mod tests {
     /// RAW) with `ip.check_checksum` and `udp.check_checksum` on and calls both
     /// checksums, 0x1498 and 0xc1d2, correct.
     const FIXTURE: [u8; 31] = [
-        0x45, 0x00, 0x00, 0x1f, 0x12, 0x34, 0x40, 0x00, 0x40, 0x11, 0x14, 0x98, 10, 0, 0, 1,
-        10, 0, 0, 2, 0x9c, 0x40, 0x1b, 0x59, 0x00, 0x0b, 0xc1, 0xd2, b'h', b'i', b'\n',
+        0x45, 0x00, 0x00, 0x1f, 0x12, 0x34, 0x40, 0x00, 0x40, 0x11, 0x14, 0x98, 10, 0, 0, 1, 10, 0,
+        0, 2, 0x9c, 0x40, 0x1b, 0x59, 0x00, 0x0b, 0xc1, 0xd2, b'h', b'i', b'\n',
     ];
 
     #[test]
@@ -237,7 +235,10 @@ mod tests {
             ident: 0,
             udp_checksum: false,
         };
-        assert_eq!(encapsulate(&mut m, any, any, f), Err(EncapError::NoHeadroom));
+        assert_eq!(
+            encapsulate(&mut m, any, any, f),
+            Err(EncapError::NoHeadroom)
+        );
         assert_eq!((m.data_offset(), m.len()), (10, 4));
     }
 }
