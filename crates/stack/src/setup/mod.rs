@@ -301,7 +301,7 @@ impl StackBuilder {
     /// [`pkey`](Self::pkey) and [`ipv4`](Self::ipv4) are not used. Each interface has its
     /// own UD QP and controller and one receive and one send queue per data lcore;
     /// received bursts name their interface in [`LcoreCtx::iface`], and
-    /// [`Tx::push`](crate::Tx::push) names the outgoing one. P_Keys
+    /// [`TxBuffer::push_on`](crate::TxBuffer::push_on) names the outgoing one. P_Keys
     /// must differ.
     pub fn interface(mut self, iface: IfaceConfig) -> Self {
         self.interfaces.push(iface);
