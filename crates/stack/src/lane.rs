@@ -220,6 +220,7 @@ impl Lane {
     /// At stop: frees what is queued, drains the receive queues (bounded) and says to
     /// the control core that this lane's queues are out of use for good.
     pub(crate) fn drain(&mut self) {
+        self.ext.finished = true;
         const STOP_DRAIN_BURSTS: usize = 4096;
         let mut queued = 0;
         for ifc in &mut self.tx.ifaces {

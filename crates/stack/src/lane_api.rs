@@ -47,8 +47,8 @@ pub(crate) struct LaneExt {
     burst: MbufArray,
     /// The lane's UDP sockets.
     pub(crate) udp: UdpTable,
-    /// `finish` (or the drop) ran.
-    finished: bool,
+    /// The lane was drained (`finish`, the drop, or its lcore's stop).
+    pub(crate) finished: bool,
 }
 
 impl Default for LaneExt {
@@ -303,7 +303,6 @@ impl Lane {
 
     fn finish_once(&mut self) {
         if !self.ext.finished {
-            self.ext.finished = true;
             self.ext.udp = crate::udp::UdpTable::default();
             self.drain();
         }
