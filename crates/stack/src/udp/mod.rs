@@ -26,8 +26,9 @@
 //!   not join needs no join: the stack sends through a send-only membership.
 //!
 //! Unicast datagrams arrive on lane 0 only (its QP is the interface's: its QPN is the
-//! hardware address neighbours send to); a group arrives on every lane whose sockets
-//! joined it.
+//! hardware address neighbours send to), unless the device spreads that QP's receive
+//! queue over the lanes (RSS): then on any lane, and a port is bound on each. A group
+//! arrives on every lane whose sockets joined it.
 //!
 //! [`Lane::udp_bind`]: crate::Lane::udp_bind
 //! [`Lane::udp_recv_from`]: crate::Lane::udp_recv_from
