@@ -222,6 +222,16 @@ fn a_join_follows_the_sa_refused_with_its_status_then_joined_then_left() {
         b.lane().udp_groups(sb).unwrap(),
         [(group, JoinStatus::Joined)]
     );
+    // The subnet manager restarts (its groups wiped, a ClientReregister): the flush
+    // rejoins everything, and the socket sees its join pending, then joined again.
+    fabric.restart_sm(None);
+    spin(&mut a, &mut b, "the rejoin pending", |_, b| {
+        b.lane().udp_membership(sb, group).unwrap() == JoinStatus::Pending
+    });
+    spin(&mut a, &mut b, "the rejoin", |_, b| {
+        b.lane().udp_membership(sb, group).unwrap().is_joined()
+    });
+    assert!(b.control.ctrl_stats()[0].flushes_light >= 1);
     // a sends to the group without joining it: a send-only membership carries it.
     let sa = a.lane().udp_bind(0, 6000).unwrap();
     let mut sent = 0;
