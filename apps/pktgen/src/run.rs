@@ -361,6 +361,12 @@ pub fn run(
     let fwd = topology == Topology::Fwd;
     let plan = if fwd { FWD } else { DIRECT };
     let placement = Placement::new(cfg.cores, fwd, cfg.pingpong, cfg.idle_sleep);
+    out.line(&format!(
+        "pktgen: embedded simulated InfiniBand fabric (in-process subnet manager, SA and \
+         switch; no HCA), topology {}, seed {}",
+        topology.name(),
+        cfg.seed
+    ));
     if let Some(note) = &placement.note {
         out.line(note);
     }

@@ -148,6 +148,7 @@ mod ring;
 mod sa;
 mod snapshot;
 mod stats;
+mod subs;
 mod table;
 
 pub use config::CtrlConfig;
@@ -162,3 +163,4 @@ pub use ring::{DataCore, GroupAddr, Request, RequestSender};
 pub use sa::JoinGranted;
 pub use snapshot::{McastEntry, Neighbour, Snapshot};
 pub use stats::CtrlStats;
+pub use subs::{JoinStatus, RequestDrops, SubBoard, SubSlot, SUB_SLOTS};

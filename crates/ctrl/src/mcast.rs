@@ -46,6 +46,7 @@ use ibpoll_wire::Gid;
 
 use crate::sa::{JoinGranted, Tid};
 use crate::snapshot::McastEntry;
+use crate::subs::JoinStatus;
 use crate::table::GroupIndex;
 
 /// Why this port is in a group.
@@ -299,6 +300,13 @@ pub(crate) struct Group {
     /// Its leave was abandoned during the running flush (every try lost or refused):
     /// the flush does not try again; the next one does.
     pub(crate) leave_deferred: bool,
+    /// Subscribed through [`Controller::join_group`](crate::Controller::join_group)
+    /// (rather than only by data cores' sockets).
+    pub(crate) admin: bool,
+    /// The lanes whose QP is attached to the group now, one bit each.
+    pub(crate) attached: u64,
+    /// How the last join failed, until one succeeds or a flush starts.
+    pub(crate) last_failure: Option<JoinStatus>,
     /// Where the group stood at the last `GroupTable::reindex` (owned by the table).
     pub(crate) index: GroupIndex,
     /// Written since the last reindex and on the table's list for it (owned by the
@@ -316,6 +324,9 @@ impl Group {
             last_used: now,
             remove_after_leave: false,
             leave_deferred: false,
+            admin: false,
+            attached: 0,
+            last_failure: None,
             index: GroupIndex::default(),
             noted: false,
         }

@@ -9,6 +9,7 @@ use ibpoll_mem::Mbuf;
 use ibpoll_rcu::Reader;
 use ibpoll_wire::Gid;
 
+use crate::subs::{RequestDrops, SubBoard, SubSlot};
 use crate::Snapshot;
 
 /// A multicast group named by its MGID or by its IPv4 group address.
@@ -20,8 +21,10 @@ pub enum GroupAddr {
     Ipv4([u8; 4]),
 }
 
-/// What a data core asks of the control core. Each carries the packet that made it ask;
-/// the control core sends it once it can, or drops it and counts why.
+/// What a data core asks of the control core. A packet request carries the packet that
+/// made it ask: the control core sends it once it can, or drops it and counts why (in
+/// [`CtrlStats`](crate::CtrlStats) and in the data core's [`RequestDrops`]).
+/// Subscriptions carry none.
 #[derive(Debug)]
 pub enum Request {
     /// A packet (data from the IPoIB header on) for a group that the snapshot does not
@@ -43,6 +46,25 @@ pub enum Request {
     Arp {
         /// The packet.
         mbuf: Mbuf,
+    },
+    /// A socket of this data core subscribes to a group: the control core joins it as a
+    /// full member (once the link is up), attaches this data core's QP to it, and reports
+    /// how the join stands in the data core's [`SubBoard`] slot `slot` (claimed with
+    /// [`SubBoard::claim`]). Carries no packet.
+    Subscribe {
+        /// The group.
+        group: GroupAddr,
+        /// Where the control core reports the subscription's state.
+        slot: SubSlot,
+    },
+    /// The subscription in `slot` ends: the data core's QP is detached from the group once
+    /// no other subscription of the data core names it, and the group is left once no
+    /// subscription (of any data core, or of [`Controller::join_group`]) names it.
+    ///
+    /// [`Controller::join_group`]: crate::Controller::join_group
+    Unsubscribe {
+        /// The subscription's slot.
+        slot: SubSlot,
     },
 }
 
@@ -95,6 +117,11 @@ pub struct DataCore {
     /// Where it publishes its send progress (once per loop iteration), so that the
     /// control core destroys an address handle only after the sends naming it completed.
     pub progress: Arc<crate::TxProgress>,
+    /// Where the control core reports how this data core's subscriptions stand.
+    pub subs: Arc<SubBoard>,
+    /// The packets this data core handed over that the control core dropped on arrival
+    /// (queue or table full), by kind: the data core's own view of those losses.
+    pub drops: Arc<RequestDrops>,
 }
 
 /// The consumer end, owned by the controller.
@@ -102,4 +129,6 @@ pub struct DataCore {
 pub(crate) struct RequestRing {
     pub(crate) ring: Arc<ArrayQueue<Request>>,
     pub(crate) full: Arc<Counter>,
+    pub(crate) subs: Arc<SubBoard>,
+    pub(crate) drops: Arc<RequestDrops>,
 }

@@ -68,6 +68,12 @@ ibpoll_dev::counters! {
         mcast_expired,
         /// Multicast requests with an MGID outside this interface's partition.
         mcast_bad_group,
+        /// Subscriptions of the data cores' sockets taken (`Request::Subscribe`).
+        subscriptions,
+        /// Subscriptions ended (`Request::Unsubscribe`).
+        unsubscriptions,
+        /// Subscriptions refused: not a group of the partition, or the group table full.
+        subscriptions_refused,
 
         /// Light flushes (ClientReregister).
         flushes_light,

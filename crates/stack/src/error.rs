@@ -7,6 +7,13 @@ use ibpoll_wire::PKey;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// The builder was not told which device to run on.
+    #[error(
+        "ibpoll: no device: name one with StackBuilder::device(device, port) (a driver's \
+         device, e.g. an HCA) or StackBuilder::fabric(&fabric, node) (the simulated \
+         fabric, feature `sim`); a stack never picks one by itself"
+    )]
+    NoDevice,
     /// A builder value is out of range.
     #[error("ibpoll: bad configuration: {field} = {value}: {fix}")]
     BadConfig {

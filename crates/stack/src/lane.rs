@@ -43,9 +43,9 @@ pub(crate) struct RxIface {
     /// This lane's last acknowledged park request (0: none).
     park_acked: u64,
     /// The interface is parked this iteration.
-    parked: bool,
-    link_up: bool,
-    mtu: usize,
+    pub(crate) parked: bool,
+    pub(crate) link_up: bool,
+    pub(crate) mtu: usize,
 }
 
 impl RxIface {
@@ -72,6 +72,9 @@ pub struct Lane {
     burst: MbufArray,
     pub(crate) counters: Arc<LcoreCounters>,
     pub(crate) shared: Arc<Shared>,
+    /// What an application driving the lane itself uses (its UDP sockets; see
+    /// `lane_api`).
+    pub(crate) ext: crate::lane_api::LaneExt,
 }
 
 impl Lane {
@@ -91,12 +94,13 @@ impl Lane {
             burst: MbufArray::with_capacity(BURST_MAX),
             counters,
             shared,
+            ext: crate::lane_api::LaneExt::default(),
         }
     }
 
     /// Step 1: park requests, quiescent points, link state.
     #[inline]
-    fn begin(&mut self, now: Instant) {
+    pub(crate) fn begin(&mut self, now: Instant) {
         let mut links_up = 0u64;
         for (i, (rx, tx)) in self.rx.iter_mut().zip(&mut self.tx.ifaces).enumerate() {
             let sh = &self.shared.ifaces[i];
@@ -174,7 +178,7 @@ impl Lane {
 
     /// Steps 4 and 5.
     #[inline]
-    fn end(&mut self) {
+    pub(crate) fn end(&mut self) {
         let tx = &mut self.tx;
         for ifc in &mut tx.ifaces {
             if !ifc.parked {
@@ -216,6 +220,7 @@ impl Lane {
     /// At stop: frees what is queued, drains the receive queues (bounded) and says to
     /// the control core that this lane's queues are out of use for good.
     pub(crate) fn drain(&mut self) {
+        self.ext.finished = true;
         const STOP_DRAIN_BURSTS: usize = 4096;
         let mut queued = 0;
         for ifc in &mut self.tx.ifaces {

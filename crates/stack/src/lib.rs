@@ -1,13 +1,64 @@
-//! `ibpoll`: the stack. Lanes (one per pinned lcore thread) poll the UD queue pairs of
-//! each interface in datagram-mode IPoIB, hand IP packets to an application in bursts
-//! and send what it pushes, resolving destinations against the control plane's
-//! snapshots when they are pushed; the control core (`ibpoll-ctrl`, one controller per
-//! interface) runs on its own lcore or is polled from data lcore 0.
+//! `ibpoll`: the stack. Lanes (one per thread) poll the UD queue pairs of each
+//! interface in datagram-mode IPoIB, hand IP packets to the application in bursts, or to
+//! its UDP sockets, and send what it pushes, resolving destinations against the control
+//! plane's snapshots when they are pushed; the control core (`ibpoll-ctrl`, one
+//! controller per interface) owns every multicast join, ARP and path record.
+//!
+//! `ibpoll` alone is a working dependency: it re-exports the buffer types ([`Mbuf`],
+//! [`MbufArray`], [`Mempool`]...), the wire types ([`PKey`], [`Gid`], [`IbMtu`],
+//! [`Qpn`]...), the driver contract ([`Device`], [`Port`]...) and, with the default
+//! feature `sim`, the simulated fabric ([`SimFabric`]).
+//!
+//! # Two ways to run a stack
+//!
+//! **The application's own loop** (SPDK's `spdk_thread_poll`): [`StackBuilder::build`]
+//! starts nothing and [`StackParts::split`] hands over a [`Control`] poller and one
+//! [`Lane`] per thread, which the application polls from threads it owns:
+//!
+//! ```
+//! use std::net::{Ipv4Addr, SocketAddrV4};
+//! use ibpoll::{Discard, FabricConfig, SimFabric, Stack};
+//!
+//! // Two hosts on one simulated subnet (a real HCA: `.device(device, port)`).
+//! let fabric = SimFabric::new(FabricConfig::default());
+//! let host = |name: &str, ip: [u8; 4]| {
+//!     Stack::builder().name(name).fabric(&fabric, name).ipv4(ip).data_cores(1).build()
+//! };
+//! let (_a, mut ctl_a, mut lanes_a) = host("a", [10, 0, 0, 1])?.split();
+//! let (_b, mut ctl_b, mut lanes_b) = host("b", [10, 0, 0, 2])?.split();
+//! let (la, lb) = (&mut lanes_a[0], &mut lanes_b[0]);
+//! let (sa, sb) = (la.udp_bind(0, 7000)?, lb.udp_bind(0, 7000)?);
+//! let to_b = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 7000);
+//! // One thread drives everything here; each poller may have a thread of its own.
+//! let mut got = None;
+//! for _ in 0..200_000 {
+//!     ctl_a.poll();
+//!     ctl_b.poll();
+//!     la.poll(&mut Discard);
+//!     lb.poll(&mut Discard);
+//!     if la.link_up(0) && lb.link_up(0) && la.udp_stats(sa)?.tx == 0 {
+//!         la.udp_send_slice(sa, b"hello", to_b)?;
+//!     }
+//!     let mut buf = [0u8; 64];
+//!     if let Some((n, from)) = lb.udp_recv_slice(sb, &mut buf) {
+//!         got = Some((buf[..n].to_vec(), from));
+//!         break;
+//!     }
+//! }
+//! let (data, from) = got.expect("a datagram within the loop");
+//! assert_eq!((&data[..], from.port()), (&b"hello"[..], 7000));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! **The stack's own threads**: [`StackBuilder::start`] spawns one pinned lcore thread
+//! per lane, each running an [`App`] (callbacks per received burst and per iteration),
+//! and the controllers on data lcore 0 or on a control lcore of their own:
 //!
 //! ```no_run
-//! use ibpoll::{Dest, LcoreCtx, Stack, Tx};
-//! use ibpoll_mem::MbufArray;
+//! use ibpoll::{Dest, LcoreCtx, MbufArray, SimFabric, FabricConfig, Stack, Tx};
+//! let fabric = SimFabric::new(FabricConfig::default());
 //! let stack = Stack::builder()
+//!     .fabric(&fabric, "fwd")
 //!     .data_cores(1)
 //!     .ipv4([10, 0, 0, 1])
 //!     .start(|_lcore| {
@@ -22,6 +73,16 @@
 //! println!("{:?}", report.total());
 //! # Ok::<(), ibpoll::Error>(())
 //! ```
+//!
+//! A stack always names its device: [`StackBuilder::device`] (any driver's
+//! [`Device`]) or [`StackBuilder::fabric`] (the simulated fabric); without either,
+//! `build` and `start` fail with [`Error::NoDevice`].
+//!
+//! # UDP sockets
+//!
+//! See [`udp`]: sockets bound per lane and interface, zero-copy sends and receives
+//! with a copying convenience, and multicast joins that make the control core join the
+//! group at the SA as a full member, reporting the join's state ([`JoinStatus`]).
 //!
 //! # Lanes and queue pairs
 //!
@@ -72,7 +133,10 @@
 //! # smoltcp
 //!
 //! [`smol::IpDevice`] is a `smoltcp` device with `Medium::Ip` over the burst API, for
-//! applications that want sockets (an `Interface` and its sockets per data lcore; IPv4).
+//! applications that want smoltcp's sockets (an `Interface` and its sockets per lane;
+//! IPv4). smoltcp's own multicast joins (`Interface::join_multicast_group`, with its
+//! `multicast` feature, on in ibpoll's feature set) become SA joins: the device sees
+//! smoltcp's IGMP reports and leaves and subscribes the lane as a socket would.
 //!
 //! # Counters and stop
 //!
@@ -93,8 +157,10 @@
 
 mod app;
 pub mod burst;
+mod control;
 mod error;
 mod lane;
+mod lane_api;
 mod lcore;
 mod setup;
 mod signal;
@@ -104,13 +170,39 @@ mod stats;
 mod tee;
 pub mod telemetry;
 mod tx;
+pub mod udp;
 
 pub use app::{App, Discard, LcoreCtx};
+pub use control::{Control, ControlReport, StackParts};
 pub use error::Error;
-pub use ibpoll_ctrl::{CtrlConfig, CtrlStats, GroupAddr, NhId};
 pub use lane::Lane;
 pub use lcore::{IdlePolicy, COMMANDS_PER_ITERATION};
 pub use setup::{ControlCore, IfaceConfig, StackBuilder, IFACES_MAX};
+pub use udp::{JoinStatus, UdpConfig, UdpError, UdpSocket, UdpStats};
+
+// What an application needs from the crates below, so that `ibpoll` alone is enough.
+pub use ibpoll_ctrl::{Controller, CtrlConfig, CtrlStats, GroupAddr, NhId, Poll};
+pub use ibpoll_dev::{
+    Clock, Device, LinkLayer, MonotonicClock, Nanos, Port, PortAttr, PortEvent, PortState, RxQueue,
+    TxQueue, UdQp, UdQpConfig,
+};
+pub use ibpoll_mem::{HugepagePolicy, Mbuf, MbufArray, MbufMeta, Mempool, MempoolConfig};
+#[cfg(feature = "sim")]
+pub use ibpoll_pmd_sim::{FabricConfig, FaultConfig, SimFabric};
+pub use ibpoll_wire::ipoib::{HwAddr, McastScope};
+pub use ibpoll_wire::{Gid, IbMtu, Lid, PKey, QKey, Qpn};
+
+/// The control plane (`ibpoll-ctrl`): controllers, snapshots, group states.
+pub use ibpoll_ctrl as ctrl;
+/// The driver contract (`ibpoll-dev`): what a PMD implements.
+pub use ibpoll_dev as dev;
+/// Packet buffers (`ibpoll-mem`): pools, `Mbuf`, lcore registration.
+pub use ibpoll_mem as mem;
+/// The simulated fabric (`ibpoll-pmd-sim`), with the `sim` feature.
+#[cfg(feature = "sim")]
+pub use ibpoll_pmd_sim as sim;
+/// Wire formats (`ibpoll-wire`): IPoIB, MADs, GIDs.
+pub use ibpoll_wire as wire;
 pub use signal::{ctrl_c_pressed, install_ctrl_c, register_stop_signals};
 pub use stack::{ctrl_packet_drops, Stack, StopReport};
 pub use stats::{LcoreCounters, LcoreStats};

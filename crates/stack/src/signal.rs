@@ -148,6 +148,25 @@ impl Drop for StopOnPanic {
 /// Makes SIGINT and SIGTERM set `flag` (signal-hook: beside any handler already
 /// installed, never replacing it). A program that wants a second signal to end it at
 /// once registers `signal_hook::flag::register_conditional_shutdown` first.
+///
+/// ```no_run
+/// use std::sync::atomic::AtomicBool;
+/// use std::sync::Arc;
+/// use ibpoll::{Discard, FabricConfig, SimFabric, Stack};
+/// let stop = Arc::new(AtomicBool::new(false));
+/// ibpoll::register_stop_signals(&stop)?;
+/// let fabric = SimFabric::new(FabricConfig::default());
+/// let stack = Stack::builder()
+///     .fabric(&fabric, "a")
+///     .stop_flag(stop.clone())
+///     .start(|_| Discard)?;
+/// while !stack.stop_requested() {
+///     std::thread::sleep(std::time::Duration::from_millis(50));
+/// }
+/// let report = stack.stop()?; // Ctrl-C: every group left, then the lcores stop
+/// # let _ = report;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn register_stop_signals(flag: &Arc<AtomicBool>) -> std::io::Result<()> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, flag.clone())?;

@@ -12,15 +12,33 @@
 //! packet it sends straight into a pool buffer, which goes out as it is. IPv4 only for
 //! now: destinations are on-link next hops (the packet's destination address), IPv4
 //! multicast groups, or the broadcast group; the stack resolves them as for any packet.
+//!
+//! # Multicast
+//!
+//! On InfiniBand a host receives a group only once its port joined it at the subnet
+//! administrator (an MCMemberRecord join) and its QP is attached; IGMP does nothing
+//! there. So the device mirrors smoltcp's own memberships into SA joins: with smoltcp's
+//! `multicast` feature, `Interface::join_multicast_group` makes smoltcp send an IGMP
+//! membership report, and `leave_multicast_group` an IGMP leave, at its next poll. The
+//! device takes those out of what smoltcp sends (they never reach the wire) and asks
+//! the control core, through the lane's request ring, to join the group as a full
+//! member and attach this lane's QP, or to end that subscription: what a UDP socket's
+//! [`Lane::udp_join`](crate::Lane::udp_join) does. [`IpDevice::membership`] says how a
+//! join stands. smoltcp reports only groups of an interface that has an IPv4 address.
+//! A report for a group already mirrored (smoltcp answering a query) changes nothing.
 
 use std::collections::VecDeque;
+use std::net::Ipv4Addr;
 
-use ibpoll_ctrl::GroupAddr;
+use ibpoll_ctrl::{GroupAddr, JoinStatus, SubSlot};
 use ibpoll_mem::{Mbuf, MbufArray, Mempool};
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
 use crate::{Dest, Tx, BURST_MAX, TX_TABLE_MAX};
+
+/// IPv4's protocol number of IGMP.
+const IPPROTO_IGMP: u8 = 2;
 
 /// Counters of one [`IpDevice`] (owned by its lcore; plain integers).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -38,6 +56,28 @@ pub struct IpDeviceStats {
     pub tx_too_long: u64,
     /// Packets that were not IPv4 (dropped; IPv6 is not supported yet).
     pub tx_not_ipv4: u64,
+    /// IGMP membership reports and leaves of smoltcp's, mirrored into subscriptions
+    /// (not sent).
+    pub igmp_mirrored: u64,
+    /// Other IGMP packets of smoltcp's (not sent).
+    pub igmp_other: u64,
+    /// Subscriptions that could not be made: the lane's table of them full.
+    pub igmp_failed: u64,
+}
+
+/// One of smoltcp's memberships mirrored into a subscription of the lane.
+#[derive(Debug, Clone, Copy)]
+struct Mirrored {
+    iface: usize,
+    group: Ipv4Addr,
+    slot: SubSlot,
+}
+
+/// A membership change waiting for room in the request ring.
+#[derive(Debug, Clone, Copy)]
+enum Pending {
+    Join { iface: usize, group: Ipv4Addr },
+    Leave { iface: usize, slot: SubSlot },
 }
 
 /// The sending half, borrowed by transmit tokens.
@@ -51,11 +91,49 @@ struct TxSide {
 }
 
 /// A smoltcp device over the burst API. See the module docs.
+///
+/// ```no_run
+/// use std::net::Ipv4Addr;
+/// use ibpoll::smol::IpDevice;
+/// use ibpoll::{FabricConfig, JoinStatus, SimFabric, Stack};
+/// use smoltcp::iface::{Config, Interface, SocketSet};
+/// use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
+///
+/// let fabric = SimFabric::new(FabricConfig::default());
+/// let (_stack, mut control, mut lanes) = Stack::builder()
+///     .fabric(&fabric, "smol")
+///     .ipv4([10, 0, 0, 2])
+///     .data_cores(1)
+///     .build()?
+///     .split();
+/// let lane = &mut lanes[0];
+/// let mut dev = IpDevice::new(2044);
+/// let t = smoltcp::time::Instant::from_millis(0);
+/// let mut iface = Interface::new(Config::new(HardwareAddress::Ip), &mut dev, t);
+/// iface.update_ip_addrs(|a| a.push(IpCidr::new(IpAddress::v4(10, 0, 0, 2), 24)).unwrap());
+/// let mut sockets = SocketSet::new(Vec::new());
+/// let group = Ipv4Addr::new(239, 1, 2, 3);
+/// iface.join_multicast_group(group)?; // becomes a full-member join at the SA
+/// let mut burst = ibpoll::MbufArray::with_capacity(32);
+/// while dev.membership(lane.tx(), 0, group) != Some(JoinStatus::Joined) {
+///     control.poll();
+///     lane.quiescent();
+///     dev.bind(lane.tx());
+///     lane.rx_burst(0, &mut burst);
+///     dev.stage_rx(&mut burst);
+///     iface.poll(t, &mut dev, &mut sockets);
+///     dev.flush_tx(0, lane.tx());
+///     lane.flush();
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct IpDevice {
     rx: VecDeque<Mbuf>,
     tx: TxSide,
     mtu: usize,
+    groups: Vec<Mirrored>,
+    pending: Vec<Pending>,
 }
 
 impl IpDevice {
@@ -82,6 +160,8 @@ impl IpDevice {
                 stats: IpDeviceStats::default(),
             },
             mtu,
+            groups: Vec::new(),
+            pending: Vec::new(),
         }
     }
 
@@ -105,12 +185,20 @@ impl IpDevice {
     }
 
     /// Queues what smoltcp sent for transmission: each to its IPv4 destination as an
-    /// on-link next hop, or its multicast group, on interface `iface`.
+    /// on-link next hop, or its multicast group, on interface `iface`. smoltcp's IGMP
+    /// reports and leaves become subscriptions of the lane instead (see the module
+    /// docs).
     pub fn flush_tx(&mut self, iface: usize, tx: &mut Tx) {
-        for m in self.tx.staged.drain(..) {
+        self.retry_pending(tx);
+        let mut staged = std::mem::take(&mut self.tx.staged);
+        for m in staged.drain(..) {
             let d = m.data();
             if d.len() < 20 || d[0] >> 4 != 4 {
                 self.tx.stats.tx_not_ipv4 += 1;
+                continue;
+            }
+            if d[9] == IPPROTO_IGMP {
+                self.igmp(iface, d, tx);
                 continue;
             }
             let dst = [d[16], d[17], d[18], d[19]];
@@ -121,6 +209,73 @@ impl IpDevice {
             };
             tx.push(iface, m, dest);
         }
+        self.tx.staged = staged;
+    }
+
+    /// One IGMP packet of smoltcp's: a report joins, a leave leaves.
+    fn igmp(&mut self, iface: usize, d: &[u8], tx: &mut Tx) {
+        let ihl = usize::from(d[0] & 0x0f) * 4;
+        let Some(igmp) = d.get(ihl..ihl + 8) else {
+            self.tx.stats.igmp_other += 1;
+            return;
+        };
+        let group = Ipv4Addr::new(igmp[4], igmp[5], igmp[6], igmp[7]);
+        let known = self
+            .groups
+            .iter()
+            .position(|g| g.iface == iface && g.group == group);
+        match (igmp[0], known) {
+            // IGMPv1 and v2 membership reports (RFC 1112, RFC 2236).
+            (0x12 | 0x16, None) if group.is_multicast() => {
+                self.tx.stats.igmp_mirrored += 1;
+                self.join(iface, group, tx);
+            }
+            (0x12 | 0x16, Some(_)) => {}
+            // IGMPv2 leave (RFC 2236).
+            (0x17, Some(i)) => {
+                self.tx.stats.igmp_mirrored += 1;
+                let g = self.groups.swap_remove(i);
+                if !crate::udp::unsubscribe(tx, g.iface, g.slot) {
+                    self.pending.push(Pending::Leave {
+                        iface: g.iface,
+                        slot: g.slot,
+                    });
+                }
+            }
+            _ => self.tx.stats.igmp_other += 1,
+        }
+    }
+
+    fn join(&mut self, iface: usize, group: Ipv4Addr, tx: &mut Tx) {
+        match crate::udp::subscribe(tx, iface, group) {
+            Ok(slot) => self.groups.push(Mirrored { iface, group, slot }),
+            Err(crate::UdpError::WouldBlock) => self.pending.push(Pending::Join { iface, group }),
+            Err(_) => self.tx.stats.igmp_failed += 1,
+        }
+    }
+
+    /// Membership changes that waited for room in the request ring.
+    fn retry_pending(&mut self, tx: &mut Tx) {
+        for p in std::mem::take(&mut self.pending) {
+            match p {
+                Pending::Join { iface, group } => self.join(iface, group, tx),
+                Pending::Leave { iface, slot } => {
+                    if !crate::udp::unsubscribe(tx, iface, slot) {
+                        self.pending.push(p);
+                    }
+                }
+            }
+        }
+    }
+
+    /// How the SA join mirroring smoltcp's membership of `group` on `iface` stands;
+    /// `None` when smoltcp has not reported it (yet).
+    pub fn membership(&self, tx: &Tx, iface: usize, group: Ipv4Addr) -> Option<JoinStatus> {
+        let g = self
+            .groups
+            .iter()
+            .find(|g| g.iface == iface && g.group == group)?;
+        Some(crate::udp::membership(tx, g.iface, g.slot))
     }
 
     /// The device's counters.

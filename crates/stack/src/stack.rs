@@ -11,6 +11,7 @@ use ibpoll_mem::Mempool;
 use ibpoll_wire::ipoib::HwAddr;
 use ibpoll_wire::Qpn;
 
+use crate::control::ControlDone;
 use crate::lcore::{Command, Shared};
 use crate::signal::StopState;
 use crate::stats::{LcoreCounterSet, LcoreCounters, LcoreStats};
@@ -78,6 +79,25 @@ fn sum(all: &[LcoreStats]) -> LcoreStats {
 /// A running stack: its lcores run until [`stop`](Self::stop) (or drop, which stops it
 /// too). Counters are readable at any time without disturbing the lcores; everything
 /// that touches the control plane is a message to the control core.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use ibpoll::{Discard, FabricConfig, GroupAddr, SimFabric, Stack};
+/// let fabric = SimFabric::new(FabricConfig::default());
+/// let stack = Stack::builder()
+///     .fabric(&fabric, "rx")
+///     .ipv4([10, 0, 0, 1])
+///     .data_cores(1)
+///     .start(|_| Discard)?;
+/// assert!(stack.wait_link_up(Duration::from_secs(10))?);
+/// // A full-member join, made by the control core (this thread waits for its answer).
+/// assert!(stack.join_group_on(0, GroupAddr::Ipv4([239, 1, 0, 1]))?);
+/// let s = stack.stats(0);
+/// println!("rx {} tx {} dropped by the control core {}", s.rx_packets, s.tx_posted, s.ctrl_dropped());
+/// let report = stack.stop()?; // leaves every group first
+/// assert!(report.flushed);
+/// # Ok::<(), ibpoll::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct Stack {
     shared: Arc<Shared>,
@@ -91,6 +111,10 @@ pub struct Stack {
     stop_state: Arc<StopState>,
     /// Its place in the process's telemetry (withdrawn when the stack goes).
     pub(crate) telemetry: Option<crate::telemetry::Registration>,
+    /// Set when the application drives the control core and the lanes
+    /// ([`StackParts::split`](crate::StackParts::split)): where the control core leaves
+    /// its report.
+    driven: Option<Arc<ControlDone>>,
 }
 
 impl Stack {
@@ -119,7 +143,17 @@ impl Stack {
             stopped: false,
             stop_state,
             telemetry: None,
+            driven: None,
         }
+    }
+
+    /// The application drives the control core and the lanes.
+    pub(crate) fn set_app_driven(&mut self, done: Arc<ControlDone>) {
+        self.driven = Some(done);
+    }
+
+    pub(crate) fn stop_state(&self) -> &Arc<StopState> {
+        &self.stop_state
     }
 
     pub(crate) fn adopt(&mut self, threads: Vec<JoinHandle<LcoreExit>>) {
@@ -284,6 +318,16 @@ impl Stack {
         self.with_controller(move |c| c.leave_group(group))
     }
 
+    /// [`join_group`](Self::join_group) on interface `iface`.
+    pub fn join_group_on(&self, iface: usize, group: GroupAddr) -> Result<bool, Error> {
+        self.with_controller_on(iface, move |c| c.join_group(group))
+    }
+
+    /// [`leave_group`](Self::leave_group) on interface `iface`.
+    pub fn leave_group_on(&self, iface: usize, group: GroupAddr) -> Result<(), Error> {
+        self.with_controller_on(iface, move |c| c.leave_group(group))
+    }
+
     /// Whether every interface's link is up (its broadcast group is Joined).
     pub fn link_up(&self) -> Result<bool, Error> {
         for i in 0..self.ifaces.len() {
@@ -328,6 +372,10 @@ impl Stack {
     /// keep draining; then stops the lcores, which free what they hold and drain their
     /// receive queues; joins them and reports. Buffers are back in the pool afterwards
     /// unless the application keeps some.
+    ///
+    /// For an application-driven stack ([`StackParts::split`](crate::StackParts::split))
+    /// it sets the stop flag and waits until the application's [`Control`](crate::Control)
+    /// finished (its poller does the flush and tells the lanes to stop).
     pub fn stop(mut self) -> Result<StopReport, Error> {
         self.stop_inner()
     }
@@ -365,9 +413,47 @@ impl Stack {
         self.stop()
     }
 
+    /// The stop of an application-driven stack: the flag, then the application's
+    /// control poller does the rest; this waits for its report.
+    fn stop_driven(&mut self, done: Arc<ControlDone>) -> Result<StopReport, Error> {
+        self.stopped = true;
+        self.stop_state.flag.store(true, Ordering::SeqCst);
+        let start = Instant::now();
+        let limit = self.stop_timeout + COMMAND_TIMEOUT;
+        let report = loop {
+            if let Some(r) = done
+                .report
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+            {
+                break r;
+            }
+            if start.elapsed() > limit {
+                return Err(Error::ControlTimeout {
+                    secs: limit.as_secs(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        let mut ctrl_ifaces = report.ctrl;
+        ctrl_ifaces.resize(self.ifaces.len(), CtrlStats::default());
+        Ok(StopReport {
+            lcores: self.all_stats(),
+            ctrl: ctrl_ifaces[0],
+            ctrl_ifaces,
+            flushed: report.flushed,
+            pool_in_use: self.pool.in_use(),
+            app_panics: self.stop_state.panicked_lcores(),
+        })
+    }
+
     fn stop_inner(&mut self) -> Result<StopReport, Error> {
         if self.stopped {
             return Err(Error::Stopped);
+        }
+        if let Some(done) = self.driven.clone() {
+            return self.stop_driven(done);
         }
         let mut flushed = false;
         if self.set_admin_up(false).is_ok() {
@@ -417,8 +503,10 @@ impl Stack {
 }
 
 impl Drop for Stack {
+    /// Stops the stack's own lcores; the handle of an application-driven stack leaves
+    /// the stop to the application's control poller.
     fn drop(&mut self) {
-        if !self.stopped {
+        if !self.stopped && self.driven.is_none() {
             let _ = self.stop_inner();
         }
     }

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use ibpoll_ctrl::RequestDrops;
 use ibpoll_dev::{Counter, RxCounters, TxCounters};
 
 /// Declares the live counters, their plain copy (also the per-iteration accumulator),
@@ -48,6 +49,16 @@ macro_rules! lcore_counters {
             pub driver_rx_nombuf: u64,
             /// Receive buffers the driver returned when a QP moved through Reset.
             pub driver_rx_flushed: u64,
+            /// Of the packets handed to the control core for an unresolved next hop
+            /// (`to_ctrl_resolve`), those it dropped on arrival: the neighbour's queue
+            /// already held `neigh_queue_max` (3) while ARP and the path query ran, or
+            /// the neighbour table was full. `push` had returned true for them.
+            pub ctrl_resolve_dropped: u64,
+            /// Of the packets handed to the control core for a group not Joined
+            /// (`to_ctrl_mcast`), those it dropped on arrival: the group's queue already
+            /// held `mcast_queue_max` (64), the group table was full, or the group was
+            /// not one of the partition's.
+            pub ctrl_mcast_dropped: u64,
         }
 
         impl LcoreCounters {
@@ -81,6 +92,8 @@ macro_rules! lcore_counters {
                     ("driver_tx_errors", self.driver_tx_errors),
                     ("driver_rx_nombuf", self.driver_rx_nombuf),
                     ("driver_rx_flushed", self.driver_rx_flushed),
+                    ("ctrl_resolve_dropped", self.ctrl_resolve_dropped),
+                    ("ctrl_mcast_dropped", self.ctrl_mcast_dropped),
                 ]
             }
         }
@@ -92,6 +105,8 @@ macro_rules! lcore_counters {
                 self.driver_tx_errors += o.driver_tx_errors;
                 self.driver_rx_nombuf += o.driver_rx_nombuf;
                 self.driver_rx_flushed += o.driver_rx_flushed;
+                self.ctrl_resolve_dropped += o.ctrl_resolve_dropped;
+                self.ctrl_mcast_dropped += o.ctrl_mcast_dropped;
             }
         }
     };
@@ -170,6 +185,13 @@ impl LcoreStats {
             + self.stop_dropped_tx
     }
 
+    /// Packets of this lcore the control core dropped on arrival (its queues for
+    /// unresolved next hops and groups not Joined were full): counted in `app_tx` and
+    /// `to_ctrl_*` too, so not part of [`tx_dropped`](Self::tx_dropped).
+    pub fn ctrl_dropped(&self) -> u64 {
+        self.ctrl_resolve_dropped + self.ctrl_mcast_dropped
+    }
+
     /// Received packets dropped by the stack on this lcore, every reason summed (our
     /// own looped-back multicast included).
     pub fn rx_dropped(&self) -> u64 {
@@ -198,6 +220,8 @@ pub(crate) struct LcoreCounterSet {
     pub(crate) rx: Vec<Arc<RxCounters>>,
     /// One send queue per interface.
     pub(crate) tx: Vec<Arc<TxCounters>>,
+    /// Per interface: what the control core dropped of this lane's packets.
+    pub(crate) ctrl: Vec<Arc<RequestDrops>>,
 }
 
 impl LcoreCounterSet {
@@ -207,6 +231,8 @@ impl LcoreCounterSet {
         s.driver_tx_errors = self.tx.iter().map(|t| t.errors.get()).sum();
         s.driver_rx_nombuf = self.rx.iter().map(|r| r.nombuf.get()).sum();
         s.driver_rx_flushed = self.rx.iter().map(|r| r.flushed.get()).sum();
+        s.ctrl_resolve_dropped = self.ctrl.iter().map(|c| c.resolve.get()).sum();
+        s.ctrl_mcast_dropped = self.ctrl.iter().map(|c| c.mcast.get()).sum();
         s
     }
 }

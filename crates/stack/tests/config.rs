@@ -102,6 +102,23 @@ fn start_err(b: ibpoll::StackBuilder) -> Error {
 }
 
 #[test]
+fn a_stack_without_a_device_is_refused_with_the_fix() {
+    let e = start_err(Stack::builder().ipv4(A_IP).data_cores(1));
+    assert!(matches!(e, Error::NoDevice), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("StackBuilder::device") && msg.contains("StackBuilder::fabric"),
+        "{msg}"
+    );
+    let e = Stack::builder()
+        .data_cores(1)
+        .build()
+        .map(|_| ())
+        .unwrap_err();
+    assert!(matches!(e, Error::NoDevice), "{e}");
+}
+
+#[test]
 fn bad_configurations_are_typed_errors_that_name_the_input() {
     let _serial = serial();
     let fabric = fabric();

@@ -4,6 +4,7 @@
 
 use ibpoll_dev::{Nanos, PortEvent, PortState};
 
+use super::subscribe::detach_lanes;
 use super::{Controller, CtrlEvent, Flush, FlushLevel};
 use crate::mcast::{Backoff, GroupKind, GroupState, RetryAt, Unconfirmed};
 use crate::sa::TxnKind;
@@ -79,6 +80,9 @@ impl Controller {
                 );
                 // No group is published while a flush runs.
                 self.changes.push(Change::AllGroups);
+                // Nor reported joined; failures before it are history.
+                self.forget_join_failures();
+                self.subs.touch_all();
                 Flush {
                     level,
                     started: now,
@@ -175,9 +179,8 @@ impl Controller {
                     Some(leave.into_unconfirmed())
                 }
                 GroupState::Joined { membership, entry } => {
-                    if !entry.send_only {
-                        let _ = self.port.detach_mcast(entry.qpn, &entry.mgid, entry.mlid);
-                    }
+                    let attached = std::mem::take(&mut g.attached);
+                    detach_lanes(&*self.port, &self.lane_qpns, attached, &mgid, entry.mlid);
                     self.dirty = true;
                     n += 1;
                     Some(membership.leave().into_unconfirmed())
@@ -209,6 +212,7 @@ impl Controller {
         self.flush = None;
         // Groups are published again.
         self.changes.push(Change::AllGroups);
+        self.subs.touch_all();
         self.remove_flushed_groups(level);
         self.reset_idle_groups(now);
         match level {

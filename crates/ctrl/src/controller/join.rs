@@ -10,8 +10,9 @@ use ibpoll_wire::mcmember::{self, JoinState};
 use ibpoll_wire::sa::{Attribute, ComponentMask, Selector};
 use ibpoll_wire::{Gid, PKey, Qpn};
 
+use super::subscribe::detach_lanes;
 use super::Controller;
-use crate::mcast::{Backoff, Group, GroupKind, GroupState, Membership, RetryAt, Unconfirmed};
+use crate::mcast::{Backoff, GroupKind, GroupState, Membership, RetryAt, Unconfirmed};
 use crate::nh::NhSlot;
 use crate::reaper::AhGuard;
 use crate::ring::GroupAddr;
@@ -28,20 +29,13 @@ impl Controller {
             self.stats.mcast_bad_group += 1;
             return false;
         };
-        if let Some(g) = self.groups.get_mut(&mgid) {
-            g.remove_after_leave = false;
-            if g.kind == GroupKind::SendOnly {
-                // Upgrade: `schedule_joins` leaves the send-only membership, then the
-                // group joins as a full member.
-                g.kind = GroupKind::Full;
-            }
-            return true;
-        }
-        if self.groups.len() >= self.cfg.groups_max {
+        if self.want_group(mgid, now).is_err() {
             self.stats.mcast_table_full += 1;
             return false;
         }
-        self.groups.insert(Group::new(mgid, GroupKind::Full, now));
+        if let Some(g) = self.groups.get_mut(&mgid) {
+            g.admin = true;
+        }
         true
     }
 
@@ -247,22 +241,27 @@ impl Controller {
             entry: entry.clone(),
         };
         g.last_used = now;
+        g.last_failure = None;
+        self.subs.touch(mgid);
         self.dirty = true;
         self.after_joined(mgid, &entry, now);
     }
 
-    /// Attaches the group's lane QP to a group just joined (unless it is send-only) and
-    /// makes the group's address handle and next-hop slot. `None` (counted) when either
-    /// cannot be made: the attachment is undone.
+    /// Attaches the QPs of the group's lanes to a group just joined (unless it is
+    /// send-only: see `attach_mask`) and makes the group's address handle and next-hop
+    /// slot. `None` (counted) when either cannot be made: the attachments are undone.
     fn attach_joined(
         &mut self,
         rec: &mcmember::Repr,
         kind: GroupKind,
     ) -> Option<(Arc<AhGuard>, NhSlot, Qpn)> {
-        let qpn = self.lane_qpn_for(&rec.mgid);
-        let attach = kind != GroupKind::SendOnly;
-        if attach && self.port.attach_mcast(qpn, &rec.mgid, rec.mlid).is_err() {
-            self.stats.qp_errors += 1;
+        let mask = match self.groups.get(&rec.mgid) {
+            Some(g) if kind != GroupKind::SendOnly => self.attach_mask(g),
+            _ => 0,
+        };
+        let attached = self.attach_lanes(mask, &rec.mgid, rec.mlid);
+        if let Some(g) = self.groups.get_mut(&rec.mgid) {
+            g.attached = attached;
         }
         let made = match self.port.create_ah(&mcast_ah_attr(rec)) {
             Ok(ah) => {
@@ -275,10 +274,16 @@ impl Controller {
         };
         if made.is_none() {
             self.stats.ah_errors += 1;
-            if attach {
-                let _ = self.port.detach_mcast(qpn, &rec.mgid, rec.mlid);
+            detach_lanes(&*self.port, &self.lane_qpns, attached, &rec.mgid, rec.mlid);
+            if let Some(g) = self.groups.get_mut(&rec.mgid) {
+                g.attached = 0;
             }
         }
+        // The QP the entry names: the lowest lane attached, else the hash's pick.
+        let qpn = match attached.trailing_zeros() as usize {
+            i if i < self.lane_qpns.len() => self.lane_qpns[i],
+            _ => self.lane_qpn_for(&rec.mgid),
+        };
         made.map(|(guard, slot)| (guard, slot, qpn))
     }
 
@@ -318,6 +323,7 @@ impl Controller {
             return;
         }
         self.stats.joins_failed += 1;
+        self.subs.touch(mgid);
         tracing::debug!(pkey = %self.cfg.pkey, %mgid, "ibpoll-ctrl: join failed; backing off");
         let max_s = self.cfg.backoff_s_max;
         let so_max = self.cfg.sendonly_failures_max;

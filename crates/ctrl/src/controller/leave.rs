@@ -8,33 +8,41 @@ use ibpoll_wire::mcmember::{self, JoinState};
 use ibpoll_wire::sa::Attribute;
 use ibpoll_wire::Gid;
 
+use super::subscribe::detach_lanes;
 use super::Controller;
 use crate::mcast::{Backoff, GroupKind, GroupState, Leave, RetryAt, Unconfirmed};
 use crate::ring::GroupAddr;
 use crate::sa::{self, Tid, TxnKind};
 
 impl Controller {
-    /// Unsubscribes: the group is left (if Joined) and removed.
+    /// Unsubscribes what [`join_group`](Self::join_group) subscribed: the group is left
+    /// (if Joined) and removed, unless sockets of the data cores still subscribe to it
+    /// (see [`Request::Subscribe`](crate::Request::Subscribe)).
     pub fn leave_group(&mut self, group: GroupAddr) {
         let now = self.clock.now();
         let Some(mgid) = self.mgid_of(group) else {
             return;
         };
-        if mgid == self.bcast_mgid {
-            return;
-        }
         let Some(g) = self.groups.get_mut(&mgid) else {
             return;
         };
-        g.remove_after_leave = true;
-        match g.state {
-            GroupState::Joined { .. } => {
-                self.begin_leave(mgid, now, true);
+        g.admin = false;
+        if !self.subs.has(&mgid) {
+            self.unwant_group(mgid, now);
+            return;
+        }
+        // The sockets keep it: only the lane attached for `join_group` goes, unless
+        // they need it.
+        let Some(g) = self.groups.get(&mgid) else {
+            return;
+        };
+        let extra = g.attached & !self.attach_mask(g);
+        if let GroupState::Joined { entry, .. } = &g.state {
+            let mlid = entry.mlid;
+            detach_lanes(&*self.port, &self.lane_qpns, extra, &mgid, mlid);
+            if let Some(g) = self.groups.get_mut(&mgid) {
+                g.attached &= !extra;
             }
-            GroupState::Idle { .. } => self.remove_idle_group(mgid),
-            // Joining: removed once the answer (or timeout) has come and been left;
-            // Leaving: removed when the leave ends.
-            _ => {}
         }
     }
 
@@ -53,9 +61,9 @@ impl Controller {
             GroupState::Joined { membership, entry } => {
                 // The snapshot drops the entry at the next publish; its address handle
                 // is destroyed once every data core has moved past it.
-                if !entry.send_only {
-                    let _ = self.port.detach_mcast(entry.qpn, &entry.mgid, entry.mlid);
-                }
+                let attached = std::mem::take(&mut g.attached);
+                detach_lanes(&*self.port, &self.lane_qpns, attached, &mgid, entry.mlid);
+                self.subs.touch(mgid);
                 self.dirty = true;
                 membership.leave()
             }

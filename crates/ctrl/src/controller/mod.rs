@@ -28,6 +28,7 @@ mod leave;
 mod publish;
 mod requests;
 mod sa_events;
+mod subscribe;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -47,6 +48,7 @@ use crate::reaper::{AhGuard, AhReaper, TxProgress};
 use crate::ring::{DataCore, GroupAddr, RequestRing, RequestSender};
 use crate::sa::{self, SaClient, SaEvent};
 use crate::snapshot::Snapshot;
+use crate::subs::{RequestDrops, SubBoard, Subscriptions};
 use crate::table::{ChangeLog, GroupTable, NeighTable};
 use crate::{CtrlConfig, CtrlStats, Error};
 
@@ -117,6 +119,9 @@ pub struct Controller {
     pub(crate) sa: SaClient,
     publisher: Publisher<Snapshot>,
     rings: Vec<RequestRing>,
+    /// The data cores' sockets' subscriptions (see `subs`).
+    pub(crate) subs: Subscriptions,
+    sub_scratch: Vec<Gid>,
     /// Every write goes through the table, which keeps the indexes the schedulers read
     /// (see `table`). The order joins and leaves go out in must not depend on a
     /// per-process hash seed, so that a simulated run replays exactly: it comes from the
@@ -233,6 +238,7 @@ impl Controller {
         // quiesce every loop give the previous one back before the next publish.
         publisher.set_recycle_max(1);
         let (rings, cores) = data_core_rings(&cfg, &registry)?;
+        let subs = Subscriptions::new(rings.iter().map(|r| r.subs.clone()).collect());
         let ah_destroyed = Arc::new(Counter::new());
         let progress = cores.iter().map(|c| c.progress.clone()).collect();
         let reaper = Arc::new(AhReaper::new(port.clone(), progress, ah_destroyed.clone()));
@@ -252,6 +258,8 @@ impl Controller {
             sa,
             publisher,
             rings,
+            subs,
+            sub_scratch: Vec::new(),
             groups,
             bcast_mgid,
             bcast_record: None,
@@ -305,6 +313,7 @@ impl Controller {
             work += self.tx_flush();
         }
         work += self.publish_changes();
+        self.sync_subs();
         self.reaper.reap();
         if work > 0 {
             self.stats.polls_busy += 1;
@@ -560,12 +569,21 @@ fn data_core_rings(
             data_cores: cfg.data_cores,
             source,
         })?;
+        let subs = Arc::new(SubBoard::new());
+        let drops = Arc::new(RequestDrops::default());
         cores.push(DataCore {
             reader,
             requests: RequestSender::new(ring.clone(), full.clone()),
             progress: Arc::new(TxProgress::default()),
+            subs: subs.clone(),
+            drops: drops.clone(),
         });
-        rings.push(RequestRing { ring, full });
+        rings.push(RequestRing {
+            ring,
+            full,
+            subs,
+            drops,
+        });
     }
     Ok((rings, cores))
 }

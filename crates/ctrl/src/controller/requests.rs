@@ -18,15 +18,36 @@ impl Controller {
                 n += 1;
                 self.stats.requests += 1;
                 match req {
-                    Request::Mcast { group, mbuf } => self.mcast_request(group, mbuf, now),
+                    Request::Mcast { group, mbuf } => {
+                        let before = self.mcast_drops();
+                        self.mcast_request(group, mbuf, now);
+                        let dropped = self.mcast_drops() - before;
+                        self.rings[i].drops.mcast.add(dropped);
+                    }
                     Request::Resolve { next_hop, mbuf } => {
-                        self.resolve_request(next_hop, mbuf, now)
+                        let before = self.resolve_drops();
+                        self.resolve_request(next_hop, mbuf, now);
+                        let dropped = self.resolve_drops() - before;
+                        self.rings[i].drops.resolve.add(dropped);
                     }
                     Request::Arp { mbuf } => self.arp_input(mbuf, now),
+                    Request::Subscribe { group, slot } => self.subscribe(i, group, slot, now),
+                    Request::Unsubscribe { slot } => self.unsubscribe(i, slot, now),
                 }
             }
         }
         n
+    }
+
+    /// The counters of a multicast packet request's drops on arrival.
+    fn mcast_drops(&self) -> u64 {
+        let s = &self.stats;
+        s.mcast_queue_full + s.mcast_table_full + s.mcast_bad_group
+    }
+
+    /// The counters of a next-hop packet request's drops on arrival.
+    fn resolve_drops(&self) -> u64 {
+        self.stats.neigh_queue_full + self.stats.neigh_table_full
     }
 
     /// A packet for a group the data core had no Joined entry for (DESIGN rule 4).

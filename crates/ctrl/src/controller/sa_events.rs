@@ -7,6 +7,7 @@ use ibpoll_dev::Nanos;
 use super::Controller;
 use crate::mcast::Membership;
 use crate::sa::{SaEvent, TxnKind};
+use crate::subs::JoinStatus;
 
 impl Controller {
     pub(super) fn sa_poll(&mut self, now: Nanos) -> usize {
@@ -33,6 +34,12 @@ impl Controller {
                         sa_status = format_args!("{:#06x}", status.0),
                         "ibpoll-ctrl: the SA refused the join"
                     );
+                    self.note_join_failure(
+                        mgid,
+                        JoinStatus::Refused {
+                            sa_status: status.0,
+                        },
+                    );
                 }
                 self.on_join_failed(tid, mgid, None, now)
             }
@@ -47,6 +54,7 @@ impl Controller {
                         %mgid,
                         "ibpoll-ctrl: the join timed out (no answer from the SA)"
                     );
+                    self.note_join_failure(mgid, JoinStatus::TimedOut);
                 }
                 self.on_join_failed(tid, mgid, Some(join_state), now)
             }
@@ -74,6 +82,13 @@ impl Controller {
                 kind: TxnKind::Path(ip),
                 ..
             } => self.on_path(tid, ip, None, now),
+        }
+    }
+
+    /// Remembers how a group's join failed, for its subscriptions' status.
+    fn note_join_failure(&mut self, mgid: ibpoll_wire::Gid, how: JoinStatus) {
+        if let Some(g) = self.groups.get_mut(&mgid) {
+            g.last_failure = Some(how);
         }
     }
 }

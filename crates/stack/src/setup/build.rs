@@ -8,18 +8,21 @@ use std::sync::Arc;
 use ibpoll_ctrl::{Controller, CtrlConfig, CtrlQps, DataCore};
 use ibpoll_dev::{Clock, Device, MonotonicClock, Port, PortAttr, UdQp, UdQpConfig};
 use ibpoll_mem::Mempool;
-use ibpoll_pmd_sim::{FabricConfig, SimFabric};
 use ibpoll_wire::{QKey, Qpn};
 
 use super::check::Plan;
 use super::{DeviceChoice, StackBuilder};
 use crate::app::LcoreCtx;
+use crate::control::{Control, StackParts};
 use crate::lane::{Lane, RxIface};
 use crate::lcore::{CtlHost, IfShared, Shared};
+use crate::signal::StopState;
 use crate::stack::IfaceInfo;
+use crate::stack::Stack;
 use crate::stats::{LcoreCounterSet, LcoreCounters};
 use crate::tx::{Tx, TxIface};
 use crate::Error;
+use std::net::Ipv4Addr;
 
 /// Everything a stack is made of, before any thread runs it.
 pub(crate) struct Built {
@@ -62,8 +65,43 @@ impl IfaceQps {
     }
 }
 
+/// The parts of a stack: its handle, its control core and its lanes; nothing runs yet.
+pub(super) fn parts(b: &StackBuilder, plan: &Plan) -> Result<StackParts, Error> {
+    let Built {
+        port,
+        pool,
+        shared,
+        hosts,
+        lanes,
+        counters,
+        infos,
+    } = build(b, plan)?;
+    let stop_state = Arc::new(StopState::new(b.stop_flag.clone().unwrap_or_default()));
+    let telemetry = b
+        .telemetry
+        .then(|| crate::telemetry::Parts::new(b, &port, &shared, &counters, &infos));
+    let mut stack = Stack::new(
+        shared.clone(),
+        counters,
+        pool,
+        port,
+        infos,
+        b.stop_timeout,
+        stop_state.clone(),
+    );
+    // Served from now on: its counters are live, its control messages wait for the
+    // control core (the lcores, or the application's own poller).
+    stack.telemetry = telemetry.map(crate::telemetry::Parts::register);
+    let control = Control::new(hosts, shared, stop_state, b.stop_timeout);
+    Ok(StackParts {
+        stack,
+        control,
+        lanes,
+    })
+}
+
 pub(super) fn build(b: &StackBuilder, plan: &Plan) -> Result<Built, Error> {
-    let (device, port_num, clock) = device(b);
+    let (device, port_num, clock) = device(b)?;
     let dev_err = |op: &'static str| {
         let device = device.name().to_owned();
         move |source| Error::Device { op, device, source }
@@ -157,25 +195,26 @@ pub(super) fn build(b: &StackBuilder, plan: &Plan) -> Result<Built, Error> {
     })
 }
 
-/// The device and port to open, and the control plane's clock.
-fn device(b: &StackBuilder) -> (Arc<dyn Device>, u8, Arc<dyn Clock>) {
+/// A device, the port to open on it, and the control plane's clock.
+type Opened = (Arc<dyn Device>, u8, Arc<dyn Clock>);
+
+/// The device and port to open, and the control plane's clock. A stack names its
+/// device: there is no silent default.
+fn device(b: &StackBuilder) -> Result<Opened, Error> {
     match b.device.clone() {
+        #[cfg(feature = "sim")]
         Some(DeviceChoice::Fabric { fabric, node }) => {
             let clock = b.clock.clone().unwrap_or_else(|| fabric.clock());
-            (fabric.add_node(&node, 1), 1, clock)
+            Ok((fabric.add_node(&node, 1), 1, clock))
         }
         Some(DeviceChoice::Device { device, port }) => {
             let clock = b
                 .clock
                 .clone()
                 .unwrap_or_else(|| Arc::new(MonotonicClock::new()));
-            (device, port, clock)
+            Ok((device, port, clock))
         }
-        None => {
-            let fabric = SimFabric::new(FabricConfig::default());
-            let clock = b.clock.clone().unwrap_or_else(|| fabric.clock());
-            (fabric.add_node(&b.name, 1), 1, clock)
-        }
+        None => Err(Error::NoDevice),
     }
 }
 
@@ -257,6 +296,7 @@ fn lanes(
                 .flat_map(|r| r.qs.iter().map(|q| q.counters()))
                 .collect(),
             tx: tx.iter().map(TxIface::counters).collect(),
+            ctrl: tx.iter().map(|t| t.core.drops.clone()).collect(),
         });
         let ctx = LcoreCtx {
             lcore: i,
@@ -269,7 +309,14 @@ fn lanes(
             links_up: 0,
         };
         let tx = Tx::new(tx, pool.clone());
-        lanes.push(Lane::new(ctx, i, rx, tx, counters, shared.clone()));
+        let mut lane = Lane::new(ctx, i, rx, tx, counters, shared.clone());
+        lane.ext.set_addrs(
+            plan.ifaces
+                .iter()
+                .map(|f| f.ipv4.map(Ipv4Addr::from))
+                .collect(),
+        );
+        lanes.push(lane);
     }
     (lanes, sets)
 }

@@ -1,6 +1,6 @@
 //! The builder: validates the configuration (`check`), creates the pool, the QPs, the
-//! controllers and the lanes (`build`), and starts the lcores (`spawn`). Control path
-//! only.
+//! controllers and the lanes (`build`), and starts the lcores (`spawn`), or hands the
+//! parts to the application (`StackBuilder::build`). Control path only.
 
 mod build;
 mod check;
@@ -13,11 +13,13 @@ use std::time::Duration;
 use ibpoll_ctrl::CtrlConfig;
 use ibpoll_dev::{Clock, Device};
 use ibpoll_mem::HugepagePolicy;
+#[cfg(feature = "sim")]
 use ibpoll_pmd_sim::SimFabric;
 use ibpoll_wire::ipoib::McastScope;
 use ibpoll_wire::{IbMtu, PKey};
 
 use crate::app::App;
+use crate::control::StackParts;
 use crate::lcore::IdlePolicy;
 use crate::stack::Stack;
 use crate::Error;
@@ -67,15 +69,35 @@ impl Default for IfaceConfig {
 /// Which device the stack drives.
 #[derive(Debug, Clone)]
 pub(crate) enum DeviceChoice {
-    /// A node added to this simulated fabric (the embedded default).
+    /// A node added to this simulated fabric (the embedded driver).
+    #[cfg(feature = "sim")]
     Fabric { fabric: SimFabric, node: String },
     /// A device and port opened by the caller's driver.
     Device { device: Arc<dyn Device>, port: u8 },
 }
 
-/// Builds and starts a [`Stack`]. Every value has a default; [`start`](Self::start)
-/// checks them all and answers bad ones with an [`Error`] that names the input and the
-/// fix.
+/// Builds and starts a [`Stack`]. Every value but the device has a default: name the
+/// device with [`device`](Self::device) (any driver) or [`fabric`](Self::fabric) (the
+/// simulated fabric, feature `sim`); without one, [`start`](Self::start) and
+/// [`build`](Self::build) answer [`Error::NoDevice`]. They check every value and answer
+/// bad ones with an [`Error`] that names the input and the fix.
+///
+/// ```no_run
+/// use ibpoll::{IfaceConfig, PKey, SimFabric, FabricConfig, Stack};
+/// let fabric = SimFabric::new(FabricConfig::default());
+/// let builder = Stack::builder()
+///     .name("ib0")
+///     .fabric(&fabric, "host-a")
+///     .interface(IfaceConfig { pkey: PKey::DEFAULT, ipv4: Some([10, 0, 0, 1]), prefix_len: 24 })
+///     .data_cores(2);
+/// // Either the stack's own pinned threads...
+/// let stack = builder.clone().start(|_lcore| ibpoll::Discard)?;
+/// stack.stop()?;
+/// // ...or the parts, for the application's own threads.
+/// let (stack, control, lanes) = builder.name("ib1").fabric(&fabric, "host-b").build()?.split();
+/// # let _ = (stack, control, lanes);
+/// # Ok::<(), ibpoll::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct StackBuilder {
     pub(crate) name: String,
@@ -178,9 +200,9 @@ pub(crate) fn bad(field: &'static str, value: u64, fix: &'static str) -> Error {
 }
 
 impl StackBuilder {
-    /// A builder with the defaults: the embedded simulated fabric (a fabric of its own
-    /// with this one host), one data lcore per usable CPU, the controller on data lcore
-    /// 0, the default partition, 4096-byte MTU buffers.
+    /// A builder with the defaults: no device yet (name one), one data lcore per usable
+    /// CPU, the controller on data lcore 0, the default partition, 4096-byte MTU
+    /// buffers.
     pub fn new() -> StackBuilder {
         StackBuilder::default()
     }
@@ -191,8 +213,10 @@ impl StackBuilder {
         self
     }
 
-    /// Runs on a new node named `node` of a simulated fabric (the embedded driver);
-    /// several stacks on one fabric are several hosts of one subnet.
+    /// Runs on a new node named `node` of a simulated fabric (the embedded driver, with
+    /// its subnet manager and SA); several stacks on one fabric are several hosts of one
+    /// subnet.
+    #[cfg(feature = "sim")]
     pub fn fabric(mut self, fabric: &SimFabric, node: impl Into<String>) -> Self {
         self.device = Some(DeviceChoice::Fabric {
             fabric: fabric.clone(),
@@ -360,11 +384,22 @@ impl StackBuilder {
 
     /// Checks the configuration, creates the pool and, per interface, one UD QP per data
     /// lcore (the first is the interface's: its QPN is in the hardware address) plus a
-    /// send-only QP for the control core, and the controller, and starts the lcores.
-    /// `app(i)` makes the application of data lcore `i`.
+    /// send-only QP for the control core, and the controller, and starts the lcores:
+    /// one pinned thread per lane, running [`App`] `app(i)` on lane `i`, the controllers
+    /// on data lcore 0 or on a control lcore of their own. The convenience over
+    /// [`build`](Self::build).
     pub fn start<A: App>(self, app: impl FnMut(usize) -> A) -> Result<Stack, Error> {
         let plan = check::Plan::new(&self)?;
-        let built = build::build(&self, &plan)?;
-        spawn::spawn(&self, &plan, built, app)
+        let parts = build::parts(&self, &plan)?;
+        spawn::spawn(&self, &plan, parts, app)
+    }
+
+    /// Checks the configuration and creates everything [`start`](Self::start) does,
+    /// but starts no thread: the application drives the control core and the lanes
+    /// from threads of its own ([`StackParts::split`]). The builder's `cpus`, `pin`,
+    /// `idle`, `control` and `ctrl_poll_interval` are the application's business then.
+    pub fn build(self) -> Result<StackParts, Error> {
+        let plan = check::Plan::new(&self)?;
+        build::parts(&self, &plan)
     }
 }

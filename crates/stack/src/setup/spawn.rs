@@ -1,45 +1,30 @@
 //! Starts the lcores: one thread per lane (pinned, registered with the pools), data
 //! lcore 0 hosting the controllers unless the control core is dedicated.
 
-use super::build::Built;
 use super::check::Plan;
 use super::{pin_to, register_lcore, StackBuilder};
 use crate::app::App;
-use std::sync::Arc;
 
+use crate::control::StackParts;
 use crate::lcore::{self, DataLcore};
-use crate::signal::{Guarded, StopOnPanic, StopState};
+use crate::signal::{Guarded, StopOnPanic};
 use crate::stack::{LcoreExit, Stack};
 use crate::Error;
 
 pub(super) fn spawn<A: App>(
     b: &StackBuilder,
     plan: &Plan,
-    built: Built,
+    parts: StackParts,
     mut app: impl FnMut(usize) -> A,
 ) -> Result<Stack, Error> {
-    let Built {
-        port,
-        pool,
-        shared,
-        hosts,
+    let StackParts {
+        mut stack,
+        control,
         lanes,
-        counters,
-        infos,
-    } = built;
-    let stop_state = Arc::new(StopState::new(b.stop_flag.clone().unwrap_or_default()));
-    let telemetry = b
-        .telemetry
-        .then(|| crate::telemetry::Parts::new(b, &port, &shared, &counters, &infos));
-    let mut stack = Stack::new(
-        shared.clone(),
-        counters,
-        pool,
-        port,
-        infos,
-        b.stop_timeout,
-        stop_state.clone(),
-    );
+    } = parts;
+    let stop_state = stack.stop_state().clone();
+    let shared = lanes[0].shared.clone();
+    let hosts = control.into_hosts();
     // The controllers go to data lcore 0, or to a control lcore of their own.
     let (mut host, dedicated_hosts) = if plan.dedicated {
         (None, Some(hosts))
@@ -106,7 +91,6 @@ pub(super) fn spawn<A: App>(
         }
     }
     stack.adopt(threads);
-    stack.telemetry = telemetry.map(crate::telemetry::Parts::register);
     Ok(stack)
 }
 
