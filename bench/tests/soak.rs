@@ -71,6 +71,8 @@ fn a_short_soak_passes_with_every_kind_of_churn() {
         assert_eq!(u(&s["memberships_stale"]), 0, "{s}");
         assert_eq!(u(&s["memberships_lost"]), 0, "{s}");
         assert!(u(&s["rss_kib"]) > 0, "{s}");
+        // ibpoll-soak installs the counting allocator.
+        assert!(s["heap_bytes"].as_i64().is_some_and(|b| b > 0), "{s}");
         // Every host holds the broadcast group at least, and the SA agrees.
         assert!(u(&s["sa_memberships"]) >= 4, "{s}");
         assert_eq!(s["sa_memberships"], s["memberships_held"], "{s}");

@@ -13,6 +13,12 @@ use ibpoll_bench::soak::traffic::Mutation;
 use ibpoll_bench::soak::{self, Config, Outcome};
 use ipoib_fwd::cli::{self, bad, limits, note, BadFlag, ResultFile, Signals, Stdout};
 
+/// Counts the heap's outstanding bytes and allocations (every thread), which each
+/// measurement reports beside RSS: a leak shows there exactly, where RSS also moves
+/// with the allocator's own caching.
+#[global_allocator]
+static GLOBAL: ibpoll_testkit::alloc::CountingAlloc = ibpoll_testkit::alloc::CountingAlloc;
+
 const PROG: &str = "ibpoll-soak";
 
 const ABOUT: &str = "\
@@ -78,6 +84,9 @@ struct Args {
     /// RSS growth allowed after the warm-up, KiB.
     #[arg(long, value_name = "KIB", default_value_t = 4096)]
     rss_tolerance_kib: u64,
+    /// Growth allowed of the heap's outstanding bytes after the warm-up, KiB.
+    #[arg(long, value_name = "KIB", default_value_t = 1024)]
+    heap_tolerance_kib: u64,
     /// Growth of buffers out allowed after the warm-up.
     #[arg(long, value_name = "N", default_value_t = 0)]
     buffers_tolerance: usize,
@@ -168,6 +177,7 @@ fn config(a: &Args) -> Result<Config, BadFlag> {
         rate_pps: a.rate,
         churn_mean: Duration::from_secs_f64(a.churn_ms / 1e3),
         rss_tolerance_kib: a.rss_tolerance_kib,
+        heap_tolerance_kib: a.heap_tolerance_kib,
         buffers_tolerance: a.buffers_tolerance,
         stale_tolerance: a.stale_tolerance,
         settle_max: Duration::from_secs_f64(a.settle_max),

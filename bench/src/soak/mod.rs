@@ -15,7 +15,8 @@
 //!   out of every pool, memberships at the SA, and packets unaccounted for ([`ledger`]);
 //!   then traffic and churn resume.
 //! - Verdict: after `--warmup` reports, RSS may not grow by more than
-//!   `--rss-tolerance-kib`, buffers out by more than `--buffers-tolerance`, memberships
+//!   `--rss-tolerance-kib`, the heap's outstanding bytes by more than
+//!   `--heap-tolerance-kib`, buffers out by more than `--buffers-tolerance`, memberships
 //!   the SA holds that no controller holds by more than `--stale-tolerance`; every
 //!   report must settle, account for every packet and stay within the membership bound
 //!   (every host a member of the broadcast group and every group). At the end every
@@ -62,6 +63,10 @@ pub struct Config {
     pub churn_mean: Duration,
     /// RSS growth allowed after the warm-up, KiB.
     pub rss_tolerance_kib: u64,
+    /// Growth allowed of the heap's outstanding bytes after the warm-up, KiB (judged
+    /// only where the program counts them: `ibpoll-soak` installs the counting
+    /// allocator).
+    pub heap_tolerance_kib: u64,
     /// Buffers-out growth allowed after the warm-up.
     pub buffers_tolerance: usize,
     /// Growth allowed of memberships the SA holds that no controller holds.
@@ -346,6 +351,10 @@ fn growth<T: Copy + Ord + std::ops::Sub<Output = T>>(
     judged.iter().map(&f).max().map(|m| m - first)
 }
 
+fn signed_kib(kib: u64) -> i64 {
+    i64::try_from(kib.saturating_mul(1024)).unwrap_or(i64::MAX)
+}
+
 /// Why the run failed, if it did. A run the stop flag cut short is not failed for
 /// having too few measurements to judge growth.
 pub fn verdict(cfg: &Config, samples: &[Sample], fin: &Final, interrupted: bool) -> Vec<String> {
@@ -390,6 +399,13 @@ pub fn verdict(cfg: &Config, samples: &[Sample], fin: &Final, interrupted: bool)
             why.push(format!(
                 "RSS grew by {rss} KiB after the warm-up (tolerance {} KiB)",
                 cfg.rss_tolerance_kib
+            ));
+        }
+        let heap = growth(judged, |s| s.heap.bytes).unwrap_or(0);
+        if heap > signed_kib(cfg.heap_tolerance_kib) {
+            why.push(format!(
+                "the heap's outstanding bytes grew by {heap} after the warm-up (tolerance {} KiB)",
+                cfg.heap_tolerance_kib
             ));
         }
         let bufs = growth(judged, |s| s.buffers_out).unwrap_or(0);
@@ -457,6 +473,7 @@ impl Outcome {
             "churn_mean_ms": cfg.churn_mean.as_secs_f64() * 1e3,
             "tolerances": {
                 "rss_kib": cfg.rss_tolerance_kib,
+                "heap_kib": cfg.heap_tolerance_kib,
                 "buffers": cfg.buffers_tolerance,
                 "stale_memberships": cfg.stale_tolerance,
                 "memberships_max": membership_bound(cfg),

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use ibpoll_pmd_sim::SimFabric;
+use ibpoll_testkit::alloc::{self, Heap};
 use ibpoll_wire::Gid;
 use serde_json::{json, Value};
 
@@ -26,6 +27,9 @@ pub struct Sample {
     pub wall_s: f64,
     /// The process's resident set (`VmRSS`), KiB.
     pub rss_kib: u64,
+    /// The heap's outstanding bytes and allocations, every thread (zero unless the
+    /// program installed the counting allocator, as `ibpoll-soak` does).
+    pub heap: Heap,
     /// Buffers out of every host's pool, summed.
     pub buffers_out: usize,
     /// Buffers out of each host's pool.
@@ -186,6 +190,7 @@ pub fn measure(
         t_s: 0.0,
         wall_s: 0.0,
         rss_kib: rss_kib(),
+        heap: alloc::heap(),
         buffers_out: buffers_by_host.iter().sum(),
         buffers_by_host,
         sa_memberships: total_memberships(fabric),
@@ -214,10 +219,12 @@ impl Sample {
             None => String::from("unknown"),
         };
         let mut s = format!(
-            "[{:>6.1} s of traffic, {:>6.1} s wall] rss {} kB | buffers out {} | SA memberships {} (held {}, stale {}, lost {}) | sent {} received {} dropped {} | unaccounted {} | churn {} ({}) | settled in {:.2} s | load {}",
+            "[{:>6.1} s of traffic, {:>6.1} s wall] rss {} kB | heap {} kB in {} blocks | buffers out {} | SA memberships {} (held {}, stale {}, lost {}) | sent {} received {} dropped {} | unaccounted {} | churn {} ({}) | settled in {:.2} s | load {}",
             self.t_s,
             self.wall_s,
             self.rss_kib,
+            self.heap.bytes / 1024,
+            self.heap.allocs,
             self.buffers_out,
             self.sa_memberships,
             self.held,
@@ -248,6 +255,8 @@ impl Sample {
             "t_s": self.t_s,
             "wall_s": self.wall_s,
             "rss_kib": self.rss_kib,
+            "heap_bytes": self.heap.bytes,
+            "heap_allocs": self.heap.allocs,
             "buffers_out": self.buffers_out,
             "buffers_by_host": self.buffers_by_host,
             "sa_memberships": self.sa_memberships,
