@@ -360,69 +360,83 @@ fn signed_kib(kib: u64) -> i64 {
 pub fn verdict(cfg: &Config, samples: &[Sample], fin: &Final, interrupted: bool) -> Vec<String> {
     let mut why = Vec::new();
     for s in samples {
-        if let Some(u) = &s.unsettled {
-            why.push(format!(
-                "at {:.0} s the hosts did not settle within {} s: {u}",
-                s.t_s,
-                cfg.settle_max.as_secs()
-            ));
-        }
-        if s.ledger.unaccounted() > 0 {
-            why.push(format!(
-                "at {:.0} s {} packets were unaccounted for ({})",
-                s.t_s,
-                s.ledger.unaccounted(),
-                s.ledger.leaks().join(" ")
-            ));
-        }
-        if s.sa_memberships > membership_bound(cfg) {
-            why.push(format!(
-                "at {:.0} s the SA held {} memberships, more than the {} the hosts can hold",
-                s.t_s,
-                s.sa_memberships,
-                membership_bound(cfg)
-            ));
-        }
+        sample_failures(cfg, s, &mut why);
     }
     let judged = samples.get(cfg.warmup..).unwrap_or(&[]);
-    if judged.len() < 2 {
-        if !interrupted {
-            why.push(format!(
-                "growth not judged: {} measurements after the warm-up of {} (need 2)",
-                judged.len(),
-                cfg.warmup
-            ));
-        }
-    } else {
-        let rss = growth(judged, |s| s.rss_kib).unwrap_or(0);
-        if rss > cfg.rss_tolerance_kib {
-            why.push(format!(
-                "RSS grew by {rss} KiB after the warm-up (tolerance {} KiB)",
-                cfg.rss_tolerance_kib
-            ));
-        }
-        let heap = growth(judged, |s| s.heap.bytes).unwrap_or(0);
-        if heap > signed_kib(cfg.heap_tolerance_kib) {
-            why.push(format!(
-                "the heap's outstanding bytes grew by {heap} after the warm-up (tolerance {} KiB)",
-                cfg.heap_tolerance_kib
-            ));
-        }
-        let bufs = growth(judged, |s| s.buffers_out).unwrap_or(0);
-        if bufs > cfg.buffers_tolerance {
-            why.push(format!(
-                "buffers out grew by {bufs} after the warm-up (tolerance {})",
-                cfg.buffers_tolerance
-            ));
-        }
-        let stale = growth(judged, |s| s.stale).unwrap_or(0);
-        if stale > cfg.stale_tolerance {
-            why.push(format!(
-                "memberships at the SA that no controller holds grew by {stale} after the warm-up (tolerance {})",
-                cfg.stale_tolerance
-            ));
-        }
+    if judged.len() >= 2 {
+        growth_failures(cfg, judged, &mut why);
+    } else if !interrupted {
+        why.push(format!(
+            "growth not judged: {} measurements after the warm-up of {} (need 2)",
+            judged.len(),
+            cfg.warmup
+        ));
     }
+    final_failures(fin, &mut why);
+    why
+}
+
+/// What is wrong with one measurement on its own.
+fn sample_failures(cfg: &Config, s: &Sample, why: &mut Vec<String>) {
+    if let Some(u) = &s.unsettled {
+        why.push(format!(
+            "at {:.0} s the hosts did not settle within {} s: {u}",
+            s.t_s,
+            cfg.settle_max.as_secs()
+        ));
+    }
+    if s.ledger.unaccounted() > 0 {
+        why.push(format!(
+            "at {:.0} s {} packets were unaccounted for ({})",
+            s.t_s,
+            s.ledger.unaccounted(),
+            s.ledger.leaks().join(" ")
+        ));
+    }
+    if s.sa_memberships > membership_bound(cfg) {
+        why.push(format!(
+            "at {:.0} s the SA held {} memberships, more than the {} the hosts can hold",
+            s.t_s,
+            s.sa_memberships,
+            membership_bound(cfg)
+        ));
+    }
+}
+
+/// Growth beyond a tolerance over the measurements after the warm-up.
+fn growth_failures(cfg: &Config, judged: &[Sample], why: &mut Vec<String>) {
+    let rss = growth(judged, |s| s.rss_kib).unwrap_or(0);
+    if rss > cfg.rss_tolerance_kib {
+        why.push(format!(
+            "RSS grew by {rss} KiB after the warm-up (tolerance {} KiB)",
+            cfg.rss_tolerance_kib
+        ));
+    }
+    let heap = growth(judged, |s| s.heap.bytes).unwrap_or(0);
+    if heap > signed_kib(cfg.heap_tolerance_kib) {
+        why.push(format!(
+            "the heap's outstanding bytes grew by {heap} after the warm-up (tolerance {} KiB)",
+            cfg.heap_tolerance_kib
+        ));
+    }
+    let bufs = growth(judged, |s| s.buffers_out).unwrap_or(0);
+    if bufs > cfg.buffers_tolerance {
+        why.push(format!(
+            "buffers out grew by {bufs} after the warm-up (tolerance {})",
+            cfg.buffers_tolerance
+        ));
+    }
+    let stale = growth(judged, |s| s.stale).unwrap_or(0);
+    if stale > cfg.stale_tolerance {
+        why.push(format!(
+            "memberships at the SA that no controller holds grew by {stale} after the warm-up (tolerance {})",
+            cfg.stale_tolerance
+        ));
+    }
+}
+
+/// What is left once every stack stopped.
+fn final_failures(fin: &Final, why: &mut Vec<String>) {
     if fin.sa_memberships > 0 {
         why.push(format!(
             "{} memberships left at the SA after every stack stopped",
@@ -454,7 +468,6 @@ pub fn verdict(cfg: &Config, samples: &[Sample], fin: &Final, interrupted: bool)
             fin.ledger.leaks().join(" ")
         ));
     }
-    why
 }
 
 impl Outcome {
@@ -492,5 +505,108 @@ impl Outcome {
             "passed": self.failures.is_empty(),
             "failures": self.failures,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ibpoll_testkit::alloc::Heap;
+
+    fn cfg() -> Config {
+        Config {
+            duration: Duration::from_secs(40),
+            interval: Duration::from_secs(10),
+            warmup: 1,
+            seed: 1,
+            stacks: 2,
+            groups: 2,
+            rate_pps: 10.0,
+            churn_mean: Duration::from_millis(100),
+            rss_tolerance_kib: 100,
+            heap_tolerance_kib: 10,
+            buffers_tolerance: 0,
+            stale_tolerance: 0,
+            settle_max: Duration::from_secs(10),
+            mutation: None,
+        }
+    }
+
+    fn sample(rss_kib: u64, heap_kib: i64, buffers_out: usize, stale: usize) -> Sample {
+        Sample {
+            t_s: 0.0,
+            wall_s: 0.0,
+            rss_kib,
+            heap: Heap {
+                bytes: heap_kib * 1024,
+                allocs: 100,
+            },
+            buffers_out,
+            buffers_by_host: vec![buffers_out],
+            sa_memberships: 2 + stale,
+            held: 2,
+            stale,
+            lost: 0,
+            ledger: Ledger::default(),
+            churn: churn::ChurnCounts::default(),
+            settled: true,
+            unsettled: None,
+            settle_s: 0.1,
+            load: None,
+        }
+    }
+
+    fn clean() -> Final {
+        Final {
+            sa_memberships: 0,
+            buffers_out: 0,
+            unflushed: Vec::new(),
+            panicked: Vec::new(),
+            ledger: Ledger::default(),
+        }
+    }
+
+    #[test]
+    fn growth_is_judged_after_the_warm_up_against_each_tolerance() {
+        let c = cfg();
+        // The warm-up sample may be anything; later ones stay within the tolerances.
+        let ok = [
+            sample(10, 1, 9, 0),
+            sample(500, 100, 0, 0),
+            sample(600, 110, 0, 0),
+            sample(550, 105, 0, 0),
+        ];
+        assert_eq!(verdict(&c, &ok, &clean(), false), Vec::<String>::new());
+        for (bad, says) in [
+            (sample(601, 100, 0, 0), "RSS grew by 101 KiB"),
+            (sample(500, 111, 0, 0), "heap's outstanding bytes grew"),
+            (sample(500, 100, 1, 0), "buffers out grew by 1"),
+            (sample(500, 100, 0, 1), "no controller holds grew by 1"),
+        ] {
+            let run = [sample(10, 1, 9, 0), sample(500, 100, 0, 0), bad];
+            let why = verdict(&c, &run, &clean(), false);
+            assert!(why.iter().any(|w| w.contains(says)), "{says}: {why:?}");
+        }
+        // Too few measurements: judged only when the run was not cut short.
+        let short = [sample(10, 1, 0, 0), sample(10, 1, 0, 0)];
+        assert_eq!(verdict(&c, &short, &clean(), false).len(), 1);
+        assert!(verdict(&c, &short, &clean(), true).is_empty());
+    }
+
+    #[test]
+    fn anything_left_after_stop_fails_the_run() {
+        let c = cfg();
+        let ok = [sample(1, 1, 0, 0), sample(1, 1, 0, 0), sample(1, 1, 0, 0)];
+        let mut fin = clean();
+        fin.sa_memberships = 1;
+        fin.buffers_out = 2;
+        fin.unflushed.push("h0".into());
+        let why = verdict(&c, &ok, &fin, false);
+        assert_eq!(why.len(), 3, "{why:?}");
+        // A measurement over the membership bound (2 hosts x (1 + 2 groups) = 6).
+        let mut over = sample(1, 1, 0, 0);
+        over.sa_memberships = 7;
+        let why = verdict(&c, &[ok[0].clone(), ok[1].clone(), over], &clean(), false);
+        assert!(why.iter().any(|w| w.contains("more than the 6")), "{why:?}");
     }
 }

@@ -329,10 +329,31 @@ struct Cost {
     highs: Highs,
 }
 
-#[test]
-fn a_million_groups_and_a_million_next_hops_cost_counters_not_memory() {
-    let _serial = serial();
-    let fabric = fabric();
+impl std::fmt::Display for Cost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "flood of {} to {:?}: pushed in {:.3} s, settled in {:.1} s; heap left {} B in {} \
+             allocations, peak {} B above the start; {} drops at the bound; tables at most \
+             {} groups, {} neighbours, {} packets queued",
+            self.count,
+            self.kind,
+            self.secs,
+            self.settle_secs,
+            self.left.bytes,
+            self.left.allocs,
+            self.peak,
+            self.bound_drops,
+            self.highs.groups,
+            self.highs.neighbours,
+            self.highs.queued,
+        )
+    }
+}
+
+/// A stack whose one data lcore runs the flooding application, with the control core
+/// polled every iteration and the bounds under test.
+fn flooder(fabric: &ibpoll_pmd_sim::SimFabric, plan: &Arc<Plan>) -> Stack {
     let cfg = CtrlConfig {
         groups_max: GROUPS_MAX,
         neigh_max: NEIGH_MAX,
@@ -346,27 +367,63 @@ fn a_million_groups_and_a_million_next_hops_cost_counters_not_memory() {
         sa_window: 256,
         ..CtrlConfig::default()
     };
+    let plan = plan.clone();
+    host(fabric, "flood", IP, 0)
+        .interface(IfaceConfig {
+            pkey: PKey::DEFAULT,
+            ipv4: Some(IP),
+            prefix_len: 8,
+        })
+        .ctrl_config(cfg)
+        .ctrl_poll_interval(Duration::ZERO)
+        .start(move |_| Flood {
+            plan: plan.clone(),
+            generation: 0,
+            kind: 0,
+            base: 0,
+            count: 0,
+            next: 0,
+        })
+        .expect("the stack starts")
+}
+
+/// One measured flood: pushed, settled, accounted for; the pool back where it was.
+fn measured_flood(
+    stack: &Stack,
+    fabric: &ibpoll_pmd_sim::SimFabric,
+    plan: &Plan,
+    (kind, base, count): (Kind, [u8; 4], u64),
+    in_use: usize,
+) -> Cost {
+    let before = point(stack, plan);
+    alloc::reset_peak();
+    let start = Instant::now();
+    let highs = flood(stack, plan, kind, base, count);
+    let secs = start.elapsed().as_secs_f64();
+    let settled = Instant::now();
+    settle(stack, fabric, plan, in_use);
+    let settle_secs = settled.elapsed().as_secs_f64();
+    let after = point(stack, plan);
+    let bound_drops = check_accounting(kind, count, &before, &after);
+    assert_eq!(after.in_use, before.in_use, "no buffer lost");
+    Cost {
+        kind,
+        count,
+        secs,
+        settle_secs,
+        left: after.heap.since(before.heap),
+        peak: alloc::peak_live_bytes() - before.heap.bytes,
+        bound_drops,
+        highs,
+    }
+}
+
+#[test]
+fn a_million_groups_and_a_million_next_hops_cost_counters_not_memory() {
+    let _serial = serial();
+    let fabric = fabric();
     let plan = Arc::new(Plan::default());
-    let stack = {
-        let plan = plan.clone();
-        host(&fabric, "flood", IP, 0)
-            .interface(IfaceConfig {
-                pkey: PKey::DEFAULT,
-                ipv4: Some(IP),
-                prefix_len: 8,
-            })
-            .ctrl_config(cfg)
-            .ctrl_poll_interval(Duration::ZERO)
-            .start(move |_| Flood {
-                plan: plan.clone(),
-                generation: 0,
-                kind: 0,
-                base: 0,
-                count: 0,
-                next: 0,
-            })
-            .expect("the stack starts")
-    };
+    let stack = flooder(&fabric, &plan);
     assert!(stack.wait_link_up(T).unwrap(), "link up");
     settle_counts(&stack);
     let in_use = stack.pool().in_use();
@@ -388,48 +445,13 @@ fn a_million_groups_and_a_million_next_hops_cost_counters_not_memory() {
         (Kind::Unicast, [10, 16, 0, 0], 1 << 20),
     ];
     let mut costs = Vec::new();
-    for (kind, base, count) in floods {
-        let before = point(&stack, &plan);
-        alloc::reset_peak();
-        let start = Instant::now();
-        let highs = flood(&stack, &plan, kind, base, count);
-        let secs = start.elapsed().as_secs_f64();
-        let settled = Instant::now();
-        settle(&stack, &fabric, &plan, in_use);
-        let settle_secs = settled.elapsed().as_secs_f64();
-        let after = point(&stack, &plan);
-        let bound_drops = check_accounting(kind, count, &before, &after);
-        assert_eq!(after.in_use, before.in_use, "no buffer lost");
-        let cost = Cost {
-            kind,
-            count,
-            secs,
-            settle_secs,
-            left: after.heap.since(before.heap),
-            peak: alloc::peak_live_bytes() - before.heap.bytes,
-            bound_drops,
-            highs,
-        };
-        eprintln!(
-            "flood of {} to {:?}: pushed in {:.3} s, settled in {:.1} s; heap left {} B in {} \
-             allocations, peak {} B above the start; {} drops at the bound; tables at most \
-             {} groups, {} neighbours, {} packets queued",
-            cost.count,
-            cost.kind,
-            cost.secs,
-            cost.settle_secs,
-            cost.left.bytes,
-            cost.left.allocs,
-            cost.peak,
-            cost.bound_drops,
-            cost.highs.groups,
-            cost.highs.neighbours,
-            cost.highs.queued,
-        );
-        assert!(highs.groups <= GROUPS_MAX && highs.neighbours <= NEIGH_MAX);
+    for f in floods {
+        let cost = measured_flood(&stack, &fabric, &plan, f, in_use);
+        eprintln!("{cost}");
+        assert!(cost.highs.groups <= GROUPS_MAX && cost.highs.neighbours <= NEIGH_MAX);
         assert!(
             cost.left.bytes.abs() <= HEAP_LEFT_MAX && cost.left.allocs.abs() <= ALLOCS_LEFT_MAX,
-            "the flood left heap behind: {cost:?}"
+            "the flood left heap behind: {cost}"
         );
         costs.push(cost);
     }
@@ -439,7 +461,7 @@ fn a_million_groups_and_a_million_next_hops_cost_counters_not_memory() {
         let (small, large) = (&pair[0], &pair[1]);
         assert!(
             large.peak <= small.peak + PEAK_GROWTH_MAX,
-            "the heap's peak grew with the flood: {small:?} vs {large:?}"
+            "the heap's peak grew with the flood:\n{small}\n{large}"
         );
     }
 
