@@ -8,11 +8,14 @@
 //!   shared machine can be judged.
 //! * [`report`] and [`plot`]: `bench-report`, the aggregation of `scripts/bench.sh`'s
 //!   runs into `bench/results/latest.json` and its SVG plots.
+//! * [`soak`]: `ibpoll-soak` (`scripts/soak.sh`), stacks under traffic and continuous
+//!   churn for minutes, checked for growth and for packets lost without a counter.
 
 pub mod ctrl_host;
 pub mod datapath;
 pub mod plot;
 pub mod report;
+pub mod soak;
 
 /// The 1-, 5- and 15-minute load averages from `/proc/loadavg`, or `None` where the file
 /// cannot be read (not Linux).
