@@ -123,6 +123,7 @@ mod config;
 mod controller;
 mod error;
 pub mod mcast;
+mod nd;
 mod neigh;
 mod nh;
 mod reaper;

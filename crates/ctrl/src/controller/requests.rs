@@ -20,9 +20,13 @@ impl Controller {
                 match req {
                     Request::Mcast { group, mbuf } => self.mcast_request(group, mbuf, now),
                     Request::Resolve { next_hop, mbuf } => {
-                        self.resolve_request(next_hop, mbuf, now)
+                        self.resolve_request(next_hop.into(), mbuf, now)
                     }
                     Request::Arp { mbuf } => self.arp_input(mbuf, now),
+                    Request::Resolve6 { next_hop, mbuf } => {
+                        self.resolve6_request(next_hop, mbuf, now)
+                    }
+                    Request::Nd { mbuf } => self.nd_input(mbuf, now),
                 }
             }
         }
@@ -30,7 +34,7 @@ impl Controller {
     }
 
     /// A packet for a group the data core had no Joined entry for (DESIGN rule 4).
-    fn mcast_request(&mut self, group: GroupAddr, mbuf: Mbuf, now: Nanos) {
+    pub(crate) fn mcast_request(&mut self, group: GroupAddr, mbuf: Mbuf, now: Nanos) {
         let Some(mgid) = self.mgid_of(group) else {
             self.stats.mcast_bad_group += 1;
             return;
