@@ -67,11 +67,13 @@ impl Default for FwdConfig {
                     pkey: PKey::DEFAULT,
                     ipv4: Some([10, 1, 0, 1]),
                     prefix_len: 16,
+                    ..IfaceConfig::default()
                 },
                 IfaceConfig {
                     pkey: PKey(0x8001),
                     ipv4: Some([10, 2, 0, 1]),
                     prefix_len: 16,
+                    ..IfaceConfig::default()
                 },
             ],
             routes: Vec::new(),

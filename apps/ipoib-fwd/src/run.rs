@@ -117,6 +117,7 @@ fn endpoint(
             pkey,
             ipv4: Some(ipv4),
             prefix_len: 16,
+            ..IfaceConfig::default()
         })
         .data_cores(1)
         .pin(false)

@@ -73,6 +73,7 @@ impl FwdNode {
             pkey,
             ipv4: Some(ip),
             prefix_len: 24,
+            ..IfaceConfig::default()
         };
         let cfg = FwdConfig {
             ifaces: vec![iface(plan.gen_side), iface(plan.sink_side)],
