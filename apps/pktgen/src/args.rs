@@ -41,8 +41,14 @@ impl Topology {
 
 const AFTER_HELP: &str = "\
 Ranges: --duration above 0 to 86400 s; --rate 1 to 1e9 packets/s or max; --flows 0 to 400;
---mcast-groups 0 to 250; --burst 1 to 64; --size 42 to 4092; --idle-sleep-us 1 to 10000;
---pcap-max-bytes 4096 to 2^50 (default 1 GiB).
+--mcast-groups 0 to 250; --burst 1 to 64; --size 42 to 4092 (--ipv6: 60 to 4092);
+--idle-sleep-us 1 to 10000; --pcap-max-bytes 4096 to 2^50 (default 1 GiB).
+
+Addresses: IPv4 generator 10.0.0.1 -> sink 10.0.0.2 (direct), or 10.1.0.1 -> forwarder
+10.1.0.254 / 10.2.0.254 -> 10.2.0.1 (fwd), groups 239.1.0.1 ... With --ipv6:
+fd00:0:0:1::1 -> fd00:0:0:1::2 (direct), or fd00:0:0:1::1 -> forwarder fd00:0:0:1::fe /
+fd00:0:0:2::fe -> fd00:0:0:2::1 (fwd), groups ff05::1:1 ..., next hops resolved by
+neighbour discovery, UDP checksums checked at the sink.
 
 Exit status: 0 the run worked; 1 it failed (conservation broken, a membership left at
 the SA, an output not written: a full or closed standard output, the --json file, the
@@ -75,8 +81,8 @@ pub struct Args {
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub count: Option<String>,
 
-    /// IP packet size in bytes, IPv4 and UDP headers included, IPoIB header not (64 = a
-    /// 64-byte IPv4/UDP packet); 42 to 4092 (the IPoIB MTU).
+    /// IP packet size in bytes, IP and UDP headers included, IPoIB header not (64 = a
+    /// 64-byte IPv4/UDP packet); 42 to 4092 (the IPoIB MTU); 60 to 4092 with --ipv6.
     #[arg(long, default_value_t = 64, allow_hyphen_values = true)]
     pub size: usize,
 
@@ -143,6 +149,12 @@ pub struct Args {
     /// Seed of the fabric's random draws.
     #[arg(long, default_value_t = 1, allow_hyphen_values = true)]
     pub seed: u64,
+
+    /// Send IPv6/UDP instead of IPv4/UDP: every node gets an IPv6 address, next hops
+    /// are resolved by neighbour discovery, groups are IPv6 (ff05::1:N), the forwarder
+    /// routes IPv6.
+    #[arg(long)]
+    pub ipv6: bool,
 }
 
 /// The checked configuration.
@@ -169,6 +181,8 @@ pub struct Config {
     /// `--json`: `None`, standard output (`Some(None)`), or a file.
     pub json: Option<Option<ResultFile>>,
     pub seed: u64,
+    /// IPv6/UDP instead of IPv4/UDP.
+    pub ipv6: bool,
 }
 
 impl Args {
@@ -204,12 +218,17 @@ impl Args {
                 }
             },
         };
-        if !(crate::traffic::PACKET_MIN.max(42)..=IP_MTU).contains(&self.size) {
+        let (size_min, headers) = if self.ipv6 {
+            (crate::packet::PACKET6_MIN, "IPv6")
+        } else {
+            (crate::packet::PACKET_MIN.max(42), "IPv4")
+        };
+        if !(size_min..=IP_MTU).contains(&self.size) {
             return Err(bad(
                 "--size",
                 format!(
-                    "{} bytes is not a possible IP packet here: give 42 to {IP_MTU} \
-                     (the IPv4 and UDP headers plus pktgen's 12-byte stamp, up to the IPoIB MTU)",
+                    "{} bytes is not a possible IP packet here: give {size_min} to {IP_MTU} \
+                     (the {headers} and UDP headers plus pktgen's 12-byte stamp, up to the IPoIB MTU)",
                     self.size
                 ),
             ));
@@ -296,6 +315,7 @@ impl Args {
             pcap: self.pcap.clone().map(|p| (p, pcap_max)),
             json,
             seed: self.seed,
+            ipv6: self.ipv6,
         })
     }
 }

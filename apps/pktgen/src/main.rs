@@ -20,6 +20,7 @@
 
 mod args;
 mod fwd;
+mod packet;
 mod report;
 mod run;
 mod traffic;

@@ -41,6 +41,8 @@ impl Drops {
 #[derive(Debug)]
 pub struct Report {
     pub topology: Topology,
+    /// IPv6/UDP (`--ipv6`) rather than IPv4/UDP.
+    pub ipv6: bool,
     pub size: usize,
     pub burst: usize,
     pub cores: usize,
@@ -129,6 +131,7 @@ impl Report {
             "fabric": "sim",
             "topology": self.topology.name(),
             "mode": if self.pingpong { "pingpong" } else { "stream" },
+            "ip_version": if self.ipv6 { 6 } else { 4 },
             "size": self.size,
             "burst": self.burst,
             "cores": self.cores,
@@ -184,10 +187,11 @@ impl Report {
         let rx_pps = self.pps(self.rx_packets);
         let _ = writeln!(
             t,
-            "pktgen summary: embedded fabric, topology {}, {}, {}-byte IP packets, burst {}, {} core{}",
+            "pktgen summary: embedded fabric, topology {}, {}, {}-byte {}/UDP packets, burst {}, {} core{}",
             self.topology.name(),
             if self.pingpong { "ping-pong" } else { "stream" },
             self.size,
+            if self.ipv6 { "IPv6" } else { "IPv4" },
             self.burst,
             self.cores,
             if self.cores == 1 { "" } else { "s" },
