@@ -5,17 +5,16 @@
 //! ingress interface and group), decrement the hop limit (IPv6 has no header checksum:
 //! nothing else changes), and say where the very buffer goes.
 
-use crate::fwd::{Forwarder, Verdict};
+use crate::fwd::{Forwarder, FwdStats, Verdict};
 use crate::route6::is_link_local;
 
 impl Forwarder {
-    /// [`route_from`](Forwarder::route_from) for an IPv6 packet (`ip[0] >> 4 == 6`, the
-    /// packet already counted in `rx`).
+    /// [`route_counted`](Forwarder::route_counted) for an IPv6 packet (`ip[0] >> 4 ==
+    /// 6`, the packet already counted in `rx`), counting into the tally `c`.
     #[inline]
-    pub(crate) fn route6(&self, from: usize, ip: &mut [u8]) -> Verdict {
-        let c = &*self.counters;
+    pub(crate) fn route6(&self, from: usize, ip: &mut [u8], c: &mut FwdStats) -> Verdict {
         if ip.len() < 40 || 40 + usize::from(u16::from_be_bytes([ip[4], ip[5]])) > ip.len() {
-            c.malformed.inc();
+            c.malformed += 1;
             return Verdict::Drop;
         }
         let mut src = [0u8; 16];
@@ -31,22 +30,22 @@ impl Forwarder {
             || is_link_local(&dst)
             || unspecified_or_loopback
         {
-            c.not_unicast.inc();
+            c.not_unicast += 1;
             return Verdict::Drop;
         }
         if dst[0] == 0xff {
-            return self.route_group6(from, dst, ip);
+            return self.route_group6(from, dst, ip, c);
         }
         if self.local6[..self.n_local6].contains(&dst) {
-            c.to_local.inc();
+            c.to_local += 1;
             return Verdict::Drop;
         }
         if ip[7] <= 1 {
-            c.ttl_expired.inc();
+            c.ttl_expired += 1;
             return Verdict::Drop;
         }
         let Some(hop) = self.table6.lookup(dst) else {
-            c.no_route.inc();
+            c.no_route += 1;
             return Verdict::Drop;
         };
         ip[7] -= 1;
@@ -58,20 +57,19 @@ impl Forwarder {
 
     /// An IPv6 multicast packet (header checked) to group `g` that came in on `from`.
     #[inline]
-    fn route_group6(&self, from: usize, g: [u8; 16], ip: &mut [u8]) -> Verdict {
-        let c = &*self.counters;
+    fn route_group6(&self, from: usize, g: [u8; 16], ip: &mut [u8], c: &mut FwdStats) -> Verdict {
         if from >= 64 || self.mcast6_ifaces & (1 << from) == 0 {
-            c.not_unicast.inc();
+            c.not_unicast += 1;
             return Verdict::Drop;
         }
         // Link-local groups are never forwarded; the table refuses routes for them.
         let Some(to) = self.mroutes6.lookup(from, g) else {
-            c.mcast_no_route.inc();
+            c.mcast_no_route += 1;
             return Verdict::Drop;
         };
         debug_assert_ne!(to, from);
         if ip[7] <= 1 {
-            c.mcast_ttl_expired.inc();
+            c.mcast_ttl_expired += 1;
             return Verdict::Drop;
         }
         ip[7] -= 1;

@@ -53,6 +53,8 @@ pub struct Knobs {
     pub p_lid: f64,
     /// The controllers' configuration.
     pub ctrl: CtrlConfig,
+    /// The seed of the back-pressure wrapper around every port, if the run draws one.
+    pub backpressure: Option<u64>,
     /// Hosts have IPv6 addresses too (`fd00:0:0:1::<host + 1>`: neighbour discovery,
     /// its groups), and half the unicast packets go to IPv6 next hops.
     pub ipv6: bool,
@@ -121,10 +123,12 @@ impl Knobs {
             p_pkey: 0.001 * scale,
             p_lid: 0.001 * scale,
             ctrl,
+            // Drawn last, so that every earlier knob of a seed stays as it was.
+            backpressure: rng.chance(0.25).then(|| rng.next_u64()),
             ipv6: false,
         };
-        // Drawn last, so that every knob above is what the seed drew before IPv6 was
-        // simulated.
+        // Drawn after every other knob, so that they are what the seed drew before IPv6
+        // was simulated.
         k.ipv6 = rng.chance(0.5);
         k
     }
@@ -139,7 +143,7 @@ impl fmt::Display for Knobs {
              ans_loss={} dup={} err={}({:#06x}) pkt_loss={} reorder={} outage={} path_silent={:#x} | \
              groups={} next_hops={} p_send={} burst_max={} unicast={} churn={} | admin={:.4} \
              port={:.4} sm={:.4} pkey={:.4} lid={:.4} | window={} ring={} groups_max={} \
-             sa_timeout={}ms sendonly_idle={}s neigh_idle={}s flush_max={}s | ipv6={}",
+             sa_timeout={}ms sendonly_idle={}s neigh_idle={}s flush_max={}s backpressure={} | ipv6={}",
             self.hosts,
             self.data_cores,
             self.steps,
@@ -174,6 +178,7 @@ impl fmt::Display for Knobs {
             self.ctrl.sendonly_idle.0 / 1_000_000_000,
             self.ctrl.neigh_idle.0 / 1_000_000_000,
             self.ctrl.flush_max.0 / 1_000_000_000,
+            self.backpressure.is_some(),
             self.ipv6,
         )
     }
@@ -258,6 +263,7 @@ fn drive(seed: u64, k: &Knobs, mutant: Option<Mutant>, end: &mut Nanos) -> u64 {
         faults: k.faults,
         pool_bufs: 8192,
         groups_in_use,
+        backpressure: k.backpressure,
     });
     if mutant == Some(Mutant::NoLeaveRetries) {
         sim.mutate_no_leave_retries();

@@ -33,6 +33,7 @@ fn sim(hosts: usize, faults: FaultConfig) -> Sim {
         pool_bufs: 4096,
         // Broadcast, all-nodes, solicited-node, and one solicited-node group per peer.
         groups_in_use: 2 + hosts,
+        backpressure: None,
     })
 }
 
