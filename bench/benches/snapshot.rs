@@ -43,7 +43,7 @@ fn probe_indices() -> Vec<u32> {
 fn ipv4(i: u32) -> [u8; 4] {
     match group(i) {
         GroupAddr::Ipv4(ip) => ip,
-        GroupAddr::Mgid(_) => unreachable!("bench groups are IPv4"),
+        GroupAddr::Mgid(_) | GroupAddr::Ipv6(_) => unreachable!("bench groups are IPv4"),
     }
 }
 

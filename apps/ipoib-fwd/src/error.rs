@@ -26,8 +26,16 @@ pub enum Error {
         /// What is wrong with it.
         why: &'static str,
     },
+    /// An IPv6 route could not be parsed.
+    #[error("bad route {route:?}: {why}; expected PREFIX/LEN[,via=IPV6],if=N, e.g. fd00:3::/64,via=fd00:2::9,if=1")]
+    BadRoute6 {
+        /// The route as given.
+        route: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
     /// A multicast route could not be parsed, or cannot be used.
-    #[error("bad multicast route {mroute:?}: {why}; expected GROUP[/LEN],from=N,to=M, e.g. 239.1.0.0/24,from=0,to=1")]
+    #[error("bad multicast route {mroute:?}: {why}; expected GROUP[/LEN],from=N,to=M, e.g. 239.1.0.0/24,from=0,to=1 or ff05::1:0/120,from=0,to=1")]
     BadMroute {
         /// The multicast route as given.
         mroute: String,
@@ -83,7 +91,7 @@ pub enum Error {
         /// The route.
         route: String,
         /// Its gateway.
-        via: std::net::Ipv4Addr,
+        via: std::net::IpAddr,
         /// Its outgoing interface.
         iface: usize,
         /// That interface's subnet.

@@ -3,7 +3,8 @@
 //! the LPM table; multicast: the [`MrouteTable`] by ingress interface and group),
 //! decrement the TTL with an incremental checksum update (RFC 1624), and push the very
 //! buffer it arrived in on the outgoing interface, to the next hop (unicast) or the
-//! group (multicast) that interface's control plane resolves.
+//! group (multicast) that interface's control plane resolves. IPv6 goes the same way
+//! (`fwd6`): its own tables, the hop limit decremented, no header checksum to update.
 //! No allocation, lock, system call or atomic read-modify-write per packet: the
 //! counters are single-writer [`Counter`](ibpoll_dev::Counter)s and the table is read-only.
 
@@ -14,11 +15,13 @@ use ibpoll_mem::MbufArray;
 
 use crate::lpm::RouteTable;
 use crate::mroute::MrouteTable;
+use crate::mroute6::MrouteTable6;
+use crate::route6::RouteTable6;
 
 ibpoll_dev::counters! {
     /// One lcore's forwarding counters: one writer (the lcore), any number of live readers.
     ///
-    /// Conservation: `rx == forwarded + tx_refused + not_ipv4 + malformed + ttl_expired +
+    /// Conservation: `rx == forwarded + tx_refused + malformed + ttl_expired +
     /// no_route + to_local + not_unicast + mcast_ttl_expired + mcast_no_route`; every packet
     /// counted in a drop reason is also in the stack's `app_dropped`, and `tx_refused` in
     /// the stack's `tx_buffer_full` / `tx_no_iface`. `mcast_forwarded` is the multicast
@@ -34,18 +37,22 @@ ibpoll_dev::counters! {
         forwarded,
         /// Packets the stack's send buffer refused (full, or no such interface).
         tx_refused,
-        /// IPv6 packets (not forwarded).
-        not_ipv4,
-        /// IPv4 headers that fail RFC 1812's checks (length, IHL, total length).
+        /// IPv4 headers that fail RFC 1812's checks (length, IHL, total length), IPv6
+        /// headers shorter than 40 bytes or whose payload length overruns the packet, and
+        /// packets of another IP version.
         malformed,
-        /// Packets whose TTL was 0 or 1 (dropped; no ICMP Time Exceeded is sent).
+        /// Packets whose TTL (IPv6: hop limit) was 0 or 1 (dropped; no ICMP Time
+        /// Exceeded is sent).
         ttl_expired,
         /// Packets no route matched.
         no_route,
         /// Packets to one of the forwarder's own addresses (it has no local stack).
         to_local,
         /// Packets to the broadcast address, to 0.0.0.0/8, or (without multicast routes
-        /// from their interface) to a multicast group: not forwarded.
+        /// from their interface) to a multicast group: not forwarded. IPv6: also packets
+        /// from or to a link-local address, from a multicast or the unspecified address,
+        /// or to the unspecified or loopback address (RFC 4291 sections 2.5.2, 2.5.3,
+        /// 2.5.6).
         not_unicast,
         /// Of `forwarded`, packets sent to a multicast group.
         mcast_forwarded,
@@ -58,7 +65,6 @@ ibpoll_dev::counters! {
     }
     drops: [
         tx_refused,
-        not_ipv4,
         malformed,
         ttl_expired,
         no_route,
@@ -125,6 +131,22 @@ pub enum Verdict {
         /// The group (the packet's destination).
         group: [u8; 4],
     },
+    /// Send the IPv6 packet on `iface` to `next_hop` (the hop limit is already
+    /// decremented; IPv6 has no header checksum).
+    Forward6 {
+        /// The outgoing interface.
+        iface: usize,
+        /// The address to resolve on it (neighbour discovery).
+        next_hop: [u8; 16],
+    },
+    /// Send the IPv6 packet on `iface` to the multicast group `group` (the hop limit is
+    /// already decremented).
+    ForwardGroup6 {
+        /// The outgoing interface.
+        iface: usize,
+        /// The group (the packet's destination).
+        group: [u8; 16],
+    },
     /// Drop it (already counted).
     Drop,
 }
@@ -141,6 +163,14 @@ pub struct Forwarder {
     local: [u32; IFACES_MAX],
     n_local: usize,
     counters: Arc<FwdCounters>,
+    /// IPv6 routes (empty: every IPv6 packet is `no_route`).
+    pub(crate) table6: Arc<RouteTable6>,
+    /// The forwarder's own IPv6 addresses.
+    pub(crate) local6: [[u8; 16]; IFACES_MAX],
+    pub(crate) n_local6: usize,
+    /// IPv6 multicast routes, and the interfaces that have some (bit `i`).
+    pub(crate) mroutes6: Arc<MrouteTable6>,
+    pub(crate) mcast6_ifaces: u64,
 }
 
 impl Forwarder {
@@ -160,7 +190,33 @@ impl Forwarder {
             local: l,
             n_local,
             counters,
+            table6: Arc::default(),
+            local6: [[0; 16]; IFACES_MAX],
+            n_local6: 0,
+            mroutes6: Arc::default(),
+            mcast6_ifaces: 0,
         }
+    }
+
+    /// Forwards IPv6 too: unicast by `table6`; packets to one of `local6` (its own IPv6
+    /// addresses) are dropped and counted (`to_local`).
+    pub fn with_ipv6(mut self, table6: Arc<RouteTable6>, local6: &[[u8; 16]]) -> Forwarder {
+        self.n_local6 = local6.len().min(IFACES_MAX);
+        self.local6[..self.n_local6].copy_from_slice(&local6[..self.n_local6]);
+        self.table6 = table6;
+        self
+    }
+
+    /// Forwards IPv6 multicast by `mroutes6` (the groups must be subscribed to on their
+    /// ingress interfaces, as [`start_on`](crate::start_on) does).
+    pub fn with_mroutes6(mut self, mroutes6: Arc<MrouteTable6>) -> Forwarder {
+        self.mcast6_ifaces = mroutes6
+            .routes()
+            .iter()
+            .filter(|r| r.from < 64)
+            .fold(0, |m, r| m | 1 << r.from);
+        self.mroutes6 = mroutes6;
+        self
     }
 
     /// Forwards multicast by `mroutes` too (the groups must be subscribed to on their
@@ -203,16 +259,9 @@ impl Forwarder {
     pub fn route_counted(&self, from: usize, ip: &mut [u8], c: &mut FwdStats) -> Verdict {
         c.rx += 1;
         // RFC 1812 5.2.2: length, version, IHL, total length.
-        if ip.len() < 20 {
-            c.malformed += 1;
-            return Verdict::Drop;
-        }
-        match ip[0] >> 4 {
-            4 => {}
-            6 => {
-                c.not_ipv4 += 1;
-                return Verdict::Drop;
-            }
+        match ip.first().map(|b| b >> 4) {
+            Some(6) => return self.route6(from, ip, c),
+            Some(4) if ip.len() >= 20 => {}
             _ => {
                 c.malformed += 1;
                 return Verdict::Drop;
@@ -290,6 +339,10 @@ impl App for Forwarder {
                 // the first packets while it makes the send-only join.
                 Verdict::ForwardGroup { iface, group } => {
                     (iface, Dest::Group(GroupAddr::Ipv4(group)), 1)
+                }
+                Verdict::Forward6 { iface, next_hop } => (iface, Dest::NextHop6(next_hop), 0),
+                Verdict::ForwardGroup6 { iface, group } => {
+                    (iface, Dest::Group(GroupAddr::Ipv6(group)), 1)
                 }
                 Verdict::Drop => return Some(m),
             };

@@ -8,6 +8,13 @@
 //! interface to `Dest::NextHop` (the route's gateway, or the destination for a
 //! connected route), which that interface's control plane resolves (ARP, path record).
 //!
+//! IPv6 is forwarded the same way: [`Route6`]s in a [`RouteTable6`] (one hash map per
+//! prefix length in use), connected routes from the interfaces' IPv6 addresses, the hop
+//! limit decremented (no header checksum in IPv6), hop limit <= 1 dropped and counted,
+//! link-local sources and destinations never forwarded (RFC 4291 section 2.5.6), next
+//! hops resolved by neighbour discovery (`Dest::NextHop6`); and IPv6 multicast by
+//! [`MRoute6`]s, as IPv4 multicast below.
+//!
 //! Multicast crosses it by static [`MRoute`]s (`GROUP/LEN,from=N,to=M`): the node
 //! subscribes as a full member to every group of a route on its ingress interface `N`
 //! (InfiniBand delivers a group only to its members; at most [`MCAST_GROUPS_MAX`]
@@ -41,10 +48,14 @@
 pub mod cli;
 mod error;
 mod fwd;
+mod fwd6;
 mod lpm;
 mod mroute;
+mod mroute6;
 mod node;
+mod node6;
 mod route;
+mod route6;
 pub mod traffic;
 
 pub use error::Error;
@@ -53,8 +64,10 @@ pub use fwd::{
 };
 pub use lpm::{lookup_linear, RouteTable, ROUTES_MAX};
 pub use mroute::{MRoute, MrouteTable, MCAST_GROUPS_MAX, MROUTES_MAX};
+pub use mroute6::{MRoute6, MrouteTable6};
 pub use node::{build_forwarder_stack, start_forwarder, start_on, FwdConfig, FwdNode, FwdReport};
 pub use route::{
     mask, parse_ipv4, parse_route_file, parse_routes, read_route_file, read_routes_file, NextHop,
-    Route,
+    Route, RouteFile,
 };
+pub use route6::{is_ipv6_route, lookup6_linear, mask6, parse_ipv6, NextHop6, Route6, RouteTable6};

@@ -23,7 +23,9 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use ipoib_fwd::cli::{self, bad, limits, note, BadFlag, ResultFile, Signals};
-use ipoib_fwd::{parse_ipv4, read_route_file, MRoute, Route};
+use ipoib_fwd::{
+    is_ipv6_route, parse_ipv4, read_route_file, MRoute, MRoute6, Route, Route6, RouteFile,
+};
 
 const AFTER_HELP: &str = "\
 Topology: interface 0 on P_Key 0xffff as 10.1.0.1/16 and interface 1 on P_Key 0x8001 as
@@ -41,10 +43,14 @@ that every packet replayed was forwarded or counted as a drop. --rate, --window,
 --mroute, multicast --dst and --pcap belong to --pmd sim's built-in source.
 
 Routes: PREFIX/LEN[,via=IPV4],if=N (`default` for 0.0.0.0/0), e.g.
-10.9.0.0/16,via=10.2.0.2,if=1. One route per prefix; the gateway must be on the
-interface's subnet. Multicast routes: GROUP[/LEN],from=N,to=M, e.g.
-239.1.0.0/24,from=0,to=1: the forwarder subscribes to every group of it on interface N
-(at most 256 groups in all) and sends them on interface M (a send-only join there).
+10.9.0.0/16,via=10.2.0.2,if=1, or IPv6: PREFIX/LEN[,via=IPV6],if=N, e.g.
+fd00:9::/48,via=fd00:2::2,if=1 (::/0 for the default route). One route per prefix; the
+gateway must be on the interface's subnet (IPv6: or link-local). Multicast routes:
+GROUP[/LEN],from=N,to=M, e.g. 239.1.0.0/24,from=0,to=1 or ff05::1:0/120,from=0,to=1:
+the forwarder subscribes to every group of it on interface N (at most 256 groups in all)
+and sends them on interface M (a send-only join there). The built-in source and sink
+send IPv4 only; IPv6 routes are installed and forward IPv6 from other nodes (see
+pktgen --ipv6 --topology fwd).
 Route files (--routes): one route per line, # comments, multicast routes as
 `mroute GROUP[/LEN],from=N,to=M`; a regular file of at most 16 MiB.
 
@@ -82,7 +88,8 @@ struct Args {
     #[arg(long, default_value_t = 1, allow_hyphen_values = true)]
     cores: usize,
 
-    /// Add a route, PREFIX/LEN[,via=IPV4],if=N (repeatable).
+    /// Add a route, PREFIX/LEN[,via=IPV4],if=N or PREFIX/LEN[,via=IPV6],if=N
+    /// (repeatable).
     #[arg(long, value_name = "ROUTE", allow_hyphen_values = true)]
     route: Vec<String>,
 
@@ -161,6 +168,8 @@ pub struct Config {
     pub cores: usize,
     pub routes: Vec<Route>,
     pub mroutes: Vec<MRoute>,
+    pub routes6: Vec<Route6>,
+    pub mroutes6: Vec<MRoute6>,
     pub size: usize,
     /// Packets per second; 0: as fast as it goes.
     pub rate: u64,
@@ -185,25 +194,32 @@ impl Args {
     fn check(self) -> Result<Config, BadFlag> {
         let duration = limits::duration("--duration", self.duration)?;
         let cores = limits::cores("--cores", self.cores, usable_cpus())?;
-        let mut routes = Vec::new();
+        let mut rf = RouteFile::default();
         for r in &self.route {
-            routes.push(
-                r.parse::<Route>()
-                    .map_err(|e| bad("--route", cli::describe(&e)))?,
-            );
+            let e = |e| bad("--route", cli::describe(&e));
+            if is_ipv6_route(r) {
+                rf.routes6.push(r.parse::<Route6>().map_err(e)?);
+            } else {
+                rf.routes.push(r.parse::<Route>().map_err(e)?);
+            }
         }
-        let mut mroutes = Vec::new();
         for m in &self.mroute {
-            mroutes.push(
-                m.parse::<MRoute>()
-                    .map_err(|e| bad("--mroute", cli::describe(&e)))?,
-            );
+            let e = |e| bad("--mroute", cli::describe(&e));
+            if is_ipv6_route(m) {
+                rf.mroutes6.push(m.parse::<MRoute6>().map_err(e)?);
+            } else {
+                rf.mroutes.push(m.parse::<MRoute>().map_err(e)?);
+            }
         }
         for f in &self.routes {
-            let (rs, ms) = read_route_file(f).map_err(|e| bad("--routes", cli::describe(&e)))?;
-            routes.extend(rs);
-            mroutes.extend(ms);
+            rf.extend(read_route_file(f).map_err(|e| bad("--routes", cli::describe(&e)))?);
         }
+        let RouteFile {
+            routes,
+            routes6,
+            mroutes,
+            mroutes6,
+        } = rf;
         let size_min = ipoib_fwd::traffic::SIZE_MIN;
         if !(size_min..=2044).contains(&self.size) {
             return Err(bad(
@@ -266,6 +282,8 @@ impl Args {
             cores,
             routes,
             mroutes,
+            routes6,
+            mroutes6,
             size: self.size,
             rate,
             window,

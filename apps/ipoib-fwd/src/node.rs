@@ -4,9 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ibpoll::{
-    GroupAddr, IdlePolicy, IfaceConfig, LcoreStats, Stack, StackBuilder, StopReport, IFACES_MAX,
-};
+use ibpoll::{IdlePolicy, IfaceConfig, LcoreStats, Stack, StackBuilder, StopReport, IFACES_MAX};
 use ibpoll_ctrl::GroupPhase;
 use ibpoll_pmd_sim::SimFabric;
 use ibpoll_wire::{IbMtu, PKey};
@@ -14,13 +12,16 @@ use ibpoll_wire::{IbMtu, PKey};
 use crate::fwd::{Forwarder, FwdCounters, FwdStats};
 use crate::lpm::RouteTable;
 use crate::mroute::{MRoute, MrouteTable};
+use crate::mroute6::{MRoute6, MrouteTable6};
+use crate::node6::subscriptions_on;
 use crate::route::Route;
+use crate::route6::{Route6, RouteTable6};
 use crate::Error;
 
 /// What a forwarder node is: its interfaces (one per partition), its routes and its
 /// lcores. [`Default`] is the two-partition node of `ipoib-fwd`'s built-in topology:
-/// interface 0 on P_Key 0xffff as 10.1.0.1/16, interface 1 on P_Key 0x8001 as
-/// 10.2.0.1/16, connected routes only, one data lcore.
+/// interface 0 on P_Key 0xffff as 10.1.0.1/16 and fd00:1::1/64, interface 1 on P_Key
+/// 0x8001 as 10.2.0.1/16 and fd00:2::1/64, connected routes only, one data lcore.
 #[derive(Debug, Clone)]
 pub struct FwdConfig {
     /// The interfaces, in order (routes name them by index). Each needs an IPv4
@@ -34,6 +35,12 @@ pub struct FwdConfig {
     /// Static multicast routes: the forwarder subscribes (full member) to every group
     /// they cover on their ingress interface and sends them on their egress interface.
     pub mroutes: Vec<MRoute>,
+    /// IPv6 routes besides the connected ones (from the interfaces' IPv6 addresses),
+    /// checked as `routes` are.
+    pub routes6: Vec<Route6>,
+    /// Static IPv6 multicast routes (as `mroutes`; together at most
+    /// [`MCAST_GROUPS_MAX`](crate::MCAST_GROUPS_MAX) groups).
+    pub mroutes6: Vec<MRoute6>,
     /// Data lcores (each polls every interface).
     pub data_cores: usize,
     /// CPUs to pin the lcores to (default: the stack's choice).
@@ -59,6 +66,12 @@ pub struct FwdConfig {
     pub stop_flag: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
+/// The IPv6 addresses of the default configuration's interfaces: fd00:1::1, fd00:2::1.
+const DEFAULT_IPV6: [[u8; 16]; 2] = [
+    [0xfd, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+    [0xfd, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+];
+
 impl Default for FwdConfig {
     fn default() -> Self {
         FwdConfig {
@@ -67,15 +80,21 @@ impl Default for FwdConfig {
                     pkey: PKey::DEFAULT,
                     ipv4: Some([10, 1, 0, 1]),
                     prefix_len: 16,
+                    ipv6: Some(DEFAULT_IPV6[0]),
+                    ipv6_prefix_len: 64,
                 },
                 IfaceConfig {
                     pkey: PKey(0x8001),
                     ipv4: Some([10, 2, 0, 1]),
                     prefix_len: 16,
+                    ipv6: Some(DEFAULT_IPV6[1]),
+                    ipv6_prefix_len: 64,
                 },
             ],
             routes: Vec::new(),
             mroutes: Vec::new(),
+            routes6: Vec::new(),
+            mroutes6: Vec::new(),
             data_cores: 1,
             cpus: None,
             pin: true,
@@ -150,7 +169,7 @@ impl FwdConfig {
             return Err(bad("data_cores", "at least 1 data lcore"));
         }
         self.mroute_table()?;
-        Ok(())
+        self.validate6()
     }
 
     /// A gateway must be on its outgoing interface's subnet (it is resolved by ARP
@@ -173,6 +192,15 @@ impl FwdConfig {
             iface: r.iface,
             subnet: format!("{}.{}.{}.{}/{}", p[0], p[1], p[2], p[3], subnet.prefix_len),
         })
+    }
+
+    /// Every interface's own addresses, IPv4 and IPv6: the forwarder delivers nothing
+    /// to them (`to_local`).
+    fn local_addresses(&self) -> (Vec<[u8; 4]>, Vec<[u8; 16]>) {
+        (
+            self.ifaces.iter().filter_map(|f| f.ipv4).collect(),
+            self.ifaces.iter().filter_map(|f| f.ipv6).collect(),
+        )
     }
 
     /// The multicast route table (checked against the interfaces).
@@ -232,6 +260,8 @@ pub struct FwdNode {
     counters: Vec<Arc<FwdCounters>>,
     table: Arc<RouteTable>,
     mroutes: Arc<MrouteTable>,
+    table6: Arc<RouteTable6>,
+    mroutes6: Arc<MrouteTable6>,
 }
 
 /// What [`FwdNode::stop`] found.
@@ -260,24 +290,28 @@ impl FwdNode {
         &self.mroutes
     }
 
-    /// How many of the multicast subscriptions are Joined at the SA now.
+    /// The IPv6 route table.
+    pub fn table6(&self) -> &Arc<RouteTable6> {
+        &self.table6
+    }
+
+    /// The IPv6 multicast route table.
+    pub fn mroutes6(&self) -> &Arc<MrouteTable6> {
+        &self.mroutes6
+    }
+
+    /// How many of the multicast subscriptions (IPv4 and IPv6) are Joined at the SA now.
     pub fn subscriptions_joined(&self) -> Result<usize, Error> {
         let mut n = 0;
         for iface in 0..self.stack.ifaces() {
-            let groups: Vec<[u8; 4]> = self
-                .mroutes
-                .subscriptions()
-                .iter()
-                .filter(|(i, _)| *i == iface)
-                .map(|(_, g)| *g)
-                .collect();
+            let groups = subscriptions_on(&self.mroutes, &self.mroutes6, iface);
             if groups.is_empty() {
                 continue;
             }
             n += self.stack.with_controller_on(iface, move |c| {
                 groups
                     .iter()
-                    .filter(|g| c.group_phase(GroupAddr::Ipv4(**g)) == Some(GroupPhase::Joined))
+                    .filter(|g| c.group_phase(**g) == Some(GroupPhase::Joined))
                     .count()
             })?;
         }
@@ -292,7 +326,7 @@ impl FwdNode {
         if !self.stack.wait_link_up(timeout)? {
             return Ok(false);
         }
-        let want = self.mroutes.subscriptions().len();
+        let want = self.mroutes.subscriptions().len() + self.mroutes6.subscriptions().len();
         loop {
             if self.subscriptions_joined()? == want {
                 return Ok(true);
@@ -359,30 +393,29 @@ pub fn start_on(builder: StackBuilder, cfg: &FwdConfig) -> Result<FwdNode, Error
     cfg.validate()?;
     let table = Arc::new(cfg.route_table()?);
     let mroutes = Arc::new(cfg.mroute_table()?);
-    let local: Vec<[u8; 4]> = cfg.ifaces.iter().filter_map(|f| f.ipv4).collect();
+    let table6 = Arc::new(cfg.route_table6()?);
+    let mroutes6 = Arc::new(cfg.mroute_table6()?);
+    let (local, local6) = cfg.local_addresses();
     let counters: Vec<Arc<FwdCounters>> = (0..cfg.data_cores)
         .map(|_| Arc::new(FwdCounters::default()))
         .collect();
     let stack = {
         let (table, mroutes, counters) = (table.clone(), mroutes.clone(), counters.clone());
+        let (table6, mroutes6) = (table6.clone(), mroutes6.clone());
         builder.start(move |i| {
-            Forwarder::new(table.clone(), &local, counters[i].clone()).with_mroutes(mroutes.clone())
+            Forwarder::new(table.clone(), &local, counters[i].clone())
+                .with_mroutes(mroutes.clone())
+                .with_ipv6(table6.clone(), &local6)
+                .with_mroutes6(mroutes6.clone())
         })?
     };
     for iface in 0..stack.ifaces() {
-        let groups: Vec<[u8; 4]> = mroutes
-            .subscriptions()
-            .iter()
-            .filter(|(i, _)| *i == iface)
-            .map(|(_, g)| *g)
-            .collect();
+        let groups = subscriptions_on(&mroutes, &mroutes6, iface);
         if groups.is_empty() {
             continue;
         }
         let refused = stack.with_controller_on(iface, move |c| {
-            groups
-                .into_iter()
-                .find(|g| !c.join_group(GroupAddr::Ipv4(*g)))
+            groups.into_iter().find(|g| !c.join_group(*g))
         });
         let fail = match refused {
             Ok(None) => continue,
@@ -390,7 +423,7 @@ pub fn start_on(builder: StackBuilder, cfg: &FwdConfig) -> Result<FwdNode, Error
                 "mroutes",
                 format!(
                     "interface {iface} refused to subscribe to group {} (its group table is full, or the group is not one of its partition)",
-                    std::net::Ipv4Addr::from(g)
+                    crate::node6::group_name(g)
                 ),
             ),
             Err(e) => Error::Stack(e),
@@ -403,6 +436,8 @@ pub fn start_on(builder: StackBuilder, cfg: &FwdConfig) -> Result<FwdNode, Error
         counters,
         table,
         mroutes,
+        table6,
+        mroutes6,
     })
 }
 

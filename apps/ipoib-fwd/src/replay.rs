@@ -74,6 +74,7 @@ fn hop(fabric: &SimFabric, i: usize, stop: &Arc<AtomicBool>) -> Result<Stack, Fa
             pkey,
             ipv4: Some(ipv4),
             prefix_len: 16,
+            ..IfaceConfig::default()
         })
         .data_cores(1)
         .pin(false)

@@ -177,30 +177,59 @@ pub fn parse_routes(text: &str, path: &Path) -> Result<Vec<Route>, Error> {
     Ok(routes)
 }
 
-/// Parses a route file's text with multicast routes: one route per line, unicast in
-/// `--route` syntax, multicast as `mroute GROUP[/LEN],from=N,to=M` (`--mroute`
-/// syntax); blank lines and `#` comments are skipped. `path` names the file in errors.
-pub fn parse_route_file(
-    text: &str,
-    path: &Path,
-) -> Result<(Vec<Route>, Vec<crate::MRoute>), Error> {
-    let (mut routes, mut mroutes) = (Vec::new(), Vec::new());
+/// What a route file holds: IPv4 and IPv6 routes, IPv4 and IPv6 multicast routes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteFile {
+    /// IPv4 routes.
+    pub routes: Vec<Route>,
+    /// IPv6 routes.
+    pub routes6: Vec<crate::Route6>,
+    /// IPv4 multicast routes.
+    pub mroutes: Vec<crate::MRoute>,
+    /// IPv6 multicast routes.
+    pub mroutes6: Vec<crate::MRoute6>,
+}
+
+impl RouteFile {
+    /// Adds one line (`--route` syntax, or `mroute ` and the `--mroute` syntax); an IPv6
+    /// prefix or group makes an IPv6 route.
+    pub fn add_line(&mut self, line: &str) -> Result<(), Error> {
+        match line.strip_prefix("mroute ") {
+            Some(m) if crate::is_ipv6_route(m) => self.mroutes6.push(m.parse()?),
+            Some(m) => self.mroutes.push(m.parse()?),
+            None if crate::is_ipv6_route(line) => self.routes6.push(line.parse()?),
+            None => self.routes.push(line.parse()?),
+        }
+        Ok(())
+    }
+
+    /// Adds what another file holds.
+    pub fn extend(&mut self, other: RouteFile) {
+        self.routes.extend(other.routes);
+        self.routes6.extend(other.routes6);
+        self.mroutes.extend(other.mroutes);
+        self.mroutes6.extend(other.mroutes6);
+    }
+}
+
+/// Parses a route file's text: one route per line, unicast in `--route` syntax,
+/// multicast as `mroute GROUP[/LEN],from=N,to=M` (`--mroute` syntax), IPv4 or IPv6 (an
+/// IPv6 prefix or group makes an IPv6 route); blank lines and `#` comments are skipped.
+/// `path` names the file in errors.
+pub fn parse_route_file(text: &str, path: &Path) -> Result<RouteFile, Error> {
+    let mut file = RouteFile::default();
     for (i, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("").trim();
         if line.is_empty() {
             continue;
         }
-        let at = |e| Error::RouteFileLine {
+        file.add_line(line).map_err(|e| Error::RouteFileLine {
             path: path.to_owned(),
             line: i + 1,
             source: Box::new(e),
-        };
-        match line.strip_prefix("mroute ") {
-            Some(m) => mroutes.push(m.parse::<crate::MRoute>().map_err(at)?),
-            None => routes.push(line.parse::<Route>().map_err(at)?),
-        }
+        })?;
     }
-    Ok((routes, mroutes))
+    Ok(file)
 }
 
 /// The largest route file read, bytes (65,536 routes of the longest form are 3 MiB).
@@ -242,7 +271,7 @@ fn read_text(path: &Path) -> Result<String, Error> {
 
 /// Reads and parses a route file with multicast routes (see [`parse_route_file`] and,
 /// for what is read, [`ROUTE_FILE_MAX_BYTES`]: a regular file of at most 16 MiB).
-pub fn read_route_file(path: &Path) -> Result<(Vec<Route>, Vec<crate::MRoute>), Error> {
+pub fn read_route_file(path: &Path) -> Result<RouteFile, Error> {
     parse_route_file(&read_text(path)?, path)
 }
 
@@ -285,9 +314,27 @@ mod tests {
         assert_eq!(ok.len(), 1);
         let e = parse_routes("10.0.0.0/8,if=1\nnonsense\n", p).unwrap_err();
         assert!(e.to_string().contains("r.conf:2"), "{e}");
-        let (r, m) =
-            parse_route_file("10.0.0.0/8,if=1\nmroute 239.1.0.0/24,from=0,to=1 # g\n", p).unwrap();
-        assert_eq!((r.len(), m.len()), (1, 1));
+        let f = parse_route_file(
+            "10.0.0.0/8,if=1\nmroute 239.1.0.0/24,from=0,to=1 # g\nfd00:3::/64,if=1\n\
+             mroute ff05::1:0/120,from=0,to=1\n",
+            p,
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                f.routes.len(),
+                f.mroutes.len(),
+                f.routes6.len(),
+                f.mroutes6.len()
+            ),
+            (1, 1, 1, 1)
+        );
+        assert_eq!(f.routes6[0].to_string(), "fd00:3::/64,if=1");
+        let e = parse_route_file("fd00:3::/64,via=10.0.0.1,if=1\n", p).unwrap_err();
+        assert!(
+            e.to_string().contains("r.conf:1") && e.to_string().contains("IPv6"),
+            "{e}"
+        );
         let e = parse_route_file("mroute 239.1.0.0/24,from=0\n", p).unwrap_err();
         assert!(
             e.to_string().contains("r.conf:1") && e.to_string().contains("to="),

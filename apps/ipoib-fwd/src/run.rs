@@ -57,6 +57,8 @@ pub(crate) fn forwarder_config(
     let fc = FwdConfig {
         routes: cfg.routes.clone(),
         mroutes: cfg.mroutes.clone(),
+        routes6: cfg.routes6.clone(),
+        mroutes6: cfg.mroutes6.clone(),
         data_cores: cfg.cores,
         pin: false,
         idle: IdlePolicy::Yield { after: 16 },
@@ -122,6 +124,7 @@ pub(crate) fn endpoint(
             pkey,
             ipv4: Some(ipv4),
             prefix_len: 16,
+            ..IfaceConfig::default()
         })
         .data_cores(1)
         .pin(false)
@@ -370,9 +373,11 @@ fn run(
     let n = start(cfg, &fc, mcast, stop)?;
     bring_up(&n, cfg, mcast)?;
     out.line(&format!(
-        "ipoib-fwd: embedded simulated fabric: source 10.1.0.2 (P_Key 0xffff) -> forwarder [if0 10.1.0.1/16 P_Key 0xffff, if1 10.2.0.1/16 P_Key 0x8001] -> sink 10.2.0.2 (P_Key 0x8001); {} route(s), {} multicast route(s), {} forwarder lcore(s), {} B packets, rate {}, window {}",
+        "ipoib-fwd: embedded simulated fabric: source 10.1.0.2 (P_Key 0xffff) -> forwarder [if0 10.1.0.1/16 fd00:1::1/64 P_Key 0xffff, if1 10.2.0.1/16 fd00:2::1/64 P_Key 0x8001] -> sink 10.2.0.2 (P_Key 0x8001); {} route(s), {} multicast route(s), {} IPv6 route(s), {} IPv6 multicast route(s), {} forwarder lcore(s), {} B packets, rate {}, window {}",
         n.fwd.table().len(),
         n.fwd.mroutes().len(),
+        n.fwd.table6().len(),
+        n.fwd.mroutes6().len(),
         cfg.cores,
         cfg.size,
         if cfg.rate == 0 { "max".to_owned() } else { format!("{} pps", cfg.rate) },

@@ -290,3 +290,26 @@ fn a_short_replay_run_forwards_on_one_lcore_and_conserves() {
     assert!(n("tx_packets") <= n("forwarded"));
     assert_eq!(v["sa_memberships_after_shutdown"], 0);
 }
+
+#[test]
+fn ipv6_routes_and_multicast_routes_are_installed() {
+    let p = temp_file(
+        "ok6",
+        "fd00:9::/48,via=fd00:2::9,if=1\nfd00:7::/64,via=fe80::7,if=0\nmroute ff05::1:0/124,from=0,to=1\n",
+    );
+    let o = run(&["--duration", "0.2", "--routes", p.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&p);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "stdout {out}\nstderr {err}");
+    // Two connected IPv6 routes (fd00:1::/64, fd00:2::/64) and the two given.
+    assert!(
+        out.contains("4 IPv6 route(s), 1 IPv6 multicast route(s)"),
+        "{out}"
+    );
+    assert!(out.contains("conservation: ok"), "{out}");
+    refused(
+        &["--route", "fd00:9::/48,via=10.2.0.2,if=1"],
+        "via= is not an IPv6 address",
+    );
+    refused(&["--route", "fd00:9::/200,if=1"], "0..=128");
+}

@@ -143,6 +143,29 @@ fn conflicting_unicast_routes_and_off_link_gateways_are_refused() {
         .output()
         .unwrap();
     ends(&o, 2, "not on interface 1's subnet");
+    // IPv6 routes: the same rules.
+    let o = cmd(&[
+        "--route",
+        "fd00:9::/48,via=fd00:2::9,if=1",
+        "--route",
+        "fd00:9::/48,via=fd00:1::9,if=0",
+    ])
+    .output()
+    .unwrap();
+    ends(&o, 2, "another route has the same prefix");
+    let o = cmd(&["--route", "fd00:9::/48,via=fd00:1::5,if=1"])
+        .output()
+        .unwrap();
+    ends(
+        &o,
+        2,
+        "the gateway fd00:1::5 is not on interface 1's subnet (fd00:2::/64)",
+    );
+    let o = cmd(&["--mroute", "ff02::1:3,from=0,to=1"])
+        .output()
+        .unwrap();
+    ends(&o, 2, "--mroute");
+    ends(&o, 2, "never forwarded");
     let _ = std::fs::remove_dir_all(&d);
 }
 

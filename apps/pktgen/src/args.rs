@@ -47,8 +47,9 @@ impl Topology {
 
 const AFTER_HELP: &str = "\
 Ranges: --duration above 0 to 86400 s; --rate 1 to 1e9 packets/s or max; --flows 0 to 400;
---mcast-groups 0 to 250; --burst 1 to 64; --size 42 to 4092; --idle-sleep-us 1 to 10000;
---pcap-max-bytes 4096 to 2^50 (default 1 GiB); --window 1 to 1048576.
+--mcast-groups 0 to 250; --burst 1 to 64; --size 42 to 4092 (--ipv6: 60 to 4092);
+--idle-sleep-us 1 to 10000; --pcap-max-bytes 4096 to 2^50 (default 1 GiB); --window 1 to
+1048576.
 
 Rates: Mpps and Gb/s of the IP packets (--size bytes each), and Gb/s on the wire: each
 packet with its InfiniBand headers and CRCs (LRH 8, GRH 40 for multicast, BTH 12, DETH
@@ -56,6 +57,12 @@ packet with its InfiniBand headers and CRCs (LRH 8, GRH 40 for multicast, BTH 12
 
 Inspection: while it runs, `ibpoll-ctl ifaces|groups|neigh|stats` shows its nodes
 (--no-telemetry turns that off).
+
+Addresses: IPv4 generator 10.0.0.1 -> sink 10.0.0.2 (direct), or 10.1.0.1 -> forwarder
+10.1.0.254 / 10.2.0.254 -> 10.2.0.1 (fwd), groups 239.1.0.1 ... With --ipv6:
+fd00:0:0:1::1 -> fd00:0:0:1::2 (direct), or fd00:0:0:1::1 -> forwarder fd00:0:0:1::fe /
+fd00:0:0:2::fe -> fd00:0:0:2::1 (fwd), groups ff05::1:1 ..., next hops resolved by
+neighbour discovery, UDP checksums checked at the sink.
 
 Exit status: 0 the run worked; 1 it failed (conservation broken, a membership left at
 the SA, an output not written: a full or closed standard output, the --json file, the
@@ -88,8 +95,8 @@ pub struct Args {
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub count: Option<String>,
 
-    /// IP packet size in bytes, IPv4 and UDP headers included, IPoIB header not (64 = a
-    /// 64-byte IPv4/UDP packet); 42 to 4092 (the IPoIB MTU).
+    /// IP packet size in bytes, IP and UDP headers included, IPoIB header not (64 = a
+    /// 64-byte IPv4/UDP packet); 42 to 4092 (the IPoIB MTU); 60 to 4092 with --ipv6.
     #[arg(long, default_value_t = 64, allow_hyphen_values = true)]
     pub size: usize,
 
@@ -192,6 +199,12 @@ pub struct Args {
     /// ibpoll-ctl).
     #[arg(long)]
     pub no_telemetry: bool,
+
+    /// Send IPv6/UDP instead of IPv4/UDP: every node gets an IPv6 address, next hops
+    /// are resolved by neighbour discovery, groups are IPv6 (ff05::1:N), the forwarder
+    /// routes IPv6.
+    #[arg(long)]
+    pub ipv6: bool,
 }
 
 /// Where the nodes run (`--fabric`).
@@ -289,6 +302,8 @@ pub struct Config {
     pub cdf: Option<ResultFile>,
     /// Serve the nodes on the telemetry socket.
     pub telemetry: bool,
+    /// IPv6/UDP instead of IPv4/UDP.
+    pub ipv6: bool,
 }
 
 impl Args {
@@ -324,12 +339,17 @@ impl Args {
                 }
             },
         };
-        if !(crate::traffic::PACKET_MIN.max(42)..=IP_MTU).contains(&self.size) {
+        let (size_min, headers) = if self.ipv6 {
+            (crate::packet::PACKET6_MIN, "IPv6")
+        } else {
+            (crate::packet::PACKET_MIN.max(42), "IPv4")
+        };
+        if !(size_min..=IP_MTU).contains(&self.size) {
             return Err(bad(
                 "--size",
                 format!(
-                    "{} bytes is not a possible IP packet here: give 42 to {IP_MTU} \
-                     (the IPv4 and UDP headers plus pktgen's 12-byte stamp, up to the IPoIB MTU)",
+                    "{} bytes is not a possible IP packet here: give {size_min} to {IP_MTU} \
+                     (the {headers} and UDP headers plus pktgen's 12-byte stamp, up to the IPoIB MTU)",
                     self.size
                 ),
             ));
@@ -457,6 +477,7 @@ impl Args {
             window,
             cdf,
             telemetry: !self.no_telemetry,
+            ipv6: self.ipv6,
         })
     }
 

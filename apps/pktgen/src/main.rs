@@ -2,9 +2,10 @@
 //!
 //! It builds an embedded simulated InfiniBand fabric with a generator node and a sink
 //! node (and, with `--topology fwd`, the default, an ipoib-fwd node between the
-//! generator's partition and the sink's), sends IPv4/UDP datagrams of `--size` bytes
-//! (the IP packet: IPv4 and UDP headers included, the 4-byte IPoIB header not) to
-//! `--flows` unicast flows and `--mcast-groups` IPv4 multicast groups, prints one status
+//! generator's partition and the sink's), sends IPv4/UDP (or, with `--ipv6`, IPv6/UDP)
+//! datagrams of `--size` bytes (the IP packet: IP and UDP headers included, the 4-byte
+//! IPoIB header not) to `--flows` unicast flows and `--mcast-groups` multicast groups,
+//! prints one status
 //! line per second and a summary table, and optionally a JSON object (`--json`). With
 //! `--count N` the generators send exactly N packets in the measured run (after one
 //! priming packet per destination), and `--duration` is the run's time limit.
@@ -26,6 +27,7 @@
 mod args;
 mod fabric;
 mod fwd;
+mod packet;
 mod report;
 mod run;
 mod traffic;

@@ -174,6 +174,8 @@ pub struct Report {
     /// `sim` or `verbs:DEVICE:PORT`.
     pub fabric: String,
     pub topology: Topology,
+    /// IPv6/UDP (`--ipv6`) rather than IPv4/UDP.
+    pub ipv6: bool,
     pub size: usize,
     pub burst: usize,
     pub cores: usize,
@@ -284,6 +286,7 @@ impl Report {
             "fabric": self.fabric,
             "topology": self.topology.name(),
             "mode": if self.pingpong { "pingpong" } else { "stream" },
+            "ip_version": if self.ipv6 { 6 } else { 4 },
             "size": self.size,
             "burst": self.burst,
             "cores": self.cores,
@@ -353,7 +356,7 @@ impl Report {
         let r = self.rates();
         let _ = writeln!(
             t,
-            "pktgen summary: {}, topology {}, {}, {}-byte IP packets, burst {}, {} core{}",
+            "pktgen summary: {}, topology {}, {}, {}-byte {}/UDP packets, burst {}, {} core{}",
             if self.fabric == "sim" {
                 "embedded fabric".to_owned()
             } else {
@@ -362,6 +365,7 @@ impl Report {
             self.topology.name(),
             if self.pingpong { "ping-pong" } else { "stream" },
             self.size,
+            if self.ipv6 { "IPv6" } else { "IPv4" },
             self.burst,
             self.cores,
             if self.cores == 1 { "" } else { "s" },

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ibpoll::{GroupAddr, IdlePolicy, LcoreStats, Stack, StackBuilder};
+use ibpoll::{IdlePolicy, LcoreStats, Stack, StackBuilder};
 use ibpoll_ctrl::GroupPhase;
 use ibpoll_pmd_sim::{FabricConfig, SimFabric};
 use ibpoll_wire::{IbMtu, PKey};
@@ -15,6 +15,7 @@ use ipoib_fwd::cli::Stdout;
 use crate::args::{Config, FabricChoice, Topology};
 use crate::fabric::{Net, VerbsTarget};
 use crate::fwd::{FwdNode, FwdPlan};
+use crate::packet::Ip;
 use crate::report::{self, Counts, Drops, Report};
 use crate::traffic::{
     self, AppCounters, GenConfig, Generator, Phase, Sink, SinkConfig, Window, DROPS_REFRESH,
@@ -53,6 +54,16 @@ pub struct Plan {
     pub gen_next_hop: [u8; 4],
     /// Where the sink sends echoes (the generator, or the forwarder's sink side).
     pub sink_next_hop: [u8; 4],
+    /// The same four in IPv6 (`--ipv6`).
+    pub gen_ip6: [u8; 16],
+    pub sink_ip6: [u8; 16],
+    pub gen_next_hop6: [u8; 16],
+    pub sink_next_hop6: [u8; 16],
+}
+
+/// fd00:0:0:`net`::`host`.
+const fn v6(net: u8, host: u8) -> [u8; 16] {
+    [0xfd, 0, 0, 0, 0, 0, 0, net, 0, 0, 0, 0, 0, 0, 0, host]
 }
 
 const DIRECT: Plan = Plan {
@@ -62,6 +73,10 @@ const DIRECT: Plan = Plan {
     sink_ip: [10, 0, 0, 2],
     gen_next_hop: [10, 0, 0, 2],
     sink_next_hop: [10, 0, 0, 1],
+    gen_ip6: v6(1, 1),
+    sink_ip6: v6(1, 2),
+    gen_next_hop6: v6(1, 2),
+    sink_next_hop6: v6(1, 1),
 };
 
 /// Partitions and addresses of the forwarded topology.
@@ -72,7 +87,33 @@ pub const FWD: Plan = Plan {
     sink_ip: [10, 2, 0, 1],
     gen_next_hop: [10, 1, 0, 254],
     sink_next_hop: [10, 2, 0, 254],
+    gen_ip6: v6(1, 1),
+    sink_ip6: v6(2, 1),
+    gen_next_hop6: v6(1, 0xfe),
+    sink_next_hop6: v6(2, 0xfe),
 };
+
+impl Plan {
+    /// The generator's address, the sink's, the generator's next hop and the sink's
+    /// next hop, in the run's IP version.
+    pub fn addresses(&self, ipv6: bool) -> [Ip; 4] {
+        if ipv6 {
+            [
+                Ip::V6(self.gen_ip6),
+                Ip::V6(self.sink_ip6),
+                Ip::V6(self.gen_next_hop6),
+                Ip::V6(self.sink_next_hop6),
+            ]
+        } else {
+            [
+                Ip::V4(self.gen_ip),
+                Ip::V4(self.sink_ip),
+                Ip::V4(self.gen_next_hop),
+                Ip::V4(self.sink_next_hop),
+            ]
+        }
+    }
+}
 
 /// Data lcores and CPUs of every node, and whether threads are pinned.
 #[derive(Debug, Clone)]
@@ -163,19 +204,25 @@ impl Placement {
     }
 }
 
-/// A builder with pktgen's settings for one node.
+/// A builder with pktgen's settings for one node (with an IPv6 address too for
+/// `--ipv6`).
 #[allow(clippy::too_many_arguments)]
 pub fn node(
     net: &Net,
     name: &str,
     pkey: PKey,
-    ip: [u8; 4],
+    (ip, ip6): ([u8; 4], Option<[u8; 16]>),
     lcores: usize,
     cpus: Vec<usize>,
     p: &Placement,
     stop: &Arc<AtomicBool>,
 ) -> StackBuilder {
-    net.place(Stack::builder().name(name), name)
+    let b = Stack::builder();
+    let b = match ip6 {
+        Some(a) => b.ipv6(a),
+        None => b,
+    };
+    net.place(b.name(name), name)
         .pkey(pkey)
         .ipv4(ip)
         .data_cores(lcores)
@@ -255,20 +302,31 @@ fn sum(v: &[Arc<AppCounters>], f: impl Fn(&AppCounters) -> u64) -> u64 {
     v.iter().map(|c| f(c)).sum()
 }
 
-/// The groups pktgen uses: 239.1.<i / 250>.<i % 250 + 1>.
-pub fn groups(n: usize) -> Vec<[u8; 4]> {
+/// The groups pktgen uses: 239.1.<i / 250>.<i % 250 + 1>, or with IPv6
+/// ff05::1:<i + 1> (site-local scope: routers forward it, at most 250 of them).
+pub fn groups(n: usize, ipv6: bool) -> Vec<Ip> {
     (0..n)
-        .map(|i| [239, 1, (i / 250) as u8, (i % 250) as u8 + 1])
+        .map(|i| {
+            if ipv6 {
+                let mut g = [0u8; 16];
+                g[..2].copy_from_slice(&[0xff, 0x05]);
+                g[13] = 1;
+                g[15] = (i % 256) as u8 + 1;
+                Ip::V6(g)
+            } else {
+                Ip::V4([239, 1, (i / 250) as u8, (i % 250) as u8 + 1])
+            }
+        })
         .collect()
 }
 
-fn joined(stack: &Stack, iface: usize, groups: &[[u8; 4]]) -> Result<usize, RunError> {
+fn joined(stack: &Stack, iface: usize, groups: &[Ip]) -> Result<usize, RunError> {
     let groups = groups.to_vec();
     stack
         .with_controller_on(iface, move |c| {
             groups
                 .iter()
-                .filter(|g| c.group_phase(GroupAddr::Ipv4(**g)) == Some(GroupPhase::Joined))
+                .filter(|g| c.group_phase(g.group()) == Some(GroupPhase::Joined))
                 .count()
         })
         .map_err(stack_err("sink"))
@@ -312,6 +370,7 @@ pub fn stack_drops(
             ("ctrl.neigh_table_full", c.neigh_table_full),
             ("ctrl.neigh_queue_full", c.neigh_queue_full),
             ("ctrl.neigh_unresolved_dropped", c.neigh_unresolved_dropped),
+            ("ctrl.nd_no_address", c.nd_no_address),
             ("ctrl.tx_backlog_full", c.tx_backlog_full),
         ];
         for (r, n) in reasons {
@@ -394,7 +453,9 @@ pub fn run(
         }
         _ => None,
     };
-    let groups = groups(cfg.mcast_groups);
+    let groups = groups(cfg.mcast_groups, cfg.ipv6);
+    let [gen_ip, sink_ip, gen_next_hop, sink_next_hop] = plan.addresses(cfg.ipv6);
+    let v6 = |a: [u8; 16]| cfg.ipv6.then_some(a);
     let phase = Arc::new(Phase::new());
     let latency_hist = Arc::new(Mutex::new(traffic::histogram()));
 
@@ -403,7 +464,7 @@ pub fn run(
         (0..placement.sink_lcores).map(|_| Arc::default()).collect();
     let sink_cfg = SinkConfig {
         latency: cfg.latency && !cfg.pingpong,
-        echo_next_hop: cfg.pingpong.then_some(plan.sink_next_hop),
+        echo_next_hop: cfg.pingpong.then_some(sink_next_hop),
     };
     let gen_at = 0;
     let fwd_at = placement.gen_lcores;
@@ -415,7 +476,7 @@ pub fn run(
             &net,
             "sink",
             plan.sink_pkey,
-            plan.sink_ip,
+            (plan.sink_ip, v6(plan.sink_ip6)),
             placement.sink_lcores,
             placement.cpus_of(sink_at, placement.sink_lcores),
             &placement,
@@ -438,8 +499,8 @@ pub fn run(
             FwdNode::start(
                 fabric,
                 &FwdPlan {
-                    gen_side: (plan.gen_pkey, plan.gen_next_hop),
-                    sink_side: (plan.sink_pkey, plan.sink_next_hop),
+                    gen_side: (plan.gen_pkey, plan.gen_next_hop, v6(plan.gen_next_hop6)),
+                    sink_side: (plan.sink_pkey, plan.sink_next_hop, v6(plan.sink_next_hop6)),
                     telemetry: cfg.telemetry,
                 },
                 &groups,
@@ -461,7 +522,7 @@ pub fn run(
         .filter(|_| !cfg.pingpong)
         .map(|w| Arc::new(Window::new(w, gen_counters.clone(), sink_counters.clone())));
     let gen_cfg = GenConfig {
-        src_ip: plan.gen_ip,
+        src_ip: gen_ip,
         size: cfg.size,
         burst: cfg.burst,
         rate_pps: cfg.rate_pps.map(|r| r / placement.gen_lcores as f64),
@@ -484,7 +545,7 @@ pub fn run(
             }
             let unicast = if cfg.pingpong { 1 } else { cfg.flows };
             let g = if cfg.pingpong { &[][..] } else { &groups[..] };
-            let f = traffic::flows(i, unicast, plan.sink_ip, plan.gen_next_hop, g);
+            let f = traffic::flows(i, unicast, sink_ip, gen_next_hop, g);
             flows_total += Generator::prime_count(&f);
             f
         })
@@ -500,7 +561,7 @@ pub fn run(
             &net,
             "gen",
             plan.gen_pkey,
-            plan.gen_ip,
+            (plan.gen_ip, v6(plan.gen_ip6)),
             placement.gen_lcores,
             placement.cpus_of(gen_at, placement.gen_lcores),
             &placement,
@@ -541,14 +602,13 @@ pub fn run(
     // they reach it through the forwarder, which subscribed to them in the generator's
     // partition (`wait_ready` above) and sends them on.
     for g in &groups {
-        let g4 = GroupAddr::Ipv4(*g);
+        let ga = g.group();
         if !sink
-            .with_controller_on(0, move |c| c.join_group(g4))
+            .with_controller_on(0, move |c| c.join_group(ga))
             .map_err(stack_err("sink"))?
         {
             return Err(RunError::Timeout(format!(
-                "the sink could not subscribe to group {}.{}.{}.{}",
-                g[0], g[1], g[2], g[3]
+                "the sink could not subscribe to group {g}"
             )));
         }
     }
@@ -724,6 +784,7 @@ pub fn run(
     Ok(Report {
         fabric: net.label(),
         topology,
+        ipv6: cfg.ipv6,
         size: cfg.size,
         burst: cfg.burst,
         cores: cfg.cores,

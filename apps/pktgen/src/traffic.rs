@@ -1,9 +1,7 @@
 //! The data path of pktgen: the generator and sink applications that run on the stacks'
-//! data lcores, and the packets they exchange.
-//!
-//! A packet is an IPv4/UDP datagram of exactly `--size` bytes (IP header included, the
-//! 4-byte IPoIB header not): 20 bytes of IPv4 header, 8 of UDP header, then the payload
-//! `MAGIC (4) | timestamp ns (8)` and padding. The timestamp is nanoseconds since
+//! data lcores. The packets they exchange are [`crate::packet`]'s: IPv4/UDP or IPv6/UDP
+//! datagrams of exactly `--size` bytes carrying a magic and a timestamp. The timestamp
+//! is nanoseconds since
 //! [`epoch`], a process-wide `Instant` every node shares (they are threads of this
 //! process), written at send and read at the sink (or, for ping-pong, when the echo
 //! comes back); 0 when latency is not measured.
@@ -17,21 +15,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use ibpoll::{App, Dest, GroupAddr, LcoreCtx, Tx};
+use ibpoll::{App, Dest, LcoreCtx, Tx};
 use ibpoll_dev::Counter;
-use ibpoll_mem::{Mbuf, MbufArray};
+use ibpoll_mem::MbufArray;
 
-/// IPv4 (20) + UDP (8) headers.
-pub const HEADERS_LEN: usize = 28;
-/// Where the magic and the timestamp sit, from the IP header on.
-const MAGIC_AT: usize = HEADERS_LEN;
-const STAMP_AT: usize = HEADERS_LEN + 4;
-/// The smallest packet that holds the headers, the magic and the timestamp.
-pub const PACKET_MIN: usize = STAMP_AT + 8;
-/// Marks pktgen's datagrams.
-const MAGIC: [u8; 4] = *b"IBpg";
-/// The UDP destination port of pktgen's datagrams.
-pub const UDP_PORT: u16 = 9000;
+use crate::packet::{build, echo_in_place, parse, Ip, Template};
+
 /// Histogram range: 1 ns to 60 s, 3 significant digits.
 const HIST_MAX_NS: u64 = 60_000_000_000;
 /// A ping-pong packet not answered within this is counted lost and the next one goes.
@@ -172,87 +161,34 @@ impl Window {
 #[derive(Debug, Clone, Copy)]
 pub struct Flow {
     pub dest: Dest,
-    pub dst_ip: [u8; 4],
+    pub dst_ip: Ip,
     pub src_port: u16,
 }
 
 /// The flows of one generator lcore: `flows` unicast flows to `unicast_ip` (through
-/// `next_hop`) with distinct UDP source ports, then one flow per multicast group.
+/// `next_hop`) with distinct UDP source ports, then one flow per multicast group (IPv4
+/// or IPv6, as the addresses are).
 pub fn flows(
     lcore: usize,
     unicast: usize,
-    unicast_ip: [u8; 4],
-    next_hop: [u8; 4],
-    groups: &[[u8; 4]],
+    unicast_ip: Ip,
+    next_hop: Ip,
+    groups: &[Ip],
 ) -> Vec<Flow> {
     let base = 10_000 + (lcore as u16) * 1_000;
     let mut v: Vec<Flow> = (0..unicast)
         .map(|i| Flow {
-            dest: Dest::NextHop(next_hop),
+            dest: next_hop.dest(),
             dst_ip: unicast_ip,
             src_port: base + i as u16,
         })
         .collect();
     v.extend(groups.iter().enumerate().map(|(i, g)| Flow {
-        dest: Dest::Group(GroupAddr::Ipv4(*g)),
+        dest: g.dest(),
         dst_ip: *g,
         src_port: base + 500 + i as u16,
     }));
     v
-}
-
-/// The first [`PACKET_MIN`] bytes of every datagram of `flow`: IPv4 header (checksum
-/// included), UDP header and magic; the timestamp is written per packet. Built once per
-/// flow, so that a packet costs a copy, not a header construction.
-fn template(size: usize, src: [u8; 4], flow: &Flow) -> [u8; PACKET_MIN] {
-    let mut d = [0u8; PACKET_MIN];
-    d[0] = 0x45;
-    d[2..4].copy_from_slice(&(size as u16).to_be_bytes());
-    d[8] = 64; // TTL
-    d[9] = 17; // UDP
-    d[12..16].copy_from_slice(&src);
-    d[16..20].copy_from_slice(&flow.dst_ip);
-    let sum = ip_checksum(&d[..20]);
-    d[10..12].copy_from_slice(&sum.to_be_bytes());
-    d[20..22].copy_from_slice(&flow.src_port.to_be_bytes());
-    d[22..24].copy_from_slice(&UDP_PORT.to_be_bytes());
-    d[24..26].copy_from_slice(&((size - 20) as u16).to_be_bytes());
-    // UDP checksum 0: none (IPv4).
-    d[MAGIC_AT..MAGIC_AT + 4].copy_from_slice(&MAGIC);
-    d
-}
-
-/// Writes a pktgen datagram of `size` bytes into `m` (an empty buffer) from its flow's
-/// template, stamped with `stamp`. False if it does not fit.
-#[inline]
-fn build(m: &mut Mbuf, size: usize, template: &[u8; PACKET_MIN], stamp: u64) -> bool {
-    let Some(d) = m.append(size) else {
-        return false;
-    };
-    d[..PACKET_MIN].copy_from_slice(template);
-    d[STAMP_AT..STAMP_AT + 8].copy_from_slice(&stamp.to_be_bytes());
-    true
-}
-
-fn ip_checksum(h: &[u8]) -> u16 {
-    let mut sum = 0u32;
-    for w in h.chunks_exact(2) {
-        sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-/// The timestamp of a pktgen datagram, `None` if it is not one.
-fn parse(d: &[u8]) -> Option<u64> {
-    if d.len() < PACKET_MIN || d[0] != 0x45 || d[9] != 17 || d[MAGIC_AT..MAGIC_AT + 4] != MAGIC {
-        return None;
-    }
-    let mut ts = [0u8; 8];
-    ts.copy_from_slice(&d[STAMP_AT..STAMP_AT + 8]);
-    Some(u64::from_be_bytes(ts))
 }
 
 /// A latency histogram recorded on one lcore, merged into `into` when it is dropped.
@@ -281,7 +217,7 @@ impl Drop for LocalHist {
 /// How a generator lcore sends.
 #[derive(Debug, Clone)]
 pub struct GenConfig {
-    pub src_ip: [u8; 4],
+    pub src_ip: Ip,
     pub size: usize,
     pub burst: usize,
     /// Packets per second for this lcore; `None`: as fast as it can.
@@ -300,10 +236,10 @@ pub struct GenConfig {
 pub struct Generator {
     cfg: GenConfig,
     /// The flows, each with its datagrams' first bytes.
-    flows: Vec<(Flow, [u8; PACKET_MIN])>,
+    flows: Vec<(Flow, Template)>,
     next: usize,
     /// One flow per distinct destination, sent once before the run.
-    prime: Vec<(Flow, [u8; PACKET_MIN])>,
+    prime: Vec<(Flow, Template)>,
     primed: usize,
     /// Packets sent in the run phase (the priming packets not included).
     run_sent: u64,
@@ -327,8 +263,11 @@ impl Generator {
         rtt: Option<Arc<Mutex<Histogram<u64>>>>,
         window: Option<Arc<Window>>,
     ) -> Generator {
-        let with_template = |f: &Flow| (*f, template(cfg.size, cfg.src_ip, f));
-        let mut prime: Vec<(Flow, [u8; PACKET_MIN])> = Vec::new();
+        let with_template = |f: &Flow| {
+            let t = Template::new(cfg.size, cfg.src_ip, f.dst_ip, f.src_port);
+            (*f, t)
+        };
+        let mut prime: Vec<(Flow, Template)> = Vec::new();
         for f in &flows {
             if !prime.iter().any(|(p, _)| p.dest == f.dest) {
                 prime.push(with_template(f));
@@ -514,7 +453,7 @@ pub struct SinkConfig {
     /// Record one-way latency from the timestamps.
     pub latency: bool,
     /// Echo every datagram back to its source through `echo_next_hop`.
-    pub echo_next_hop: Option<[u8; 4]>,
+    pub echo_next_hop: Option<Ip>,
 }
 
 /// The sink of one lcore: counts (and echoes, in ping-pong) pktgen's datagrams.
@@ -575,27 +514,16 @@ impl App for Sink {
 
 impl Sink {
     /// Ping-pong: every datagram of ours goes back to its source through `hop`, the
-    /// very buffer, its addresses swapped in place (the checksum does not change; the
-    /// TTL is reset).
-    fn echo(&mut self, ctx: &LcoreCtx, rx: &mut MbufArray, tx: &mut Tx, hop: [u8; 4]) {
+    /// very buffer, its addresses swapped in place ([`echo_in_place`]).
+    fn echo(&mut self, ctx: &LcoreCtx, rx: &mut MbufArray, tx: &mut Tx, hop: Ip) {
         rx.filter_map_from(0, |mut m| {
             if parse(m.data()).is_none() {
                 self.counters.foreign.inc();
                 return None;
             }
-            let d = m.data_mut();
-            for i in 0..4 {
-                d.swap(12 + i, 16 + i);
-            }
-            d[8] = 64;
-            let sum = {
-                d[10] = 0;
-                d[11] = 0;
-                ip_checksum(&d[..20])
-            };
-            d[10..12].copy_from_slice(&sum.to_be_bytes());
+            let dest = echo_in_place(m.data_mut(), hop);
             self.counters.echoed.inc();
-            tx.push(ctx.iface, m, Dest::NextHop(hop));
+            tx.push(ctx.iface, m, dest);
             None
         });
     }
@@ -620,36 +548,5 @@ mod tests {
         assert_eq!(w.room(), 2);
         w.set_dropped(600);
         assert_eq!(w.room(), 512, "never negative");
-    }
-
-    #[test]
-    fn checksum_of_a_known_header() {
-        // RFC 1071 example header (Wikipedia's IPv4 checksum example).
-        let h = [
-            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8,
-            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
-        ];
-        assert_eq!(ip_checksum(&h), 0xb861);
-    }
-
-    #[test]
-    fn templates_are_valid_datagrams_that_parse_back() {
-        let flow = Flow {
-            dest: Dest::NextHop([10, 0, 0, 2]),
-            dst_ip: [10, 0, 0, 9],
-            src_port: 10_001,
-        };
-        let t = template(64, [10, 0, 0, 1], &flow);
-        // The header checksum verifies: the sum over the header with it is 0xffff.
-        assert_eq!(ip_checksum(&t[..20]), 0);
-        assert_eq!(&t[12..16], &[10, 0, 0, 1]);
-        assert_eq!(&t[16..20], &[10, 0, 0, 9]);
-        assert_eq!(u16::from_be_bytes([t[2], t[3]]), 64);
-        assert_eq!(u16::from_be_bytes([t[20], t[21]]), 10_001);
-        assert_eq!(u16::from_be_bytes([t[24], t[25]]), 44);
-        let mut full = [0u8; 64];
-        full[..PACKET_MIN].copy_from_slice(&t);
-        full[STAMP_AT..STAMP_AT + 8].copy_from_slice(&1234u64.to_be_bytes());
-        assert_eq!(parse(&full), Some(1234));
     }
 }

@@ -16,6 +16,12 @@ pub struct CtrlConfig {
     pub scope: McastScope,
     /// The interface's IPv4 address (ARP answers and gratuitous ARP), if any.
     pub ipv4: Option<[u8; 4]>,
+    /// The interface's IPv6 address, if any: the interface joins the all-nodes group
+    /// (`ff02::1`) and the address's solicited-node group as a full member, answers
+    /// Neighbor Solicitations for it, and resolves IPv6 next hops by neighbour discovery
+    /// from it (RFC 4861 over IPoIB, RFC 4391 section 9.1). Without one, packets for
+    /// IPv6 next hops are dropped (counted `nd_no_address`).
+    pub ipv6: Option<[u8; 16]>,
     /// Data cores: one snapshot reader and one request ring each. 1..=64.
     pub data_cores: usize,
     /// Slots of each data core's request ring (a power of two is not required). >= 1.
@@ -48,9 +54,10 @@ pub struct CtrlConfig {
     pub flush_max: Nanos,
     /// A neighbour unused this long is removed.
     pub neigh_idle: Nanos,
-    /// ARP requests per resolution before the neighbour's queue is dropped.
+    /// ARP requests (IPv6: Neighbor Solicitations) per resolution before the
+    /// neighbour's queue is dropped.
     pub arp_tries: u8,
-    /// Time between ARP requests of one resolution.
+    /// Time between ARP requests (Neighbor Solicitations) of one resolution.
     pub arp_interval: Nanos,
     /// Packets the control core keeps when its send queue is full.
     pub tx_backlog_max: usize,
@@ -62,6 +69,7 @@ impl Default for CtrlConfig {
             pkey: PKey::DEFAULT,
             scope: McastScope::LINK_LOCAL,
             ipv4: None,
+            ipv6: None,
             data_cores: 1,
             ring_size: 1024,
             requests_per_poll: 256,
@@ -120,6 +128,23 @@ impl CtrlConfig {
                 self.backoff_s_max as usize,
                 "must be at least 2",
             );
+        }
+        if let Some(a) = &self.ipv6 {
+            if ibpoll_wire::ipv6::is_multicast(a) || ibpoll_wire::ipv6::is_unspecified(a) {
+                return bad(
+                    "ipv6",
+                    0,
+                    "must be a unicast address (not :: and not in ff00::/8)",
+                );
+            }
+            if self.groups_max < 3 {
+                return bad(
+                    "groups_max",
+                    self.groups_max,
+                    "must be at least 3 with an IPv6 address (broadcast, all-nodes and \
+                     solicited-node groups)",
+                );
+            }
         }
         if self.pkey.base() == 0 {
             return bad("pkey", 0, "P_Key 0 is the invalid partition");

@@ -103,10 +103,10 @@ pub enum SnapshotMismatch {
         side: SnapshotSide,
     },
     /// A neighbour's entry is in one snapshot and not (the same one) in the other.
-    #[error("neighbour {ip:?}: the {side} snapshot has an entry the other lacks")]
+    #[error("neighbour {ip}: the {side} snapshot has an entry the other lacks")]
     Neighbour {
-        /// The neighbour's IPv4 address.
-        ip: [u8; 4],
+        /// The neighbour's address.
+        ip: std::net::IpAddr,
         /// The snapshot holding the entry.
         side: SnapshotSide,
     },

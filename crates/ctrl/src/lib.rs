@@ -1,7 +1,9 @@
 //! `ibpoll-ctrl`: the control plane of an ibpoll IPoIB interface.
 //!
 //! One control core owns every piece of mutable control state: the multicast groups and
-//! their join state machine, the SA client, ARP and the neighbour table, and the flush
+//! their join state machine, the SA client, ARP, IPv6 neighbour discovery (`nd`: the
+//! all-nodes and solicited-node groups, solicitations and advertisements with the
+//! 20-byte IPoIB link-layer address option) and the neighbour table, and the flush
 //! that port events and interface up/down start. Everything else talks to it through
 //! bounded single-producer rings (one per data core, [`RequestSender`]) and reads what it
 //! publishes: an immutable [`Snapshot`] swapped in through `ibpoll-rcu`.
@@ -141,6 +143,7 @@ mod config;
 mod controller;
 mod error;
 pub mod mcast;
+mod nd;
 mod neigh;
 mod nh;
 mod reaper;

@@ -1,9 +1,11 @@
-//! ARP over IPoIB and the neighbour table: IPv4 -> hardware address -> PathRecord ->
-//! address handle, with at most `neigh_queue_max` packets waiting per unresolved
-//! neighbour and ageing of unused entries.
+//! ARP over IPoIB and the neighbour table: IP address -> hardware address -> PathRecord
+//! -> address handle, with at most `neigh_queue_max` packets waiting per unresolved
+//! neighbour and ageing of unused entries. IPv4 neighbours are resolved by ARP, IPv6
+//! ones by neighbour discovery (`nd`); from the hardware address on both are the same.
 //!
 //! ```text
-//! Incomplete { tries, next_arp_at }   ARP request sent to the broadcast group
+//! Incomplete { tries, next_arp_at }   ARP request sent to the broadcast group (IPv6: a
+//!                                     Neighbor Solicitation to the solicited-node group)
 //! Resolving  { hwaddr, tid, old }     hardware address known; PathRecord Get (tid)
 //! Reachable  { entry }                published: remote QPN + address handle
 //! ```
@@ -15,6 +17,7 @@
 //! table.
 
 use std::collections::VecDeque;
+use std::net::IpAddr;
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -82,7 +85,7 @@ impl Controller {
     }
 
     /// A packet for a next hop the data core had no neighbour for.
-    pub(crate) fn resolve_request(&mut self, ip: [u8; 4], mbuf: Mbuf, now: Nanos) {
+    pub(crate) fn resolve_request(&mut self, ip: IpAddr, mbuf: Mbuf, now: Nanos) {
         let qmax = self.cfg.neigh_queue_max;
         let sendable = match self.neighbours.get(&ip).map(|n| &n.state) {
             Some(NeighState::Reachable { entry })
@@ -128,18 +131,14 @@ impl Controller {
             return;
         }
         let for_us = a.operation == arp::Operation::Request && self.cfg.ipv4 == Some(a.target_ip);
-        if !for_us && !self.neighbours.contains_key(&a.source_ip) {
+        let source = IpAddr::from(a.source_ip);
+        if !for_us && !self.neighbours.contains_key(&source) {
             self.stats.arp_ignored += 1;
             return;
         }
-        if !self.neighbours.contains_key(&a.source_ip) {
-            if self.neighbours.len() >= self.cfg.neigh_max {
-                self.stats.neigh_table_full += 1;
-                return;
-            }
-            self.neighbours.insert(a.source_ip, Neigh::incomplete(now));
+        if !self.learn_from(source, a.source_hwaddr, now) {
+            return;
         }
-        self.learn(a.source_ip, a.source_hwaddr);
         if for_us {
             let reply = arp::Repr {
                 operation: arp::Operation::Reply,
@@ -152,12 +151,27 @@ impl Controller {
                 return;
             };
             self.stats.arp_replies_sent += 1;
-            self.resolve_request(a.source_ip, m, now);
+            self.resolve_request(source, m, now);
         }
     }
 
-    /// A neighbour's hardware address, from an ARP packet.
-    fn learn(&mut self, ip: [u8; 4], hwaddr: HwAddr) {
+    /// A neighbour's hardware address, from a packet it sent (an ARP request for us, a
+    /// Neighbor Solicitation): the neighbour is added if it is not in the table. False
+    /// when the table is full (counted).
+    pub(crate) fn learn_from(&mut self, ip: IpAddr, hwaddr: HwAddr, now: Nanos) -> bool {
+        if !self.neighbours.contains_key(&ip) {
+            if self.neighbours.len() >= self.cfg.neigh_max {
+                self.stats.neigh_table_full += 1;
+                return false;
+            }
+            self.neighbours.insert(ip, Neigh::incomplete(now));
+        }
+        self.learn(ip, hwaddr);
+        true
+    }
+
+    /// A neighbour's hardware address, from an ARP packet or a neighbour advertisement.
+    pub(crate) fn learn(&mut self, ip: IpAddr, hwaddr: HwAddr) {
         let Some(n) = self.neighbours.get_mut(&ip) else {
             return;
         };
@@ -240,10 +254,12 @@ impl Controller {
                         tries: tries + 1,
                         next_arp_at,
                     };
-                    if let Some(src) = self.cfg.ipv4 {
-                        self.send_arp_request(src, ip);
-                    } else {
-                        self.send_arp_request([0; 4], ip);
+                    match ip {
+                        IpAddr::V4(target) => {
+                            let src = self.cfg.ipv4.unwrap_or([0; 4]);
+                            self.send_arp_request(src, target.octets());
+                        }
+                        IpAddr::V6(target) => self.send_solicitation(target.octets(), now),
                     }
                     work += 1;
                 }
@@ -286,7 +302,7 @@ impl Controller {
         work
     }
 
-    fn snapshot_bcast(&self) -> Option<Arc<crate::snapshot::McastEntry>> {
+    pub(crate) fn snapshot_bcast(&self) -> Option<Arc<crate::snapshot::McastEntry>> {
         match self.groups.get(&self.bcast_mgid).map(|g| &g.state) {
             Some(crate::mcast::GroupState::Joined { entry, .. }) => Some(entry.clone()),
             _ => None,
@@ -333,7 +349,7 @@ impl Controller {
     pub(crate) fn on_path(
         &mut self,
         tid: Tid,
-        ip: [u8; 4],
+        ip: IpAddr,
         path: Option<path_record::Repr>,
         _now: Nanos,
     ) {
@@ -431,7 +447,7 @@ impl Controller {
     }
 
     /// What the snapshot publishes for neighbour `ip`.
-    pub(crate) fn neigh_published(&self, ip: &[u8; 4]) -> Option<&Arc<Neighbour>> {
+    pub(crate) fn neigh_published(&self, ip: &IpAddr) -> Option<&Arc<Neighbour>> {
         match &self.neighbours.get(ip)?.state {
             NeighState::Reachable { entry }
             | NeighState::Resolving {

@@ -12,13 +12,16 @@ use ibpoll_wire::Gid;
 use crate::subs::{RequestDrops, SubBoard, SubSlot};
 use crate::Snapshot;
 
-/// A multicast group named by its MGID or by its IPv4 group address.
+/// A multicast group named by its MGID or by its IP group address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GroupAddr {
     /// An MGID (any multicast GID of the interface's partition).
     Mgid(Gid),
     /// An IPv4 multicast group, mapped with the interface's P_Key and scope.
     Ipv4([u8; 4]),
+    /// An IPv6 multicast group (`ff00::/8`), mapped with the interface's P_Key and
+    /// scope to an MGID with the IPv6 signature 0x601B (RFC 4391 section 4).
+    Ipv6([u8; 16]),
 }
 
 /// What a data core asks of the control core. A packet request carries the packet that
@@ -65,6 +68,20 @@ pub enum Request {
     Unsubscribe {
         /// The subscription's slot.
         slot: SubSlot,
+    },
+    /// A packet for an IPv6 next hop the snapshot has no neighbour for: the control
+    /// core queues it and resolves the next hop by neighbour discovery.
+    Resolve6 {
+        /// The next hop's IPv6 address.
+        next_hop: [u8; 16],
+        /// The packet.
+        mbuf: Mbuf,
+    },
+    /// A received ICMPv6 Neighbor Solicitation or Advertisement (data from the IPoIB
+    /// header on).
+    Nd {
+        /// The packet.
+        mbuf: Mbuf,
     },
 }
 

@@ -17,6 +17,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::net::IpAddr;
 
 use ibpoll_dev::{MadAddr, MadChannel, Nanos, PortAttr};
 use ibpoll_wire::mad::{Method, MgmtClass, Status};
@@ -37,8 +38,8 @@ pub(crate) enum TxnKind {
     Join(Gid),
     /// MCMemberRecord Delete for a group.
     Leave(Gid),
-    /// PathRecord Get for a neighbour (by IPv4 address).
-    Path([u8; 4]),
+    /// PathRecord Get for a neighbour (by IP address).
+    Path(IpAddr),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -78,11 +79,11 @@ pub(crate) enum SaEvent {
     /// A path query answered OK.
     Path {
         tid: Tid,
-        ip: [u8; 4],
+        ip: IpAddr,
         path: path_record::Repr,
     },
     /// A path query refused.
-    PathRefused { tid: Tid, ip: [u8; 4] },
+    PathRefused { tid: Tid, ip: IpAddr },
     /// A transaction reached its deadline.
     Timeout {
         tid: Tid,

@@ -20,6 +20,7 @@
 //! destroyed late, never early.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::nh::{NhId, NhSlot};
@@ -31,8 +32,8 @@ use ibpoll_wire::ipoib::{self, HwAddr, McastScope};
 use ibpoll_wire::{Gid, Lid, PKey, QKey, Qpn};
 
 /// The hasher of the snapshot's tables: foldhash (hashbrown's default), seeded per
-/// process. Data cores hash a 16-byte MGID or a 4-byte IPv4 address once per destination
-/// per burst; SipHash costs several times as much for keys this short, and the tables
+/// process. Data cores hash a 16-byte MGID or IPv6 address or a 4-byte IPv4 address once
+/// per destination per burst; SipHash costs several times as much for keys this short, and the tables
 /// hold only what the control core admitted (bounded by `groups_max` and `neigh_max`).
 pub(crate) type FastHash = foldhash::fast::RandomState;
 
@@ -97,8 +98,8 @@ impl McastEntry {
 /// A resolved neighbour as the data path sees it.
 #[derive(Debug)]
 pub struct Neighbour {
-    /// Its IPv4 address.
-    pub ip: [u8; 4],
+    /// Its IP address (resolved by ARP for IPv4, by neighbour discovery for IPv6).
+    pub ip: IpAddr,
     /// Its IPoIB hardware address.
     pub hwaddr: HwAddr,
     /// The Q_Key to send with (the broadcast group's).
@@ -113,7 +114,7 @@ pub struct Neighbour {
 
 impl Neighbour {
     pub(crate) fn new(
-        ip: [u8; 4],
+        ip: IpAddr,
         hwaddr: HwAddr,
         qkey: QKey,
         (dlid, sl): (Lid, u8),
@@ -180,7 +181,10 @@ pub struct Snapshot {
     /// Read anywhere in the crate; written only through the methods below, which keep
     /// the next-hop array in step.
     pub(crate) groups: HashMap<Gid, Arc<McastEntry>, FastHash>,
+    /// IPv4 and IPv6 neighbours in maps of their own, so that an IPv4 lookup hashes 4
+    /// bytes, not an address enum.
     pub(crate) neighbours: HashMap<[u8; 4], Arc<Neighbour>, FastHash>,
+    pub(crate) neighbours6: HashMap<[u8; 16], Arc<Neighbour>, FastHash>,
     /// The next-hop array: entry `i` is where sends to the group or neighbour owning
     /// slot `i` go, with that owner's generation (0: no owner in this snapshot).
     nh: Box<[NhEntry]>,
@@ -227,6 +231,7 @@ impl Snapshot {
             broadcast: None,
             groups: HashMap::default(),
             neighbours: HashMap::default(),
+            neighbours6: HashMap::default(),
             nh: vec![NH_EMPTY; used.len()].into_boxed_slice(),
             used,
         }
@@ -271,6 +276,12 @@ impl Snapshot {
         self.neighbours.get(ip).map(|n| n.nh())
     }
 
+    /// The resolved IPv6 neighbour `ip`'s next hop.
+    #[inline]
+    pub fn neighbour6_nh(&self, ip: &[u8; 16]) -> Option<NhId> {
+        self.neighbours6.get(ip).map(|n| n.nh())
+    }
+
     /// The broadcast group, when Joined and no flush runs.
     pub fn broadcast(&self) -> Option<&McastEntry> {
         self.broadcast.as_deref()
@@ -313,16 +324,31 @@ impl Snapshot {
     /// Publishes a resolved neighbour (replacing the entry it had, if any).
     pub(crate) fn insert_neighbour(&mut self, n: Arc<Neighbour>) {
         self.nh_set(n.nh(), n.tx_dst());
-        if let Some(old) = self.neighbours.insert(n.ip, n) {
+        let old = match n.ip {
+            IpAddr::V4(a) => self.neighbours.insert(a.octets(), n),
+            IpAddr::V6(a) => self.neighbours6.insert(a.octets(), n),
+        };
+        if let Some(old) = old {
             self.nh_clear(old.nh());
         }
     }
 
     /// Withdraws neighbour `ip`.
-    pub(crate) fn remove_neighbour(&mut self, ip: &[u8; 4]) -> Option<Arc<Neighbour>> {
-        let old = self.neighbours.remove(ip)?;
+    pub(crate) fn remove_neighbour(&mut self, ip: &IpAddr) -> Option<Arc<Neighbour>> {
+        let old = match ip {
+            IpAddr::V4(a) => self.neighbours.remove(&a.octets()),
+            IpAddr::V6(a) => self.neighbours6.remove(&a.octets()),
+        }?;
         self.nh_clear(old.nh());
         Some(old)
+    }
+
+    /// The published entry of neighbour `ip`, if any.
+    fn neighbour_entry(&self, ip: &IpAddr) -> Option<&Arc<Neighbour>> {
+        match ip {
+            IpAddr::V4(a) => self.neighbours.get(&a.octets()),
+            IpAddr::V6(a) => self.neighbours6.get(&a.octets()),
+        }
     }
 
     /// Withdraws group `mgid`.
@@ -363,8 +389,8 @@ impl Snapshot {
     }
 
     /// Makes the published entry of neighbour `ip` `entry` (the same `Arc`), or none.
-    pub(crate) fn set_neighbour(&mut self, ip: [u8; 4], entry: Option<&Arc<Neighbour>>) {
-        match (entry, self.neighbours.get(&ip)) {
+    pub(crate) fn set_neighbour(&mut self, ip: IpAddr, entry: Option<&Arc<Neighbour>>) {
+        match (entry, self.neighbour_entry(&ip)) {
             (Some(e), Some(cur)) if Arc::ptr_eq(e, cur) => {}
             (Some(e), _) => self.insert_neighbour(e.clone()),
             (None, Some(_)) => {
@@ -385,12 +411,13 @@ impl Snapshot {
         self.groups.clear();
     }
 
-    /// Withdraws every neighbour, keeping the map's capacity.
+    /// Withdraws every neighbour, keeping the maps' capacity.
     pub(crate) fn clear_neighbours(&mut self) {
-        for n in self.neighbours.values() {
+        for n in self.neighbours.values().chain(self.neighbours6.values()) {
             clear_slot(&mut self.nh, n.nh());
         }
         self.neighbours.clear();
+        self.neighbours6.clear();
     }
 
     /// The Joined groups.
@@ -398,9 +425,12 @@ impl Snapshot {
         self.groups.values().map(|g| &**g)
     }
 
-    /// The resolved neighbours.
+    /// The resolved neighbours, IPv4 and IPv6.
     pub fn neighbours(&self) -> impl Iterator<Item = &Neighbour> {
-        self.neighbours.values().map(|n| &**n)
+        self.neighbours
+            .values()
+            .chain(self.neighbours6.values())
+            .map(|n| &**n)
     }
 
     /// Whether the next-hop array agrees with the maps: every published entry's slot
@@ -410,7 +440,12 @@ impl Snapshot {
             .groups
             .values()
             .map(|g| (g.nh(), g.tx_dst()))
-            .chain(self.neighbours.values().map(|n| (n.nh(), n.tx_dst())))
+            .chain(
+                self.neighbours
+                    .values()
+                    .chain(self.neighbours6.values())
+                    .map(|n| (n.nh(), n.tx_dst())),
+            )
             .chain(self.broadcast.iter().map(|b| (b.nh(), b.tx_dst())));
         let mut live = 0;
         for (id, dst) in entries {
@@ -440,10 +475,22 @@ impl Snapshot {
         ipoib::ipv4_mcast_mgid(group, self.pkey, self.scope)
     }
 
+    /// The MGID of IPv6 group `group` on this interface (signature 0x601B).
+    #[inline]
+    pub fn ipv6_mgid(&self, group: [u8; 16]) -> Gid {
+        ipoib::ipv6_mcast_mgid(group, self.pkey, self.scope)
+    }
+
     /// The resolved neighbour `ip`, if any.
     #[inline]
     pub fn neighbour(&self, ip: &[u8; 4]) -> Option<&Neighbour> {
         self.neighbours.get(ip).map(|n| &**n)
+    }
+
+    /// The resolved IPv6 neighbour `ip`, if any.
+    #[inline]
+    pub fn neighbour6(&self, ip: &[u8; 16]) -> Option<&Neighbour> {
+        self.neighbours6.get(ip).map(|n| &**n)
     }
 
     /// Joined groups.
@@ -451,8 +498,8 @@ impl Snapshot {
         self.groups.len()
     }
 
-    /// Resolved neighbours.
+    /// Resolved neighbours, IPv4 and IPv6.
     pub fn neighbour_count(&self) -> usize {
-        self.neighbours.len()
+        self.neighbours.len() + self.neighbours6.len()
     }
 }

@@ -104,6 +104,21 @@ ibpoll_dev::counters! {
         arp_malformed,
         /// Valid ARP packets neither for us nor about a known neighbour.
         arp_ignored,
+        /// IPv6 Neighbor Solicitations sent (to the target's solicited-node group).
+        nd_solicits_sent,
+        /// IPv6 Neighbor Advertisements sent (answers, unicast; to all-nodes for
+        /// another node's duplicate address detection).
+        nd_adverts_sent,
+        /// Neighbour-discovery packets that failed the checks of RFC 4861 section 7.1
+        /// (hop limit, checksum, lengths, options; counted and dropped).
+        nd_malformed,
+        /// Valid neighbour-discovery packets for another address, about an unknown
+        /// neighbour, without a link-layer address to answer to, or received without an
+        /// IPv6 address of our own.
+        nd_ignored,
+        /// Packets for IPv6 next hops dropped because the interface has no IPv6 address
+        /// to resolve them from.
+        nd_no_address,
         /// Path records received.
         paths_ok,
         /// Path queries refused or timed out.
@@ -147,6 +162,7 @@ ibpoll_dev::counters! {
         neigh_table_full,
         neigh_queue_full,
         neigh_unresolved_dropped,
+        nd_no_address,
         tx_backlog_full,
     ]
 }

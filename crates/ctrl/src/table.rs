@@ -23,6 +23,7 @@
 //! may be due.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::IpAddr;
 use std::ops::Deref;
 use std::sync::Arc;
 
@@ -40,7 +41,7 @@ pub(crate) enum Change {
     /// The group's published entry (or its absence) changed.
     Group(Gid),
     /// The neighbour's published entry (or its absence) changed.
-    Neigh([u8; 4]),
+    Neigh(IpAddr),
     /// Every group may have changed (a flush started or ended).
     AllGroups,
     /// Every neighbour may have changed (the table was cleared).
@@ -422,13 +423,13 @@ pub(crate) fn neigh_published(n: &Neigh) -> Option<usize> {
     }
 }
 
-/// The neighbours, by IPv4 address. Reads go through `Deref` to the map; every write goes
+/// The neighbours, by IP address (IPv4 ones first, then IPv6, each in address order). Reads go through `Deref` to the map; every write goes
 /// through a method that notes it, for `neigh_timers` (scan again) and for the snapshot
 /// (reindex).
 #[derive(Debug, Default)]
 pub(crate) struct NeighTable {
-    map: BTreeMap<[u8; 4], Neigh>,
-    touched: Vec<[u8; 4]>,
+    map: BTreeMap<IpAddr, Neigh>,
+    touched: Vec<IpAddr>,
     all_touched: bool,
     /// A neighbour was written since the last timer scan.
     written: bool,
@@ -437,7 +438,7 @@ pub(crate) struct NeighTable {
 }
 
 impl Deref for NeighTable {
-    type Target = BTreeMap<[u8; 4], Neigh>;
+    type Target = BTreeMap<IpAddr, Neigh>;
 
     fn deref(&self) -> &Self::Target {
         &self.map
@@ -452,7 +453,7 @@ impl NeighTable {
         }
     }
 
-    fn touch(&mut self, ip: [u8; 4]) {
+    fn touch(&mut self, ip: IpAddr) {
         self.written = true;
         if self.all_touched {
             return;
@@ -466,7 +467,7 @@ impl NeighTable {
     }
 
     /// The neighbour, for writing; noted.
-    pub(crate) fn get_mut(&mut self, ip: &[u8; 4]) -> Option<&mut Neigh> {
+    pub(crate) fn get_mut(&mut self, ip: &IpAddr) -> Option<&mut Neigh> {
         if self.map.contains_key(ip) {
             self.touch(*ip);
         }
@@ -474,14 +475,14 @@ impl NeighTable {
     }
 
     /// Adds a neighbour that is not in the table.
-    pub(crate) fn insert(&mut self, ip: [u8; 4], neigh: Neigh) {
+    pub(crate) fn insert(&mut self, ip: IpAddr, neigh: Neigh) {
         let old = self.map.insert(ip, neigh);
         assert!(old.is_none(), "neighbour inserted twice");
         self.touch(ip);
     }
 
     /// Removes a neighbour; its published entry (if any) is logged as gone.
-    pub(crate) fn remove(&mut self, ip: &[u8; 4], log: &mut ChangeLog) -> Option<Neigh> {
+    pub(crate) fn remove(&mut self, ip: &IpAddr, log: &mut ChangeLog) -> Option<Neigh> {
         let n = self.map.remove(ip)?;
         if n.published.is_some() {
             log.push(Change::Neigh(*ip));
@@ -503,7 +504,7 @@ impl NeighTable {
     pub(crate) fn retain(
         &mut self,
         log: &mut ChangeLog,
-        mut keep: impl FnMut(&[u8; 4], &mut Neigh) -> bool,
+        mut keep: impl FnMut(&IpAddr, &mut Neigh) -> bool,
     ) {
         self.map.retain(|ip, n| {
             let kept = keep(ip, n);
@@ -522,7 +523,7 @@ impl NeighTable {
         self.map.values_mut()
     }
 
-    fn reindex_one(&mut self, ip: [u8; 4], log: &mut ChangeLog) -> bool {
+    fn reindex_one(&mut self, ip: IpAddr, log: &mut ChangeLog) -> bool {
         let Some(n) = self.map.get_mut(&ip) else {
             return false;
         };
@@ -599,14 +600,14 @@ mod tests {
         let mut log = ChangeLog::new(1);
         log.push(Change::Group(gid(1)));
         log.set_next(2);
-        log.push(Change::Neigh([10, 0, 0, 1]));
+        log.push(Change::Neigh([10, 0, 0, 1].into()));
         log.push(Change::AllGroups);
         log.set_next(3);
         let since = |log: &ChangeLog, g| log.since(g).map(|c| c.collect::<Vec<_>>());
         assert_eq!(since(&log, 0).unwrap().len(), 3);
         assert_eq!(
             since(&log, 1).unwrap(),
-            [Change::Neigh([10, 0, 0, 1]), Change::AllGroups]
+            [Change::Neigh([10, 0, 0, 1].into()), Change::AllGroups]
         );
         assert!(since(&log, 2).unwrap().is_empty());
         log.trim(1);

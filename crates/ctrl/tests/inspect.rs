@@ -87,7 +87,7 @@ fn neighbours_list_resolution_state_hardware_address_and_path() {
     a.ctl.poll();
     let n = a.ctl.neighbours();
     assert_eq!(n.len(), 1);
-    assert_eq!((n[0].ip, n[0].phase), (IP_B, NeighPhase::Incomplete));
+    assert_eq!((n[0].ip, n[0].phase), (IP_B.into(), NeighPhase::Incomplete));
     assert_eq!((n[0].hwaddr, n[0].path), (None, None));
     assert_eq!(n[0].queued, 2);
 

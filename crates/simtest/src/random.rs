@@ -55,7 +55,14 @@ pub struct Knobs {
     pub ctrl: CtrlConfig,
     /// The seed of the back-pressure wrapper around every port, if the run draws one.
     pub backpressure: Option<u64>,
+    /// Hosts have IPv6 addresses too (`fd00:0:0:1::<host + 1>`: neighbour discovery,
+    /// its groups), and half the unicast packets go to IPv6 next hops.
+    pub ipv6: bool,
 }
+
+/// The IPv6 addresses of a run's hosts, but for the last byte (see
+/// [`host_ipv6`](crate::sim::host_ipv6)).
+pub const IPV6_BASE: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0];
 
 impl Knobs {
     /// Draws the knobs of `seed` (`steps` overrides the drawn number of steps).
@@ -91,7 +98,7 @@ impl Knobs {
         };
         let hosts = rng.range_inclusive(1, 3) as usize;
         let scale = rng.pick(&[0.0, 0.3, 1.0, 3.0]);
-        Knobs {
+        let mut k = Knobs {
             hosts,
             data_cores: ctrl.data_cores,
             steps: steps.unwrap_or(rng.range_inclusive(300, 1500) as usize),
@@ -118,7 +125,12 @@ impl Knobs {
             ctrl,
             // Drawn last, so that every earlier knob of a seed stays as it was.
             backpressure: rng.chance(0.25).then(|| rng.next_u64()),
-        }
+            ipv6: false,
+        };
+        // Drawn after every other knob, so that they are what the seed drew before IPv6
+        // was simulated.
+        k.ipv6 = rng.chance(0.5);
+        k
     }
 }
 
@@ -131,7 +143,7 @@ impl fmt::Display for Knobs {
              ans_loss={} dup={} err={}({:#06x}) pkt_loss={} reorder={} outage={} path_silent={:#x} | \
              groups={} next_hops={} p_send={} burst_max={} unicast={} churn={} | admin={:.4} \
              port={:.4} sm={:.4} pkey={:.4} lid={:.4} | window={} ring={} groups_max={} \
-             sa_timeout={}ms sendonly_idle={}s neigh_idle={}s flush_max={}s backpressure={}",
+             sa_timeout={}ms sendonly_idle={}s neigh_idle={}s flush_max={}s backpressure={} | ipv6={}",
             self.hosts,
             self.data_cores,
             self.steps,
@@ -167,6 +179,7 @@ impl fmt::Display for Knobs {
             self.ctrl.neigh_idle.0 / 1_000_000_000,
             self.ctrl.flush_max.0 / 1_000_000_000,
             self.backpressure.is_some(),
+            self.ipv6,
         )
     }
 }
@@ -237,13 +250,19 @@ fn run(seed: u64, steps: Option<usize>, mutant: Option<Mutant>) -> SeedResult {
 
 fn drive(seed: u64, k: &Knobs, mutant: Option<Mutant>, end: &mut Nanos) -> u64 {
     let mut rng = SimRng::seed_from_u64(seed);
+    // With IPv6: the all-nodes and solicited-node groups, and a solicited-node group
+    // per IPv6 next hop (send-only, for the solicitations).
+    let groups_in_use = k.groups + if k.ipv6 { 2 + k.next_hops } else { 0 };
     let mut sim = Sim::new(SimConfig {
         seed,
         hosts: k.hosts,
-        ctrl: k.ctrl.clone(),
+        ctrl: CtrlConfig {
+            ipv6: k.ipv6.then_some(IPV6_BASE),
+            ..k.ctrl.clone()
+        },
         faults: k.faults,
         pool_bufs: 8192,
-        groups_in_use: k.groups,
+        groups_in_use,
         backpressure: k.backpressure,
     });
     if mutant == Some(Mutant::NoLeaveRetries) {
@@ -317,6 +336,16 @@ fn drive(seed: u64, k: &Knobs, mutant: Option<Mutant>, end: &mut Nanos) -> u64 {
                 for _ in 0..n {
                     if rng.chance(k.unicast_share) {
                         let i = rng.index(k.next_hops);
+                        if k.ipv6 && rng.chance(0.5) {
+                            // Other hosts, or addresses nobody answers for.
+                            let ip = if i < k.hosts {
+                                crate::sim::host_ipv6(IPV6_BASE, i)
+                            } else {
+                                crate::sim::host_ipv6(IPV6_BASE, 100 + i)
+                            };
+                            sim.send_unicast6(h, core, ip);
+                            continue;
+                        }
                         let ip = if i < k.hosts {
                             [10, 0, 0, i as u8 + 1]
                         } else {

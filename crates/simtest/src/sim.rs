@@ -21,6 +21,7 @@ use ibpoll_pmd_sim::{FabricConfig, FaultConfig, PortId, SimDevice, SimFabric};
 use ibpoll_testkit::data::{self, Direct, IpoibQp};
 use ibpoll_testkit::host::{assert_within, Net};
 use ibpoll_wire::ipoib::{self, EtherType};
+use ibpoll_wire::ipv6;
 use ibpoll_wire::{Gid, IbMtu, Lid, PKey, Qpn};
 
 use crate::liveness::Liveness;
@@ -35,7 +36,8 @@ pub struct SimConfig {
     /// Hosts (each one controller).
     pub hosts: usize,
     /// The controllers' configuration (data cores, bounds, timings); `ipv4` is set per
-    /// host to 10.0.0.(index + 1).
+    /// host to 10.0.0.(index + 1), and `ipv6`, when given, per host to that address with
+    /// its last byte index + 1 (see [`host_ipv6`]).
     pub ctrl: CtrlConfig,
     /// Faults from the start.
     pub faults: FaultConfig,
@@ -79,6 +81,8 @@ pub struct Host {
     pub gid: Gid,
     /// Its IPv4 address.
     pub ip: [u8; 4],
+    /// Its IPv6 address, if the run gives hosts one.
+    pub ip6: Option<[u8; 16]>,
     /// The back-pressure wrapper of its port, when the run draws one.
     pub backpressure: Option<Arc<Backpressure>>,
     /// The interface's QPN.
@@ -114,6 +118,8 @@ pub struct Host {
     pub posted: u64,
     /// ARP packets handed to the control core.
     pub arp_handed: u64,
+    /// Neighbour-discovery packets handed to the control core.
+    pub nd_handed: u64,
     /// `join_group` calls refused (they count in `mcast_table_full` too).
     pub join_refused: u64,
     /// IPv4 packets received.
@@ -164,6 +170,8 @@ pub struct Sim {
     pub known: BTreeSet<Gid>,
     /// Every IPv4 next hop the run used.
     pub known_ips: BTreeSet<[u8; 4]>,
+    /// Every IPv6 next hop the run used.
+    pub known_ips6: BTreeSet<[u8; 16]>,
     /// The trace hash.
     pub hash: Fnv,
     /// Steps so far.
@@ -205,6 +213,7 @@ impl Sim {
             bcast,
             known: BTreeSet::from([bcast]),
             known_ips: BTreeSet::new(),
+            known_ips6: BTreeSet::new(),
             hash: Fnv::new(),
             steps: 0,
             dt_max: Nanos::from_millis(1),
@@ -224,25 +233,30 @@ impl Sim {
         let name = format!("h{index}");
         let dev = self.fabric.add_node(&name, 1);
         let raw = dev.open_port(1).expect("port 1");
-        let (raw, backpressure) = match self.cfg.backpressure {
-            Some(seed) => {
-                let cfg = BackpressureConfig::new(seed ^ index as u64)
-                    .accept(1, 16)
-                    .delay(0, 3);
-                let bp = Backpressure::new(raw, cfg);
-                (bp.clone() as Arc<dyn Port>, Some(bp))
-            }
-            None => (raw, None),
-        };
         let attr = raw.attr();
         let h = lock(&self.obs).add_host(attr.gid, self.cfg.ctrl.sa_timeout);
         assert_eq!(h, index);
         let port_id = dev.port_id(1);
-        let port: Arc<dyn Port> = Arc::new(ObsPort::new(raw, index, port_id, self.obs.clone()));
+        // The observer sits next to the driver, under the back-pressure wrapper: the
+        // partition check notes a payload when the fabric takes it, not when the wrapper
+        // takes it and holds it for a while (meanwhile a P_Key table may change).
+        let observed: Arc<dyn Port> = Arc::new(ObsPort::new(raw, index, port_id, self.obs.clone()));
+        let (port, backpressure) = match self.cfg.backpressure {
+            Some(seed) => {
+                let cfg = BackpressureConfig::new(seed ^ index as u64)
+                    .accept(1, 16)
+                    .delay(0, 3);
+                let bp = Backpressure::new(observed, cfg);
+                (bp.clone() as Arc<dyn Port>, Some(bp))
+            }
+            None => (observed, None),
+        };
         let pool = data::pool(&name, self.cfg.pool_bufs);
         let ip = [10, 0, 0, index as u8 + 1];
+        let ip6 = self.cfg.ctrl.ipv6.map(|a| host_ipv6(a, index));
         let cfg = CtrlConfig {
             ipv4: Some(ip),
+            ipv6: ip6,
             ..self.cfg.ctrl.clone()
         };
         let pkey_index = attr.pkey_index(cfg.pkey).expect("the partition");
@@ -257,6 +271,12 @@ impl Sim {
         let (ctl, cores) = Controller::new(cfg.clone(), port.clone(), ctl_qps, pool.clone(), clock)
             .expect("controller");
         self.known_ips.insert(ip);
+        if let Some(a) = ip6 {
+            // The groups neighbour discovery keeps the host in are checked like any.
+            for g in [ipv6::ALL_NODES, ipv6::solicited_node(&a)] {
+                self.known.extend(ctl.mgid_of(GroupAddr::Ipv6(g)));
+            }
+        }
         self.hosts.push(Host {
             index,
             port_id,
@@ -264,6 +284,7 @@ impl Sim {
             port,
             gid: attr.gid,
             ip,
+            ip6,
             backpressure,
             qpn,
             own,
@@ -281,6 +302,7 @@ impl Sim {
             tx_refused: 0,
             posted: 0,
             arp_handed: 0,
+            nd_handed: 0,
             join_refused: 0,
             received: 0,
             nombuf: 0,
@@ -441,6 +463,23 @@ impl Sim {
         })
     }
 
+    /// What data core `core` of host `h` does with an IPv6 packet to next hop `ip`. Its
+    /// solicited-node group (where solicitations for it go) is checked like any group.
+    pub fn send_unicast6(&mut self, h: usize, core: usize, ip: [u8; 16]) -> bool {
+        self.known_ips6.insert(ip);
+        let sn = self.mgid(GroupAddr::Ipv6(ipv6::solicited_node(&ip)));
+        self.known.insert(sn);
+        self.tag(
+            "ucast6",
+            h,
+            u64::from_be_bytes(ip[8..16].try_into().expect("8 bytes")) << 8 | core as u64,
+        );
+        self.data_send(h, core, Direct::NextHop6(&ip), |mbuf| Request::Resolve6 {
+            next_hop: ip,
+            mbuf,
+        })
+    }
+
     /// A packet from data core `core` of host `h`: through its snapshot to `to` if it
     /// is there, else to the control core as `request`. Returns whether the control
     /// core got it.
@@ -554,15 +593,18 @@ impl Sim {
         }
     }
 
-    /// What data core 0 does with what it receives: ARP to the control core (before the
-    /// controller polls, so that the rings are empty when the checker counts packets),
-    /// IPv4 counted, our own looped-back multicast dropped.
+    /// What data core 0 does with what it receives: ARP and IPv6 neighbour discovery to
+    /// the control core (before the controller polls, so that the rings are empty when
+    /// the checker counts packets), IP counted, our own looped-back multicast dropped.
     fn drain_rx(&mut self, h: usize) {
         let host = &mut self.hosts[h];
         data::drain_rx(&mut *host.rx, &host.own, |ethertype, m| {
             if ethertype == EtherType::ARP {
                 let sent = host.cores[0].requests.send(Request::Arp { mbuf: m });
                 host.arp_handed += u64::from(sent.is_ok());
+            } else if ethertype == EtherType::IPV6 && data::is_nd(&m) {
+                let sent = host.cores[0].requests.send(Request::Nd { mbuf: m });
+                host.nd_handed += u64::from(sent.is_ok());
             } else {
                 host.received += 1;
             }
@@ -756,7 +798,11 @@ impl Sim {
 
         // d. Every packet handed to the control core is sent, dropped under a named
         // counter, or still held; every queue within its bound.
-        let handed_in = host.handed + s.arp_requests_sent + s.arp_replies_sent;
+        let handed_in = host.handed
+            + s.arp_requests_sent
+            + s.arp_replies_sent
+            + s.nd_solicits_sent
+            + s.nd_adverts_sent;
         let out = s.tx_sent
             + s.tx_backlog_full
             + s.mcast_bad_group
@@ -766,7 +812,8 @@ impl Sim {
             + s.mcast_flush_dropped
             + s.neigh_table_full
             + s.neigh_queue_full
-            + s.neigh_unresolved_dropped;
+            + s.neigh_unresolved_dropped
+            + s.nd_no_address;
         let ring: usize = host.cores.iter().map(|c| c.requests.len()).sum();
         let held = (ring + ctl.mcast_queued() + ctl.neigh_queued()) as u64;
         assert_eq!(
@@ -785,6 +832,10 @@ impl Sim {
             assert!(q <= cfg.mcast_queue_max, "{at}: {q} queued for {mgid}");
         }
         for ip in &self.known_ips {
+            let q = ctl.neigh_queued_for(*ip);
+            assert!(q <= cfg.neigh_queue_max, "{at}: {q} queued for {ip:?}");
+        }
+        for ip in &self.known_ips6 {
             let q = ctl.neigh_queued_for(*ip);
             assert!(q <= cfg.neigh_queue_max, "{at}: {q} queued for {ip:?}");
         }
@@ -902,6 +953,14 @@ impl Sim {
         }
         hash
     }
+}
+
+/// The IPv6 address of host `index` in a run whose hosts have `base`'s: `base` with its
+/// last byte `index + 1`.
+pub fn host_ipv6(base: [u8; 16], index: usize) -> [u8; 16] {
+    let mut a = base;
+    a[15] = index as u8 + 1;
+    a
 }
 
 fn mgid_low(g: &Gid) -> u64 {

@@ -5,6 +5,7 @@
 use ibpoll_ctrl::{Request, RequestSender};
 use ibpoll_mem::{Mbuf, MbufArray, MBUF_F_MCAST};
 use ibpoll_wire::ipoib::{self, EtherType};
+use ibpoll_wire::ndisc;
 
 use crate::stats::LcoreStats;
 
@@ -16,6 +17,9 @@ pub enum Class {
     Ip,
     /// ARP over IPoIB: for the control core.
     Arp,
+    /// An IPv6 Neighbor Solicitation or Advertisement (next header ICMPv6, hop limit
+    /// 255, ICMPv6 type 135 or 136: RFC 4861): for the control core.
+    Nd,
     /// Too short for its IPoIB header, or an IP header that does not fit its ethertype.
     Malformed,
     /// An ethertype IPoIB does not carry here.
@@ -40,6 +44,9 @@ pub fn classify(d: &[u8]) -> Class {
         }
         EtherType::IPV6 => {
             if ip.len() >= 40 && ip[0] >> 4 == 6 {
+                if ndisc::is_neighbor_discovery(ip) {
+                    return Class::Nd;
+                }
                 Class::Ip
             } else {
                 Class::Malformed
@@ -71,8 +78,8 @@ impl Own<'_> {
 }
 
 /// Classifies `pkts[from..]` (just received, data from the IPoIB header on) in place:
-/// IP packets stay, in order, with the IPoIB header stripped; ARP goes to the control
-/// core through `requests`; our own looped-back multicast (when `own` is given: the HCA
+/// IP packets stay, in order, with the IPoIB header stripped; ARP and IPv6 neighbour
+/// discovery go to the control core through `requests`; our own looped-back multicast (when `own` is given: the HCA
 /// does not block it), malformed packets and unknown ethertypes are moved to `trash`
 /// (freed in bulk by the caller). Everything is counted in `st`.
 #[inline]
@@ -105,13 +112,14 @@ pub fn classify_burst(
                     st.rx_arp += 1;
                     None
                 }
-                Err(req) => {
-                    st.rx_ctrl_full += 1;
-                    match req {
-                        Request::Arp { mbuf } => discard(trash, mbuf),
-                        _ => None,
-                    }
+                Err(req) => ctrl_full(st, trash, req),
+            },
+            Class::Nd => match requests.send(Request::Nd { mbuf: m }) {
+                Ok(()) => {
+                    st.rx_nd += 1;
+                    None
                 }
+                Err(req) => ctrl_full(st, trash, req),
             },
             Class::Malformed => {
                 st.rx_malformed += 1;
@@ -124,6 +132,16 @@ pub fn classify_burst(
         }
     });
     st.rx_bytes += bytes;
+}
+
+/// A request the control core's ring refused: its packet to `trash`, counted; `None`.
+#[cold]
+fn ctrl_full(st: &mut LcoreStats, trash: &mut MbufArray, req: Request) -> Option<Mbuf> {
+    st.rx_ctrl_full += 1;
+    match req {
+        Request::Arp { mbuf } | Request::Nd { mbuf } => discard(trash, mbuf),
+        _ => None,
+    }
 }
 
 /// Moves a dropped packet to `trash` (freed at once if it is full); always `None`.
@@ -154,6 +172,22 @@ mod tests {
         v6[4] = 0x60;
         assert_eq!(classify(&v6), Class::Ip);
         assert_eq!(classify(&[0x08, 0x06, 0, 0]), Class::Arp);
+        // ICMPv6 (58) at hop limit 255, type 135: a Neighbor Solicitation.
+        let mut nd = [0u8; 4 + 40 + 24];
+        nd[..2].copy_from_slice(&[0x86, 0xdd]);
+        nd[4] = 0x60;
+        nd[4 + 6] = 58;
+        nd[4 + 7] = 255;
+        nd[44] = 135;
+        assert_eq!(classify(&nd), Class::Nd);
+        nd[44] = 136;
+        assert_eq!(classify(&nd), Class::Nd);
+        // An echo request, or a solicitation that crossed a router: the application's.
+        nd[44] = 128;
+        assert_eq!(classify(&nd), Class::Ip);
+        nd[44] = 135;
+        nd[4 + 7] = 254;
+        assert_eq!(classify(&nd), Class::Ip);
         assert_eq!(classify(&[0x88, 0xcc, 0, 0]), Class::Unknown);
     }
 }

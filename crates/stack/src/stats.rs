@@ -19,7 +19,7 @@ macro_rules! lcore_counters {
         /// Conservation, per lcore once it has stopped:
         ///
         /// * receive: `rx_packets` is the sum of `rx_loopback`, `rx_malformed`,
-        ///   `rx_unknown_ethertype`, `rx_arp`, `rx_ctrl_full`, `app_rx` and
+        ///   `rx_unknown_ethertype`, `rx_arp`, `rx_nd`, `rx_ctrl_full`, `app_rx` and
         ///   `stop_dropped_rx`, and every packet handed to the application (`app_rx`)
         ///   was consumed by it or counted in `app_dropped`;
         /// * send: `app_tx` is the sum of `tx_posted`, `to_ctrl_resolve`,
@@ -132,7 +132,11 @@ lcore_counters! {
     rx_unknown_ethertype,
     /// ARP packets handed to the control core.
     rx_arp,
-    /// ARP packets dropped because the request ring to the control core was full.
+    /// IPv6 neighbour-discovery packets (solicitations, advertisements) handed to the
+    /// control core.
+    rx_nd,
+    /// ARP and neighbour-discovery packets dropped because the request ring to the
+    /// control core was full.
     rx_ctrl_full,
     /// IPv4/IPv6 packets handed to the application.
     app_rx,

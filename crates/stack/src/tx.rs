@@ -42,7 +42,10 @@ pub enum Dest {
     /// A next hop on this IPoIB subnet, by IPv4 address. An IPv4 multicast address is
     /// sent to its group, and 255.255.255.255 to the broadcast group.
     NextHop([u8; 4]),
-    /// A multicast group (by IPv4 group address or by MGID).
+    /// A next hop on this IPoIB subnet, by IPv6 address, resolved by neighbour
+    /// discovery. An IPv6 multicast address (`ff00::/8`) is sent to its group.
+    NextHop6([u8; 16]),
+    /// A multicast group (by IPv4 or IPv6 group address, or by MGID).
     Group(GroupAddr),
 }
 
@@ -181,7 +184,10 @@ pub fn find(snap: &Snapshot, dest: Dest) -> Option<NhId> {
         Dest::NextHop([255, 255, 255, 255]) => snap.broadcast_nh(),
         Dest::NextHop(ip) if ip[0] & 0xf0 == 0xe0 => snap.group_nh(&snap.ipv4_mgid(ip)),
         Dest::NextHop(ip) => snap.neighbour_nh(&ip),
+        Dest::NextHop6(ip) if ip[0] == 0xff => snap.group_nh(&snap.ipv6_mgid(ip)),
+        Dest::NextHop6(ip) => snap.neighbour6_nh(&ip),
         Dest::Group(GroupAddr::Ipv4(ip)) => snap.group_nh(&snap.ipv4_mgid(ip)),
+        Dest::Group(GroupAddr::Ipv6(ip)) => snap.group_nh(&snap.ipv6_mgid(ip)),
         Dest::Group(GroupAddr::Mgid(g)) => snap.group_nh(&g),
     }
 }
@@ -192,7 +198,9 @@ pub fn find(snap: &Snapshot, dest: Dest) -> Option<NhId> {
 fn resolved_slot(dest: &Dest) -> usize {
     let b = match dest {
         Dest::NextHop(ip) => ip[3] ^ ip[2].rotate_left(3),
+        Dest::NextHop6(ip) => ip[15] ^ ip[14].rotate_left(3) ^ 0x9,
         Dest::Group(GroupAddr::Ipv4(ip)) => ip[3] ^ ip[2].rotate_left(3) ^ 0x5,
+        Dest::Group(GroupAddr::Ipv6(ip)) => ip[15] ^ ip[14].rotate_left(3) ^ 0x6,
         Dest::Group(GroupAddr::Mgid(g)) => g.0[15] ^ g.0[14].rotate_left(3) ^ 0x3,
     };
     usize::from(b) & (RESOLVED_SLOTS - 1)
@@ -348,6 +356,11 @@ impl Tx {
                 mbuf: m,
             },
             Dest::NextHop(next_hop) => Request::Resolve { next_hop, mbuf: m },
+            Dest::NextHop6(ip) if ip[0] == 0xff => Request::Mcast {
+                group: GroupAddr::Ipv6(ip),
+                mbuf: m,
+            },
+            Dest::NextHop6(next_hop) => Request::Resolve6 { next_hop, mbuf: m },
             Dest::Group(group) => Request::Mcast { group, mbuf: m },
         };
         let mcast = matches!(req, Request::Mcast { .. });
@@ -475,6 +488,10 @@ mod tests {
     fn resolved_slots_spread_a_subnets_next_hops_and_groups() {
         let mut dests = vec![Dest::NextHop([10, 0, 0, 2])];
         dests.extend((1..=4).map(|i| Dest::Group(GroupAddr::Ipv4([239, 1, 0, i]))));
+        let mut v6 = [0xfd, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2];
+        dests.push(Dest::NextHop6(v6));
+        v6[15] = 3;
+        dests.push(Dest::NextHop6(v6));
         let mut slots: Vec<usize> = dests.iter().map(resolved_slot).collect();
         slots.sort_unstable();
         slots.dedup();

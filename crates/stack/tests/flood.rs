@@ -373,6 +373,7 @@ fn flooder(fabric: &ibpoll_pmd_sim::SimFabric, plan: &Arc<Plan>) -> Stack {
             pkey: PKey::DEFAULT,
             ipv4: Some(IP),
             prefix_len: 8,
+            ..IfaceConfig::default()
         })
         .ctrl_config(cfg)
         .ctrl_poll_interval(Duration::ZERO)

@@ -30,11 +30,13 @@ fn r_builder(fabric: &SimFabric) -> ibpoll::StackBuilder {
             pkey: PKey::DEFAULT,
             ipv4: Some(R0_IP),
             prefix_len: 16,
+            ..IfaceConfig::default()
         })
         .interface(IfaceConfig {
             pkey: PKey(0x8001),
             ipv4: Some(R1_IP),
             prefix_len: 16,
+            ..IfaceConfig::default()
         })
 }
 
@@ -188,6 +190,7 @@ fn bad_interface_lists_are_typed_errors() {
         pkey,
         ipv4: Some([10, 0, 0, 1]),
         prefix_len: 24,
+        ..IfaceConfig::default()
     };
     let e = host(&fabric, "dup", R0_IP, 0)
         .interface(one(PKey::DEFAULT))
@@ -284,6 +287,7 @@ fn four_busy_interfaces_send_full_bursts_without_drops() {
             pkey: *pkey,
             ipv4: Some([10, i as u8, 0, 1]),
             prefix_len: 24,
+            ..IfaceConfig::default()
         });
     }
     let sent = Arc::new(Counter::new());

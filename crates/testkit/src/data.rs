@@ -76,6 +76,20 @@ pub fn seq_packet(pool: &Mempool, seq: u32) -> Option<Mbuf> {
     Some(m)
 }
 
+/// A buffer of `pool` holding an IPoIB header (IPv6) and `seq` as 4 bytes (no IPv6
+/// header: the control plane does not read it); `None` when the pool is empty.
+pub fn seq_packet6(pool: &Mempool, seq: u32) -> Option<Mbuf> {
+    let mut m = seq_packet(pool, seq)?;
+    ipoib::Packet::new_unchecked(m.data_mut()).set_ethertype(EtherType::IPV6);
+    Some(m)
+}
+
+/// Whether an IPoIB packet [`drain_rx`] passed on is an IPv6 Neighbor Solicitation or
+/// Advertisement (the stack's test: for the control core).
+pub fn is_nd(m: &Mbuf) -> bool {
+    ibpoll_wire::ndisc::is_neighbor_discovery(payload(m))
+}
+
 /// What follows the IPoIB header of a packet [`drain_rx`] passed on.
 pub fn payload(m: &Mbuf) -> &[u8] {
     &m.data()[ipoib::HEADER_LEN..]
@@ -87,8 +101,9 @@ pub fn seq_of(m: &Mbuf) -> Option<u32> {
     Some(u32::from_be_bytes(p.get(..4)?.try_into().ok()?))
 }
 
-/// Drains `rx` as a data core does: `on` gets every ARP and IPv4 packet, in arrival
-/// order, with its EtherType. Our own looped-back multicast (QPNs are unique across the
+/// Drains `rx` as a data core does: `on` gets every ARP, IPv4 and IPv6 packet, in
+/// arrival order, with its EtherType (IPv6 neighbour discovery is for the control
+/// core: see [`is_nd`]). Our own looped-back multicast (QPNs are unique across the
 /// simulated fabric: ours are `own`), what is not IPoIB and other EtherTypes are freed.
 pub fn drain_rx(rx: &mut dyn RxQueue, own: &[Qpn], mut on: impl FnMut(EtherType, Mbuf)) {
     let mut pkts = MbufArray::with_capacity(BURST);
@@ -104,7 +119,7 @@ pub fn drain_rx(rx: &mut dyn RxQueue, own: &[Qpn], mut on: impl FnMut(EtherType,
             let Ok(p) = ipoib::Packet::new_checked(m.data()) else {
                 continue;
             };
-            if let Ok(t @ (EtherType::ARP | EtherType::IPV4)) =
+            if let Ok(t @ (EtherType::ARP | EtherType::IPV4 | EtherType::IPV6)) =
                 ipoib::Repr::parse(&p).map(|r| r.ethertype)
             {
                 on(t, m);
@@ -120,6 +135,8 @@ pub enum Direct<'a> {
     Group(&'a Gid),
     /// A unicast next hop, by IPv4 address.
     NextHop(&'a [u8; 4]),
+    /// A unicast next hop, by IPv6 address.
+    NextHop6(&'a [u8; 16]),
 }
 
 /// A data core's send: when `to` is in `core`'s snapshot (a group Joined, a next hop
@@ -136,6 +153,7 @@ pub fn send_direct(
     let nh = match to {
         Direct::Group(mgid) => snap.group_nh(mgid),
         Direct::NextHop(ip) => snap.neighbour_nh(ip),
+        Direct::NextHop6(ip) => snap.neighbour6_nh(ip),
     };
     let Some((nh, dst)) = nh.and_then(|id| snap.nh(id).map(|d| (id, *d))) else {
         return Err(m);

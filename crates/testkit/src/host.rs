@@ -82,8 +82,13 @@ pub struct CtlHost {
     pub pool: Mempool,
     /// IPv4 payload sequence numbers received (looped-back own packets excluded).
     pub received: Vec<u32>,
+    /// IPv6 payload sequence numbers received (neighbour discovery excluded).
+    pub received6: Vec<u32>,
     /// ARP packets seen on the receive queue.
     pub arp_seen: Vec<arp::Repr>,
+    /// IPv6 neighbour-discovery packets seen on the receive queue (from the IPv6
+    /// header on).
+    pub nd_seen: Vec<Vec<u8>>,
 }
 
 impl CtlHost {
@@ -135,13 +140,16 @@ impl CtlHost {
             tx: qp.tx,
             pool,
             received: Vec::new(),
+            received6: Vec::new(),
             arp_seen: Vec::new(),
+            nd_seen: Vec::new(),
         }
     }
 
     /// Polls the controller until it is idle (bounded), lets every data core pass a
-    /// quiescent point, and drains the receive queue like a data core: ARP to the
-    /// controller, IPv4 sequence numbers into `received`.
+    /// quiescent point, and drains the receive queue like a data core: ARP and IPv6
+    /// neighbour discovery to the controller, IPv4 and IPv6 sequence numbers into
+    /// `received` and `received6`.
     pub fn step(&mut self) {
         for _ in 0..64 {
             if self.ctl.poll() == Poll::Idle {
@@ -185,8 +193,15 @@ impl CtlHost {
                     self.arp_seen.push(a);
                 }
                 let _ = self.cores[0].requests.send(Request::Arp { mbuf: m });
+            } else if t == EtherType::IPV6 && data::is_nd(&m) {
+                self.nd_seen.push(data::payload(&m).to_vec());
+                let _ = self.cores[0].requests.send(Request::Nd { mbuf: m });
             } else if let Some(seq) = data::seq_of(&m) {
-                self.received.push(seq);
+                if t == EtherType::IPV6 {
+                    self.received6.push(seq);
+                } else {
+                    self.received.push(seq);
+                }
             }
         });
     }
@@ -202,6 +217,7 @@ impl CtlHost {
         let mgid = match group {
             GroupAddr::Mgid(g) => g,
             GroupAddr::Ipv4(ip) => self.cores[core].reader.get().ipv4_mgid(ip),
+            GroupAddr::Ipv6(ip) => self.cores[core].reader.get().ipv6_mgid(ip),
         };
         self.data_send(core, Direct::Group(&mgid), seq, |mbuf| Request::Mcast {
             group,
@@ -215,6 +231,19 @@ impl CtlHost {
             next_hop: ip,
             mbuf,
         })
+    }
+
+    /// What a data core does with an IPv6 packet to the next hop `ip`.
+    pub fn data_send_unicast6(&mut self, core: usize, ip: [u8; 16], seq: u32) -> bool {
+        let m = data::seq_packet6(&self.pool, seq).expect("buffer");
+        let c = &mut self.cores[core];
+        match data::send_direct(c, &mut *self.tx, Direct::NextHop6(&ip), m) {
+            Ok(sent) => sent == 1,
+            Err(mbuf) => c
+                .requests
+                .send(Request::Resolve6 { next_hop: ip, mbuf })
+                .is_ok(),
+        }
     }
 
     /// Packet `seq` from data core `core`: through the snapshot to `to` if it is there,

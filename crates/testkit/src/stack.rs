@@ -58,6 +58,7 @@ pub fn assert_conserved(r: &StopReport) {
                 + s.rx_malformed
                 + s.rx_unknown_ethertype
                 + s.rx_arp
+                + s.rx_nd
                 + s.rx_ctrl_full
                 + s.app_rx
                 + s.stop_dropped_rx,

@@ -1,4 +1,5 @@
-//! Bytes on the wire: InfiniBand, IPoIB and subnet-administration formats.
+//! Bytes on the wire: InfiniBand, IPoIB, subnet-administration and the IPv6 neighbour
+//! discovery formats.
 //!
 //! Every header is a zero-copy view `Packet<T: AsRef<[u8]>>` over a buffer with a
 //! private `field` table of byte ranges (smoltcp's `src/wire` model):
@@ -19,9 +20,12 @@ pub mod crc;
 pub mod deth;
 pub mod grh;
 pub mod ipoib;
+pub mod ipv6;
 pub mod lrh;
 pub mod mad;
 pub mod mcmember;
+pub mod ndisc;
+pub mod ndisc_option;
 pub mod path_record;
 pub mod sa;
 

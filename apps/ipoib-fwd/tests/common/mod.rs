@@ -36,6 +36,7 @@ pub fn endpoint(fabric: &SimFabric, name: &str, pkey: PKey, ip: [u8; 4]) -> Stac
             pkey,
             ipv4: Some(ip),
             prefix_len: 16,
+            ..IfaceConfig::default()
         })
         .pin(false)
         .stop_timeout(Duration::from_secs(20))

@@ -70,7 +70,16 @@ fn compare_snapshots(snap: &Snapshot, fresh: &Snapshot) -> Result<(), SnapshotMi
         return Err(SnapshotMismatch::Group { mgid, side });
     }
     if let Some((ip, side)) = first_unshared(&snap.neighbours, &fresh.neighbours) {
-        return Err(SnapshotMismatch::Neighbour { ip, side });
+        return Err(SnapshotMismatch::Neighbour {
+            ip: ip.into(),
+            side,
+        });
+    }
+    if let Some((ip, side)) = first_unshared(&snap.neighbours6, &fresh.neighbours6) {
+        return Err(SnapshotMismatch::Neighbour {
+            ip: ip.into(),
+            side,
+        });
     }
     Ok(())
 }

@@ -62,8 +62,8 @@ pub struct PathInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct NeighInfo {
-    /// Its IPv4 address.
-    pub ip: [u8; 4],
+    /// Its IP address (IPv4, or IPv6 found by neighbour discovery).
+    pub ip: std::net::IpAddr,
     /// Where its resolution stands.
     pub phase: NeighPhase,
     /// Its IPoIB hardware address, once ARP found it.

@@ -23,6 +23,10 @@ impl Controller {
         let Some(mgid) = self.mgid_of(group) else {
             return;
         };
+        // The broadcast group and the IPv6 groups neighbour discovery needs stay.
+        if mgid == self.bcast_mgid || self.is_nd_group(&mgid) {
+            return;
+        }
         let Some(g) = self.groups.get_mut(&mgid) else {
             return;
         };
@@ -213,7 +217,8 @@ impl Controller {
 
     /// Removes an Idle group (no token left), counting its queue. Other states stay.
     pub(super) fn remove_idle_group(&mut self, mgid: Gid) {
-        if mgid == self.bcast_mgid {
+        // The broadcast group and the IPv6 groups neighbour discovery needs stay.
+        if mgid == self.bcast_mgid || self.is_nd_group(&mgid) {
             return;
         }
         let removable = matches!(

@@ -247,6 +247,9 @@ impl Controller {
         let bcast_mgid = ipoib::broadcast_mgid(cfg.pkey);
         let mut groups = GroupTable::with_touched_capacity(cfg.groups_max.min(4096));
         groups.insert(Group::new(bcast_mgid, GroupKind::Broadcast, now));
+        for mgid in crate::nd::own_groups(&cfg) {
+            groups.insert(Group::new(mgid, GroupKind::Full, now));
+        }
         let sa = SaClient::new(chan, &attr, cfg.sa_window, cfg.sa_timeout);
         let ctl = Controller {
             clock,
@@ -412,9 +415,10 @@ impl Controller {
             .map_or(0, |g| g.queue.len())
     }
 
-    /// Packets queued for one unresolved neighbour (0 when it is not in the table).
-    pub fn neigh_queued_for(&self, ip: [u8; 4]) -> usize {
-        self.neighbours.get(&ip).map_or(0, |n| n.queue.len())
+    /// Packets queued for one unresolved neighbour, by IPv4 (`[u8; 4]`) or IPv6
+    /// (`[u8; 16]`) address (0 when it is not in the table).
+    pub fn neigh_queued_for(&self, ip: impl Into<std::net::IpAddr>) -> usize {
+        self.neighbours.get(&ip.into()).map_or(0, |n| n.queue.len())
     }
 
     /// Neighbours in the table.
@@ -483,6 +487,12 @@ impl Controller {
                     return None;
                 }
                 ipoib::ipv4_mcast_mgid(ip, self.cfg.pkey, self.cfg.scope)
+            }
+            GroupAddr::Ipv6(ip) => {
+                if !ibpoll_wire::ipv6::is_multicast(&ip) {
+                    return None;
+                }
+                ipoib::ipv6_mcast_mgid(ip, self.cfg.pkey, self.cfg.scope)
             }
         };
         let in_partition = ipoib::mgid_pkey(&mgid).is_none_or(|p| p.base() == self.cfg.pkey.base());

@@ -83,7 +83,7 @@ impl Controller {
             None => (true, true),
             Some(changes) => rebuilds_needed(changes),
         };
-        if snap.generation == 0 && snap.groups.is_empty() && snap.neighbours.is_empty() {
+        if snap.generation == 0 && snap.groups.is_empty() && snap.neighbour_count() == 0 {
             // A fresh (or the initial) snapshot: filling it is cheaper than a replay.
             (all_groups, all_neighbours) = (true, true);
         }
@@ -224,7 +224,7 @@ mod tests {
         let gid = Gid::new(Gid::DEFAULT_SUBNET_PREFIX, 1);
         assert_eq!(rebuilds_needed([]), (false, false));
         assert_eq!(
-            rebuilds_needed([Change::Group(gid), Change::Neigh([10, 0, 0, 1])]),
+            rebuilds_needed([Change::Group(gid), Change::Neigh([10, 0, 0, 1].into())]),
             (false, false)
         );
         assert_eq!(
@@ -232,7 +232,7 @@ mod tests {
             (true, false)
         );
         assert_eq!(
-            rebuilds_needed([Change::AllNeighbours, Change::Neigh([10, 0, 0, 1])]),
+            rebuilds_needed([Change::AllNeighbours, Change::Neigh([10, 0, 0, 1].into())]),
             (false, true)
         );
     }

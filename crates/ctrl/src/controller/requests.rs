@@ -26,11 +26,20 @@ impl Controller {
                     }
                     Request::Resolve { next_hop, mbuf } => {
                         let before = self.resolve_drops();
-                        self.resolve_request(next_hop, mbuf, now);
+                        self.resolve_request(next_hop.into(), mbuf, now);
                         let dropped = self.resolve_drops() - before;
                         self.rings[i].drops.resolve.add(dropped);
                     }
+                    Request::Resolve6 { next_hop, mbuf } => {
+                        // An IPv6 group goes the multicast way.
+                        let before = (self.resolve_drops(), self.mcast_drops());
+                        self.resolve6_request(next_hop, mbuf, now);
+                        let drops = &self.rings[i].drops;
+                        drops.resolve.add(self.resolve_drops() - before.0);
+                        drops.mcast.add(self.mcast_drops() - before.1);
+                    }
                     Request::Arp { mbuf } => self.arp_input(mbuf, now),
+                    Request::Nd { mbuf } => self.nd_input(mbuf, now),
                     Request::Subscribe { group, slot } => self.subscribe(i, group, slot, now),
                     Request::Unsubscribe { slot } => self.unsubscribe(i, slot, now),
                 }
@@ -47,11 +56,12 @@ impl Controller {
 
     /// The counters of a next-hop packet request's drops on arrival.
     fn resolve_drops(&self) -> u64 {
-        self.stats.neigh_queue_full + self.stats.neigh_table_full
+        let s = &self.stats;
+        s.neigh_queue_full + s.neigh_table_full + s.nd_no_address
     }
 
     /// A packet for a group the data core had no Joined entry for (DESIGN rule 4).
-    fn mcast_request(&mut self, group: GroupAddr, mbuf: Mbuf, now: Nanos) {
+    pub(crate) fn mcast_request(&mut self, group: GroupAddr, mbuf: Mbuf, now: Nanos) {
         let Some(mgid) = self.mgid_of(group) else {
             self.stats.mcast_bad_group += 1;
             return;

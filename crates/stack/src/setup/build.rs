@@ -144,6 +144,7 @@ pub(super) fn build(b: &StackBuilder, plan: &Plan) -> Result<Built, Error> {
             pkey: f.pkey,
             scope: b.scope,
             ipv4: f.ipv4,
+            ipv6: f.ipv6,
             data_cores: plan.data_cores,
             ..b.ctrl.clone()
         };

@@ -104,6 +104,7 @@ fn ifaces(b: &StackBuilder) -> Result<Vec<IfaceConfig>, Error> {
         vec![IfaceConfig {
             pkey: b.pkey,
             ipv4: b.ipv4,
+            ipv6: b.ipv6,
             ..IfaceConfig::default()
         }]
     } else {
@@ -129,6 +130,20 @@ fn ifaces(b: &StackBuilder) -> Result<Vec<IfaceConfig>, Error> {
                 "prefix_len",
                 u64::from(f.prefix_len),
                 "an IPv4 prefix length is 0..=32",
+            ));
+        }
+        if f.ipv6_prefix_len > 128 {
+            return Err(bad(
+                "ipv6_prefix_len",
+                u64::from(f.ipv6_prefix_len),
+                "an IPv6 prefix length is 0..=128",
+            ));
+        }
+        if f.ipv6.is_some_and(|a| a[0] == 0xff || a == [0; 16]) {
+            return Err(bad(
+                "ipv6",
+                0,
+                "an interface's IPv6 address is a unicast address (not :: and not in ff00::/8)",
             ));
         }
         if ifaces[..i].iter().any(|g| g.pkey.base() == f.pkey.base()) {

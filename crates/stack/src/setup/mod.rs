@@ -53,15 +53,23 @@ pub struct IfaceConfig {
     /// The IPv4 prefix length of the interface's subnet (the stack does not route: for
     /// applications such as a forwarder's connected routes).
     pub prefix_len: u8,
+    /// The interface's IPv6 address: it joins the all-nodes and solicited-node groups,
+    /// answers neighbour discovery for it and resolves IPv6 next hops from it.
+    pub ipv6: Option<[u8; 16]>,
+    /// The IPv6 prefix length of the interface's subnet (0..=128; for applications, as
+    /// `prefix_len`).
+    pub ipv6_prefix_len: u8,
 }
 
 impl Default for IfaceConfig {
-    /// The default partition, no address, a /24.
+    /// The default partition, no address, a /24 (IPv6: a /64).
     fn default() -> Self {
         IfaceConfig {
             pkey: PKey::DEFAULT,
             ipv4: None,
             prefix_len: 24,
+            ipv6: None,
+            ipv6_prefix_len: 64,
         }
     }
 }
@@ -112,6 +120,7 @@ pub struct StackBuilder {
     pub(crate) mtu: IbMtu,
     pub(crate) pkey: PKey,
     pub(crate) ipv4: Option<[u8; 4]>,
+    pub(crate) ipv6: Option<[u8; 16]>,
     pub(crate) interfaces: Vec<IfaceConfig>,
     pub(crate) scope: McastScope,
     pub(crate) rx_ring_size: u32,
@@ -140,6 +149,7 @@ impl Default for StackBuilder {
             mtu: IbMtu::Mtu4096,
             pkey: PKey::DEFAULT,
             ipv4: None,
+            ipv6: None,
             interfaces: Vec::new(),
             scope: McastScope::LINK_LOCAL,
             rx_ring_size: 1024,
@@ -298,6 +308,13 @@ impl StackBuilder {
         self
     }
 
+    /// The single interface's IPv6 address (neighbour discovery; ignored once
+    /// [`interface`](Self::interface) was called).
+    pub fn ipv6(mut self, ip: [u8; 16]) -> Self {
+        self.ipv6 = Some(ip);
+        self
+    }
+
     /// Adds an interface (a partition of the port): call it once per interface, up to
     /// [`IFACES_MAX`]; interface `i` is the `i`-th call. Once called, the builder's
     /// [`pkey`](Self::pkey) and [`ipv4`](Self::ipv4) are not used. Each interface has its
@@ -340,7 +357,7 @@ impl StackBuilder {
         self
     }
 
-    /// The control plane's bounds and timings. Its `pkey`, `ipv4`, `scope` and
+    /// The control plane's bounds and timings. Its `pkey`, `ipv4`, `ipv6`, `scope` and
     /// `data_cores` are taken from this builder.
     pub fn ctrl_config(mut self, cfg: CtrlConfig) -> Self {
         self.ctrl = cfg;

@@ -310,7 +310,7 @@ fn groups(s: &Source) -> Value {
 
 fn neigh_json(n: &NeighInfo) -> Value {
     json!({
-        "ip": ipv4(n.ip),
+        "ip": n.ip.to_string(),
         "state": format!("{:?}", n.phase),
         "hwaddr": n.hwaddr.map(|h| h.to_string()),
         "qpn": n.hwaddr.map(|h| h.qpn().to_string()),
