@@ -44,7 +44,7 @@ use ibpoll_mem::Mbuf;
 use ibpoll_wire::mcmember::{self, JoinState};
 use ibpoll_wire::Gid;
 
-use crate::sa::{JoinGranted, Tid};
+use crate::link::{JoinGranted, Tid};
 use crate::snapshot::McastEntry;
 use crate::table::GroupIndex;
 

@@ -3,15 +3,13 @@
 //! what becomes of a group once its leave ended.
 
 use ibpoll_dev::Nanos;
-use ibpoll_wire::mad::Method;
-use ibpoll_wire::mcmember::{self, JoinState};
-use ibpoll_wire::sa::Attribute;
+use ibpoll_wire::mcmember::JoinState;
 use ibpoll_wire::Gid;
 
 use super::Controller;
+use crate::link::Tid;
 use crate::mcast::{Backoff, GroupKind, GroupState, Leave, RetryAt, Unconfirmed};
 use crate::ring::GroupAddr;
-use crate::sa::{self, Tid, TxnKind};
 
 impl Controller {
     /// Unsubscribes: the group is left (if Joined) and removed.
@@ -41,7 +39,7 @@ impl Controller {
     /// Joined|Idle(unconfirmed) -> Leaving. Consumes the token. Returns whether a leave
     /// went out (false: nothing to leave, or no room in the window).
     pub(crate) fn begin_leave(&mut self, mgid: Gid, now: Nanos, remove_after: bool) -> bool {
-        if !self.sa.has_room() {
+        if !self.link.txns().has_room() {
             self.stats.sa_window_full += 1;
             return false;
         }
@@ -82,22 +80,11 @@ impl Controller {
         // holds; an unconfirmed one may name bits of several timed-out joins, of which
         // the SA may hold any subset: those are left one bit per Delete.
         let join_state = delete_join_state(&leave);
-        let rec = mcmember::Repr {
-            mgid: leave.mgid,
-            port_gid: self.port_gid,
-            join_state,
-            ..mcmember::Repr::default()
-        };
         // Leaves bypass the window check here: the caller checked for room, and a retry
         // reuses the slot its timed-out try just freed.
-        let started = self.sa.start(
-            now,
-            Method::DELETE,
-            sa::leave_mask(),
-            Attribute::McMember(rec),
-            TxnKind::Leave(mgid),
-            &mut self.stats,
-        );
+        let started = self
+            .link
+            .start_leave(now, leave.mgid, join_state, false, &mut self.stats);
         let Some(g) = self.groups.get_mut(&mgid) else {
             return;
         };
