@@ -898,6 +898,17 @@ impl SimFabric {
         ctl.push_event(i, PortEvent::LidChange);
     }
 
+    /// The multicast attachments of a port: (MGID, QPN), in MGID order.
+    pub fn attachments(&self, port: PortId) -> Vec<(Gid, Qpn)> {
+        let ctl = self.inner.lock();
+        let i = Self::port_index(&ctl, port);
+        ctl.attach
+            .range((i, Gid::default())..)
+            .take_while(|((p, _), _)| *p == i)
+            .flat_map(|((_, mgid), qpns)| qpns.iter().map(move |q| (*mgid, *q)))
+            .collect()
+    }
+
     /// The attributes of a port, as the port itself would report them.
     pub fn port_attr(&self, port: PortId) -> PortAttr {
         let ctl = self.inner.lock();
