@@ -56,12 +56,11 @@ ibpoll_dev::counters! {
 
         /// Startup cleanups run (an earlier instance's memberships looked for at the SA).
         cleanup_runs,
-        /// Groups the startup cleanup found this port a member of.
+        /// Memberships an earlier instance left that the cleanup found and handed to
+        /// the multicast state machine to leave (or to absorb into its own join).
         cleanup_found,
-        /// JoinState bits of those the SA held and the cleanup left.
-        cleanup_left,
-        /// Groups (or listings) the cleanup gave up on: refused, silent, or still
-        /// listed after every IPoIB JoinState bit was left.
+        /// What the cleanup could not do: a listing never answered, a cleanup out of
+        /// time, a group still listed after every IPoIB JoinState bit was left.
         cleanup_failed,
 
         /// Packets queued for a group that is not Joined yet.

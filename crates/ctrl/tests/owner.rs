@@ -27,7 +27,12 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 /// A controller on `port` in partition `pkey` with the owner lock in `dir`.
-fn controller(port: &Arc<dyn Port>, pkey: PKey, dir: &Path, net: &Net) -> Result<Controller, Error> {
+fn controller(
+    port: &Arc<dyn Port>,
+    pkey: PKey,
+    dir: &Path,
+    net: &Net,
+) -> Result<Controller, Error> {
     let pool = data::pool("owner", 256);
     let pi = port.attr().pkey_index(pkey).expect("partition");
     let qp = data::ipoib_qp(&**port, pi, &pool, 64);
@@ -58,7 +63,12 @@ fn another_process_is_refused_until_the_owner_is_killed() {
     }
     let dir = tmp("procs");
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["child_holds_the_port", "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            "child_holds_the_port",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD, &dir)
         .stdout(Stdio::piped())
         .stdin(Stdio::null())
@@ -80,7 +90,10 @@ fn another_process_is_refused_until_the_owner_is_killed() {
             break pid;
         }
         assert!(child.try_wait().unwrap().is_none(), "the child exited");
-        assert!(start.elapsed() < Duration::from_secs(30), "the child never held the port");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the child never held the port"
+        );
     };
     // A controller of this process on that port is refused, naming the owner.
     let net = Net::new(FaultConfig::NONE);

@@ -48,7 +48,7 @@ fn a_pinned_seed_replays_as_it_did_when_pinned() {
     );
     assert_eq!(
         format!("{:016x}", r.trace),
-        "7efc0b523b474779",
+        "8276356a6a446387",
         "the run of seed {seed} changed ({:.1} s virtual)",
         r.virtual_time.0 as f64 / 1e9
     );

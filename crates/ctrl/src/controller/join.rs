@@ -43,20 +43,20 @@ impl Controller {
         true
     }
 
-    fn joins_allowed(&self) -> bool {
+    /// Whether leaves may go out (and joins, once the startup cleanup ended).
+    pub(super) fn leaves_allowed(&self) -> bool {
         self.port_active
             && self.admin_up
             && self.flush.is_none()
             && self.pkey_index.is_some()
             && !self.qp_move_pending
-            && self.cleanup.is_done()
     }
 
     /// Sends the joins that are due: the broadcast group first, the others only once it
     /// is Joined (DESIGN rule 1), all only while allowed (rule 2) and the window has room.
     /// Reads only the groups due now (the table's indexes), never the whole table.
     pub(super) fn schedule_joins(&mut self, now: Nanos) -> usize {
-        if !self.joins_allowed() {
+        if !self.leaves_allowed() {
             return 0;
         }
         self.reindex();
@@ -65,6 +65,10 @@ impl Controller {
             Some(GroupState::Joined { .. })
         );
         let mut n = self.leaves_due(now, bcast_joined);
+        if self.cleanup.blocks_joins() {
+            // What an earlier instance left is left first (see `cleanup`).
+            return n;
+        }
         if !bcast_joined {
             let due = matches!(
                 self.groups[&self.bcast_mgid].state,
@@ -121,7 +125,7 @@ impl Controller {
                 if self.groups.contains_key(&mgid) && self.begin_leave(mgid, now, true) {
                     n += 1;
                 }
-            } else if bcast_joined && self.begin_leave(mgid, now, false) {
+            } else if (g.leave_first || bcast_joined) && self.begin_leave(mgid, now, false) {
                 n += 1;
             }
         }

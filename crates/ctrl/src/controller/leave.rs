@@ -84,7 +84,7 @@ impl Controller {
         // reuses the slot its timed-out try just freed.
         let started = self
             .link
-            .start_leave(now, leave.mgid, join_state, false, &mut self.stats);
+            .start_leave(now, leave.mgid, join_state, &mut self.stats);
         let Some(g) = self.groups.get_mut(&mgid) else {
             return;
         };
@@ -171,6 +171,8 @@ impl Controller {
                 unconfirmed: Some(leave.into_unconfirmed()),
             };
             g.leave_deferred = self.flush.is_some();
+            // A stale membership that cannot be left first is absorbed by the join.
+            g.leave_first = false;
         }
     }
 
@@ -187,6 +189,7 @@ impl Controller {
             self.groups.remove(&mgid, &mut self.changes);
         } else if let Some(g) = self.groups.get_mut(&mgid) {
             g.remove_after_leave = false;
+            g.leave_first = false;
         }
     }
 

@@ -75,29 +75,13 @@ impl Controller {
                 kind: TxnKind::Path(ip),
                 ..
             } => self.on_path(tid, ip, None, now),
-            LinkEvent::Memberships { tid, found } => self.on_listed(tid, Some(found), now),
+            LinkEvent::Memberships { tid, found } => self.on_listed(tid, Ok(found), now),
+            LinkEvent::ListRefused { tid, status } => self.on_listed(tid, Err(Some(status)), now),
             LinkEvent::Timeout {
                 tid,
                 kind: TxnKind::Memberships,
                 ..
-            } => self.on_listed(tid, None, now),
-            LinkEvent::StaleLeft { tid, mgid, held } => {
-                self.on_stale_leave(tid, mgid, Some(held), now)
-            }
-            LinkEvent::StaleLeaveRefused { tid, mgid, status } => {
-                tracing::debug!(
-                    pkey = %self.cfg.pkey,
-                    %mgid,
-                    sa_status = format_args!("{:#06x}", status.0),
-                    "ibpoll-ctrl: the SA refused to leave a stale membership"
-                );
-                self.on_stale_leave(tid, mgid, None, now)
-            }
-            LinkEvent::Timeout {
-                tid,
-                kind: TxnKind::StaleLeave(mgid),
-                ..
-            } => self.on_stale_leave(tid, mgid, None, now),
+            } => self.on_listed(tid, Err(None), now),
         }
     }
 }

@@ -447,10 +447,16 @@ impl Controller {
         self.map
     }
 
-    /// Whether the startup cleanup (see [`CtrlConfig::sa_cleanup`]) is still running:
-    /// no join goes out before it ended.
+    /// Whether the startup cleanup (see [`CtrlConfig::sa_cleanup`]) still runs or waits
+    /// to run (in the background too, after it stopped blocking joins).
     pub fn cleanup_running(&self) -> bool {
-        !self.cleanup.is_done()
+        self.cleanup.is_running()
+    }
+
+    /// Whether the startup cleanup holds joins back (at most `cleanup_max`, or until a
+    /// listing went unanswered `leave_tries` times).
+    pub fn cleanup_blocks_joins(&self) -> bool {
+        self.cleanup.blocks_joins()
     }
 
     /// Whether this port means to stay a member of `mgid` at the SA: the group is Joined

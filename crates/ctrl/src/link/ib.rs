@@ -63,7 +63,7 @@ impl IbLink {
         self.sa.send(tid, method, mask, attribute, stats);
         match kind {
             TxnKind::Join(_) => stats.sa_joins_sent += 1,
-            TxnKind::Leave(_) | TxnKind::StaleLeave(_) => stats.sa_leaves_sent += 1,
+            TxnKind::Leave(_) => stats.sa_leaves_sent += 1,
             TxnKind::Path(_) => stats.sa_paths_sent += 1,
             TxnKind::Memberships => stats.sa_lists_sent += 1,
         }
@@ -132,7 +132,6 @@ impl LinkLayerOps for IbLink {
         now: Nanos,
         mgid: Gid,
         join_state: JoinState,
-        stale: bool,
         stats: &mut CtrlStats,
     ) -> Option<(Tid, Nanos)> {
         let rec = mcmember::Repr {
@@ -141,17 +140,12 @@ impl LinkLayerOps for IbLink {
             join_state,
             ..mcmember::Repr::default()
         };
-        let kind = if stale {
-            TxnKind::StaleLeave(mgid)
-        } else {
-            TxnKind::Leave(mgid)
-        };
         self.start(
             now,
             Method::DELETE,
             sa::leave_mask(),
             Attribute::McMember(rec),
-            kind,
+            TxnKind::Leave(mgid),
             stats,
         )
     }

@@ -47,9 +47,6 @@ pub(crate) enum TxnKind {
     Path([u8; 4]),
     /// Listing this port's memberships (startup cleanup).
     Memberships,
-    /// Leaving a membership an earlier instance on this port left behind (one JoinState
-    /// bit).
-    StaleLeave(Gid),
 }
 
 /// A join the link layer granted: the only way to make a
@@ -113,10 +110,8 @@ pub(crate) enum LinkEvent {
     /// This port's memberships in the interface's partition (the first ones, in MGID
     /// order: the SA answers with one MAD).
     Memberships { tid: Tid, found: MgidList },
-    /// A stale membership's bit left (`held`: the SA held it) or not held.
-    StaleLeft { tid: Tid, mgid: Gid, held: bool },
-    /// A stale membership's leave refused with another status than ERR_REQ_INVALID.
-    StaleLeaveRefused { tid: Tid, mgid: Gid, status: Status },
+    /// The listing refused (an error status other than "no records").
+    ListRefused { tid: Tid, status: Status },
     /// A transaction reached its deadline.
     Timeout {
         tid: Tid,
@@ -169,14 +164,12 @@ pub(crate) trait LinkLayerOps: Send + fmt::Debug {
         req: &JoinRequest<'_>,
         stats: &mut CtrlStats,
     ) -> Option<(Tid, Nanos)>;
-    /// Starts leaving the `join_state` bits of `mgid`; `stale`: a membership an earlier
-    /// instance left (startup cleanup), not one of this controller's.
+    /// Starts leaving the `join_state` bits of `mgid`.
     fn start_leave(
         &mut self,
         now: Nanos,
         mgid: Gid,
         join_state: JoinState,
-        stale: bool,
         stats: &mut CtrlStats,
     ) -> Option<(Tid, Nanos)>;
     /// Starts resolving the path to neighbour `ip`, whose GID is `dgid`.

@@ -191,24 +191,10 @@ impl LinkLayerOps for RoceLink {
         now: Nanos,
         mgid: Gid,
         join_state: JoinState,
-        stale: bool,
         stats: &mut CtrlStats,
     ) -> Option<(Tid, Nanos)> {
-        let kind = if stale {
-            TxnKind::StaleLeave(mgid)
-        } else {
-            TxnKind::Leave(mgid)
-        };
-        self.local(now, kind, join_state, stats, |tid| {
-            if stale {
-                LinkEvent::StaleLeft {
-                    tid,
-                    mgid,
-                    held: false,
-                }
-            } else {
-                LinkEvent::Left { tid, mgid }
-            }
+        self.local(now, TxnKind::Leave(mgid), join_state, stats, |tid| {
+            LinkEvent::Left { tid, mgid }
         })
     }
 
@@ -298,8 +284,7 @@ fn event_tid(ev: &LinkEvent) -> Tid {
         | LinkEvent::Path { tid, .. }
         | LinkEvent::PathRefused { tid, .. }
         | LinkEvent::Memberships { tid, .. }
-        | LinkEvent::StaleLeft { tid, .. }
-        | LinkEvent::StaleLeaveRefused { tid, .. }
+        | LinkEvent::ListRefused { tid, .. }
         | LinkEvent::Timeout { tid, .. } => *tid,
     }
 }
@@ -423,7 +408,7 @@ mod tests {
         assert!(matches!(&out[..], [LinkEvent::PathRefused { .. }]));
         // An abandoned transaction's answer is late, not applied.
         let (tid, _) = l
-            .start_leave(Nanos::ZERO, peer, JoinState::FULL_MEMBER, false, &mut stats)
+            .start_leave(Nanos::ZERO, peer, JoinState::FULL_MEMBER, &mut stats)
             .unwrap();
         l.txns_mut().abandon(tid);
         out.clear();

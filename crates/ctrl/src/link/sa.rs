@@ -99,7 +99,7 @@ pub(crate) fn decode(txn: &Txn, mad: &SaMad, bytes: &Mad, pkey: PKey) -> Option<
     let status = h.status;
     let tid = txn.tid;
     let expected = match txn.kind {
-        TxnKind::Leave(_) | TxnKind::StaleLeave(_) => Method::DELETE_RESP,
+        TxnKind::Leave(_) => Method::DELETE_RESP,
         TxnKind::Memberships => Method::GET_TABLE_RESP,
         TxnKind::Join(_) | TxnKind::Path(_) => Method::GET_RESP,
     };
@@ -131,12 +131,6 @@ pub(crate) fn decode(txn: &Txn, mad: &SaMad, bytes: &Mad, pkey: PKey) -> Option<
         }
         (TxnKind::Leave(mgid), _) if left => Some(LinkEvent::Left { tid, mgid }),
         (TxnKind::Leave(mgid), _) => Some(LinkEvent::LeaveRefused { tid, mgid, status }),
-        (TxnKind::StaleLeave(mgid), _) if left => Some(LinkEvent::StaleLeft {
-            tid,
-            mgid,
-            held: status.is_ok(),
-        }),
-        (TxnKind::StaleLeave(mgid), _) => Some(LinkEvent::StaleLeaveRefused { tid, mgid, status }),
         (TxnKind::Path(ip), Attribute::PathRecord(p)) if status.is_ok() => Some(LinkEvent::Path {
             tid,
             ip,
@@ -159,6 +153,7 @@ pub(crate) fn decode(txn: &Txn, mad: &SaMad, bytes: &Mad, pkey: PKey) -> Option<
             tid,
             found: listed_mgids(bytes, pkey)?,
         }),
+        (TxnKind::Memberships, _) => Some(LinkEvent::ListRefused { tid, status }),
         _ => None,
     }
 }

@@ -267,15 +267,19 @@ fn a_listing_asks_for_the_ports_memberships_in_its_partition_and_reads_the_table
 }
 
 #[test]
-fn a_stale_leave_says_whether_the_sa_held_the_bit() {
+fn a_leave_refused_as_not_held_is_done_any_other_refusal_is_not() {
     let fake = Fake::default();
     let mut l = link(&fake, 4);
     let mut stats = CtrlStats::default();
     for status in [0, Status::ERR_REQ_INVALID.0, Status::ERR_NO_RESOURCES.0] {
         let (tid, _) = l
-            .start_leave(Nanos::ZERO, MGID, JoinState::FULL_MEMBER, true, &mut stats)
+            .start_leave(Nanos::ZERO, MGID, JoinState::FULL_MEMBER, &mut stats)
             .unwrap();
         let req = *fake.sent.lock().unwrap().last().unwrap();
+        assert_eq!(
+            SaMad::parse(&req).unwrap().header.component_mask,
+            mcm::MGID | mcm::PORT_GID | mcm::JOIN_STATE
+        );
         fake.inbox
             .lock()
             .unwrap()
@@ -283,9 +287,10 @@ fn a_stale_leave_says_whether_the_sa_held_the_bit() {
         let mut out = Vec::new();
         l.poll(Nanos::ZERO, &mut stats, &mut out);
         match (&out[..], status) {
-            ([LinkEvent::StaleLeft { tid: t, held, .. }], 0) => assert!(*t == tid && *held),
-            ([LinkEvent::StaleLeft { held, .. }], 0x0200) => assert!(!*held),
-            ([LinkEvent::StaleLeaveRefused { status: s, .. }], _) => assert_eq!(s.0, status),
+            ([LinkEvent::Left { tid: t, mgid }], 0 | 0x0200) => {
+                assert_eq!((*t, *mgid), (tid, MGID))
+            }
+            ([LinkEvent::LeaveRefused { status: s, .. }], 0x0100) => assert_eq!(s.0, status),
             other => panic!("status {status:#x}: {other:?}"),
         }
     }
