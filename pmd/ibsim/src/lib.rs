@@ -61,6 +61,6 @@ mod proto;
 mod setup;
 
 pub use error::Error;
-pub use hybrid::{HybridCounters, HybridFabric, HybridPort};
+pub use hybrid::{HybridCounters, HybridFabric, HybridPort, MadOpener};
 pub use port::{IbsimPort, NODE_TYPE_CA, NODE_TYPE_SWITCH};
 pub use setup::{IbsimCounters, IbsimMadChannel, DEFAULT_CTL_TIMEOUT};

@@ -17,6 +17,12 @@
 //! after ARP between the two controllers, and that after both interfaces went down OpenSM
 //! holds no membership of either port, each time with raw MCMemberRecord Gets to OpenSM.
 //!
+//! A third test checks one owner per port and the startup cleanup against OpenSM: a
+//! child process owns hostA's port and joins; a second controller on the port is refused
+//! with the owner's PID; after `kill -9` of the child the next controller finds the
+//! dead one's memberships at OpenSM (GetTable by PortGID) and leaves them before it
+//! joins, so that OpenSM lists only what the new one joined.
+//!
 //! Skipped (with the reason printed) when ibsim, opensm or libumad2sim.so is missing,
 //! unless the environment variable `CI` is set: then a missing tool fails the test.
 //!
