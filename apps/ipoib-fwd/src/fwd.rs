@@ -188,53 +188,61 @@ impl Forwarder {
 
     /// Decides for one packet that came in on interface `from` and whose data starts at
     /// its IP header, rewriting the TTL and checksum in place when it is forwarded, and
-    /// counts the outcome (except `forwarded`/`mcast_forwarded`/`tx_refused`, which the
-    /// caller counts after the push).
-    #[inline]
+    /// counts the outcome in the live counters (except `forwarded`/`mcast_forwarded`/
+    /// `tx_refused`, which the caller counts after the push).
     pub fn route_from(&self, from: usize, ip: &mut [u8]) -> Verdict {
-        let c = &*self.counters;
-        c.rx.inc();
+        let mut st = FwdStats::default();
+        let v = self.route_counted(from, ip, &mut st);
+        self.counters.publish(&mut st);
+        v
+    }
+
+    /// [`route_from`](Self::route_from), counting into a per-burst tally `c` that the
+    /// caller publishes once per burst.
+    #[inline]
+    pub fn route_counted(&self, from: usize, ip: &mut [u8], c: &mut FwdStats) -> Verdict {
+        c.rx += 1;
         // RFC 1812 5.2.2: length, version, IHL, total length.
         if ip.len() < 20 {
-            c.malformed.inc();
+            c.malformed += 1;
             return Verdict::Drop;
         }
         match ip[0] >> 4 {
             4 => {}
             6 => {
-                c.not_ipv4.inc();
+                c.not_ipv4 += 1;
                 return Verdict::Drop;
             }
             _ => {
-                c.malformed.inc();
+                c.malformed += 1;
                 return Verdict::Drop;
             }
         }
         let hlen = usize::from(ip[0] & 0x0f) * 4;
         let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
         if hlen < 20 || total < hlen || total > ip.len() {
-            c.malformed.inc();
+            c.malformed += 1;
             return Verdict::Drop;
         }
         let dst = [ip[16], ip[17], ip[18], ip[19]];
         let d = u32::from_be_bytes(dst);
         if d >> 28 == 0xe && from < 64 && self.mcast_ifaces & (1 << from) != 0 {
-            return self.route_group(from, d, ip);
+            return self.route_group(from, d, ip, c);
         }
         if d >> 28 == 0xe || d == u32::MAX || d >> 24 == 0 {
-            c.not_unicast.inc();
+            c.not_unicast += 1;
             return Verdict::Drop;
         }
         if self.local[..self.n_local].contains(&d) {
-            c.to_local.inc();
+            c.to_local += 1;
             return Verdict::Drop;
         }
         if ip[8] <= 1 {
-            c.ttl_expired.inc();
+            c.ttl_expired += 1;
             return Verdict::Drop;
         }
         let Some(hop) = self.table.lookup_u32(d) else {
-            c.no_route.inc();
+            c.no_route += 1;
             return Verdict::Drop;
         };
         decrement_ttl(ip);
@@ -246,18 +254,17 @@ impl Forwarder {
 
     /// A multicast packet (header checked) to group `g` that came in on `from`.
     #[inline]
-    fn route_group(&self, from: usize, g: u32, ip: &mut [u8]) -> Verdict {
-        let c = &*self.counters;
+    fn route_group(&self, from: usize, g: u32, ip: &mut [u8], c: &mut FwdStats) -> Verdict {
         // Link-local groups (224.0.0.0/24) are never forwarded; the table refuses
         // routes for them, so a lookup misses.
         let Some(to) = self.mroutes.lookup_u32(from, g) else {
-            c.mcast_no_route.inc();
+            c.mcast_no_route += 1;
             return Verdict::Drop;
         };
         // Never back out the interface it came in on (the table refuses such routes).
         debug_assert_ne!(to, from);
         if ip[8] <= 1 {
-            c.mcast_ttl_expired.inc();
+            c.mcast_ttl_expired += 1;
             return Verdict::Drop;
         }
         decrement_ttl(ip);
@@ -271,11 +278,11 @@ impl Forwarder {
 impl App for Forwarder {
     #[inline]
     fn on_burst(&mut self, ctx: &LcoreCtx, rx: &mut MbufArray, tx: &mut Tx) {
-        let (mut forwarded, mut mcast, mut refused) = (0u64, 0u64, 0u64);
+        let mut st = FwdStats::default();
         // In arrival order; the dropped ones stay for the stack to free in bulk (and
         // count as `app_dropped`).
         rx.filter_map_from(0, |mut m| {
-            let (iface, dest, group) = match self.route_from(ctx.iface, m.data_mut()) {
+            let (iface, dest, group) = match self.route_counted(ctx.iface, m.data_mut(), &mut st) {
                 // The buffer it came in, zero copy: the stack rewrites the IPoIB header
                 // in its headroom.
                 Verdict::Forward { iface, next_hop } => (iface, Dest::NextHop(next_hop), 0),
@@ -287,21 +294,14 @@ impl App for Forwarder {
                 Verdict::Drop => return Some(m),
             };
             if tx.push(iface, m, dest) {
-                forwarded += 1;
-                mcast += group;
+                st.forwarded += 1;
+                st.mcast_forwarded += group;
             } else {
-                refused += 1;
+                st.tx_refused += 1;
             }
             None
         });
-        let c = &*self.counters;
-        if forwarded != 0 {
-            c.forwarded.add(forwarded);
-            c.mcast_forwarded.add(mcast);
-        }
-        if refused != 0 {
-            c.tx_refused.add(refused);
-        }
+        self.counters.publish(&mut st);
     }
 }
 

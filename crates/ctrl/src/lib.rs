@@ -18,7 +18,7 @@
 //!  │ per burst    │                     │  port events -> flush                │
 //!  │ tx_burst     │ ◄── Snapshot (rcu)─ │  SA answers/timeouts (QP1) -> groups │
 //!  └──────────────┘                     │  requests -> queues, joins, ARP      │
-//!                                       │  sends queued packets (its TxQueue)  │
+//!                                       │  sends queued packets (its own QP)   │
 //!                                       └──────────────────────────────────────┘
 //! ```
 //!
@@ -173,14 +173,32 @@
 //! entry and allocates nothing, and a rejoin storm sends the joins that fit the window
 //! without rescanning the table.
 //!
+//! # Queue pairs and next hops
+//!
+//! The controller knows the interface's QPs ([`CtrlQps`]): one per lane (data core),
+//! lane 0's being the interface's own (its QPN is in the hardware address, unicast and
+//! the broadcast group arrive there), and a send-only QP of its own for what it sends
+//! (ARP, queued packets). It attaches every other multicast group it joins to one lane's
+//! QP ([`Controller::lane_qpn_for`]), so received multicast spreads over the lanes in
+//! hardware, and sets the broadcast group's Q_Key on every QP.
+//!
+//! Every published group and neighbour owns a slot of the snapshot's flat next-hop array
+//! ([`NhId`]): a data core resolves a destination to an id once and reads the address
+//! handle, QPN and Q_Key to send with ([`ibpoll_dev::TxDst`]) with one indexed load.
+//!
 //! # Address handles
 //!
 //! An address handle lives in an `Arc<AhGuard>` shared by the controller's tables, the
-//! snapshots that name it and the control core's send backlog; its `Drop` destroys it.
-//! Snapshots are freed by the rcu publisher only after every data core passed a
-//! quiescent point, so a handle is destroyed only after no data core can use it. The
-//! `Arc` counts change only on the control core (building and freeing snapshots), never
-//! per packet.
+//! snapshots that name it and the control core's sends until they completed. When the
+//! last one goes, the handle is retired, not destroyed: a verbs HCA reads it when it
+//! processes a send, which may be after `tx_burst` returned. The reaper notes how many
+//! sends each data core has posted by then ([`TxProgress`], published once per loop
+//! iteration; a data core holding packets in a TX table does not pass a quiescent
+//! point, so those count as held) and destroys the handle once each data core's send
+//! queue completed that many (completions are in order). The `Arc` counts change only on
+//! the control core, never per packet. `tests/ah_lifetime.rs` checks it step by step
+//! under the `ibpoll-devtest` back-pressure wrapper, and `ibpoll-simtest` draws that
+//! wrapper.
 
 #![deny(unsafe_code)]
 

@@ -69,6 +69,19 @@ macro_rules! counters {
             pub fn read(&self) -> $Snap {
                 $Snap { $( $field: self.$field.get(), )+ }
             }
+
+            /// Adds what `burst` counted (the writer's per-burst tally) and zeroes it: one
+            /// load and store per counter that moved. Only the counters' single writer
+            /// may call this.
+            #[inline]
+            pub fn publish(&self, burst: &mut $Snap) {
+                $(
+                    if burst.$field != 0 {
+                        self.$field.add(burst.$field);
+                        burst.$field = 0;
+                    }
+                )+
+            }
         }
 
         $crate::counters! {
@@ -185,6 +198,18 @@ mod tests {
             }
         );
         assert_eq!(Snap::FIELDS, ["a", "b", "c"]);
+        // A per-burst tally published once: added, and zeroed.
+        let mut burst = Snap { a: 5, b: 0, c: 1 };
+        live.publish(&mut burst);
+        assert_eq!(burst, Snap::default());
+        assert_eq!(
+            live.read(),
+            Snap {
+                a: 6,
+                b: 20,
+                c: 301
+            }
+        );
         assert_eq!(sum.fields(), [("a", 2), ("b", 40), ("c", 600)]);
         assert_eq!(sum.drops(), [("b", 40), ("c", 600)]);
         assert_eq!(sum.dropped(), 640);

@@ -53,6 +53,8 @@ pub struct Knobs {
     pub p_lid: f64,
     /// The controllers' configuration.
     pub ctrl: CtrlConfig,
+    /// The seed of the back-pressure wrapper around every port, if the run draws one.
+    pub backpressure: Option<u64>,
 }
 
 impl Knobs {
@@ -114,6 +116,8 @@ impl Knobs {
             p_pkey: 0.001 * scale,
             p_lid: 0.001 * scale,
             ctrl,
+            // Drawn last, so that every earlier knob of a seed stays as it was.
+            backpressure: rng.chance(0.25).then(|| rng.next_u64()),
         }
     }
 }
@@ -127,7 +131,7 @@ impl fmt::Display for Knobs {
              ans_loss={} dup={} err={}({:#06x}) pkt_loss={} reorder={} outage={} path_silent={:#x} | \
              groups={} next_hops={} p_send={} burst_max={} unicast={} churn={} | admin={:.4} \
              port={:.4} sm={:.4} pkey={:.4} lid={:.4} | window={} ring={} groups_max={} \
-             sa_timeout={}ms sendonly_idle={}s neigh_idle={}s flush_max={}s",
+             sa_timeout={}ms sendonly_idle={}s neigh_idle={}s flush_max={}s backpressure={}",
             self.hosts,
             self.data_cores,
             self.steps,
@@ -162,6 +166,7 @@ impl fmt::Display for Knobs {
             self.ctrl.sendonly_idle.0 / 1_000_000_000,
             self.ctrl.neigh_idle.0 / 1_000_000_000,
             self.ctrl.flush_max.0 / 1_000_000_000,
+            self.backpressure.is_some(),
         )
     }
 }
@@ -239,6 +244,7 @@ fn drive(seed: u64, k: &Knobs, mutant: Option<Mutant>, end: &mut Nanos) -> u64 {
         faults: k.faults,
         pool_bufs: 8192,
         groups_in_use: k.groups,
+        backpressure: k.backpressure,
     });
     if mutant == Some(Mutant::NoLeaveRetries) {
         sim.mutate_no_leave_retries();

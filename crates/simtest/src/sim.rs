@@ -15,6 +15,7 @@ use ibpoll_ctrl::{
     Controller, CtrlConfig, CtrlEvent, DataCore, FlushLevel, GroupAddr, GroupPhase, Poll, Request,
 };
 use ibpoll_dev::{Clock, Device, Nanos, Port, RxQueue, TxQueue, VirtualClock};
+use ibpoll_devtest::{Backpressure, BackpressureConfig};
 use ibpoll_mem::{Mbuf, Mempool};
 use ibpoll_pmd_sim::{FabricConfig, FaultConfig, PortId, SimDevice, SimFabric};
 use ibpoll_testkit::data::{self, Direct, IpoibQp};
@@ -43,6 +44,10 @@ pub struct SimConfig {
     /// Multicast groups the run may use besides the broadcast group (for the flush
     /// bound: how many leaves a flush may have to send).
     pub groups_in_use: usize,
+    /// Wraps every host's port in `ibpoll_devtest::Backpressure` seeded with this: send
+    /// queues refuse part of each burst and complete late, and the wrapper checks that
+    /// no address handle is destroyed while a send names it (an invariant every step).
+    pub backpressure: Option<u64>,
 }
 
 impl Default for SimConfig {
@@ -54,6 +59,7 @@ impl Default for SimConfig {
             faults: FaultConfig::NONE,
             pool_bufs: 8192,
             groups_in_use: 64,
+            backpressure: None,
         }
     }
 }
@@ -73,6 +79,8 @@ pub struct Host {
     pub gid: Gid,
     /// Its IPv4 address.
     pub ip: [u8; 4],
+    /// The back-pressure wrapper of its port, when the run draws one.
+    pub backpressure: Option<Arc<Backpressure>>,
     /// The interface's QPN.
     pub qpn: Qpn,
     /// Every QPN of the interface (lane and control core).
@@ -99,6 +107,11 @@ pub struct Host {
     pub ring_back: u64,
     /// Packets data cores sent through their snapshot.
     pub sent_direct: u64,
+    /// Sends the send queue refused (back-pressure; the data core freed the packet).
+    pub tx_refused: u64,
+    /// Sends posted on the data cores' send queue (their progress for the controller's
+    /// address-handle reaper).
+    pub posted: u64,
     /// ARP packets handed to the control core.
     pub arp_handed: u64,
     /// `join_group` calls refused (they count in `mcast_table_full` too).
@@ -121,6 +134,17 @@ pub struct Host {
     pub light_window: bool,
     /// Events the controller emitted.
     pub events: Vec<CtrlEvent>,
+}
+
+impl Host {
+    /// What a lane does once per iteration: polls its send queue's completions and
+    /// publishes its send progress (the data cores share one queue here).
+    fn publish_progress(&mut self) {
+        let completed = self.tx.completed();
+        for c in &self.cores {
+            c.progress.publish(self.posted, completed);
+        }
+    }
 }
 
 /// The whole simulated system.
@@ -200,6 +224,16 @@ impl Sim {
         let name = format!("h{index}");
         let dev = self.fabric.add_node(&name, 1);
         let raw = dev.open_port(1).expect("port 1");
+        let (raw, backpressure) = match self.cfg.backpressure {
+            Some(seed) => {
+                let cfg = BackpressureConfig::new(seed ^ index as u64)
+                    .accept(1, 16)
+                    .delay(0, 3);
+                let bp = Backpressure::new(raw, cfg);
+                (bp.clone() as Arc<dyn Port>, Some(bp))
+            }
+            None => (raw, None),
+        };
         let attr = raw.attr();
         let h = lock(&self.obs).add_host(attr.gid, self.cfg.ctrl.sa_timeout);
         assert_eq!(h, index);
@@ -230,6 +264,7 @@ impl Sim {
             port,
             gid: attr.gid,
             ip,
+            backpressure,
             qpn,
             own,
             ctl,
@@ -243,6 +278,8 @@ impl Sim {
             handed: 0,
             ring_back: 0,
             sent_direct: 0,
+            tx_refused: 0,
+            posted: 0,
             arp_handed: 0,
             join_refused: 0,
             received: 0,
@@ -467,8 +504,11 @@ impl Sim {
         let c = &mut host.cores[core];
         let m = match data::send_direct(c, &mut *host.tx, to, m) {
             Ok(sent) => {
-                assert_eq!(sent, 1, "the simulated send queue takes every packet");
-                host.sent_direct += 1;
+                // A queue under back-pressure may refuse it (freed, counted).
+                host.sent_direct += sent as u64;
+                host.tx_refused += 1 - sent as u64;
+                host.posted += sent as u64;
+                host.publish_progress();
                 return false;
             }
             Err(m) => m,
@@ -546,6 +586,7 @@ impl Sim {
             for c in &mut self.hosts[h].cores {
                 c.reader.quiescent();
             }
+            self.hosts[h].publish_progress();
             while let Some(ev) = self.hosts[h].ctl.take_event() {
                 self.on_event(h, ev);
             }
@@ -715,6 +756,13 @@ impl Sim {
         let cfg = &host.cfg;
         let s = ctl.stats();
         let at = format!("host {h} at {:?} (step {})", now.as_duration(), self.steps);
+
+        // a'. No address handle is destroyed while a send names it, and no send names a
+        // destroyed one (checked by the back-pressure wrapper, when drawn).
+        if let Some(bp) = &host.backpressure {
+            let v = bp.violations();
+            assert_eq!(v.total(), 0, "{at}: address-handle lifetime broken: {v:?}");
+        }
 
         // b. Flushes end within their bound whatever the SA does.
         let bound = self.flush_bound(h);

@@ -24,6 +24,7 @@ fn down_during_an_outage(mutant: bool) {
         faults: FaultConfig::NONE,
         pool_bufs: 1024,
         groups_in_use: 2,
+        backpressure: None,
     });
     if mutant {
         s.mutate_no_leave_retries();

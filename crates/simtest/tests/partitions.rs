@@ -31,6 +31,7 @@ fn a_pkey_change_under_traffic_stops_packets_at_the_switch() {
         faults: FaultConfig::NONE,
         pool_bufs: 4096,
         groups_in_use: 4,
+        backpressure: None,
     });
     for h in 0..2 {
         s.run_until(Nanos::from_secs(30), ms(10), |s| s.hosts[h].ctl.link_up());

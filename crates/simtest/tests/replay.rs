@@ -43,7 +43,8 @@ fn a_pinned_seed_replays_as_it_did_when_pinned() {
          ans_loss=0.3 dup=0.05 err=0(0x0001) pkt_loss=0 reorder=0.05 outage=0.02 \
          path_silent=0x0 | groups=40 next_hops=4 p_send=0.3 burst_max=4 unicast=0 churn=0.02 \
          | admin=0.0120 port=0.0120 sm=0.0060 pkey=0.0030 lid=0.0030 | window=8 ring=16 \
-         groups_max=8 sa_timeout=1000ms sendonly_idle=5s neigh_idle=300s flush_max=60s",
+         groups_max=8 sa_timeout=1000ms sendonly_idle=5s neigh_idle=300s flush_max=60s \
+         backpressure=false",
         "the knobs seed {seed} draws changed: the generator or Knobs::draw changed"
     );
     assert_eq!(

@@ -40,6 +40,7 @@ fn sim_with(hosts: usize, faults: FaultConfig, ctrl: CtrlConfig) -> Sim {
         faults,
         pool_bufs: 4096,
         groups_in_use: 8,
+        backpressure: None,
     })
 }
 

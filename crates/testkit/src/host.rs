@@ -77,6 +77,8 @@ pub struct CtlHost {
     pub rx: Box<dyn RxQueue>,
     /// A data core's own send queue (for sends through the snapshot).
     pub tx: Box<dyn TxQueue>,
+    /// Sends posted on `tx`, as a lane counts them for the address-handle reaper.
+    pub posted: u64,
     /// The buffer pool.
     pub pool: Mempool,
     /// IPv4 payload sequence numbers received (looped-back own packets excluded).
@@ -143,6 +145,7 @@ impl CtlHost {
             qpn: qp.qpn,
             own: qp.own,
             port,
+            posted: 0,
             ctl,
             cores,
             rx: qp.rx,
@@ -166,6 +169,7 @@ impl CtlHost {
         for c in &mut self.cores {
             c.reader.quiescent();
         }
+        self.publish_progress();
         self.drain_rx();
     }
 
@@ -241,9 +245,23 @@ impl CtlHost {
     ) -> bool {
         let m = self.packet(seq);
         let c = &mut self.cores[core];
-        match data::send_direct(c, &mut *self.tx, to, m) {
-            Ok(sent) => sent == 1,
+        let sent = match data::send_direct(c, &mut *self.tx, to, m) {
+            Ok(sent) => {
+                self.posted += sent as u64;
+                sent == 1
+            }
             Err(m) => c.requests.send(request(m)).is_ok(),
+        };
+        self.publish_progress();
+        sent
+    }
+
+    /// What a lane does once per iteration: polls its send queue's completions and
+    /// publishes its send progress (every data core shares the one queue here).
+    pub fn publish_progress(&mut self) {
+        let completed = self.tx.completed();
+        for c in &self.cores {
+            c.progress.publish(self.posted, completed);
         }
     }
 }

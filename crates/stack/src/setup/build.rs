@@ -132,7 +132,16 @@ pub(super) fn build(b: &StackBuilder, plan: &Plan) -> Result<Built, Error> {
             iface: i,
             pending_move: None,
         });
-        for ((parts, qp), core) in lane_parts.iter_mut().zip(q.lanes).zip(cores) {
+        let mut lanes = q.lanes;
+        // The interface QP's receive queues beyond the first (RSS), one per other lane.
+        let first = 1.min(lanes[0].rx.len());
+        let spread: Vec<_> = lanes[0].rx.drain(first..).collect();
+        let mut spread = spread.into_iter();
+        for (k, ((parts, mut qp), core)) in lane_parts.iter_mut().zip(lanes).zip(cores).enumerate()
+        {
+            if k > 0 {
+                qp.rx.extend(spread.next());
+            }
             parts.push(lane_iface(qp, core, own_qpns.clone()));
         }
     }
@@ -203,9 +212,18 @@ fn create_qps(
     cfg.rx_ring_size = b.rx_ring_size;
     cfg.tx_ring_size = b.tx_ring_size;
     cfg.block_self_mcast_lb = caps.block_self_mcast_lb;
-    let lanes = (0..plan.data_cores)
-        .map(|_| port.create_ud_qp(&cfg))
-        .collect::<Result<Vec<_>, _>>()?;
+    // Where the device spreads one QPN's traffic over several receive queues (RSS),
+    // the interface's QP gets one per lane, so unicast spreads over the lanes too.
+    let n = plan.data_cores;
+    let rss = n > 1 && usize::from(caps.rx_queues_per_qpn) >= n;
+    let mut lanes = Vec::with_capacity(n);
+    for k in 0..n {
+        let mut c = cfg.clone();
+        if k == 0 && rss {
+            c.rx_queues = n as u16;
+        }
+        lanes.push(port.create_ud_qp(&c)?);
+    }
     cfg.rx_ring_size = 0;
     let ctl = port.create_ud_qp(&cfg)?;
     Ok(IfaceQps {

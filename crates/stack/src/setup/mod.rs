@@ -205,8 +205,8 @@ impl StackBuilder {
         self
     }
 
-    /// Data lcores (1..=64, at most the usable CPUs): each owns one receive and one send
-    /// queue of each interface's UD QP. Default: one per usable CPU (less the dedicated
+    /// Data lcores (1..=64, at most the usable CPUs): each owns one UD QP per interface
+    /// (lane 0's is the interface's). Default: one per usable CPU (less the dedicated
     /// control lcore's, if any).
     pub fn data_cores(mut self, n: usize) -> Self {
         self.data_cores = Some(n);
@@ -275,10 +275,9 @@ impl StackBuilder {
     /// Adds an interface (a partition of the port): call it once per interface, up to
     /// [`IFACES_MAX`]; interface `i` is the `i`-th call. Once called, the builder's
     /// [`pkey`](Self::pkey) and [`ipv4`](Self::ipv4) are not used. Each interface has its
-    /// own UD QP and controller and one receive and one send queue per data lcore;
-    /// received bursts name their interface in [`LcoreCtx::iface`], and
-    /// [`TxBuffer::push_on`](crate::TxBuffer::push_on) names the outgoing one. P_Keys
-    /// must differ.
+    /// own controller and one UD QP per data lcore (plus the control core's); received
+    /// bursts name their interface in [`LcoreCtx::iface`](crate::LcoreCtx::iface), and
+    /// [`Tx::push`](crate::Tx::push) names the outgoing one. P_Keys must differ.
     pub fn interface(mut self, iface: IfaceConfig) -> Self {
         self.interfaces.push(iface);
         self
