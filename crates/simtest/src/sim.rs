@@ -224,21 +224,24 @@ impl Sim {
         let name = format!("h{index}");
         let dev = self.fabric.add_node(&name, 1);
         let raw = dev.open_port(1).expect("port 1");
-        let (raw, backpressure) = match self.cfg.backpressure {
-            Some(seed) => {
-                let cfg = BackpressureConfig::new(seed ^ index as u64)
-                    .accept(1, 16)
-                    .delay(0, 3);
-                let bp = Backpressure::new(raw, cfg);
-                (bp.clone() as Arc<dyn Port>, Some(bp))
-            }
-            None => (raw, None),
-        };
         let attr = raw.attr();
         let h = lock(&self.obs).add_host(attr.gid, self.cfg.ctrl.sa_timeout);
         assert_eq!(h, index);
         let port_id = dev.port_id(1);
-        let port: Arc<dyn Port> = Arc::new(ObsPort::new(raw, index, port_id, self.obs.clone()));
+        // The observer sits under the back-pressure wrapper: it sees a send when the
+        // wrapper hands it to the fabric, after its delay, which is when the switch
+        // decides where it goes (the partition check notes the P_Keys of that instant).
+        let observed: Arc<dyn Port> = Arc::new(ObsPort::new(raw, index, port_id, self.obs.clone()));
+        let (port, backpressure) = match self.cfg.backpressure {
+            Some(seed) => {
+                let cfg = BackpressureConfig::new(seed ^ index as u64)
+                    .accept(1, 16)
+                    .delay(0, 3);
+                let bp = Backpressure::new(observed, cfg);
+                (bp.clone() as Arc<dyn Port>, Some(bp))
+            }
+            None => (observed, None),
+        };
         let pool = data::pool(&name, self.cfg.pool_bufs);
         let ip = [10, 0, 0, index as u8 + 1];
         let cfg = CtrlConfig {
