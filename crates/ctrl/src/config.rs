@@ -1,5 +1,7 @@
 //! How a controller is built: bounds and timings.
 
+use std::path::PathBuf;
+
 use ibpoll_dev::Nanos;
 use ibpoll_wire::ipoib::McastScope;
 use ibpoll_wire::PKey;
@@ -61,6 +63,20 @@ pub struct CtrlConfig {
     pub arp_interval: Nanos,
     /// Packets the control core keeps when its send queue is full.
     pub tx_backlog_max: usize,
+    /// Where the port's owner lock lives (see [`PortClaim`](crate::PortClaim)): on an
+    /// InfiniBand port the controller claims the port before it talks to the SA, and a
+    /// port another process drives is refused. `None` claims nothing: for ports no
+    /// other process can reach (the in-process simulated fabric). A stack on a real HCA
+    /// sets [`default_owner_lock_dir`](crate::default_owner_lock_dir).
+    pub owner_lock_dir: Option<PathBuf>,
+    /// Before its first join, look up at the SA the memberships this port holds in the
+    /// interface's partition (left by an earlier instance that was killed) and leave
+    /// them. Only sound when nothing else on the port joins in this partition: what the
+    /// owner lock ensures for ibpoll processes (the kernel's IPoIB interface of the
+    /// same partition must be down). No effect on RoCE (no SA).
+    pub sa_cleanup: bool,
+    /// The startup cleanup gives up after this long (the SA silent or refusing).
+    pub cleanup_max: Nanos,
 }
 
 impl Default for CtrlConfig {
@@ -88,6 +104,9 @@ impl Default for CtrlConfig {
             arp_tries: 3,
             arp_interval: Nanos::from_secs(1),
             tx_backlog_max: 256,
+            owner_lock_dir: None,
+            sa_cleanup: true,
+            cleanup_max: Nanos::from_secs(10),
         }
     }
 }

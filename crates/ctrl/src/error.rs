@@ -1,6 +1,8 @@
 //! Set-up errors. Everything after set-up is a counter ([`CtrlStats`](crate::CtrlStats)).
 
 use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
 
 use ibpoll_wire::{Gid, PKey};
 
@@ -42,6 +44,43 @@ pub enum Error {
         data_cores: usize,
         /// Lane QPs given.
         lane_qpns: usize,
+    },
+    /// Another controller drives the port's SA memberships (see `owner`): one ibpoll
+    /// process per InfiniBand port, one controller per partition in it.
+    #[error("InfiniBand port {port_guid:#018x} is already in use by ibpoll process {}: {what} (lock {}); SA memberships belong to a port, so only one ibpoll process may drive it: stop that process or use another port", pid.map_or_else(|| "(PID unknown)".to_owned(), |p| p.to_string()), path.display())]
+    PortOwned {
+        /// The port.
+        port_guid: u64,
+        /// The owner's PID, as written in the lock file.
+        pid: Option<u32>,
+        /// The lock file.
+        path: PathBuf,
+        /// What holds it.
+        what: &'static str,
+    },
+    /// The port's owner lock file could not be created or locked.
+    #[error("the port owner lock {} could not be taken: set IBPOLL_RUN_DIR to a writable directory shared by every ibpoll process of this machine", path.display())]
+    OwnerLock {
+        /// The lock file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A RoCE interface needs an IPv4 address: its GID is the address's IPv4-mapped
+    /// GID.
+    #[error("port {port} is RoCE (Ethernet): the interface needs an IPv4 address (CtrlConfig::ipv4), whose IPv4-mapped GID is its GID")]
+    RoceNeedsIpv4 {
+        /// The port number.
+        port: u8,
+    },
+    /// The RoCE port's GID table has no entry for the interface address.
+    #[error("RoCE port {port} has no GID-table entry ::ffff:{} for the interface address: add the address to the port's netdev (ip addr add {}/24 dev <netdev>) or configure the address it has", Ipv4Addr::from(*ip), Ipv4Addr::from(*ip))]
+    RoceNoGid {
+        /// The port number.
+        port: u8,
+        /// The interface address.
+        ip: [u8; 4],
     },
     /// The snapshot domain could not be created.
     #[error("creating the snapshot domain for {data_cores} data cores failed")]

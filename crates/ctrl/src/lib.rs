@@ -1,7 +1,8 @@
 //! `ibpoll-ctrl`: the control plane of an ibpoll IPoIB interface.
 //!
 //! One control core owns every piece of mutable control state: the multicast groups and
-//! their join state machine, the SA client, ARP, IPv6 neighbour discovery (`nd`: the
+//! their join state machine, the link layer (the SA client on InfiniBand, local joins on
+//! RoCE, see [Link layers](#link-layers)), ARP, IPv6 neighbour discovery (`nd`: the
 //! all-nodes and solicited-node groups, solicitations and advertisements with the
 //! 20-byte IPoIB link-layer address option) and the neighbour table, and the flush
 //! that port events and interface up/down start. Everything else talks to it through
@@ -36,7 +37,7 @@
 //!    Other joins copy Q_Key, MTU (selector exactly), TClass, rate (selector exactly),
 //!    SL, FlowLabel and HopLimit from the broadcast group's record.
 //! 2. Joins go out only while the port is Active, the interface is up, the P_Key is in
-//!    the port's table and no flush runs.
+//!    the port's table, no flush runs and the startup cleanup (below) is over.
 //! 3. Failed joins back off 2, 4, 8, 16, 16 ... s, reset on success; a send-only group
 //!    that failed twice drops its queue (counted) and waits for the next packet.
 //! 4. The data path never joins: a packet for a group that is not Joined becomes a
@@ -65,6 +66,70 @@
 //! 9. Everything is bounded: groups (`groups_max`), queues (64 per group, 3 per
 //!    neighbour), neighbours, rings, the send backlog, the SA window. A flood costs
 //!    counters ([`CtrlStats`]), not memory.
+//!
+//! # Link layers
+//!
+//! What differs between InfiniBand and RoCE is a strategy the controller picks once,
+//! from `PortAttr::link_layer` (the `link` module's `LinkLayerOps`): how a group is
+//! joined and left, how a path is resolved, how groups are named ([`McastMap`]), and
+//! whether there is an SA to clean up. The multicast state machine, the rules above,
+//! the flush, ARP, the neighbour table and the snapshots are the same code for both.
+//!
+//! * **InfiniBand**: joins (MCMemberRecord Set), leaves (Delete), paths (PathRecord
+//!   Get) and the startup listing (GetTable) are SA transactions over the port's MAD
+//!   channel; groups are IPoIB MGIDs (`ff12:401b:PPPP::...`).
+//! * **RoCE v2**: there is no SA. A join is local: the record is made from the port
+//!   (Q_Key 0x0B1B, the port's active MTU and rate, hop limit 64, MLID 0, the other
+//!   groups copying the broadcast group's parameters as on InfiniBand), and the attach
+//!   that follows is the whole join (the HCA driver joins the mapped IP multicast group
+//!   on its netdev, as the kernel's `cma_iboe_join_multicast` relies on). A leave is the
+//!   detach. Paths are computed: a GRH to the neighbour's GID, which its ARP hardware
+//!   address carries, from the GID-table index of our interface address's IPv4-mapped
+//!   GID (`::ffff:a.b.c.d`); every packet has a GRH, LIDs are 0. The interface's GID
+//!   (in its hardware address) is that IPv4-mapped GID, so a RoCE interface needs an
+//!   IPv4 address that its port's netdev has ([`Error::RoceNoGid`]). Groups are the
+//!   IPv4-mapped addresses themselves (`::ffff:239.1.2.3`, what rdma_cm uses for an
+//!   IPv4 group on a RoCE v2 port, `cma_iboe_set_mgid`). RoCE has no broadcast: the
+//!   broadcast group of an ibpoll interface on RoCE is the all-hosts group 224.0.0.1
+//!   (every IPv4 host is in it, it is never routed and needs no IGMP report), where ARP
+//!   requests go. Memberships are the kernel's (IGMP, counted per netdev), so the port
+//!   ownership below does not apply.
+//!
+//! # SA memberships belong to a port
+//!
+//! The SA keeps one membership per (port, group): two processes on one port that join
+//! and leave a group independently break each other (the first leave ends the
+//! membership, the switch stops forwarding the group to the port). The kernel solves it
+//! for its own users with a per-port multiplexer (ib_sa's multicast module, under
+//! rdma_cm and IPoIB). ibpoll does not join through it: rdma_cm's joins fix their own
+//! record (JoinState, Q_Key, parameters) and deliver answers on its own thread, while
+//! the rules above need every join parameter of IPoIB and the answers on the control
+//! core. The design ibpoll takes instead: **one ibpoll control process per InfiniBand
+//! port**, enforced, and a startup cleanup:
+//!
+//! * **Ownership** ([`PortClaim`]): with [`CtrlConfig::owner_lock_dir`] set (a stack on
+//!   a real HCA sets [`default_owner_lock_dir`]), the controller takes an exclusive
+//!   `flock` on `ibpoll-port-<GUID>.lock` before it opens the MAD channel, and writes
+//!   its PID there. A second process is refused with [`Error::PortOwned`], which names
+//!   the owner's PID and the lock file. The controllers of one process share the claim
+//!   (one per partition; a partition claimed twice is refused). The kernel drops the
+//!   lock with the process, `kill -9` included. Other processes that need the port's
+//!   multicast go through the owner (it is the port's IPoIB interface), and the
+//!   kernel's IPoIB interface of the same partition on that port must be down: the
+//!   kernel multiplexes its own users only.
+//! * **Startup cleanup** ([`CtrlConfig::sa_cleanup`], on by default): memberships
+//!   outlive a killed process. Before its first join the controller lists the port's
+//!   memberships in its partition (MCMemberRecord GetTable, component mask PortGID |
+//!   P_Key) and, since the owner lock makes it the only one of its partition on the
+//!   port, hands every group listed to the state machine as an `Unconfirmed`
+//!   obligation, which leaves it bit by bit like a join whose answer was lost (see
+//!   `controller::cleanup`). No join goes out meanwhile, at most for `cleanup_max` of
+//!   usable time; the cleanup is counted (`cleanup_runs`, `cleanup_found`,
+//!   `cleanup_failed`) and logged. Without RMPP one SA answer holds three records, so
+//!   rounds repeat until a listing shows nothing new; once `cleanup_max` passed and the
+//!   interface joined, a cleanup still running is best effort (its own memberships may
+//!   hide stale ones that sort after them). Groups listed with JoinState bits ibpoll
+//!   never joins with are left alone and counted.
 //!
 //! # Why the kernel's multicast races cannot happen here
 //!
@@ -142,13 +207,15 @@
 mod config;
 mod controller;
 mod error;
+mod link;
 pub mod mcast;
+mod mgid;
 mod nd;
 mod neigh;
 mod nh;
+mod owner;
 mod reaper;
 mod ring;
-mod sa;
 mod snapshot;
 mod stats;
 mod subs;
@@ -159,11 +226,13 @@ pub use controller::{
     Controller, CtrlEvent, CtrlQps, FlushLevel, GroupInfo, NeighInfo, NeighPhase, PathInfo, Poll,
 };
 pub use error::{Error, SnapshotMismatch, SnapshotSide};
+pub use link::JoinGranted;
 pub use mcast::{Backoff, GroupKind, GroupPhase, GroupState, Membership, RetryAt};
+pub use mgid::{ipv4_mapped_gid, ipv4_of_mapped, McastMap, ROCE_BROADCAST_GROUP};
 pub use nh::NhId;
+pub use owner::{default_owner_lock_dir, owner_lock_path, PortClaim};
 pub use reaper::{AhGuard, TxProgress};
 pub use ring::{DataCore, GroupAddr, Request, RequestSender};
-pub use sa::JoinGranted;
 pub use snapshot::{McastEntry, Neighbour, Snapshot};
 pub use stats::CtrlStats;
 pub use subs::{JoinStatus, RequestDrops, SubBoard, SubSlot, SUB_SLOTS};

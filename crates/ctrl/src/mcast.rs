@@ -44,7 +44,7 @@ use ibpoll_mem::Mbuf;
 use ibpoll_wire::mcmember::{self, JoinState};
 use ibpoll_wire::Gid;
 
-use crate::sa::{JoinGranted, Tid};
+use crate::link::{JoinGranted, Tid};
 use crate::snapshot::McastEntry;
 use crate::subs::JoinStatus;
 use crate::table::GroupIndex;
@@ -297,6 +297,10 @@ pub(crate) struct Group {
     pub(crate) last_used: Nanos,
     /// Remove the group once its leave ends (expired send-only group, unsubscribed).
     pub(crate) remove_after_leave: bool,
+    /// Holds an `Unconfirmed` token for a membership an earlier instance on the port
+    /// left (startup cleanup): it is left before the group is joined, so that the next
+    /// listing of the port's memberships sees past it.
+    pub(crate) leave_first: bool,
     /// Its leave was abandoned during the running flush (every try lost or refused):
     /// the flush does not try again; the next one does.
     pub(crate) leave_deferred: bool,
@@ -323,6 +327,7 @@ impl Group {
             queue: VecDeque::new(),
             last_used: now,
             remove_after_leave: false,
+            leave_first: false,
             leave_deferred: false,
             admin: false,
             attached: 0,

@@ -35,16 +35,16 @@ use ibpoll_wire::ndisc::{self, NeighborFlags};
 use ibpoll_wire::{ipv6, Gid};
 
 use crate::controller::Controller;
+use crate::mgid::McastMap;
 use crate::ring::GroupAddr;
 use crate::CtrlConfig;
 
 /// The MGIDs of the groups an interface with an IPv6 address is a full member of: the
 /// all-nodes group and its solicited-node group (none without an address).
-pub(crate) fn own_groups(cfg: &CtrlConfig) -> impl Iterator<Item = Gid> + '_ {
-    cfg.ipv6.into_iter().flat_map(|a| {
-        [ipv6::ALL_NODES, ipv6::solicited_node(&a)]
-            .map(|g| ipoib::ipv6_mcast_mgid(g, cfg.pkey, cfg.scope))
-    })
+pub(crate) fn own_groups(cfg: &CtrlConfig, map: McastMap) -> impl Iterator<Item = Gid> {
+    cfg.ipv6
+        .into_iter()
+        .flat_map(move |a| [ipv6::ALL_NODES, ipv6::solicited_node(&a)].map(|g| map.ipv6(g)))
 }
 
 /// A neighbour-discovery packet that passed the checks of RFC 4861 section 7.1.
@@ -97,7 +97,7 @@ impl Controller {
 
     /// Whether `mgid` is one of the groups neighbour discovery keeps this interface in.
     pub(crate) fn is_nd_group(&self, mgid: &Gid) -> bool {
-        own_groups(&self.cfg).any(|g| g == *mgid)
+        own_groups(&self.cfg, self.map).any(|g| g == *mgid)
     }
 
     /// A received Neighbor Solicitation or Advertisement (data from the IPoIB header
@@ -257,15 +257,25 @@ mod tests {
         b
     }
 
+    fn map(cfg: &CtrlConfig) -> McastMap {
+        McastMap::Ipoib {
+            pkey: cfg.pkey,
+            scope: cfg.scope,
+        }
+    }
+
     #[test]
     fn own_groups_are_all_nodes_and_solicited_node() {
-        assert_eq!(own_groups(&CtrlConfig::default()).count(), 0);
+        assert_eq!(
+            own_groups(&CtrlConfig::default(), map(&CtrlConfig::default())).count(),
+            0
+        );
         let cfg = CtrlConfig {
             ipv6: Some(B),
             pkey: PKey(0x8001),
             ..CtrlConfig::default()
         };
-        let g: Vec<String> = own_groups(&cfg).map(|g| g.to_string()).collect();
+        let g: Vec<String> = own_groups(&cfg, map(&cfg)).map(|g| g.to_string()).collect();
         assert_eq!(
             g,
             ["ff12:601b:8001:0:0:0:0:1", "ff12:601b:8001:0:0:1:ff00:1202"]

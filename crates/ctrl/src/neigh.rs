@@ -6,7 +6,7 @@
 //! ```text
 //! Incomplete { tries, next_arp_at }   ARP request sent to the broadcast group (IPv6: a
 //!                                     Neighbor Solicitation to the solicited-node group)
-//! Resolving  { hwaddr, tid, old }     hardware address known; PathRecord Get (tid)
+//! Resolving  { hwaddr, tid, old }     hardware address known; path resolution (tid)
 //! Reachable  { entry }                published: remote QPN + address handle
 //! ```
 //!
@@ -24,13 +24,11 @@ use std::sync::Arc;
 use ibpoll_dev::{AhAttr, Nanos};
 use ibpoll_mem::Mbuf;
 use ibpoll_wire::ipoib::{self, HwAddr};
-use ibpoll_wire::mad::Method;
-use ibpoll_wire::sa::Attribute;
-use ibpoll_wire::{arp, path_record, QKey};
+use ibpoll_wire::{arp, QKey};
 
 use crate::controller::{Controller, FlushLevel};
+use crate::link::Tid;
 use crate::nh::NhSlot;
-use crate::sa::{self, Tid, TxnKind};
 use crate::snapshot::Neighbour;
 
 /// The resolution state of one neighbour.
@@ -266,25 +264,14 @@ impl Controller {
                 NeighState::Resolving {
                     hwaddr, tid: None, ..
                 } => {
-                    if !self.path_allowed() || !self.sa.has_room() {
+                    if !self.path_allowed() || !self.link.txns().has_room() {
                         scan_at = now;
                         continue;
                     }
-                    let rec = path_record::Repr {
-                        dgid: hwaddr.gid(),
-                        sgid: self.port_gid,
-                        numb_path: 1,
-                        pkey: self.cfg.pkey,
-                        ..path_record::Repr::default()
-                    };
-                    if let Some((t, _)) = self.sa.start(
-                        now,
-                        Method::GET,
-                        sa::path_mask(),
-                        Attribute::PathRecord(rec),
-                        TxnKind::Path(ip),
-                        &mut self.stats,
-                    ) {
+                    // A PathRecord query on InfiniBand, computed from GIDs on RoCE.
+                    if let Some((t, _)) =
+                        self.link.start_path(now, ip, hwaddr.gid(), &mut self.stats)
+                    {
                         if let Some(NeighState::Resolving { tid, .. }) =
                             self.neighbours.get_mut(&ip).map(|n| &mut n.state)
                         {
@@ -345,14 +332,8 @@ impl Controller {
         Some(m)
     }
 
-    /// A path query ended.
-    pub(crate) fn on_path(
-        &mut self,
-        tid: Tid,
-        ip: IpAddr,
-        path: Option<path_record::Repr>,
-        _now: Nanos,
-    ) {
+    /// A path resolution ended: the address handle to make, or `None`.
+    pub(crate) fn on_path(&mut self, tid: Tid, ip: IpAddr, path: Option<AhAttr>, _now: Nanos) {
         let qkey = self.bcast_qkey();
         let Some(n) = self.neighbours.get_mut(&ip) else {
             return;
@@ -369,16 +350,10 @@ impl Controller {
             return;
         }
         let (hwaddr, old) = (*hwaddr, old.clone());
-        let route = path.map(|p| (p.dlid, p.sl));
-        let ah = path.and_then(|p| {
+        let route = path.map(|a| (a.dlid, a.sl));
+        let ah = path.and_then(|attr| {
             self.port
-                .create_ah(&AhAttr {
-                    dlid: p.dlid,
-                    sl: p.sl,
-                    src_path_bits: 0,
-                    static_rate: p.rate,
-                    grh: None,
-                })
+                .create_ah(&attr)
                 .map_err(|_| self.stats.ah_errors += 1)
                 .ok()
         });

@@ -28,7 +28,9 @@ use crate::reaper::AhGuard;
 use std::sync::Arc;
 
 use ibpoll_dev::{AddressHandle, TxDst};
-use ibpoll_wire::ipoib::{self, HwAddr, McastScope};
+use ibpoll_wire::ipoib::{HwAddr, McastScope};
+
+use crate::mgid::McastMap;
 use ibpoll_wire::{Gid, Lid, PKey, QKey, Qpn};
 
 /// The hasher of the snapshot's tables: foldhash (hashbrown's default), seeded per
@@ -175,6 +177,8 @@ pub struct Snapshot {
     pub pkey: PKey,
     /// The scope of IPv4 multicast MGIDs.
     pub scope: McastScope,
+    /// How the interface names its groups (IPoIB MGIDs, or IPv4-mapped GIDs on RoCE).
+    pub mcast_map: McastMap,
     /// The broadcast group, when Joined and no flush runs (while one runs no group is
     /// published: packets for groups go to the control core, which queues them).
     pub(crate) broadcast: Option<Arc<McastEntry>>,
@@ -221,13 +225,19 @@ fn clear_slot(nh: &mut [NhEntry], id: NhId) {
 impl Snapshot {
     /// An empty snapshot of an interface in partition `pkey` whose next hops come from a
     /// slab with the usage marks `used`.
-    pub(crate) fn new(pkey: PKey, scope: McastScope, used: Arc<[AtomicBool]>) -> Snapshot {
+    pub(crate) fn new(
+        pkey: PKey,
+        scope: McastScope,
+        mcast_map: McastMap,
+        used: Arc<[AtomicBool]>,
+    ) -> Snapshot {
         Snapshot {
             generation: 0,
             link_up: false,
             mtu: 0,
             pkey,
             scope,
+            mcast_map,
             broadcast: None,
             groups: HashMap::default(),
             neighbours: HashMap::default(),
@@ -472,13 +482,13 @@ impl Snapshot {
     /// The MGID of IPv4 group `group` on this interface.
     #[inline]
     pub fn ipv4_mgid(&self, group: [u8; 4]) -> Gid {
-        ipoib::ipv4_mcast_mgid(group, self.pkey, self.scope)
+        self.mcast_map.ipv4(group)
     }
 
     /// The MGID of IPv6 group `group` on this interface (signature 0x601B).
     #[inline]
     pub fn ipv6_mgid(&self, group: [u8; 16]) -> Gid {
-        ipoib::ipv6_mcast_mgid(group, self.pkey, self.scope)
+        self.mcast_map.ipv6(group)
     }
 
     /// The resolved neighbour `ip`, if any.

@@ -21,6 +21,8 @@ ibpoll_dev::counters! {
         sa_leaves_sent,
         /// PathRecord Get requests sent.
         sa_paths_sent,
+        /// MCMemberRecord GetTable requests sent (listings of this port's memberships).
+        sa_lists_sent,
         /// MADs the channel refused to send (the transaction then times out).
         sa_send_errors,
         /// Answers matched to a transaction in flight.
@@ -51,6 +53,15 @@ ibpoll_dev::counters! {
         leaves_abandoned,
         /// Leaves sent for joins whose answer never came ("the SA may hold it").
         leaves_unconfirmed,
+
+        /// Startup cleanups run (an earlier instance's memberships looked for at the SA).
+        cleanup_runs,
+        /// Memberships an earlier instance left that the cleanup found and handed to
+        /// the multicast state machine to leave (or to absorb into its own join).
+        cleanup_found,
+        /// What the cleanup could not do: a listing never answered, a cleanup out of
+        /// time, a group still listed after every IPoIB JoinState bit was left.
+        cleanup_failed,
 
         /// Packets queued for a group that is not Joined yet.
         mcast_queued,

@@ -144,11 +144,6 @@ impl GroupIndex {
             ),
             _ => (false, false, None),
         };
-        let leave_at = if g.remove_after_leave {
-            idle_at.or(joined.then_some(Nanos::ZERO))
-        } else {
-            lacks_bits.then_some(Nanos::ZERO)
-        };
         let unconfirmed = matches!(
             g.state,
             GroupState::Idle {
@@ -156,8 +151,14 @@ impl GroupIndex {
                 ..
             }
         );
+        let leave_first = g.leave_first && unconfirmed;
+        let leave_at = if g.remove_after_leave || leave_first {
+            idle_at.or(joined.then_some(Nanos::ZERO))
+        } else {
+            lacks_bits.then_some(Nanos::ZERO)
+        };
         GroupIndex {
-            join_at: idle_at.filter(|_| !g.remove_after_leave),
+            join_at: idle_at.filter(|_| !g.remove_after_leave && !leave_first),
             leave_at,
             flush_leave: joined || (unconfirmed && !g.leave_deferred),
             leaving: matches!(g.state, GroupState::Leaving { .. }),

@@ -1,13 +1,13 @@
 //! The driver contract's conformance suite against the simulator: as an InfiniBand HCA
-//! answers through verbs, with every optional capability, and under each test-device
-//! wrapper. A template for other PMDs' `tests/conformance.rs`.
+//! answers through verbs, as a RoCE v2 port, with every optional capability, and under
+//! each test-device wrapper. A template for other PMDs' `tests/conformance.rs`.
 
 mod common;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use common::SimFixture;
+use common::{RoceFixture, SimFixture};
 use ibpoll_dev::Port;
 use ibpoll_devtest::capture::read_capture;
 use ibpoll_devtest::conformance::{EventCause, Fixture, Group};
@@ -18,6 +18,10 @@ use ibpoll_mem::Mempool;
 
 mod sim {
     ibpoll_devtest::conformance_tests!(super::SimFixture::new());
+}
+
+mod sim_roce {
+    ibpoll_devtest::conformance_tests!(super::RoceFixture::new());
 }
 
 mod sim_all_caps {

@@ -304,6 +304,8 @@ impl Harness {
         });
         m.header.mad.method = match m.header.mad.method {
             Method::DELETE => Method::DELETE_RESP,
+            // The startup cleanup's listing (echoed: no records).
+            Method::GET_TABLE => Method::GET_TABLE_RESP,
             _ => Method::GET_RESP,
         };
         if input.u8() & 0x0f == 0 {

@@ -140,10 +140,12 @@ impl Partitions {
                 ),
             });
         };
-        let verdicts = sends.iter().map(|s| {
+        // A QP created after a send's epoch (a restarted host's) has no P_Key in it:
+        // the switch chose that send's receivers before the QP existed.
+        let verdicts = sends.iter().filter_map(|s| {
             let epoch = &self.epochs[(s >> 16) as usize];
             let sender = (s & 0xffff) as usize;
-            (sender, epoch[sender], epoch[qp])
+            Some((sender, *epoch.get(sender)?, *epoch.get(qp)?))
         });
         let mut seen = Vec::new();
         for (sender, theirs, ours) in verdicts {

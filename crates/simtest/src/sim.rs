@@ -393,6 +393,52 @@ impl Sim {
         self.fabric.set_pkeys(self.hosts[h].port_id, pkeys);
     }
 
+    /// Kills host `h`'s interface as `kill -9` does: the controller and its QPs are
+    /// gone without leaving anything at the SA. A new interface starts on the same port
+    /// (what a restarted process does); its startup cleanup must leave what the dead
+    /// one held, before it joins. False (nothing done) when the port's P_Key table lacks
+    /// the partition, so that no interface could start.
+    pub fn crash(&mut self, h: usize) -> bool {
+        let host = &self.hosts[h];
+        let Some(pkey_index) = host.port.attr().pkey_index(host.cfg.pkey) else {
+            return false;
+        };
+        let port = host.port.clone();
+        let pool = host.pool.clone();
+        let cfg = host.cfg.clone();
+        self.tag("crash", h, 0);
+        // The dead process's controller and queues go with the replacement below.
+        let host = &mut self.hosts[h];
+        let IpoibQp {
+            qpn,
+            ctl: ctl_qps,
+            tx,
+            rx,
+            own,
+        } = data::ipoib_qp(&*port, pkey_index, &pool, QP_RING_SIZE);
+        let clock: Arc<dyn Clock> = self.clock.clone();
+        let (ctl, cores) =
+            Controller::new(cfg, port, ctl_qps, pool, clock).expect("the restarted controller");
+        host.ctl = ctl;
+        host.cores = cores;
+        host.rx = rx;
+        host.tx = tx;
+        host.qpn = qpn;
+        host.own = own;
+        host.admin_up = true;
+        // What the checker counts per controller starts again.
+        host.handed = 0;
+        host.ring_back = 0;
+        host.sent_direct = 0;
+        host.arp_handed = 0;
+        host.join_refused = 0;
+        host.flush_since = None;
+        host.light_window = false;
+        host.gen_at_wipe = 0;
+        host.events.clear();
+        true
+    }
+
     /// Gives host `h` a fresh LID.
     pub fn new_lid(&mut self, h: usize) {
         let lid = Lid(self.next_lid);

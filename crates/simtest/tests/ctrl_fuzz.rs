@@ -71,7 +71,9 @@ fn seq(cfg: u8, ops: &[Vec<u8>]) -> Vec<u8> {
 
 fn corpus() -> Vec<(&'static str, Vec<u8>)> {
     use op::*;
-    let up = [time(3), answer_ok(0), time(3)];
+    // The startup cleanup's listing (answered: nothing to clean), then the broadcast
+    // join.
+    let up = [time(3), answer_ok(0), time(3), answer_ok(0), time(3)];
     let with_up = |cfg: u8, rest: &[Vec<u8>]| {
         let mut ops = up.to_vec();
         ops.extend_from_slice(rest);

@@ -528,3 +528,65 @@ fn light_flush_whose_broadcast_rejoin_fails_takes_the_link_down() {
     up(&mut s, 0);
     s.finish();
 }
+
+/// A host's process is killed (`kill -9`: nothing left, the SA keeps its memberships)
+/// and restarted on the same port: the new controller's startup cleanup leaves what the
+/// dead one held before it joins, every invariant holding after every step (the SA
+/// ledger sees each grant of the dead one left once, by the new one).
+#[test]
+fn a_killed_interface_is_cleaned_up_by_its_successor() {
+    let mut s = sim(2, delay(50));
+    up(&mut s, 0);
+    up(&mut s, 1);
+    assert!(s.subscribe(0, G1));
+    assert!(s.subscribe(1, G1));
+    joined(&mut s, 0, G1);
+    s.send_mcast(0, 0, G2);
+    joined(&mut s, 0, G2);
+    assert_eq!(s.held_by(0).len(), 3, "{:?}", s.held_by(0));
+    assert!(s.crash(0));
+    assert_eq!(
+        s.held_by(0).len(),
+        3,
+        "the SA keeps a dead process's memberships"
+    );
+    up(&mut s, 0);
+    let st = s.hosts[0].ctl.stats();
+    assert_eq!(
+        (st.cleanup_runs, st.cleanup_found, st.cleanup_failed),
+        (1, 3, 0)
+    );
+    // Only its own broadcast join is held now; host 1 keeps G1.
+    assert_eq!(
+        s.held_by(0),
+        vec![(s.bcast, ibpoll_wire::mcmember::JoinState::FULL_MEMBER)]
+    );
+    assert!(s.held_by(1).iter().any(|(g, _)| *g == s.mgid(G1)));
+    s.finish();
+}
+
+/// The same while answers are lost and late: the cleanup is bounded, and whatever it
+/// could not leave is left later (liveness and the final balance check).
+#[test]
+fn a_killed_interface_is_cleaned_up_by_its_successor_under_sa_faults() {
+    let faults = FaultConfig {
+        sa_answer_loss: 0.3,
+        sa_request_loss: 0.1,
+        ..FaultConfig {
+            sa_delay_min: ms(10),
+            sa_delay_max: ms(900),
+            ..FaultConfig::NONE
+        }
+    };
+    let mut s = sim(1, FaultConfig::NONE);
+    up(&mut s, 0);
+    for i in 1..=6 {
+        assert!(s.subscribe(0, GroupAddr::Ipv4([239, 1, 0, i])));
+    }
+    s.run(secs(5), ms(10));
+    s.set_faults(faults);
+    assert!(s.crash(0));
+    s.run(secs(60), ms(10));
+    assert_eq!(s.hosts[0].ctl.stats().cleanup_runs, 1);
+    s.finish();
+}

@@ -60,7 +60,8 @@ pub struct CtlHost {
     pub name: &'static str,
     /// Its port on the simulated fabric (for the fabric's port controls).
     pub port_id: PortId,
-    /// Its port GID.
+    /// The interface's GID (in its hardware address): the port GID on InfiniBand, the
+    /// interface address's IPv4-mapped GID on RoCE.
     pub gid: Gid,
     /// The interface's QPN.
     pub qpn: Qpn,
@@ -112,6 +113,21 @@ impl CtlHost {
         CtlHost::on_port(name, dev.port_id(1), port, qp, cfg, pool, clock)
     }
 
+    /// A host on a new RoCE v2 node `name` of `net` whose port's address (and the
+    /// interface's, unless `cfg` names one) is `ip`, with a pool of 4096 buffers.
+    pub fn roce(net: &Net, name: &'static str, ip: [u8; 4], cfg: CtrlConfig) -> CtlHost {
+        let dev = net.fabric.add_roce_node(name, &[ip]);
+        let port = dev.open_port(1).expect("port");
+        let pool = data::pool(name, 4096);
+        let qp = data::ipoib_qp(&*port, 0, &pool, 1024);
+        let clock: Arc<dyn Clock> = net.clock.clone();
+        let cfg = CtrlConfig {
+            ipv4: cfg.ipv4.or(Some(ip)),
+            ..cfg
+        };
+        CtlHost::on_port(name, dev.port_id(1), port, qp, cfg, pool, clock)
+    }
+
     /// A host whose controller runs on `port` (`port_id` on the simulated fabric) with
     /// `qp` (made on `port`, receiving into `pool`) and time from `clock`.
     pub fn on_port(
@@ -123,9 +139,10 @@ impl CtlHost {
         pool: Mempool,
         clock: Arc<dyn Clock>,
     ) -> CtlHost {
-        let gid = port.attr().gid;
         let (ctl, cores) = Controller::new(cfg, port.clone(), qp.ctl, pool.clone(), clock)
             .unwrap_or_else(|e| panic!("{name}: controller: {e}"));
+        // The interface's GID: the port's on InfiniBand, the address's on RoCE.
+        let gid = ctl.hwaddr().gid();
         CtlHost {
             name,
             port_id,

@@ -13,7 +13,7 @@
 //! | [`Port`] method | source |
 //! |---|---|
 //! | [`attr`](Port::attr) | ibsim's NodeInfo/PortInfo/P_Key table for the node (what OpenSM wrote: LID, SM LID, GID prefix, state); the state is the simulated port's when that one is not Active |
-//! | [`open_mad_channel`](Port::open_mad_channel) | a new [`IbsimMadChannel`] to the node (an ibsim client slot, at most 10 per ibsim), teeing requests to the simulated SA (see below) |
+//! | [`open_mad_channel`](Port::open_mad_channel) | a new [`IbsimMadChannel`] to the node (an ibsim client slot, at most 10 per ibsim), or what the [`MadOpener`] given to [`HybridFabric::open_port_with`] opens (libibumad under umad2sim), teeing requests to the simulated SA (see below) |
 //! | [`poll_event`](Port::poll_event) | the simulated port (ibsim has no asynchronous events; OpenSM's changes of LID or a client reregister are not reported) |
 //! | `create_ud_qp`, `set_qp_qkey`, `set_qp_pkey_index`, `attach_mcast`, `detach_mcast`, `destroy_ah` | the simulated port, unchanged |
 //! | [`create_ah`](Port::create_ah) | the simulated port, with LIDs translated (below) |
@@ -129,6 +129,10 @@ impl Stats {
 /// OpenSM's LID of each opened port -> the simulated port's LID.
 type LidMap = Mutex<BTreeMap<Lid, Lid>>;
 
+/// Opens a port's MAD channel to OpenSM: ibsim's sockets by default, or another
+/// transport (libibumad under ibsim's umad2sim preload, in pmd/verbs' tests).
+pub type MadOpener = Arc<dyn Fn() -> Result<Box<dyn MadChannel>, DevError> + Send + Sync>;
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section leaves the data consistent; a panic elsewhere (a failing
     // test) must not cascade.
@@ -177,6 +181,18 @@ impl HybridFabric {
         dev: &SimDevice,
         port_num: u8,
     ) -> Result<Arc<HybridPort>, Error> {
+        self.open_port_with(node, dev, port_num, None)
+    }
+
+    /// [`open_port`](Self::open_port) whose MAD channels to OpenSM `mad` opens (`None`:
+    /// ibsim's sockets as the node). The mirror to the simulated SA is as configured.
+    pub fn open_port_with(
+        &self,
+        node: &str,
+        dev: &SimDevice,
+        port_num: u8,
+        mad: Option<MadOpener>,
+    ) -> Result<Arc<HybridPort>, Error> {
         let sim = dev.open_port(port_num).map_err(Error::Device)?;
         let mut ctl = IbsimMadChannel::connect(node)?;
         let ib = ctl.port_info()?;
@@ -202,6 +218,7 @@ impl HybridFabric {
             last: Mutex::new(ib),
             lids: self.lids.clone(),
             mirror_sa: self.mirror_sa,
+            mad: mad.map(Opener),
             stats: Arc::new(Stats::default()),
         }))
     }
@@ -219,7 +236,18 @@ pub struct HybridPort {
     last: Mutex<IbsimPort>,
     lids: Arc<LidMap>,
     mirror_sa: bool,
+    /// Opens the MAD channels to OpenSM (`None`: ibsim's sockets).
+    mad: Option<Opener>,
     stats: Arc<Stats>,
+}
+
+/// A [`MadOpener`] in a port (shown by name only).
+struct Opener(MadOpener);
+
+impl std::fmt::Debug for Opener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MadOpener")
+    }
 }
 
 impl HybridPort {
@@ -320,10 +348,15 @@ impl Port for HybridPort {
     }
 
     fn open_mad_channel(&self) -> Result<Box<dyn MadChannel>, DevError> {
-        let osm = IbsimMadChannel::connect(&self.node).map_err(|e| DevError::Io {
-            op: "attaching a MAD channel to ibsim",
-            source: std::io::Error::other(e),
-        })?;
+        let osm: Box<dyn MadChannel> = match &self.mad {
+            Some(open) => (open.0)()?,
+            None => Box::new(
+                IbsimMadChannel::connect(&self.node).map_err(|e| DevError::Io {
+                    op: "attaching a MAD channel to ibsim",
+                    source: std::io::Error::other(e),
+                })?,
+            ),
+        };
         let mirror = if self.mirror_sa {
             let sim_attr = self.sim.attr();
             let to = MadAddr {
@@ -351,7 +384,7 @@ impl Port for HybridPort {
 #[derive(Debug)]
 struct HybridMadChannel {
     node: String,
-    osm: IbsimMadChannel,
+    osm: Box<dyn MadChannel>,
     mirror: Option<(Box<dyn MadChannel>, MadAddr)>,
     /// (TID, status) of the mirror's recent answers, oldest first.
     answers: VecDeque<(u32, u16)>,

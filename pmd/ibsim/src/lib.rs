@@ -38,6 +38,9 @@
 //!   passes it on as it came: bits 32..63 belong to the transport (see
 //!   [`MadChannel`](ibpoll_dev::MadChannel)), and callers match answers on the low 32
 //!   bits, as they must over umad too.
+//! - A MAD shorter than 256 bytes (ibsim passes on the length its sender wrote; OpenSM
+//!   writes its SA answers without their unused tail, which umad2sim leaves
+//!   uninitialised) comes with the rest zeroed, as the kernel's umad delivers it.
 //! - A request ibsim cannot route (no such LID, nobody attached there) comes back as
 //!   our own MAD with a non-zero status; it is counted
 //!   ([`IbsimCounters::rx_undeliverable`]) and not returned.
@@ -58,6 +61,6 @@ mod proto;
 mod setup;
 
 pub use error::Error;
-pub use hybrid::{HybridCounters, HybridFabric, HybridPort};
+pub use hybrid::{HybridCounters, HybridFabric, HybridPort, MadOpener};
 pub use port::{IbsimPort, NODE_TYPE_CA, NODE_TYPE_SWITCH};
 pub use setup::{IbsimCounters, IbsimMadChannel, DEFAULT_CTL_TIMEOUT};

@@ -98,6 +98,13 @@ impl MadChannel for IbsimMadChannel {
                 continue;
             }
             self.counters.rx += 1;
+            let mut mad = r.mad;
+            // The sender wrote `length` bytes (OpenSM answers with the SA header and
+            // its records only: 112 bytes for one MCMemberRecord); umad2sim leaves the
+            // rest of its buffer uninitialised. Zero it, as a MAD arrives from the
+            // kernel's umad: a table's records then end at the first all-zero one.
+            let len = usize::try_from(r.length).unwrap_or(MAD_LEN).min(MAD_LEN);
+            mad[len..].fill(0);
             let from = MadAddr {
                 lid: r.slid,
                 qpn: Qpn::from_bits(r.sqp),
@@ -106,7 +113,7 @@ impl MadChannel for IbsimMadChannel {
                 sl: 0,
                 pkey_index: 0,
             };
-            return Some((r.mad, from));
+            return Some((mad, from));
         }
         None
     }

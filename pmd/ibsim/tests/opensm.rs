@@ -17,6 +17,12 @@
 //! after ARP between the two controllers, and that after both interfaces went down OpenSM
 //! holds no membership of either port, each time with raw MCMemberRecord Gets to OpenSM.
 //!
+//! A third test checks one owner per port and the startup cleanup against OpenSM: a
+//! child process owns hostA's port and joins; a second controller on the port is refused
+//! with the owner's PID; after `kill -9` of the child the next controller finds the
+//! dead one's memberships at OpenSM (GetTable by PortGID) and leaves them before it
+//! joins, so that OpenSM lists only what the new one joined.
+//!
 //! Skipped (with the reason printed) when ibsim, opensm or libumad2sim.so is missing,
 //! unless the environment variable `CI` is set: then a missing tool fails the test.
 //!
@@ -514,5 +520,272 @@ fn errors_name_the_fix() {
     match HybridFabric::new(sim.clone()).open_port("hostA", &dev, 1) {
         Err(Error::NotRunning { .. }) => {}
         other => panic!("a hybrid port without ibsim: {other:?}"),
+    }
+}
+
+// ------------------------------------------------------------------ one owner per port
+
+/// Set in the child process of [`opensm_cleans_up_after_a_killed_owner`].
+const OWNER_CHILD: &str = "IBPOLL_OWNER_CHILD";
+/// The owner-lock directory the child and the parent share.
+const OWNER_DIR: &str = "IBPOLL_OWNER_DIR";
+
+/// The groups the killed owner joins: two subscriptions and a send-only group.
+const OWNER_GROUPS: [[u8; 4]; 2] = [[239, 2, 0, 1], [239, 2, 0, 2]];
+const OWNER_SEND_ONLY: [u8; 4] = [239, 2, 0, 3];
+
+fn ipv4_group_mgid(g: [u8; 4]) -> Gid {
+    ipv4_mcast_mgid(g, PKey::DEFAULT, McastScope::LINK_LOCAL)
+}
+
+/// The child: hostA's controller, owning the port (lock in `$IBPOLL_OWNER_DIR`), joins
+/// the broadcast group, two groups and a send-only one against OpenSM, says so, and
+/// keeps polling until it is killed (it never leaves anything).
+#[test]
+fn child_owner_joins_and_waits_to_be_killed() {
+    let Some(dir) = std::env::var_os(OWNER_CHILD).and(std::env::var_os(OWNER_DIR)) else {
+        return;
+    };
+    // The same simulated node GUIDs as the parent's (nodes added in the same order).
+    let sim = SimFabric::new(FabricConfig::default());
+    let dev_a = sim.add_node("hostA", 1);
+    let _dev_b = sim.add_node("hostB", 1);
+    let port = HybridFabric::new(sim.clone())
+        .open_port("hostA", &dev_a, 1)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cfg = CtrlConfig {
+        owner_lock_dir: Some(PathBuf::from(dir)),
+        ..CtrlConfig::default()
+    };
+    let clock: Arc<dyn Clock> = Arc::new(MonotonicClock::new());
+    let mut h = CtlHost::with_config("child", [10, 0, 0, 1], &dev_a, port, clock, cfg);
+    for g in OWNER_GROUPS {
+        assert!(h.ctl.join_group(GroupAddr::Ipv4(g)));
+    }
+    let pkt = h.packet(1);
+    h.request(Request::Mcast {
+        group: GroupAddr::Ipv4(OWNER_SEND_ONLY),
+        mbuf: pkt,
+    });
+    let start = Instant::now();
+    let all: Vec<GroupAddr> = OWNER_GROUPS
+        .iter()
+        .chain([&OWNER_SEND_ONLY])
+        .map(|g| GroupAddr::Ipv4(*g))
+        .collect();
+    while !(h.ctl.link_up()
+        && all
+            .iter()
+            .all(|g| h.ctl.group_phase(*g) == Some(GroupPhase::Joined)))
+    {
+        assert!(
+            start.elapsed() < STEP_TIMEOUT,
+            "child: not joined: {:?}",
+            h.ctl
+        );
+        h.step();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    println!("OWNER READY {}", std::process::id());
+    // Until killed (bounded, in case the parent died).
+    while start.elapsed() < Duration::from_secs(120) {
+        h.step();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// SA memberships belong to a port: while one process drives hostA's port, a second is
+/// refused, naming the first's PID; once the first is killed (`kill -9`: it leaves
+/// nothing at the SA), a new controller on the port takes it over, finds at OpenSM the
+/// memberships the dead one left (GetTable by PortGID) and leaves them before it joins;
+/// afterwards OpenSM lists only what the new one joined, and after its flush nothing.
+#[test]
+fn opensm_cleans_up_after_a_killed_owner() {
+    if std::env::var_os(OWNER_CHILD).is_some() {
+        return;
+    }
+    let _one_fabric = FABRIC.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(tools) = tools_or_skip("opensm_cleans_up_after_a_killed_owner") else {
+        return;
+    };
+    let sim = SimFabric::new(FabricConfig::default());
+    let dev_a = sim.add_node("hostA", 1);
+    let dev_b = sim.add_node("hostB", 1);
+    let mut fabric = Fabric::start_with(
+        &tools,
+        &topology_with_guids(dev_a.node_guid(), dev_b.node_guid()),
+    );
+    let mut raw = IbsimMadChannel::connect("hostA").expect("attach to ibsim as hostA");
+    let a = raw
+        .wait_active(SUBNET_UP_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}\n{}", fabric.logs()));
+    let mut raw = OpenSm::new(raw);
+    wait_for_broadcast(&mut raw, &mut fabric);
+    let lock_dir = fabric.dir.join("run");
+    let bcast = broadcast_mgid(PKey::DEFAULT);
+    let theirs: Vec<Gid> = std::iter::once(bcast)
+        .chain(OWNER_GROUPS.iter().map(|g| ipv4_group_mgid(*g)))
+        .chain([ipv4_group_mgid(OWNER_SEND_ONLY)])
+        .collect();
+
+    // (1) The first owner: a child process that joins and waits.
+    let mut child = Command::new(std::env::current_exe().expect("the test binary"))
+        .args([
+            "child_owner_joins_and_waits_to_be_killed",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(OWNER_CHILD, "1")
+        .env(OWNER_DIR, &lock_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn the child owner");
+    let child_pid = wait_for_owner(&mut child, &mut fabric);
+    println!("(1) child owner {child_pid} joined {} groups", theirs.len());
+    let listed = listed_groups(&mut raw, &mut fabric, a.gid());
+    println!("    OpenSM lists hostA in {listed:?}");
+    assert_eq!(listed.len(), 3, "a GetTable answer holds three records");
+    for g in &theirs {
+        membership(&mut raw, &mut fabric, *g, a.gid(), None)
+            .unwrap_or_else(|s| panic!("OpenSM has no membership of hostA in {g}: {s}"));
+    }
+
+    // (2) A second controller on the port is refused, and the message names the owner.
+    let hybrid = HybridFabric::new(sim.clone());
+    let port_a = hybrid
+        .open_port("hostA", &dev_a, 1)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cfg = CtrlConfig {
+        ipv4: Some([10, 0, 0, 1]),
+        owner_lock_dir: Some(lock_dir.clone()),
+        ..CtrlConfig::default()
+    };
+    let (qp, pool) = ctl_qp("second", &port_a);
+    let clock: Arc<dyn Clock> = Arc::new(MonotonicClock::new());
+    match ibpoll_ctrl::Controller::new(cfg.clone(), port_a.clone(), qp.ctl, pool, clock.clone()) {
+        Err(e @ ibpoll_ctrl::Error::PortOwned { pid, .. }) => {
+            println!("(2) as expected: {e}");
+            assert_eq!(pid, Some(child_pid));
+            assert!(e.to_string().contains(&child_pid.to_string()), "{e}");
+        }
+        other => panic!("a second controller on an owned port: {other:?}"),
+    }
+
+    // (3) kill -9: the lock goes with the process, the memberships stay at the SA.
+    child.kill().expect("SIGKILL the child owner");
+    let status = child.wait().expect("reap the child");
+    println!("(3) child owner killed ({status})");
+    for g in &theirs {
+        membership(&mut raw, &mut fabric, *g, a.gid(), None)
+            .unwrap_or_else(|s| panic!("after kill -9 OpenSM lost hostA in {g}: {s}"));
+    }
+
+    // (4) The next owner cleans up before it joins.
+    let mut h = CtlHost::with_config("next", [10, 0, 0, 1], &dev_a, port_a, clock, cfg);
+    drive(
+        &mut [&mut h],
+        &mut fabric,
+        "(4) the new owner's link up (after its cleanup)",
+        LINK_UP_TIMEOUT,
+        |h| h[0].ctl.link_up(),
+    );
+    let s = h.ctl.stats();
+    println!(
+        "    cleanup: runs {} found {} failed {}; GetTables {}, Deletes {} ({} memberships left bit by bit)",
+        s.cleanup_runs,
+        s.cleanup_found,
+        s.cleanup_failed,
+        s.sa_lists_sent,
+        s.sa_leaves_sent,
+        s.leaves_unconfirmed
+    );
+    assert_eq!((s.cleanup_runs, s.cleanup_failed), (1, 0));
+    assert_eq!(s.cleanup_found, theirs.len() as u64);
+    assert_eq!(s.leaves_unconfirmed, theirs.len() as u64);
+    assert_eq!(
+        s.sa_leaves_sent,
+        2 * theirs.len() as u64,
+        "FullMember and SendOnlyFullMember, one Delete each"
+    );
+    assert!(s.sa_lists_sent >= 2, "more groups than one answer holds");
+    let listed = listed_groups(&mut raw, &mut fabric, a.gid());
+    println!("    OpenSM lists hostA in {listed:?}");
+    assert_eq!(
+        listed,
+        vec![bcast],
+        "only the new owner's own broadcast join"
+    );
+    for g in &theirs[1..] {
+        membership(&mut raw, &mut fabric, *g, a.gid(), None)
+            .expect_err("the dead owner's membership is gone");
+    }
+
+    // (5) What it joins itself is all OpenSM holds of the port; after its flush, nothing.
+    let g5 = GroupAddr::Ipv4([239, 2, 0, 5]);
+    assert!(h.ctl.join_group(g5));
+    drive(
+        &mut [&mut h],
+        &mut fabric,
+        "(5) 239.2.0.5 joined",
+        STEP_TIMEOUT,
+        |h| h[0].ctl.group_phase(g5) == Some(GroupPhase::Joined),
+    );
+    let mut listed = listed_groups(&mut raw, &mut fabric, a.gid());
+    listed.sort();
+    let mut want = vec![bcast, ipv4_group_mgid([239, 2, 0, 5])];
+    want.sort();
+    assert_eq!(listed, want);
+    h.ctl.set_admin_up(false);
+    drive(
+        &mut [&mut h],
+        &mut fabric,
+        "(5) the flush ended",
+        STEP_TIMEOUT,
+        |h| !h[0].ctl.is_flushing() && h[0].ctl.sa_in_flight() == 0,
+    );
+    let listed = listed_groups(&mut raw, &mut fabric, a.gid());
+    assert!(listed.is_empty(), "OpenSM still lists hostA in {listed:?}");
+    println!("(5) after the flush OpenSM lists hostA in nothing");
+    // The simulated SA this process mirrors to never saw the dead owner's joins (the
+    // child had its own): exactly the Deletes OpenSM acted on disagree, one held bit
+    // per group.
+    let c = h.port.counters();
+    assert_eq!(
+        (c.mirror_disagreed, c.mirror_unmatched),
+        (theirs.len() as u64, 0),
+        "{c:?}"
+    );
+}
+
+/// Reads the child's stdout until it says it owns the port and joined; its PID.
+fn wait_for_owner(child: &mut Child, fabric: &mut Fabric) -> u32 {
+    use std::io::BufRead as _;
+    let out = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            // The harness writes "test <name> ... " before the test's own output.
+            if let Some((_, pid)) = line.split_once("OWNER READY ") {
+                let _ = tx.send(pid.trim().parse::<u32>().ok());
+            }
+        }
+    });
+    let start = Instant::now();
+    loop {
+        if let Ok(pid) = rx.recv_timeout(Duration::from_millis(100)) {
+            return pid.expect("the child's PID");
+        }
+        if let Some(status) = child.try_wait().expect("the child") {
+            panic!("the child owner exited ({status}):\n{}", fabric.logs());
+        }
+        assert!(
+            start.elapsed() < STEP_TIMEOUT * 3,
+            "the child owner did not join:\n{}",
+            fabric.logs()
+        );
+        fabric.check_alive();
     }
 }

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ibpoll_dev::{
-    AddressHandle, AhAttr, Clock, Device, Error, MadChannel, MonotonicClock, Parked, Port,
-    PortAttr, PortEvent, PortState, RxCounters, UdCaps, UdQp, UdQpConfig,
+    AddressHandle, AhAttr, Clock, Device, Error, LinkLayer, MadChannel, MonotonicClock, Parked,
+    Port, PortAttr, PortEvent, PortState, RxCounters, UdCaps, UdQp, UdQpConfig,
 };
 use ibpoll_mem::Mempool;
 use ibpoll_wire::{Gid, IbMtu, Lid, PKey, QKey, Qpn, Rate};
@@ -119,6 +119,8 @@ pub(crate) enum DropReason {
     TooLong,
     /// No port has the destination LID, or no group the MLID.
     UnknownLid,
+    /// No RoCE port has the destination GID in its GID table.
+    UnknownGid,
     /// No QP with that number on the destination port.
     UnknownQpn,
     /// The sending or receiving port is not Active.
@@ -134,13 +136,14 @@ pub(crate) enum DropReason {
 }
 
 impl DropReason {
-    pub(crate) const ALL: [DropReason; 12] = [
+    pub(crate) const ALL: [DropReason; 13] = [
         DropReason::NoReceivePosted,
         DropReason::NoBuffer,
         DropReason::QKey,
         DropReason::PKey,
         DropReason::TooLong,
         DropReason::UnknownLid,
+        DropReason::UnknownGid,
         DropReason::UnknownQpn,
         DropReason::PortDown,
         DropReason::McastNotMember,
@@ -158,6 +161,7 @@ impl DropReason {
             DropReason::PKey => "pkey_mismatch",
             DropReason::TooLong => "too_long",
             DropReason::UnknownLid => "unknown_lid",
+            DropReason::UnknownGid => "unknown_gid",
             DropReason::UnknownQpn => "unknown_qpn",
             DropReason::PortDown => "port_down",
             DropReason::McastNotMember => "mcast_not_member",
@@ -221,6 +225,10 @@ impl FabricStats {
 pub(crate) struct PortData {
     pub(crate) num: u8,
     pub(crate) guid: u64,
+    /// InfiniBand, or Ethernet (RoCE v2: LID 0, GIDs from `ipv4`, no SA).
+    pub(crate) link_layer: LinkLayer,
+    /// A RoCE port's netdev address: its GID table holds the IPv4-mapped GID.
+    pub(crate) ipv4: Option<[u8; 4]>,
     pub(crate) lid: Lid,
     pub(crate) state: PortState,
     pub(crate) pkeys: Vec<PKey>,
@@ -372,27 +380,41 @@ impl Control {
             .unwrap_or(PKey::INVALID)
     }
 
-    /// The port with base LID `lid`, if any.
+    /// The InfiniBand port with base LID `lid`, if any.
     pub(crate) fn port_by_lid(&self, lid: Lid) -> Option<usize> {
-        self.ports.iter().position(|p| p.lid == lid)
+        self.ports
+            .iter()
+            .position(|p| p.lid == lid && p.link_layer == LinkLayer::InfiniBand)
     }
 
-    /// The port with GID `gid`, if any.
+    /// The InfiniBand port with GID `gid`, if any.
     pub(crate) fn port_by_gid(&self, gid: &Gid) -> Option<usize> {
         if gid.subnet_prefix() != self.subnet_prefix {
             return None;
         }
-        self.ports.iter().position(|p| p.guid == gid.guid())
+        self.ports
+            .iter()
+            .position(|p| p.guid == gid.guid() && p.link_layer == LinkLayer::InfiniBand)
+    }
+
+    /// Entry `index` of port `port`'s GID table.
+    pub(crate) fn port_gid_at(&self, port: usize, index: u8) -> Option<Gid> {
+        crate::roce::gid_table(self, port)
+            .get(usize::from(index))
+            .copied()
     }
 
     pub(crate) fn port_attr(&self, port: usize) -> PortAttr {
         let p = &self.ports[port];
         let mut a = PortAttr::new(p.num);
+        a.link_layer = p.link_layer;
         a.state = p.state;
         a.lid = p.lid;
-        a.sm_lid = SM_LID;
-        a.gid = self.port_gid(port);
-        a.gids = vec![a.gid];
+        a.gids = crate::roce::gid_table(self, port);
+        a.gid = a.gids[0];
+        if p.link_layer == LinkLayer::InfiniBand {
+            a.sm_lid = SM_LID;
+        }
         a.pkeys = p.pkeys.clone();
         a.max_mtu = IbMtu::Mtu4096;
         a.active_mtu = p.mtu;
@@ -425,7 +447,9 @@ impl Control {
     }
 
     pub(crate) fn create_ah(&mut self, port: usize, attr: &AhAttr) -> Result<AddressHandle, Error> {
-        if attr.dlid == Lid(0) {
+        if self.ports[port].link_layer == LinkLayer::Ethernet {
+            crate::roce::check_ah(self, port, attr)?;
+        } else if attr.dlid == Lid(0) {
             return Err(Error::AhAttr {
                 dlid: attr.dlid,
                 reason: "LID 0 is reserved",
@@ -500,11 +524,21 @@ impl Control {
             mlid,
             reason,
         };
-        if !mgid.is_multicast() {
-            return Err(err("not a multicast GID"));
-        }
-        if !mlid.is_multicast() {
-            return Err(err("not a multicast LID"));
+        if self.ports[port].link_layer == LinkLayer::Ethernet {
+            // RoCE: the MGID names the group (an IPv4-mapped or IPv6 multicast
+            // address); the LID is ignored, as verbs ignores it there.
+            if !crate::roce::is_group(mgid) {
+                return Err(err(
+                    "not a RoCE multicast GID (IPv4-mapped 224.0.0.0/4 or IPv6 ff00::/8)",
+                ));
+            }
+        } else {
+            if !mgid.is_multicast() {
+                return Err(err("not a multicast GID"));
+            }
+            if !mlid.is_multicast() {
+                return Err(err("not a multicast LID"));
+            }
         }
         let qp = self
             .qps
@@ -613,20 +647,30 @@ impl Control {
         self.next_tx_seed
     }
 
-    /// Adds a node and brings its ports up with fresh LIDs.
-    fn add_node(&mut self, name: &str, nports: u8, guid: u64) -> usize {
+    /// Adds a node and brings its ports up: InfiniBand ports with fresh LIDs, or (with
+    /// `roce`, one address per port) RoCE ports with LID 0.
+    fn add_node(&mut self, name: &str, nports: u8, guid: u64, roce: &[[u8; 4]]) -> usize {
         let node = self.nodes.len();
         let first_port = self.ports.len();
         for num in 1..=nports {
-            let lid = Lid(self.next_lid);
-            self.next_lid += 1;
+            let ipv4 = roce.get(usize::from(num) - 1).copied();
+            let (link_layer, lid, pkeys) = match ipv4 {
+                Some(_) => (LinkLayer::Ethernet, Lid(0), vec![PKey::DEFAULT]),
+                None => {
+                    let lid = Lid(self.next_lid);
+                    self.next_lid += 1;
+                    (LinkLayer::InfiniBand, lid, self.cfg_partitions.clone())
+                }
+            };
             self.ports.push(PortData {
                 num,
                 // As in ibsim: port GUID = node GUID + port number.
                 guid: guid + u64::from(num),
+                link_layer,
+                ipv4,
                 lid,
                 state: PortState::Active,
-                pkeys: self.cfg_partitions.clone(),
+                pkeys,
                 mtu: self.cfg_port_mtu,
                 events: VecDeque::new(),
                 events_queued: Arc::new(AtomicUsize::new(0)),
@@ -704,7 +748,7 @@ impl SimFabric {
         let nports = nports.max(1);
         let mut ctl = self.inner.lock();
         let guid = 0x0002_c903_00a0_0000 + 0x100 * ctl.nodes.len() as u64;
-        let node = ctl.add_node(name, nports, guid);
+        let node = ctl.add_node(name, nports, guid, &[]);
         Arc::new(SimDevice {
             fabric: self.inner.clone(),
             node,
@@ -712,6 +756,46 @@ impl SimFabric {
             guid,
             nports,
         })
+    }
+
+    /// Adds a host with one RoCE v2 port per address of `ipv4` (at least one): link
+    /// layer Ethernet, LID 0, no subnet manager or SA, a GID table of the link-local GID
+    /// (from the port's MAC) and the address's IPv4-mapped GID (`::ffff:a.b.c.d`, index
+    /// 1), the default P_Key only. Multicast reaches the QPs attached to the MGID on
+    /// every RoCE port (no join at an SA); every packet carries a GRH; unicast goes by
+    /// the GRH's destination GID. RoCE and InfiniBand ports of one fabric never reach
+    /// each other.
+    pub fn add_roce_node(&self, name: &str, ipv4: &[[u8; 4]]) -> Arc<SimDevice> {
+        assert!(
+            !ipv4.is_empty() && ipv4.len() <= usize::from(u8::MAX),
+            "a RoCE node needs 1..=255 addresses, one per port"
+        );
+        let nports = ipv4.len() as u8;
+        let mut ctl = self.inner.lock();
+        let guid = 0x0002_c903_00a0_0000 + 0x100 * ctl.nodes.len() as u64;
+        let node = ctl.add_node(name, nports, guid, ipv4);
+        Arc::new(SimDevice {
+            fabric: self.inner.clone(),
+            node,
+            name: name.to_owned(),
+            guid,
+            nports,
+        })
+    }
+
+    /// Gives a RoCE port another address, or none (`ip addr add/del` on its netdev):
+    /// its GID table changes (PortEvent::GidChange).
+    pub fn set_port_ipv4(&self, port: PortId, ipv4: Option<[u8; 4]>) {
+        let mut ctl = self.inner.lock();
+        let i = Self::port_index(&ctl, port);
+        assert_eq!(
+            ctl.ports[i].link_layer,
+            LinkLayer::Ethernet,
+            "only a RoCE port's GIDs come from addresses"
+        );
+        ctl.ports[i].ipv4 = ipv4;
+        ctl.routes_changed();
+        ctl.push_event(i, PortEvent::GidChange);
     }
 
     /// Replaces the fault configuration.
@@ -776,7 +860,8 @@ impl SimFabric {
         ctl.mft_dirty = true;
         ctl.routes_changed();
         for i in 0..ctl.ports.len() {
-            if ctl.ports[i].state == PortState::Active {
+            let p = &ctl.ports[i];
+            if p.state == PortState::Active && p.link_layer == LinkLayer::InfiniBand {
                 ctl.push_event(i, PortEvent::ClientReregister);
             }
         }
@@ -795,6 +880,11 @@ impl SimFabric {
     pub fn set_lid(&self, port: PortId, lid: Lid) {
         let mut ctl = self.inner.lock();
         let i = Self::port_index(&ctl, port);
+        assert_eq!(
+            ctl.ports[i].link_layer,
+            LinkLayer::InfiniBand,
+            "a RoCE port has no LID"
+        );
         assert!(
             lid.is_unicast() && lid != SM_LID,
             "LID {lid:?} is not assignable"
@@ -806,6 +896,17 @@ impl SimFabric {
         ctl.ports[i].lid = lid;
         ctl.routes_changed();
         ctl.push_event(i, PortEvent::LidChange);
+    }
+
+    /// The multicast attachments of a port: (MGID, QPN), in MGID order.
+    pub fn attachments(&self, port: PortId) -> Vec<(Gid, Qpn)> {
+        let ctl = self.inner.lock();
+        let i = Self::port_index(&ctl, port);
+        ctl.attach
+            .range((i, Gid::default())..)
+            .take_while(|((p, _), _)| *p == i)
+            .flat_map(|((_, mgid), qpns)| qpns.iter().map(move |q| (*mgid, *q)))
+            .collect()
     }
 
     /// The attributes of a port, as the port itself would report them.
@@ -1013,6 +1114,12 @@ impl Port for SimPort {
     }
 
     fn open_mad_channel(&self) -> Result<Box<dyn MadChannel>, Error> {
+        if self.fabric.lock().ports[self.index].link_layer == LinkLayer::Ethernet {
+            return Err(Error::Io {
+                op: "opening a MAD channel to the SA on a RoCE port (Ethernet has no subnet administrator)",
+                source: std::io::ErrorKind::Unsupported.into(),
+            });
+        }
         Ok(Box::new(crate::mad::SimMadChannel::open(
             self.fabric.clone(),
             self.index,

@@ -14,6 +14,9 @@
 //! - seeded fault injection ([`FaultConfig`], drawn from [`SimRng`], a generator whose
 //!   output is fixed by its published reference) and control calls that flap ports, restart
 //!   the subnet manager, change P_Keys and LIDs;
+//! - RoCE v2 ports beside the InfiniBand ones ([`SimFabric::add_roce_node`]): link
+//!   layer Ethernet, LID 0, GIDs from the port's IPv4 address, no SA, multicast by MGID
+//!   attachment, a GRH on every packet, unicast by GID (see `roce.rs`);
 //! - a pcap tap writing native InfiniBand frames (ERF record type 21 in a link type 197
 //!   pcap) that tshark decodes.
 //!
@@ -35,6 +38,7 @@ mod mad;
 mod pcap;
 mod ring;
 mod rng;
+mod roce;
 mod rx;
 pub mod sa;
 mod setup;

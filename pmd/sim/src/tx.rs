@@ -66,31 +66,32 @@ pub(crate) struct Route {
     /// group's MTU): longer packets take the full path and fail there.
     len_max: usize,
     /// Receive rings of the receiving QPs, each QP's run in `qps`.
-    rings: Vec<Arc<RxRing>>,
+    pub(crate) rings: Vec<Arc<RxRing>>,
     /// Per receiving QP: (first ring, rings): the QP's receive queues, one chosen per
     /// packet by the flow hash.
-    qps: Vec<(u32, u32)>,
+    pub(crate) qps: Vec<(u32, u32)>,
     /// Whether any receiving QP has several receive queues.
-    rss: bool,
-    /// The GRH every copy carries.
-    grh: Option<ibpoll_dev::GrhAttr>,
+    pub(crate) rss: bool,
+    /// The GRH every copy carries, and its source GID.
+    pub(crate) grh: Option<ibpoll_dev::GrhAttr>,
+    pub(crate) sgid: Gid,
     /// The completion metadata (source QPN, SLID, flags).
-    meta: MbufMeta,
+    pub(crate) meta: MbufMeta,
     /// Copies the switch drops per packet at some receivers of a group: Q_Key, P_Key,
     /// port down, no receive queue (a send-only QP).
-    drops: [u64; 4],
+    pub(crate) drops: [u64; 4],
 }
 
 /// The sending QP as the switch sees it.
-struct Sender {
-    port: usize,
-    qpn: Qpn,
-    qkey: QKey,
-    pkey: PKey,
-    gid: Gid,
-    slid: ibpoll_wire::Lid,
+pub(crate) struct Sender {
+    pub(crate) port: usize,
+    pub(crate) qpn: Qpn,
+    pub(crate) qkey: QKey,
+    pub(crate) pkey: PKey,
+    pub(crate) gid: Gid,
+    pub(crate) slid: ibpoll_wire::Lid,
     /// The QP asked the HCA to drop its own multicast before it loops back.
-    block_mcast_lb: bool,
+    pub(crate) block_mcast_lb: bool,
 }
 
 impl TxQueue for SimTxQueue {
@@ -146,7 +147,7 @@ impl TxQueue for SimTxQueue {
                 !pcap && (r.matches(gen, key) || build_route(&mut ctl, &sender, d, r, gen));
             let result =
                 if cached && payload.len() <= r.len_max && payload.len() >= ipoib::HEADER_LEN {
-                    forward(&mut ctl, &sender, r, payload, &mut self.rng, &mut self.held);
+                    forward(&mut ctl, r, payload, &mut self.rng, &mut self.held);
                     Ok(())
                 } else {
                     switch(&mut ctl, &sender, d, payload, &mut self.rng, &mut self.held)
@@ -233,6 +234,9 @@ fn switch(
         return Err(DropReason::TooLong);
     }
     let qkey = effective_qkey(s, d);
+    if ctl.ports[s.port].link_layer == ibpoll_dev::LinkLayer::Ethernet {
+        return crate::roce::switch(ctl, s, &ah, d, qkey, payload, rng, held);
+    }
     if ctl.pcap.is_some() {
         crate::pcap::capture(
             ctl, s.slid, s.qpn, s.pkey, &s.gid, &ah, d.qpn, qkey, payload,
@@ -292,7 +296,7 @@ fn switch(
 
 /// A Q_Key with the high bit set means "use the QP's own" (IBA 10.2.5).
 #[inline]
-fn effective_qkey(s: &Sender, d: &TxDst) -> QKey {
+pub(crate) fn effective_qkey(s: &Sender, d: &TxDst) -> QKey {
     if d.qkey.is_controlled() {
         s.qkey
     } else {
@@ -333,12 +337,16 @@ fn build_route(ctl: &mut Control, s: &Sender, d: &TxDst, r: &mut Route, gen: u64
     };
     let qkey = effective_qkey(s, d);
     let mut len_max = ctl.ports[s.port].mtu.bytes();
-    let push_qp = |r: &mut Route, rx: &[Arc<RxRing>]| {
-        r.qps.push((r.rings.len() as u32, rx.len() as u32));
-        r.rss |= rx.len() > 1;
-        r.rings.extend(rx.iter().cloned());
-    };
-    if ah.dlid.is_multicast() {
+    r.sgid = s.gid;
+    if ctl.ports[s.port].link_layer == ibpoll_dev::LinkLayer::Ethernet {
+        match crate::roce::route(ctl, s, &ah, d, qkey, r) {
+            Some(max) => len_max = max,
+            None => {
+                r.clear();
+                return false;
+            }
+        }
+    } else if ah.dlid.is_multicast() {
         let Some(g) = ah.grh else {
             return false;
         };
@@ -427,7 +435,6 @@ fn build_route(ctl: &mut Control, s: &Sender, d: &TxDst, r: &mut Route, gen: u64
 #[inline]
 fn forward(
     ctl: &mut Control,
-    s: &Sender,
     r: &Route,
     payload: &[u8],
     rng: &mut SimRng,
@@ -448,7 +455,7 @@ fn forward(
             g.flow_label,
             g.hop_limit,
             payload.len(),
-            &s.gid,
+            &r.sgid,
             &g.dgid,
         )
     });
@@ -564,6 +571,13 @@ fn multicast(
     Ok(())
 }
 
+/// Adds a receiving QP's queues to a route.
+pub(crate) fn push_qp(r: &mut Route, rx: &[Arc<RxRing>]) {
+    r.qps.push((r.rings.len() as u32, rx.len() as u32));
+    r.rss |= rx.len() > 1;
+    r.rings.extend(rx.iter().cloned());
+}
+
 /// The NIC's DMA: copy the payload into a buffer of the receiver's pool after the GRH
 /// area, fill in the completion metadata (`hash` is the packet's [`rss_hash`]) and
 /// queue it (or hold it back, or lose it, as the faults say).
@@ -571,7 +585,7 @@ fn multicast(
 // save most registers each time.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn deliver(
+pub(crate) fn deliver(
     ctl: &mut Control,
     ring: &Arc<RxRing>,
     payload: &[u8],
@@ -628,7 +642,7 @@ fn deliver(
 }
 
 /// The GRH the receiver finds in the first 40 bytes of its buffer.
-fn grh_bytes(
+pub(crate) fn grh_bytes(
     tclass: u8,
     flow_label: u32,
     hop_limit: u8,
@@ -680,7 +694,7 @@ pub(crate) fn rss_hash(payload: &[u8]) -> u32 {
 
 /// The receive queue, of `queues`, for a packet with flow hash `hash`.
 #[inline]
-fn rss_pick(hash: u32, queues: usize) -> usize {
+pub(crate) fn rss_pick(hash: u32, queues: usize) -> usize {
     if queues == 1 {
         0
     } else {

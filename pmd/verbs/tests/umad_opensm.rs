@@ -9,6 +9,12 @@
 //! running only the `child_*` test named (a `child_*` test does nothing unless
 //! `IBPOLL_UMAD_CHILD` is set).
 //!
+//! Two real controllers run against OpenSM as well
+//! ([`umad_two_controllers_leave_nothing_at_opensm`]): hostA's SA transactions over
+//! libibumad, hostB's over ibsim's sockets (pmd/ibsim), on hybrid ports whose data side
+//! is a simulated fabric; they join, leave and go down, and OpenSM then holds no
+//! membership of either port (its GetTable by PortGID, and `saquery --smkey 1 -m`).
+//!
 //! These tests run in CI and do not skip there: a missing tool (ibsim, opensm,
 //! libumad2sim.so, saquery, libibumad) fails them. They skip only with
 //! `IBPOLL_SKIP_OPENSM=1` (set inside scripts/vm-test.sh's VM, which has no OpenSM).
@@ -244,4 +250,234 @@ fn child_request_table() {
             h.name
         );
     }
+}
+
+// ------------------------------------------------------------------ two controllers
+
+/// Set (to the fabric's directory) for the child of [`umad_two_controllers_leave_nothing_at_opensm`].
+const TWO: &str = "IBPOLL_UMAD_TWO";
+
+/// Two real controllers against OpenSM: hostA's SA transactions go through libibumad
+/// (umad2sim underneath), hostB's through ibsim's sockets; they join and leave groups,
+/// exchange multicast over the simulated data side, and go down. Afterwards OpenSM
+/// holds no membership of either port, by its own GetTable and by saquery.
+#[test]
+fn umad_two_controllers_leave_nothing_at_opensm() {
+    if is_child() {
+        return;
+    }
+    let _one_fabric = FABRIC.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(tools) = opensm_tools("umad_two_controllers_leave_nothing_at_opensm") else {
+        return;
+    };
+    // The child makes its simulated nodes the same way: same GUIDs.
+    let sim = SimFabric::new(FabricConfig::default());
+    let (a, b) = (sim.add_node("hostA", 1), sim.add_node("hostB", 1));
+    let mut fabric = Fabric::start_with(&tools, &topology_with_guids(a.node_guid(), b.node_guid()));
+    let child = Command::new(std::env::current_exe().expect("the test binary"))
+        .args([
+            "child_two_controllers",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("LD_PRELOAD", &tools.umad2sim)
+        .env("SIM_HOST", "hostA")
+        .env(CHILD, "1")
+        .env(TWO, "1")
+        .env(DIR, &fabric.dir)
+        .current_dir(&fabric.dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the child test");
+    let (ok, out) = wait_child(child, &mut fabric);
+    println!("{out}");
+    assert!(ok, "the two controllers failed:\n{}", fabric.logs());
+    assert!(out.contains("two controllers left everything"), "{out}");
+
+    // OpenSM's view after the child is gone, from a client of its own.
+    let mut raw = IbsimMadChannel::connect("hostB").expect("attach to ibsim as hostB");
+    let port_b = raw
+        .wait_active(SUBNET_UP_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut raw = OpenSm::new(raw);
+    let gid_a = Gid::new(port_b.gid_prefix, a.node_guid() + 1);
+    for (name, gid) in [("hostA", gid_a), ("hostB", port_b.gid())] {
+        let listed = listed_groups(&mut raw, &mut fabric, gid);
+        assert!(listed.is_empty(), "OpenSM lists {name} in {listed:?}");
+        println!("OpenSM's GetTable by PortGID: {name} is in no group");
+    }
+    // saquery with the SA key (trusted: records name their PortGID and JoinState).
+    let all = saquery(&tools, &fabric, "hostB", &["--smkey", "1", "-m"]);
+    println!("saquery --smkey 1 -m:\n{all}");
+    for gid in [gid_a, port_b.gid()] {
+        let gid = saquery_gid(&gid);
+        assert!(!all.contains(&gid), "saquery -m still lists {gid}:\n{all}");
+    }
+    let groups = saquery(&tools, &fabric, "hostB", &["-g"]);
+    assert!(
+        groups.contains("ff12:401b:ffff::ffff:ffff"),
+        "saquery -g lists the broadcast group:\n{groups}"
+    );
+}
+
+/// The child: hostA over umad (this process runs under umad2sim as SIM_HOST=hostA),
+/// hostB over ibsim's sockets.
+#[test]
+fn child_two_controllers() {
+    if !is_child() || std::env::var_os(TWO).is_none() {
+        return;
+    }
+    let mut fabric = Fabric::attach(PathBuf::from(
+        std::env::var_os(DIR).expect("IBPOLL_FABRIC_DIR"),
+    ));
+    // The subnet is up once OpenSM swept both ports.
+    for node in ["hostA", "hostB"] {
+        let mut ch = IbsimMadChannel::connect(node).expect("attach to ibsim");
+        ch.wait_active(SUBNET_UP_TIMEOUT)
+            .unwrap_or_else(|e| panic!("{e}\n{}", fabric.logs()));
+    }
+    let sim = SimFabric::new(FabricConfig::default());
+    let (dev_a, dev_b) = (sim.add_node("hostA", 1), sim.add_node("hostB", 1));
+    let hybrid = HybridFabric::new(sim.clone());
+    let umad: ibpoll_pmd_ibsim::MadOpener = Arc::new(|| {
+        let ch: Box<dyn MadChannel> = Box::new(umad_channel());
+        Ok(ch)
+    });
+    let port_a = hybrid
+        .open_port_with("hostA", &dev_a, 1, Some(umad))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let port_b = hybrid
+        .open_port("hostB", &dev_b, 1)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let clock: Arc<dyn Clock> = Arc::new(MonotonicClock::new());
+    let mut ha = CtlHost::new("hostA (umad)", [10, 0, 0, 1], &dev_a, port_a, clock.clone());
+    let mut hb = CtlHost::new("hostB (ibsim socket)", [10, 0, 0, 2], &dev_b, port_b, clock);
+    drive(
+        &mut [&mut ha, &mut hb],
+        &mut fabric,
+        "both links up (cleanup, then the broadcast join)",
+        LINK_UP_TIMEOUT,
+        |h| h.iter().all(|h| h.ctl.link_up()),
+    );
+    let g1 = GroupAddr::Ipv4([239, 4, 0, 1]);
+    let g2 = GroupAddr::Ipv4([239, 4, 0, 2]);
+    let g3 = GroupAddr::Ipv4([239, 4, 0, 3]);
+    for h in [&mut ha, &mut hb] {
+        assert!(h.ctl.join_group(g1));
+    }
+    assert!(ha.ctl.join_group(g2));
+    // hostB sends to g3 nobody joined: a send-only join.
+    let pkt = hb.packet(7);
+    hb.request(Request::Mcast {
+        group: g3,
+        mbuf: pkt,
+    });
+    drive(
+        &mut [&mut ha, &mut hb],
+        &mut fabric,
+        "every join answered by OpenSM",
+        STEP_TIMEOUT,
+        |h| {
+            h[0].ctl.group_phase(g1) == Some(GroupPhase::Joined)
+                && h[0].ctl.group_phase(g2) == Some(GroupPhase::Joined)
+                && h[1].ctl.group_phase(g1) == Some(GroupPhase::Joined)
+                && h[1].ctl.group_phase(g3) == Some(GroupPhase::Joined)
+        },
+    );
+    // saquery (under umad2sim as hostA, like this process) with the SA key lists every
+    // member: both ports now.
+    let tools = find_tools().unwrap_or_else(|m| panic!("{m} missing"));
+    let members = saquery(&tools, &fabric, "hostA", &["--smkey", "1", "-m"]);
+    for h in [&ha, &hb] {
+        let gid = saquery_gid(&h.gid);
+        assert!(
+            members.contains(&format!("PortGid.................{gid}\n")),
+            "saquery -m lacks {} ({gid}):\n{members}",
+            h.name
+        );
+    }
+    println!("saquery --smkey 1 -m while joined:\n{members}");
+    let m1 = ha.ctl.mgid_of(g1).expect("a group");
+    hb.step();
+    hb.send_mcast(m1, 11);
+    drive(
+        &mut [&mut ha, &mut hb],
+        &mut fabric,
+        "hostA receives hostB's packet to 239.4.0.1",
+        STEP_TIMEOUT,
+        |h| h[0].received.contains(&11),
+    );
+    // Independent leaves: hostA leaves g1, hostB keeps it; then the rest goes down.
+    ha.ctl.leave_group(g1);
+    drive(
+        &mut [&mut ha, &mut hb],
+        &mut fabric,
+        "hostA left 239.4.0.1",
+        STEP_TIMEOUT,
+        |h| h[0].ctl.group_phase(g1).is_none() && h[0].ctl.sa_in_flight() == 0,
+    );
+    assert_eq!(hb.ctl.group_phase(g1), Some(GroupPhase::Joined));
+    ha.ctl.set_admin_up(false);
+    hb.ctl.set_admin_up(false);
+    drive(
+        &mut [&mut ha, &mut hb],
+        &mut fabric,
+        "both flushes ended",
+        STEP_TIMEOUT,
+        |h| {
+            h.iter()
+                .all(|h| !h.ctl.is_flushing() && h.ctl.sa_in_flight() == 0)
+        },
+    );
+    for h in [&ha, &hb] {
+        let s = h.ctl.stats();
+        println!(
+            "{}: joins sent {} ok {}; leaves sent {} done {}; GetTables {}; SA timeouts {} \
+             late {} unknown {} malformed {}",
+            h.name,
+            s.sa_joins_sent,
+            s.joins_ok,
+            s.sa_leaves_sent,
+            s.leaves_done,
+            s.sa_lists_sent,
+            s.sa_timeouts,
+            s.sa_late_answers,
+            s.sa_unknown_answers,
+            s.sa_malformed
+        );
+        assert_eq!(s.joins_failed, 0, "{}", h.name);
+        assert_eq!((s.leaves_abandoned, s.sa_timeouts), (0, 0), "{}", h.name);
+        assert_eq!(s.leaves_done, s.sa_leaves_sent, "{}", h.name);
+        assert!(s.sa_lists_sent >= 1, "{}: the startup listing", h.name);
+        let c = h.port.counters();
+        assert_eq!(
+            (c.mirror_disagreed, c.mirror_unmatched),
+            (0, 0),
+            "{}: OpenSM and the simulated SA answered alike: {c:?}",
+            h.name
+        );
+    }
+    // Over umad, hostA's own view of OpenSM: nothing of either port.
+    let ib = ha.port.ibsim_port();
+    let sa = MadAddr {
+        lid: ib.sm_lid,
+        qpn: ibpoll_wire::Qpn::GSI,
+        qkey: QKey::GSI,
+        sl: ib.sm_sl,
+        pkey_index: 0,
+    };
+    let mut osm_a = OpenSm::over(Box::new(umad_channel()), sa);
+    for (name, gid) in [("hostA", ha.gid), ("hostB", hb.gid)] {
+        let listed = listed_groups(&mut osm_a, &mut fabric, gid);
+        assert!(listed.is_empty(), "OpenSM lists {name} in {listed:?}");
+    }
+    println!("two controllers left everything (hostA over umad, hostB over ibsim)");
+}
+
+/// A GID as saquery prints it (an IPv6 address, zeros compressed).
+fn saquery_gid(gid: &Gid) -> String {
+    std::net::Ipv6Addr::from(gid.0).to_string()
 }

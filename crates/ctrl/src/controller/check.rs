@@ -22,7 +22,12 @@ impl Controller {
         if self.dirty {
             return Ok(());
         }
-        let mut fresh = Snapshot::new(self.cfg.pkey, self.cfg.scope, self.nh.used.clone());
+        let mut fresh = Snapshot::new(
+            self.cfg.pkey,
+            self.cfg.scope,
+            self.map,
+            self.nh.used.clone(),
+        );
         self.refresh(&mut fresh);
         let snap = self.publisher.current();
         if !snap.nh_consistent() {
@@ -107,6 +112,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mgid::McastMap;
 
     #[test]
     fn entries_compare_by_identity_published_side_first() {
@@ -132,8 +138,18 @@ mod tests {
     #[test]
     fn the_first_differing_scalar_is_named() {
         let used: Arc<[std::sync::atomic::AtomicBool]> = Arc::new([]);
-        let snap = Snapshot::new(Default::default(), Default::default(), used.clone());
-        let mut fresh = Snapshot::new(Default::default(), Default::default(), used);
+        let snap = Snapshot::new(
+            Default::default(),
+            Default::default(),
+            McastMap::RoceV2,
+            used.clone(),
+        );
+        let mut fresh = Snapshot::new(
+            Default::default(),
+            Default::default(),
+            McastMap::RoceV2,
+            used,
+        );
         assert_eq!(compare_snapshots(&snap, &fresh), Ok(()));
         fresh.mtu = 2044;
         fresh.link_up = true;

@@ -6,8 +6,8 @@ use ibpoll_dev::{Nanos, PortEvent, PortState};
 
 use super::subscribe::detach_lanes;
 use super::{Controller, CtrlEvent, Flush, FlushLevel};
+use crate::link::TxnKind;
 use crate::mcast::{Backoff, GroupKind, GroupState, RetryAt, Unconfirmed};
-use crate::sa::TxnKind;
 use crate::table::Change;
 
 /// Port events handled per poll.
@@ -23,8 +23,8 @@ impl Controller {
             n += 1;
             let attr = self.port.attr();
             self.port_active = attr.state == PortState::Active && !self.device_dead;
-            self.port_gid = attr.gid;
-            self.sa.set_port(&attr);
+            self.link.port_changed(&attr);
+            self.port_gid = self.link.port_gid();
             match ev {
                 PortEvent::DeviceFatal => {
                     // Every resource of the device is dead: down for good (leaves are
@@ -113,7 +113,8 @@ impl Controller {
         }
         if !f.leaving {
             let draining = self
-                .sa
+                .link
+                .txns()
                 .in_flight_where(|k| matches!(k, TxnKind::Join(_) | TxnKind::Path(_)));
             if draining > 0 {
                 return 0;
@@ -126,11 +127,11 @@ impl Controller {
         // whose join timed out (the SA may hold it), as the window allows, in MGID order.
         self.reindex();
         self.scratch.clear();
-        let room = self.sa.room();
+        let room = self.link.txns().room();
         self.scratch
             .extend(self.groups.flush_leave().iter().take(room).copied());
         for i in 0..self.scratch.len() {
-            if !self.sa.has_room() {
+            if !self.link.txns().has_room() {
                 break;
             }
             let mgid = self.scratch[i];
@@ -169,12 +170,12 @@ impl Controller {
                 GroupState::Joining {
                     tid, unconfirmed, ..
                 } => {
-                    self.sa.abandon(tid);
+                    self.link.txns_mut().abandon(tid);
                     n += 1;
                     unconfirmed.or(Some(Unconfirmed::from_timeout(mgid, g.kind.join_state())))
                 }
                 GroupState::Leaving { tid, leave, .. } => {
-                    self.sa.abandon(tid);
+                    self.link.txns_mut().abandon(tid);
                     n += 1;
                     Some(leave.into_unconfirmed())
                 }

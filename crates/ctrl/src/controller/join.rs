@@ -4,19 +4,17 @@
 
 use std::sync::Arc;
 
-use ibpoll_dev::{AhAttr, GrhAttr, Nanos};
-use ibpoll_wire::mad::Method;
+use ibpoll_dev::Nanos;
 use ibpoll_wire::mcmember::{self, JoinState};
-use ibpoll_wire::sa::{Attribute, ComponentMask, Selector};
-use ibpoll_wire::{Gid, PKey, Qpn};
+use ibpoll_wire::{Gid, Qpn};
 
 use super::subscribe::detach_lanes;
 use super::Controller;
+use crate::link::{JoinRequest, Tid};
 use crate::mcast::{Backoff, GroupKind, GroupState, Membership, RetryAt, Unconfirmed};
 use crate::nh::NhSlot;
 use crate::reaper::AhGuard;
 use crate::ring::GroupAddr;
-use crate::sa::{self, Tid, TxnKind};
 use crate::snapshot::McastEntry;
 
 impl Controller {
@@ -39,7 +37,8 @@ impl Controller {
         true
     }
 
-    fn joins_allowed(&self) -> bool {
+    /// Whether leaves may go out (and joins, once the startup cleanup ended).
+    pub(super) fn leaves_allowed(&self) -> bool {
         self.port_active
             && self.admin_up
             && self.flush.is_none()
@@ -51,7 +50,7 @@ impl Controller {
     /// is Joined (DESIGN rule 1), all only while allowed (rule 2) and the window has room.
     /// Reads only the groups due now (the table's indexes), never the whole table.
     pub(super) fn schedule_joins(&mut self, now: Nanos) -> usize {
-        if !self.joins_allowed() {
+        if !self.leaves_allowed() {
             return 0;
         }
         self.reindex();
@@ -60,12 +59,16 @@ impl Controller {
             Some(GroupState::Joined { .. })
         );
         let mut n = self.leaves_due(now, bcast_joined);
+        if self.cleanup.blocks_joins() {
+            // What an earlier instance left is left first (see `cleanup`).
+            return n;
+        }
         if !bcast_joined {
             let due = matches!(
                 self.groups[&self.bcast_mgid].state,
                 GroupState::Idle { retry_at: RetryAt::At(t), .. } if t <= now
             );
-            if due && self.sa.has_room() {
+            if due && self.link.txns().has_room() {
                 self.send_join(self.bcast_mgid, now);
                 return n + 1;
             }
@@ -73,7 +76,7 @@ impl Controller {
         }
         // The joins due, earliest first, as many as the window takes.
         self.scratch.clear();
-        let room = self.sa.room();
+        let room = self.link.txns().room();
         let bcast = self.bcast_mgid;
         self.scratch.extend(
             self.groups
@@ -82,7 +85,7 @@ impl Controller {
                 .take(room + 1),
         );
         for i in 0..self.scratch.len() {
-            if !self.sa.has_room() {
+            if !self.link.txns().has_room() {
                 self.stats.sa_window_full += 1;
                 break;
             }
@@ -116,7 +119,7 @@ impl Controller {
                 if self.groups.contains_key(&mgid) && self.begin_leave(mgid, now, true) {
                     n += 1;
                 }
-            } else if bcast_joined && self.begin_leave(mgid, now, false) {
+            } else if (g.leave_first || bcast_joined) && self.begin_leave(mgid, now, false) {
                 n += 1;
             }
         }
@@ -129,26 +132,16 @@ impl Controller {
         let Some(g) = self.groups.get(&mgid) else {
             return;
         };
-        let Some((mask, rec)) = join_request(
+        let req = JoinRequest {
             mgid,
-            self.port_gid,
-            self.cfg.pkey,
-            g.kind,
-            self.bcast_record.as_ref(),
-        ) else {
+            kind: g.kind,
+            pkey: self.cfg.pkey,
+            bcast_record: self.bcast_record.as_ref(),
+        };
+        let Some((tid, deadline)) = self.link.start_join(now, &req, &mut self.stats) else {
             return;
         };
-        let Some((tid, deadline)) = self.sa.start(
-            now,
-            Method::SET,
-            mask,
-            Attribute::McMember(rec),
-            TxnKind::Join(mgid),
-            &mut self.stats,
-        ) else {
-            return;
-        };
-        tracing::debug!(pkey = %self.cfg.pkey, %mgid, ?tid, join_state = ?rec.join_state, "ibpoll-ctrl: join sent");
+        tracing::debug!(pkey = %self.cfg.pkey, %mgid, ?tid, kind = ?g.kind, "ibpoll-ctrl: join sent");
         let g = self.groups.get_mut(&mgid).expect("looked up above");
         // The failures so far and a timed-out join's token go with the new try.
         let (backoff, unconfirmed) =
@@ -263,7 +256,7 @@ impl Controller {
         if let Some(g) = self.groups.get_mut(&rec.mgid) {
             g.attached = attached;
         }
-        let made = match self.port.create_ah(&mcast_ah_attr(rec)) {
+        let made = match self.port.create_ah(&self.link.group_ah(rec)) {
             Ok(ah) => {
                 self.stats.ah_created += 1;
                 let guard = self.ah_guard(ah);
@@ -388,57 +381,6 @@ impl Controller {
     }
 }
 
-/// The MCMemberRecord Set that joins `mgid` (IPoIB's `ipoib_mcast_join`): the broadcast
-/// group with MGID, PortGID, P_Key and JoinState; any other group with the parameters
-/// of the broadcast group's record as well (DESIGN rule 1), so `None` without one.
-fn join_request(
-    mgid: Gid,
-    port_gid: Gid,
-    pkey: PKey,
-    kind: GroupKind,
-    bcast_record: Option<&mcmember::Repr>,
-) -> Option<(ComponentMask, mcmember::Repr)> {
-    let mut rec = mcmember::Repr {
-        mgid,
-        port_gid,
-        pkey,
-        join_state: kind.join_state(),
-        ..mcmember::Repr::default()
-    };
-    if kind == GroupKind::Broadcast {
-        return Some((sa::broadcast_join_mask(), rec));
-    }
-    let b = bcast_record?;
-    rec.qkey = b.qkey;
-    rec.mtu_selector = Selector::Exactly;
-    rec.mtu = b.mtu;
-    rec.tclass = b.tclass;
-    rec.rate_selector = Selector::Exactly;
-    rec.rate = b.rate;
-    rec.sl = b.sl;
-    rec.flow_label = b.flow_label;
-    rec.hop_limit = b.hop_limit;
-    Some((sa::group_join_mask(), rec))
-}
-
-/// The address handle of a joined group: its MLID, and a GRH to its MGID with the
-/// record's flow label, hop limit and traffic class.
-fn mcast_ah_attr(rec: &mcmember::Repr) -> AhAttr {
-    AhAttr {
-        dlid: rec.mlid,
-        sl: rec.sl,
-        src_path_bits: 0,
-        static_rate: rec.rate,
-        grh: Some(GrhAttr {
-            dgid: rec.mgid,
-            flow_label: rec.flow_label,
-            sgid_index: 0,
-            hop_limit: rec.hop_limit,
-            traffic_class: rec.tclass,
-        }),
-    }
-}
-
 /// What the SA may hold after a failed join: the token of an earlier timed-out join,
 /// and this join's JoinState bits if it timed out (a refusal grants nothing). Two
 /// timed-out joins (of different JoinState bits, after an upgrade from send-only): the
@@ -459,83 +401,10 @@ fn unconfirmed_after(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ibpoll_wire::mcmember::mask as mcm;
-    use ibpoll_wire::{Lid, QKey, Rate};
 
     const MGID: Gid = Gid([
         0xff, 0x12, 0x40, 0x1b, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0xe0, 0, 0, 1,
     ]);
-
-    fn bcast_record() -> mcmember::Repr {
-        mcmember::Repr {
-            qkey: QKey(0x0B1B),
-            mlid: Lid(0xC000),
-            mtu: 4,
-            tclass: 3,
-            rate: Rate::GBPS_40,
-            sl: 2,
-            flow_label: 0x12345,
-            hop_limit: 7,
-            ..mcmember::Repr::default()
-        }
-    }
-
-    #[test]
-    fn the_broadcast_join_names_only_what_ipoib_names() {
-        let port = Gid::new(Gid::DEFAULT_SUBNET_PREFIX, 9);
-        let (mask, rec) =
-            join_request(MGID, port, PKey::DEFAULT, GroupKind::Broadcast, None).unwrap();
-        assert_eq!(mask, sa::broadcast_join_mask());
-        assert_eq!(
-            mask,
-            mcm::MGID | mcm::PORT_GID | mcm::PKEY | mcm::JOIN_STATE
-        );
-        assert_eq!(
-            (rec.mgid, rec.port_gid, rec.pkey),
-            (MGID, port, PKey::DEFAULT)
-        );
-        assert_eq!(rec.join_state, JoinState::FULL_MEMBER);
-        assert_eq!(rec.qkey, QKey(0));
-    }
-
-    #[test]
-    fn other_joins_copy_the_broadcast_groups_parameters() {
-        let port = Gid::new(Gid::DEFAULT_SUBNET_PREFIX, 9);
-        // DESIGN rule 1: no other join before the broadcast group's record exists.
-        assert!(join_request(MGID, port, PKey::DEFAULT, GroupKind::Full, None).is_none());
-        let b = bcast_record();
-        let (mask, rec) =
-            join_request(MGID, port, PKey::DEFAULT, GroupKind::SendOnly, Some(&b)).unwrap();
-        assert_eq!(mask, sa::group_join_mask());
-        assert_eq!(rec.join_state, JoinState::SEND_ONLY_FULL_MEMBER);
-        assert_eq!((rec.qkey, rec.tclass, rec.sl), (b.qkey, b.tclass, b.sl));
-        assert_eq!((rec.flow_label, rec.hop_limit), (b.flow_label, b.hop_limit));
-        assert_eq!((rec.mtu_selector, rec.mtu), (Selector::Exactly, b.mtu));
-        assert_eq!((rec.rate_selector, rec.rate), (Selector::Exactly, b.rate));
-        // The MLID is the SA's to choose.
-        assert_eq!(rec.mlid, Lid(0));
-        let (_, full) = join_request(MGID, port, PKey::DEFAULT, GroupKind::Full, Some(&b)).unwrap();
-        assert_eq!(full.join_state, JoinState::FULL_MEMBER);
-    }
-
-    #[test]
-    fn a_groups_address_handle_routes_to_its_mlid_with_a_grh_to_its_mgid() {
-        let rec = mcmember::Repr {
-            mgid: MGID,
-            ..bcast_record()
-        };
-        let ah = mcast_ah_attr(&rec);
-        assert_eq!(
-            (ah.dlid, ah.sl, ah.static_rate),
-            (rec.mlid, rec.sl, rec.rate)
-        );
-        let grh = ah.grh.expect("multicast is globally routed");
-        assert_eq!(grh.dgid, MGID);
-        assert_eq!(
-            (grh.flow_label, grh.hop_limit, grh.traffic_class),
-            (rec.flow_label, rec.hop_limit, rec.tclass)
-        );
-    }
 
     #[test]
     fn a_timed_out_join_leaves_a_token_a_refused_one_does_not() {

@@ -3,16 +3,14 @@
 //! what becomes of a group once its leave ended.
 
 use ibpoll_dev::Nanos;
-use ibpoll_wire::mad::Method;
-use ibpoll_wire::mcmember::{self, JoinState};
-use ibpoll_wire::sa::Attribute;
+use ibpoll_wire::mcmember::JoinState;
 use ibpoll_wire::Gid;
 
 use super::subscribe::detach_lanes;
 use super::Controller;
+use crate::link::Tid;
 use crate::mcast::{Backoff, GroupKind, GroupState, Leave, RetryAt, Unconfirmed};
 use crate::ring::GroupAddr;
-use crate::sa::{self, Tid, TxnKind};
 
 impl Controller {
     /// Unsubscribes what [`join_group`](Self::join_group) subscribed: the group is left
@@ -53,7 +51,7 @@ impl Controller {
     /// Joined|Idle(unconfirmed) -> Leaving. Consumes the token. Returns whether a leave
     /// went out (false: nothing to leave, or no room in the window).
     pub(crate) fn begin_leave(&mut self, mgid: Gid, now: Nanos, remove_after: bool) -> bool {
-        if !self.sa.has_room() {
+        if !self.link.txns().has_room() {
             self.stats.sa_window_full += 1;
             return false;
         }
@@ -94,22 +92,11 @@ impl Controller {
         // holds; an unconfirmed one may name bits of several timed-out joins, of which
         // the SA may hold any subset: those are left one bit per Delete.
         let join_state = delete_join_state(&leave);
-        let rec = mcmember::Repr {
-            mgid: leave.mgid,
-            port_gid: self.port_gid,
-            join_state,
-            ..mcmember::Repr::default()
-        };
         // Leaves bypass the window check here: the caller checked for room, and a retry
         // reuses the slot its timed-out try just freed.
-        let started = self.sa.start(
-            now,
-            Method::DELETE,
-            sa::leave_mask(),
-            Attribute::McMember(rec),
-            TxnKind::Leave(mgid),
-            &mut self.stats,
-        );
+        let started = self
+            .link
+            .start_leave(now, leave.mgid, join_state, &mut self.stats);
         let Some(g) = self.groups.get_mut(&mgid) else {
             return;
         };
@@ -196,6 +183,8 @@ impl Controller {
                 unconfirmed: Some(leave.into_unconfirmed()),
             };
             g.leave_deferred = self.flush.is_some();
+            // A stale membership that cannot be left first is absorbed by the join.
+            g.leave_first = false;
         }
     }
 
@@ -212,6 +201,7 @@ impl Controller {
             self.groups.remove(&mgid, &mut self.changes);
         } else if let Some(g) = self.groups.get_mut(&mgid) {
             g.remove_after_leave = false;
+            g.leave_first = false;
         }
     }
 

@@ -6,8 +6,12 @@
 //!
 //! - `flush`: port events start a flush (or raise its level); a running flush drains
 //!   joins and path queries, leaves every group, and ends;
-//! - `sa_events`: answers and timeouts of SA transactions, handed to the multicast state
-//!   machine (`join`, `leave`) and to path resolution (`neigh`);
+//! - `link_events`: the ends of link-layer transactions (SA answers and timeouts on
+//!   InfiniBand, local answers on RoCE; see `crate::link`), handed to the multicast
+//!   state machine (`join`, `leave`), to path resolution (`neigh`) and to the startup
+//!   cleanup;
+//! - `cleanup`: before the first join, leave what an earlier instance on this port left
+//!   at the SA;
 //! - `requests`: what the data cores ask through their rings (multicast packets for
 //!   groups not Joined, unresolved next hops, ARP);
 //! - `join` and `leave`: the multicast state machine's transitions (Idle -> Joining ->
@@ -19,15 +23,16 @@
 //!   `check` compares it with one built afresh (for tests).
 
 mod check;
+mod cleanup;
 mod ctl_tx;
 mod expire;
 mod flush;
 mod inspect;
 mod join;
 mod leave;
+mod link_events;
 mod publish;
 mod requests;
-mod sa_events;
 mod subscribe;
 
 use std::collections::VecDeque;
@@ -35,18 +40,22 @@ use std::fmt;
 use std::sync::Arc;
 
 use crossbeam::queue::ArrayQueue;
-use ibpoll_dev::{Clock, Counter, Nanos, Port, PortState, TxDst, TxQueue};
+use ibpoll_dev::{Clock, Counter, LinkLayer, Nanos, Port, PortAttr, PortState, TxDst, TxQueue};
 use ibpoll_mem::{MbufArray, Mempool};
 use ibpoll_rcu::{Publisher, Registry};
-use ibpoll_wire::ipoib::{self, HwAddr};
+use ibpoll_wire::ipoib::HwAddr;
 use ibpoll_wire::mcmember;
 use ibpoll_wire::{Gid, Qpn};
 
+use crate::link::ib::IbLink;
+use crate::link::roce::RoceLink;
+use crate::link::{self, LinkEvent, LinkLayerOps};
 use crate::mcast::{Group, GroupKind, GroupPhase, GroupState};
+use crate::mgid::McastMap;
 use crate::nh::NhSlab;
+use crate::owner::PortClaim;
 use crate::reaper::{AhGuard, AhReaper, TxProgress};
 use crate::ring::{DataCore, GroupAddr, RequestRing, RequestSender};
-use crate::sa::{self, SaClient, SaEvent};
 use crate::snapshot::Snapshot;
 use crate::subs::{RequestDrops, SubBoard, Subscriptions};
 use crate::table::{ChangeLog, GroupTable, NeighTable};
@@ -116,7 +125,15 @@ pub struct Controller {
     /// The control core's own send-only QP.
     pub(crate) tx: Box<dyn TxQueue>,
     pub(crate) pool: Mempool,
-    pub(crate) sa: SaClient,
+    /// The link layer's strategy: joins, leaves, paths and group names (see `link`).
+    pub(crate) link: Box<dyn LinkLayerOps>,
+    /// How groups are named on this interface (the strategy's, kept at hand).
+    pub(crate) map: McastMap,
+    /// This process's claim on the port (InfiniBand with `owner_lock_dir`); released
+    /// when the controller is dropped.
+    _claim: Option<PortClaim>,
+    /// The startup cleanup's progress (see `cleanup`).
+    pub(crate) cleanup: cleanup::Cleanup,
     publisher: Publisher<Snapshot>,
     rings: Vec<RequestRing>,
     /// The data cores' sockets' subscriptions (see `subs`).
@@ -168,7 +185,7 @@ pub struct Controller {
     /// next publish rewrites it instead of allocating one.
     spare: Option<Box<Snapshot>>,
     pub(crate) gratuitous_arp: bool,
-    sa_events: Vec<SaEvent>,
+    link_events: Vec<LinkEvent>,
     scratch: Vec<Gid>,
     /// The mutation `ibpoll-simtest` must catch: a leave is tried once, never again
     /// (see [`Controller::mutate_no_leave_retries`]). Always false outside that test.
@@ -183,7 +200,7 @@ impl fmt::Debug for Controller {
             .field("neighbours", &self.neighbours.len())
             .field("link_up", &self.link_up)
             .field("flush", &self.flush)
-            .field("sa", &self.sa)
+            .field("link", &self.link)
             .finish_non_exhaustive()
     }
 }
@@ -219,16 +236,12 @@ impl Controller {
             port: attr.port_num,
             pkey: cfg.pkey,
         })?;
-        let chan = port
-            .open_mad_channel()
-            .map_err(|source| Error::MadChannel {
-                port: attr.port_num,
-                source,
-            })?;
+        let (link, claim) = link_layer(&cfg, &*port, &attr)?;
         // Every group and neighbour can have an entry in the current snapshot and an
         // older one in a snapshot that is still being given back.
         let nh = Arc::new(NhSlab::new(2 * (cfg.groups_max + cfg.neigh_max) + 8));
-        let initial = Snapshot::new(cfg.pkey, cfg.scope, nh.used.clone());
+        let map = link.mcast_map();
+        let initial = Snapshot::new(cfg.pkey, cfg.scope, map, nh.used.clone());
         let (mut publisher, registry) =
             ibpoll_rcu::new(initial, cfg.data_cores).map_err(|source| Error::Snapshot {
                 data_cores: cfg.data_cores,
@@ -244,13 +257,13 @@ impl Controller {
         let reaper = Arc::new(AhReaper::new(port.clone(), progress, ah_destroyed.clone()));
         let inflight_max = cfg.tx_backlog_max + 32768;
         let now = clock.now();
-        let bcast_mgid = ipoib::broadcast_mgid(cfg.pkey);
+        let bcast_mgid = map.broadcast();
         let mut groups = GroupTable::with_touched_capacity(cfg.groups_max.min(4096));
         groups.insert(Group::new(bcast_mgid, GroupKind::Broadcast, now));
-        for mgid in crate::nd::own_groups(&cfg) {
+        for mgid in crate::nd::own_groups(&cfg, map) {
             groups.insert(Group::new(mgid, GroupKind::Full, now));
         }
-        let sa = SaClient::new(chan, &attr, cfg.sa_window, cfg.sa_timeout);
+        let port_gid = link.port_gid();
         let ctl = Controller {
             clock,
             port,
@@ -258,7 +271,10 @@ impl Controller {
             lane_qpns,
             tx,
             pool,
-            sa,
+            link,
+            map,
+            _claim: claim,
+            cleanup: cleanup::Cleanup::new(cfg.sa_cleanup),
             publisher,
             rings,
             subs,
@@ -267,7 +283,7 @@ impl Controller {
             bcast_mgid,
             bcast_record: None,
             neighbours: NeighTable::with_touched_capacity(cfg.neigh_max.min(4096)),
-            port_gid: attr.gid,
+            port_gid,
             port_active: attr.state == PortState::Active,
             device_dead: false,
             qp_move_pending: false,
@@ -291,7 +307,7 @@ impl Controller {
             changes: ChangeLog::new(1),
             spare: None,
             gratuitous_arp: false,
-            sa_events: Vec::with_capacity(sa::RECV_PER_POLL + cfg.sa_window),
+            link_events: Vec::with_capacity(link::RECV_PER_POLL + cfg.sa_window),
             scratch: Vec::with_capacity(cfg.groups_max),
             no_leave_retries: false,
             cfg,
@@ -306,7 +322,8 @@ impl Controller {
         let now = self.clock.now();
         let mut work = 0;
         work += self.port_events(now);
-        work += self.sa_poll(now);
+        work += self.link_poll(now);
+        work += self.cleanup_progress(now);
         work += self.requests(now);
         work += self.flush_progress(now);
         work += self.schedule_joins(now);
@@ -431,9 +448,31 @@ impl Controller {
         self.neighbours.values().map(|n| n.queue.len()).sum()
     }
 
-    /// SA transactions in flight.
+    /// Link-layer transactions (SA transactions on InfiniBand) in flight.
     pub fn sa_in_flight(&self) -> usize {
-        self.sa.in_flight()
+        self.link.txns().in_flight()
+    }
+
+    /// The link layer of the interface's port (what the controller's strategy serves).
+    pub fn link_layer(&self) -> LinkLayer {
+        self.link.link_layer()
+    }
+
+    /// How the interface names its multicast groups.
+    pub fn mcast_map(&self) -> McastMap {
+        self.map
+    }
+
+    /// Whether the startup cleanup (see [`CtrlConfig::sa_cleanup`]) still runs or waits
+    /// to run (in the background too, after it stopped blocking joins).
+    pub fn cleanup_running(&self) -> bool {
+        self.cleanup.is_running()
+    }
+
+    /// Whether the startup cleanup holds joins back (at most `cleanup_max`, or until a
+    /// listing went unanswered `leave_tries` times).
+    pub fn cleanup_blocks_joins(&self) -> bool {
+        self.cleanup.blocks_joins()
     }
 
     /// Whether this port means to stay a member of `mgid` at the SA: the group is Joined
@@ -478,7 +517,8 @@ impl Controller {
         HwAddr::new(0, self.qpn, self.port_gid)
     }
 
-    /// The MGID a group address maps to on this interface, if it is one of its groups.
+    /// The MGID a group address maps to on this interface, if it is one of its groups
+    /// (see [`McastMap`]).
     pub fn mgid_of(&self, group: GroupAddr) -> Option<Gid> {
         let mgid = match group {
             GroupAddr::Mgid(m) => m,
@@ -486,17 +526,16 @@ impl Controller {
                 if ip[0] & 0xf0 != 0xe0 {
                     return None;
                 }
-                ipoib::ipv4_mcast_mgid(ip, self.cfg.pkey, self.cfg.scope)
+                self.map.ipv4(ip)
             }
             GroupAddr::Ipv6(ip) => {
                 if !ibpoll_wire::ipv6::is_multicast(&ip) {
                     return None;
                 }
-                ipoib::ipv6_mcast_mgid(ip, self.cfg.pkey, self.cfg.scope)
+                self.map.ipv6(ip)
             }
         };
-        let in_partition = ipoib::mgid_pkey(&mgid).is_none_or(|p| p.base() == self.cfg.pkey.base());
-        (mgid.is_multicast() && in_partition).then_some(mgid)
+        self.map.is_group(&mgid).then_some(mgid)
     }
 
     /// The snapshot as published last (the control core's view).
@@ -562,6 +601,40 @@ impl Controller {
         }
         self.events.push_back(ev);
     }
+}
+
+/// The link layer's strategy for `port`, picked from its link layer, and (InfiniBand
+/// with an owner-lock directory) this process's claim on the port, taken before the
+/// MAD channel is opened.
+fn link_layer(
+    cfg: &CtrlConfig,
+    port: &dyn Port,
+    attr: &PortAttr,
+) -> Result<(Box<dyn LinkLayerOps>, Option<PortClaim>), Error> {
+    if attr.link_layer == LinkLayer::Ethernet {
+        let l = RoceLink::new(attr, cfg.ipv4, cfg.sa_window, cfg.sa_timeout)?;
+        return Ok((Box::new(l), None));
+    }
+    let claim = cfg
+        .owner_lock_dir
+        .as_deref()
+        .map(|dir| PortClaim::claim(dir, attr.gid.guid(), cfg.pkey))
+        .transpose()?;
+    let chan = port
+        .open_mad_channel()
+        .map_err(|source| Error::MadChannel {
+            port: attr.port_num,
+            source,
+        })?;
+    let l = IbLink::new(
+        chan,
+        attr,
+        cfg.pkey,
+        cfg.scope,
+        cfg.sa_window,
+        cfg.sa_timeout,
+    );
+    Ok((Box::new(l), claim))
 }
 
 /// One request ring and one [`DataCore`] handle (its snapshot reader and the ring's

@@ -52,6 +52,7 @@ impl Controller {
                     Box::new(Snapshot::new(
                         self.cfg.pkey,
                         self.cfg.scope,
+                        self.map,
                         self.nh.used.clone(),
                     ))
                 }

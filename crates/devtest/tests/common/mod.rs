@@ -112,6 +112,80 @@ impl Fixture for SimFixture {
     }
 }
 
+/// Two one-port RoCE v2 nodes (10.0.0.1 and 10.0.0.2) on a simulated fabric: link
+/// layer Ethernet, LID 0, no SA; the multicast group is 239.1.2.3's IPv4-mapped GID,
+/// attached without a join.
+pub struct RoceFixture {
+    pub fabric: SimFabric,
+    pub devs: [Arc<SimDevice>; 2],
+    pub ports: [Arc<dyn Port>; 2],
+}
+
+impl RoceFixture {
+    pub fn new() -> RoceFixture {
+        let fabric = SimFabric::new(FabricConfig::default());
+        let devs = [
+            fabric.add_roce_node("a", &[[10, 0, 0, 1]]),
+            fabric.add_roce_node("b", &[[10, 0, 0, 2]]),
+        ];
+        let ports = [0, 1].map(|i| devs[i].open_port(1).expect("port 1"));
+        RoceFixture {
+            fabric,
+            devs,
+            ports,
+        }
+    }
+}
+
+impl Fixture for RoceFixture {
+    fn ports(&self) -> [Arc<dyn Port>; 2] {
+        self.ports.clone()
+    }
+
+    fn pool(&self, name: &str, n_bufs: u32) -> Mempool {
+        pool(name, n_bufs)
+    }
+
+    fn group(&self) -> Option<Group> {
+        let mgid = ibpoll_wire::Gid([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 239, 1, 2, 3]);
+        let ah = AhAttr {
+            dlid: Lid(0),
+            sl: 0,
+            src_path_bits: 0,
+            static_rate: self.ports[0].attr().rate,
+            grh: Some(GrhAttr {
+                dgid: mgid,
+                flow_label: 0,
+                // The IPv4-mapped GID of the port's address.
+                sgid_index: 1,
+                hop_limit: 64,
+                traffic_class: 0,
+            }),
+        };
+        Some(Group::new(
+            mgid,
+            Lid(0),
+            QKey::IPOIB_DEFAULT,
+            PKey::DEFAULT,
+            ah,
+        ))
+    }
+
+    fn cause(&self, side: usize, cause: EventCause) -> bool {
+        let id = self.devs[side].port_id(1);
+        match cause {
+            EventCause::LinkDown => self.fabric.set_port_up(id, false),
+            EventCause::LinkUp => self.fabric.set_port_up(id, true),
+            _ => return false,
+        }
+        true
+    }
+
+    fn quiet(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
 /// A port with a pool and one UD QP (partition index 0, the IPoIB Q_Key), its queues
 /// at hand.
 pub struct Host {

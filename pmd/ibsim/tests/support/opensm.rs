@@ -968,16 +968,22 @@ impl CtlHost {
         port: Arc<HybridPort>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let pool = testkit::pool(&format!("ctl-{name}"), 1024);
-        let pkey_index = port
-            .sim_port()
-            .attr()
-            .pkey_index(PKey::DEFAULT)
-            .expect("the simulated port is in the default partition");
-        let qp = testkit::ipoib_qp(&*port, pkey_index, &pool, 256);
+        CtlHost::with_config(name, ip, dev, port, clock, CtrlConfig::default())
+    }
+
+    /// [`CtlHost::new`] with `cfg` (its address set to `ip`).
+    fn with_config(
+        name: &'static str,
+        ip: [u8; 4],
+        dev: &SimDevice,
+        port: Arc<HybridPort>,
+        clock: Arc<dyn Clock>,
+        cfg: CtrlConfig,
+    ) -> Self {
+        let (qp, pool) = ctl_qp(name, &port);
         let cfg = CtrlConfig {
             ipv4: Some(ip),
-            ..CtrlConfig::default()
+            ..cfg
         };
         let host =
             testkit::CtlHost::on_port(name, dev.port_id(1), port.clone(), qp, cfg, pool, clock);
@@ -1011,6 +1017,17 @@ impl CtlHost {
             self.port.counters()
         )
     }
+}
+
+/// An interface's QPs and pool on a hybrid port, in the default partition.
+fn ctl_qp(name: &str, port: &Arc<HybridPort>) -> (testkit::data::IpoibQp, ibpoll_mem::Mempool) {
+    let pool = testkit::pool(&format!("ctl-{name}"), 1024);
+    let pkey_index = port
+        .sim_port()
+        .attr()
+        .pkey_index(PKey::DEFAULT)
+        .expect("the simulated port is in the default partition");
+    (testkit::ipoib_qp(&**port, pkey_index, &pool, 256), pool)
 }
 
 /// Steps every host (with a 1 ms pause between rounds, in real time) until `done`
@@ -1080,3 +1097,39 @@ fn membership(
     }
 }
 
+
+/// The groups OpenSM lists `port_gid` as a member of (MCMemberRecord GetTable, mask
+/// PortGID, sent from that port: `saquery -m` without an SM_Key shows the same, PortGID
+/// and JoinState zeroed). One MAD holds at most three records (ibsim carries no RMPP),
+/// which is all the tests need. Returns the MGIDs in OpenSM's order.
+fn listed_groups(osm: &mut OpenSm, fabric: &mut Fabric, port_gid: Gid) -> Vec<Gid> {
+    let rec = mcmember::Repr {
+        port_gid,
+        ..mcmember::Repr::default()
+    };
+    let m = osm.call(
+        &mut mcmember_request(Method::GET_TABLE, mcm::PORT_GID, rec),
+        fabric,
+    );
+    if status(&m) == Status::ERR_NO_RECORDS {
+        return Vec::new();
+    }
+    assert!(status(&m).is_ok(), "GetTable: status {}", status(&m));
+    let p = ibpoll_wire::sa::Packet::new_checked(&m[..]).expect("an SA MAD");
+    let stride = usize::from(p.attribute_offset()) * 8;
+    if stride == 0 {
+        return Vec::new();
+    }
+    // The channel zeroes what the sender did not write: the records end at the first
+    // one without a multicast MGID.
+    let mut out = Vec::new();
+    for rec in p.data().chunks_exact(stride) {
+        let r = mcmember::Repr::parse(&mcmember::Packet::new_checked(rec).expect("a record"))
+            .expect("a record");
+        if !r.mgid.is_multicast() {
+            break;
+        }
+        out.push(r.mgid);
+    }
+    out
+}

@@ -369,7 +369,7 @@ pub fn qp_config(pool: &Mempool, opts: &QpOpts) -> UdQpConfig {
     cfg
 }
 
-fn make_qp(port: &dyn Port, pool: &Mempool, opts: &QpOpts) -> Qp {
+pub fn make_qp(port: &dyn Port, pool: &Mempool, opts: &QpOpts) -> Qp {
     let qp = port
         .create_ud_qp(&qp_config(pool, opts))
         .expect("a valid QP configuration");

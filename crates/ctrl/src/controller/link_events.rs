@@ -1,38 +1,39 @@
-//! SA transactions' answers and timeouts, dispatched to the multicast state machine and
-//! to path resolution. The SA client matches each answer to its transaction; a handler
-//! acts only when the group (or neighbour) still waits on that very transaction.
+//! The ends of link-layer transactions (SA answers and timeouts on InfiniBand, local
+//! answers on RoCE), dispatched to the multicast state machine, to path resolution and
+//! to the startup cleanup. The link layer matches each answer to its transaction; a
+//! handler acts only when the group (or neighbour) still waits on that very transaction.
 
 use ibpoll_dev::Nanos;
 
 use super::Controller;
+use crate::link::{LinkEvent, TxnKind};
 use crate::mcast::Membership;
-use crate::sa::{SaEvent, TxnKind};
 use crate::subs::JoinStatus;
 
 impl Controller {
-    pub(super) fn sa_poll(&mut self, now: Nanos) -> usize {
-        let mut events = std::mem::take(&mut self.sa_events);
+    pub(super) fn link_poll(&mut self, now: Nanos) -> usize {
+        let mut events = std::mem::take(&mut self.link_events);
         events.clear();
-        let n = self.sa.poll(now, &mut self.stats, &mut events);
+        let n = self.link.poll(now, &mut self.stats, &mut events);
         for ev in events.drain(..) {
-            self.on_sa_event(ev, now);
+            self.on_link_event(ev, now);
         }
-        self.sa_events = events;
+        self.link_events = events;
         n
     }
 
-    fn on_sa_event(&mut self, ev: SaEvent, now: Nanos) {
+    fn on_link_event(&mut self, ev: LinkEvent, now: Nanos) {
         match ev {
-            SaEvent::Joined { tid, mgid, granted } => {
+            LinkEvent::Joined { tid, mgid, granted } => {
                 self.on_joined(tid, mgid, Membership::new(granted), now)
             }
-            SaEvent::JoinRefused { tid, mgid, status } => {
+            LinkEvent::JoinRefused { tid, mgid, status } => {
                 if self.joining_tid(&mgid) == Some(tid) {
                     tracing::warn!(
                         pkey = %self.cfg.pkey,
                         %mgid,
                         sa_status = format_args!("{:#06x}", status.0),
-                        "ibpoll-ctrl: the SA refused the join"
+                        "ibpoll-ctrl: the join was refused"
                     );
                     self.note_join_failure(
                         mgid,
@@ -43,7 +44,7 @@ impl Controller {
                 }
                 self.on_join_failed(tid, mgid, None, now)
             }
-            SaEvent::Timeout {
+            LinkEvent::Timeout {
                 tid,
                 kind: TxnKind::Join(mgid),
                 join_state,
@@ -58,8 +59,8 @@ impl Controller {
                 }
                 self.on_join_failed(tid, mgid, Some(join_state), now)
             }
-            SaEvent::Left { tid, mgid, .. } => self.on_leave_done(tid, mgid, now),
-            SaEvent::LeaveRefused { tid, mgid, status } => {
+            LinkEvent::Left { tid, mgid } => self.on_leave_done(tid, mgid, now),
+            LinkEvent::LeaveRefused { tid, mgid, status } => {
                 if self.leaving_tid(&mgid) == Some(tid) {
                     tracing::warn!(
                         pkey = %self.cfg.pkey,
@@ -70,18 +71,25 @@ impl Controller {
                 }
                 self.on_leave_timeout(tid, mgid, now)
             }
-            SaEvent::Timeout {
+            LinkEvent::Timeout {
                 tid,
                 kind: TxnKind::Leave(mgid),
                 ..
             } => self.on_leave_timeout(tid, mgid, now),
-            SaEvent::Path { tid, ip, path } => self.on_path(tid, ip, Some(path), now),
-            SaEvent::PathRefused { tid, ip }
-            | SaEvent::Timeout {
+            LinkEvent::Path { tid, ip, ah } => self.on_path(tid, ip, Some(ah), now),
+            LinkEvent::PathRefused { tid, ip }
+            | LinkEvent::Timeout {
                 tid,
                 kind: TxnKind::Path(ip),
                 ..
             } => self.on_path(tid, ip, None, now),
+            LinkEvent::Memberships { tid, found } => self.on_listed(tid, Ok(found), now),
+            LinkEvent::ListRefused { tid, status } => self.on_listed(tid, Err(Some(status)), now),
+            LinkEvent::Timeout {
+                tid,
+                kind: TxnKind::Memberships,
+                ..
+            } => self.on_listed(tid, Err(None), now),
         }
     }
 
