@@ -71,6 +71,17 @@ impl Neigh {
             published: None,
         }
     }
+
+    /// Reachable -> Resolving with the entry in use kept: the path is queried again.
+    fn revalidate(&mut self) {
+        if let NeighState::Reachable { entry } = &self.state {
+            self.state = NeighState::Resolving {
+                hwaddr: entry.hwaddr,
+                tid: None,
+                old: Some(entry.clone()),
+            };
+        }
+    }
 }
 
 impl Controller {
@@ -136,6 +147,12 @@ impl Controller {
         }
         if !self.learn_from(source, a.source_hwaddr, now) {
             return;
+        }
+        if a.source_ip == a.target_ip {
+            // A gratuitous ARP: the sender came (back) up, perhaps at another LID after
+            // a flush, with the same hardware address. Its path is asked again; the
+            // old one serves until the answer.
+            self.revalidate(source);
         }
         if for_us {
             let reply = arp::Repr {
@@ -446,13 +463,14 @@ impl Controller {
     /// until the new one replaces it.
     pub(crate) fn revalidate_neighbours(&mut self) {
         for n in self.neighbours.values_mut() {
-            if let NeighState::Reachable { entry } = &n.state {
-                n.state = NeighState::Resolving {
-                    hwaddr: entry.hwaddr,
-                    tid: None,
-                    old: Some(entry.clone()),
-                };
-            }
+            n.revalidate();
+        }
+    }
+
+    /// Queries the path to neighbour `ip` again, if it is Reachable.
+    fn revalidate(&mut self, ip: IpAddr) {
+        if let Some(n) = self.neighbours.get_mut(&ip) {
+            n.revalidate();
         }
     }
 }

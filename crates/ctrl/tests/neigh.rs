@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use ibpoll_ctrl::{CtrlConfig, Request};
 use ibpoll_pmd_sim::FaultConfig;
-use ibpoll_wire::arp;
+use ibpoll_wire::{arp, Lid};
 
 const IP_A: [u8; 4] = [10, 0, 0, 1];
 const IP_B: [u8; 4] = [10, 0, 0, 2];
@@ -108,4 +108,34 @@ fn unresolvable_neighbour_drops_its_queue() {
     assert_eq!(s.neigh_unresolved_dropped, 3);
     assert_eq!(a.ctl.neighbour_count(), 0);
     assert_eq!(s.arp_requests_sent, 1 + 3, "gratuitous + 3 tries");
+}
+
+#[test]
+fn a_neighbour_that_comes_back_at_another_lid_is_reached_there() {
+    let net = Net::new(FaultConfig::NONE);
+    let mut a = Host::new(&net, "a", cfg(IP_A, 1));
+    let mut b = Host::new(&net, "b", cfg(IP_B, 1));
+    run_until(&net, &mut [&mut a, &mut b], secs(5), ms(10), |h| {
+        h[0].ctl.link_up() && h[1].ctl.link_up()
+    });
+    assert!(a.data_send_unicast(0, IP_B, 0));
+    run_until(&net, &mut [&mut a, &mut b], secs(5), ms(10), |h| {
+        !h[1].received.is_empty()
+    });
+    let dlid = |a: &Host| a.cores[0].reader.get().neighbour(&IP_B).map(|n| n.dlid);
+    assert!(dlid(&a).is_some_and(|l| l != Lid(0x77)));
+
+    // B's LID changes: B flushes, comes back up and sends a gratuitous ARP; its hardware
+    // address (QPN, GID) is the same, so only a new path query finds the new LID. The
+    // neighbour stays published meanwhile, and is not left to age out (300 s).
+    net.fabric.set_lid(b.port_id, Lid(0x77));
+    let paths = a.ctl.stats().paths_ok;
+    run_until(&net, &mut [&mut a, &mut b], secs(10), ms(10), |h| {
+        assert!(dlid(h[0]).is_some());
+        dlid(h[0]) == Some(Lid(0x77))
+    });
+    assert_eq!(a.ctl.stats().paths_ok, paths + 1);
+    assert!(a.data_send_unicast(0, IP_B, 1));
+    run(&net, &mut [&mut a, &mut b], ms(50), ms(10));
+    assert_eq!(b.received.last(), Some(&1));
 }

@@ -49,7 +49,7 @@ fn a_pinned_seed_replays_as_it_did_when_pinned() {
     );
     assert_eq!(
         format!("{:016x}", r.trace),
-        "784696e4a0a8c7e5",
+        "f638c28925a7974e",
         "the run of seed {seed} changed ({:.1} s virtual)",
         r.virtual_time.0 as f64 / 1e9
     );

@@ -96,7 +96,12 @@ pub(crate) enum DeviceChoice {
 /// let builder = Stack::builder()
 ///     .name("ib0")
 ///     .fabric(&fabric, "host-a")
-///     .interface(IfaceConfig { pkey: PKey::DEFAULT, ipv4: Some([10, 0, 0, 1]), prefix_len: 24 })
+///     .interface(IfaceConfig {
+///         pkey: PKey::DEFAULT,
+///         ipv4: Some([10, 0, 0, 1]),
+///         prefix_len: 24,
+///         ..IfaceConfig::default()
+///     })
 ///     .data_cores(2);
 /// // Either the stack's own pinned threads...
 /// let stack = builder.clone().start(|_lcore| ibpoll::Discard)?;
