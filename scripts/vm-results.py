@@ -9,7 +9,8 @@ with `peers.ibv_ud_pingpong` (that round's rtt_us = usec/iter: one iteration of
 ibv_ud_pingpong is one round trip) and `ratios.pktgen_rtt_vs_ibv_ud_pingpong` (pktgen's
 mean round trip over it; `..._p50_...` with pktgen's median); every round's figures in
 `pingpong_rounds`. Prints the figures. Exits 1 when a report or a figure is missing, a
-pktgen run is not conserved, or buffers were still out after its stop.
+pktgen run is not on a verbs device or not conserved, or buffers were still out after
+its stop.
 """
 
 import argparse
@@ -49,6 +50,8 @@ def check(name, report, problems):
     if report is None:
         problems.append(f"no pktgen {name} report on the console")
         return
+    if not str(report.get("fabric", "")).startswith("verbs:"):
+        problems.append(f"pktgen {name}: ran on {report.get('fabric')!r}, not a verbs device")
     if not report.get("conserved"):
         problems.append(f"pktgen {name}: not conserved")
     if report.get("pool_in_use_after_stop", 0) != 0:

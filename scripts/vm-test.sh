@@ -31,7 +31,7 @@
 # (default 2), VM_TIMEOUT (s, whole boot, default 900), VM_STEP_TIMEOUT (s, each guest
 # command, default 240), VM_WORKDIR (default target/vm-test), VM_RESULTS (default
 # $VM_WORKDIR/vm-rxe.json), PINGPONG_ITERS (1000), PINGPONG_SIZE (UD message bytes,
-# 1024), PINGPONG_ROUNDS (3), STREAM_S (pktgen stream seconds, 3), ECHO_COUNT (2000), FEED_COUNT (500 per
+# 1024), PINGPONG_ROUNDS (5), STREAM_S (pktgen stream seconds, 3), ECHO_COUNT (2000), FEED_COUNT (500 per
 # group).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,7 +47,7 @@ WORK="${VM_WORKDIR:-$ROOT_DIR/target/vm-test}"
 RESULTS="${VM_RESULTS:-$WORK/vm-rxe.json}"
 ITERS="${PINGPONG_ITERS:-1000}"
 SIZE="${PINGPONG_SIZE:-1024}"
-ROUNDS="${PINGPONG_ROUNDS:-3}"
+ROUNDS="${PINGPONG_ROUNDS:-5}"
 STREAM_S="${STREAM_S:-3}"
 ECHO_COUNT="${ECHO_COUNT:-2000}"
 FEED_COUNT="${FEED_COUNT:-500}"
