@@ -320,6 +320,7 @@ impl Report {
             "idle_sleep_us": self.idle_sleep_us,
             "pinned": self.pinned,
             "flushed": self.flushed,
+            "pool_in_use_after_stop": self.pool_in_use,
             "seed": self.seed,
             "rate_pps": self.rate_pps,
             "flows": self.flows,

@@ -420,9 +420,14 @@ pub fn run(
     let fwd = topology == Topology::Fwd;
     let plan = if fwd { FWD } else { DIRECT };
     let placement = Placement::new(cfg.cores, fwd, cfg.pingpong, cfg.idle_sleep);
+    let fabric_line = match &verbs {
+        Some(t) => format!("{} (an RDMA device through libibverbs)", t.label()),
+        None => "embedded simulated InfiniBand fabric (in-process subnet manager, SA and \
+                 switch; no HCA)"
+            .to_owned(),
+    };
     out.line(&format!(
-        "pktgen: embedded simulated InfiniBand fabric (in-process subnet manager, SA and \
-         switch; no HCA), topology {}, seed {}",
+        "pktgen: {fabric_line}, topology {}, seed {}",
         topology.name(),
         cfg.seed
     ));

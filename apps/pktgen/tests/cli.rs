@@ -58,6 +58,7 @@ fn check(v: &Value) {
         "drops",
         "mcast_groups_joined",
         "sa_memberships_after_shutdown",
+        "pool_in_use_after_stop",
         "count",
         "count_reached",
         "prime_packets",
@@ -83,6 +84,7 @@ fn check(v: &Value) {
     assert!(u(v, "tx_packets") > 0, "nothing was sent: {v}");
     assert!(u(v, "rx_packets") > 0, "nothing arrived: {v}");
     assert_eq!(u(v, "sa_memberships_after_shutdown"), 0, "{v}");
+    assert_eq!(u(v, "pool_in_use_after_stop"), 0, "buffers lost: {v}");
     assert!(v["duration_s"].as_f64().unwrap() > 0.0);
     assert!(v["tx_pps"].as_f64().is_some() && v["rx_pps"].as_f64().is_some());
 }

@@ -17,17 +17,33 @@
 //! the SA holds no membership of any of its stacks afterwards.
 //!
 //! Embedded simulated fabric by default (said on the first line); `--device
-//! verbs:NAME[:PORT]` asks for an HCA. SIGINT / SIGTERM stop every stack cleanly, print
-//! the summary and exit 130 / 143 (a second signal exits at once). Exit codes: 0 ok,
-//! 1 a check failed (lost or misordered datagrams, a join failed, memberships left at
-//! the SA), 2 bad usage or no device.
+//! verbs:NAME[:PORT]` asks for an HCA. With a verbs device the publisher and the
+//! subscribers can be two processes: `--role subscribers` runs the subscriber stacks
+//! (it says `subscribers ready` once every join is granted), `--role publisher` the
+//! publisher, which starts at once and stops when it published everything (on RoCE
+//! every stack's address must be on the port's netdev: publisher 10.0.0.1, subscriber
+//! k 10.0.1.k+1):
+//!
+//! ```text
+//! mcast_feed --device verbs:rxe0 --role subscribers --groups 4 --count 500 &
+//! # ... once it printed "subscribers ready":
+//! mcast_feed --device verbs:rxe0 --role publisher --groups 4 --count 500
+//! ```
+//!
+//! Timestamps are the system clock's (CLOCK_REALTIME), so latencies hold between
+//! processes of one host. Every stack's stop is checked: no buffer still out of its
+//! pool, no packet dropped, no send completed in error. SIGINT / SIGTERM stop every
+//! stack cleanly, print the summary and exit 130 / 143 (a second signal exits at
+//! once). Exit codes: 0 ok, 1 a check failed (lost or misordered datagrams, a join
+//! failed, buffers out or packets dropped at a stop, memberships left at the SA), 2
+//! bad usage or no device.
 
 mod common;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -71,16 +87,43 @@ struct Args {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 60.0)]
     duration: f64,
+    /// Which stacks this process runs: all (the default), or the publisher or the
+    /// subscribers alone, the others being another process on the same verbs port.
+    #[arg(long, value_enum, default_value_t = Role::All)]
+    role: Role,
+}
+
+/// The stacks one process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Role {
+    /// The publisher and every subscriber, on threads of their own.
+    All,
+    /// The publisher alone: it starts at once, and stops when it published everything.
+    Publisher,
+    /// The subscribers alone: they stop when they received everything.
+    Subscribers,
+}
+
+impl Role {
+    fn publishes(self) -> bool {
+        self != Role::Subscribers
+    }
+
+    fn subscribes(self) -> bool {
+        self != Role::Publisher
+    }
 }
 
 fn group(i: u16) -> Ipv4Addr {
     Ipv4Addr::new(239, 10, (i >> 8) as u8, i as u8)
 }
 
-/// Nanoseconds since the example started: one clock for every stack of the process.
+/// Nanoseconds of the system clock: one clock for every stack of the host, in this
+/// process or another.
 fn now_ns() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// The groups subscriber `k` joins: every (k+1)-th.
@@ -98,6 +141,8 @@ struct Shared {
     /// A join failed (the SA refused it, or the table was full).
     join_failed: AtomicBool,
     published: AtomicU64,
+    /// The publisher published everything and its sends completed.
+    published_all: AtomicBool,
     received: AtomicU64,
 }
 
@@ -136,8 +181,17 @@ struct Publisher {
 
 impl Publisher {
     fn step(&mut self, lane: &mut Lane, shared: &Shared) -> bool {
+        // Alone, the publisher starts at once: the subscribers were ready before it.
         let subs = usize::from(self.args.subscribers);
-        if shared.ready.load(Ordering::Relaxed) < subs || !lane.link_up(0) {
+        let ready = !self.args.role.subscribes() || shared.ready.load(Ordering::Relaxed) >= subs;
+        if !ready || !lane.link_up(0) {
+            return false;
+        }
+        let all = u64::from(self.args.groups) * self.args.count;
+        if shared.published.load(Ordering::Relaxed) >= all {
+            if common::sent_all(lane) {
+                shared.published_all.store(true, Ordering::Relaxed);
+            }
             return false;
         }
         let t0 = *self.started.get_or_insert_with(Instant::now);
@@ -271,17 +325,28 @@ impl Subscriber {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    now_ns();
+    if args.role != Role::All && args.device == DeviceSpec::Sim {
+        eprintln!(
+            "mcast_feed: error: --role publisher|subscribers needs a device another process \
+             can reach: give --device verbs:NAME[:PORT] (the simulated fabric is in-process)"
+        );
+        return ExitCode::from(common::EXIT_USAGE);
+    }
     println!(
         "mcast_feed: {}: publisher {} -> {} groups {}.., port {FEED_PORT}; {} subscribers \
-         (subscriber k joins every (k+1)-th group); {} datagrams per group at {} per second",
+         (subscriber k joins every (k+1)-th group); {} datagrams per group at {} per second{}",
         args.device.describe(),
         Ipv4Addr::from(PUBLISHER),
         args.groups,
         group(0),
         args.subscribers,
         args.count,
-        args.rate
+        args.rate,
+        match args.role {
+            Role::All => "",
+            Role::Publisher => "; this process: the publisher",
+            Role::Subscribers => "; this process: the subscribers",
+        }
     );
     let devs = match common::open(&args.device) {
         Ok(d) => d,
@@ -298,27 +363,49 @@ fn main() -> ExitCode {
             return ExitCode::from(common::EXIT_FAILED);
         }
     };
-    match run(&args, &devs, &stop) {
-        Ok((findings, gids)) => summary(&args, &findings, &devs, &gids, signals.received()),
+    let stacks = match build(&args, &devs, &stop) {
+        Ok(s) => s,
         Err(e) => {
             eprintln!("mcast_feed: error: {e}");
-            ExitCode::from(common::EXIT_USAGE)
+            return ExitCode::from(common::EXIT_USAGE);
+        }
+    };
+    match run(&args, stacks, &stop) {
+        Ok(out) => summary(&args, &out, &devs, signals.received()),
+        Err(e) => {
+            eprintln!("mcast_feed: error: {e}");
+            ExitCode::from(common::EXIT_FAILED)
         }
     }
 }
 
 type Parts = (Stack, ibpoll::Control, Vec<Lane>);
 
-/// Builds every stack, runs them on threads of their own until done, stopped or out of
-/// time; each subscriber's findings and every stack's port GID.
-fn run(
+/// What a run found: each subscriber's findings (if this process ran them), every
+/// stack's stop report and port GID.
+struct Outcome {
+    /// Datagrams the publisher sent (0 when this process has none).
+    published: u64,
+    findings: Vec<Findings>,
+    stops: Vec<(String, ibpoll::StopReport)>,
+    gids: Vec<ibpoll::Gid>,
+}
+
+/// The stacks of this process's role: the publisher, the subscribers.
+fn build(
     args: &Args,
     devs: &Devices,
     stop: &Arc<AtomicBool>,
-) -> Result<(Vec<Findings>, Vec<ibpoll::Gid>), ibpoll::Error> {
-    let publisher = builder(devs, "publisher", PUBLISHER, stop).build()?.split();
+) -> Result<(Option<Parts>, Vec<Parts>), ibpoll::Error> {
+    let publisher = match args.role.publishes() {
+        true => Some(builder(devs, "publisher", PUBLISHER, stop).build()?.split()),
+        false => None,
+    };
     let mut subscribers: Vec<Parts> = Vec::new();
     for k in 0..args.subscribers {
+        if !args.role.subscribes() {
+            break;
+        }
         let ip = [10, 0, 1, k as u8 + 1];
         subscribers.push(
             builder(devs, &format!("subscriber{k}"), ip, stop)
@@ -326,30 +413,40 @@ fn run(
                 .split(),
         );
     }
-    let gids: Vec<ibpoll::Gid> = std::iter::once(&publisher)
-        .chain(&subscribers)
-        .map(|p| p.0.hwaddr().gid())
-        .collect();
+    Ok((publisher, subscribers))
+}
+
+/// Runs the stacks on threads of their own until done, stopped or out of time, and
+/// stops them.
+fn run(
+    args: &Args,
+    (publisher, subscribers): (Option<Parts>, Vec<Parts>),
+    stop: &Arc<AtomicBool>,
+) -> Result<Outcome, ibpoll::Error> {
+    let mut handles: Vec<(String, Stack)> = Vec::new();
     let shared = Shared::default();
     let findings = Mutex::new(Vec::new());
     std::thread::scope(|s| {
-        let (_h, mut control, mut lanes) = publisher;
         let sh = &shared;
-        s.spawn(move || {
-            let mut lane = lanes.pop().expect("one lane");
-            let mut p = Publisher {
-                sock: lane.udp_bind(0, 6000).expect("a publisher socket"),
-                seq: vec![0; usize::from(args.groups)],
-                next_group: 0,
-                started: None,
-                args: args.clone(),
-                payload: vec![0; usize::from(args.size)],
-            };
-            common::drive(&mut control, &mut lane, |lane| p.step(lane, sh));
-            lane.finish();
-            common::wind_down(&mut control, Duration::from_secs(10));
-        });
-        for (k, (_h, mut control, mut lanes)) in subscribers.into_iter().enumerate() {
+        if let Some((h, mut control, mut lanes)) = publisher {
+            handles.push(("publisher".to_owned(), h));
+            s.spawn(move || {
+                let mut lane = lanes.pop().expect("one lane");
+                let mut p = Publisher {
+                    sock: lane.udp_bind(0, 6000).expect("a publisher socket"),
+                    seq: vec![0; usize::from(args.groups)],
+                    next_group: 0,
+                    started: None,
+                    args: args.clone(),
+                    payload: vec![0; usize::from(args.size)],
+                };
+                common::drive(&mut control, &mut lane, |lane| p.step(lane, sh));
+                lane.finish();
+                common::wind_down(&mut control, Duration::from_secs(10));
+            });
+        }
+        for (k, (h, mut control, mut lanes)) in subscribers.into_iter().enumerate() {
+            handles.push((format!("subscriber {k}"), h));
             let findings = &findings;
             s.spawn(move || {
                 let mut lane = lanes.pop().expect("one lane");
@@ -364,7 +461,17 @@ fn run(
     });
     let mut f = findings.into_inner().expect("findings");
     f.sort_by_key(|(k, _)| *k);
-    Ok((f.into_iter().map(|(_, x)| x).collect(), gids))
+    let gids = handles.iter().map(|(_, h)| h.hwaddr().gid()).collect();
+    let mut stops = Vec::new();
+    for (who, h) in handles {
+        stops.push((who, h.stop()?));
+    }
+    Ok(Outcome {
+        published: shared.published.load(Ordering::Relaxed),
+        findings: f.into_iter().map(|(_, x)| x).collect(),
+        stops,
+        gids,
+    })
 }
 
 /// The main thread: a status line a second; sets the stop flag when every subscriber
@@ -373,11 +480,23 @@ fn watch(args: &Args, shared: &Shared, stop: &AtomicBool) {
     let start = Instant::now();
     let limit = Duration::from_secs_f64(args.duration.max(0.1));
     let mut next = Duration::from_secs(1);
+    let subs = usize::from(args.subscribers);
+    let mut said_ready = false;
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(5));
-        let done = shared.done.load(Ordering::Relaxed) == usize::from(args.subscribers);
+        let done = match args.role {
+            Role::Publisher => shared.published_all.load(Ordering::Relaxed),
+            Role::All | Role::Subscribers => shared.done.load(Ordering::Relaxed) == subs,
+        };
         if done || shared.join_failed.load(Ordering::Relaxed) || start.elapsed() > limit {
             stop.store(true, Ordering::SeqCst);
+        }
+        if args.role == Role::Subscribers
+            && !said_ready
+            && shared.ready.load(Ordering::Relaxed) == subs
+        {
+            said_ready = true;
+            println!("mcast_feed: subscribers ready (every join granted)");
         }
         if start.elapsed() >= next {
             println!(
@@ -394,16 +513,16 @@ fn watch(args: &Args, shared: &Shared, stop: &AtomicBool) {
 }
 
 /// Prints what each subscriber found; the exit code.
-fn summary(
-    args: &Args,
-    findings: &[Findings],
-    devs: &Devices,
-    gids: &[ibpoll::Gid],
-    signal: Option<i32>,
-) -> ExitCode {
+fn summary(args: &Args, out: &Outcome, devs: &Devices, signal: Option<i32>) -> ExitCode {
     let mut failed = false;
     println!("mcast_feed summary:");
-    for (k, f) in findings.iter().enumerate() {
+    if args.role.publishes() {
+        let all = u64::from(args.groups) * args.count;
+        let published = out.published;
+        println!("  publisher: published {published}/{all}");
+        failed |= signal.is_none() && published != all;
+    }
+    for (k, f) in out.findings.iter().enumerate() {
         let joined = f.groups.iter().filter(|(_, s)| s.is_joined()).count();
         let want = subset(k as u16, args.groups).len() as u64 * args.count;
         print!(
@@ -427,13 +546,16 @@ fn summary(
         failed |= f.lost + f.misordered > 0;
         failed |= signal.is_none() && f.received != want;
     }
-    if findings.len() != usize::from(args.subscribers) {
+    if args.role.subscribes() && out.findings.len() != usize::from(args.subscribers) {
         failed = true;
     }
-    let left: usize = gids.iter().map(|g| devs.memberships(g)).sum();
-    println!("  SA memberships after stop: {left}");
+    for (who, r) in &out.stops {
+        failed |= common::stop_check(who, r, signal);
+    }
+    let (line, left) = devs.memberships_line(&out.gids);
+    println!("  {line}");
     if let Some(sig) = signal {
         println!("mcast_feed: stopped by signal {sig}; every stack left every group");
     }
-    common::exit_code(failed || left != 0, signal)
+    common::exit_code(failed || left, signal)
 }

@@ -10,10 +10,22 @@
 //! ```
 //!
 //! It runs on the embedded simulated fabric by default (and says so on its first line);
-//! `--device verbs:NAME[:PORT]` asks for an HCA. Ctrl-C (SIGINT) or SIGTERM stops both
-//! stacks cleanly (the flush leaves every group at the SA), prints the summary and
-//! exits 130 / 143; a second signal exits at once. Exit codes: 0 ok, 1 a check failed
-//! (requests lost, memberships left at the SA), 2 bad usage or no device.
+//! `--device verbs:NAME[:PORT]` asks for an HCA. With a verbs device the two stacks can
+//! be two processes: `--role server` runs the server alone (it says `server ready` once
+//! its link is up, and stops after echoing `--count` requests), `--role client` the
+//! client alone (on RoCE both addresses must be on the port's netdev):
+//!
+//! ```text
+//! udp_echo --device verbs:rxe0 --role server --count 1000 &
+//! udp_echo --device verbs:rxe0 --role client --count 1000
+//! ```
+//!
+//! Every stack's stop is checked: no buffer still out of its pool, no packet dropped,
+//! no send completed in error. Ctrl-C (SIGINT) or SIGTERM stops the stacks cleanly (the
+//! flush leaves every group at the SA), prints the summary and exits 130 / 143; a
+//! second signal exits at once. Exit codes: 0 ok, 1 a check failed (requests lost or
+//! not echoed, buffers out or packets dropped at a stop, memberships left at the SA),
+//! 2 bad usage or no device.
 
 mod common;
 
@@ -31,8 +43,6 @@ use ibpoll::{IbMtu, Lane, Stack, StackBuilder};
 const SERVER: [u8; 4] = [10, 0, 0, 1];
 const CLIENT: [u8; 4] = [10, 0, 0, 2];
 const PORT: u16 = 7;
-/// A request without an answer after this long is counted lost, and the next goes.
-const REPLY_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// Request/response over ibpoll UDP sockets between two stacks; round-trip times in µs.
 #[derive(Parser, Debug)]
@@ -56,6 +66,25 @@ struct Args {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 30.0)]
     duration: f64,
+    /// Which stacks this process runs: both (the default), or one of them, the other
+    /// being another process on the same verbs port.
+    #[arg(long, value_enum, default_value_t = Role::Both)]
+    role: Role,
+    /// A request without an answer after this many milliseconds is counted lost, and
+    /// the next goes (1..=60000).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    reply_timeout_ms: u64,
+}
+
+/// The stacks one process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Role {
+    /// Server and client, on two threads.
+    Both,
+    /// The server alone: it echoes `--count` requests, then stops.
+    Server,
+    /// The client alone.
+    Client,
 }
 
 /// The client: one request in flight (its sequence number first), its round trip timed.
@@ -66,6 +95,7 @@ struct Client {
     payload: Vec<u8>,
     buf: Vec<u8>,
     in_flight: Option<(u64, Instant)>,
+    reply_timeout: Duration,
     sent: u64,
     replies: u64,
     lost: u64,
@@ -81,6 +111,7 @@ impl Client {
             payload: vec![0u8; usize::from(args.size)],
             buf: vec![0u8; 4096],
             in_flight: None,
+            reply_timeout: Duration::from_millis(args.reply_timeout_ms),
             sent: 0,
             replies: 0,
             lost: 0,
@@ -106,7 +137,7 @@ impl Client {
                     self.in_flight = None;
                 }
             }
-            if self.in_flight.is_some() && t0.elapsed() > REPLY_TIMEOUT {
+            if self.in_flight.is_some() && t0.elapsed() > self.reply_timeout {
                 self.lost += 1;
                 self.in_flight = None;
             }
@@ -136,30 +167,54 @@ fn builder(devs: &Devices, name: &str, ip: [u8; 4], stop: &Arc<AtomicBool>) -> S
         .stop_flag(stop.clone())
 }
 
-/// The server's work: every datagram goes back to its sender in its own buffer.
-fn echo(lane: &mut Lane, sock: ibpoll::UdpSocket) -> bool {
-    let mut did = false;
+/// The server's work: every datagram goes back to its sender in its own buffer; how
+/// many were echoed.
+fn echo(lane: &mut Lane, sock: ibpoll::UdpSocket) -> u64 {
+    let mut n = 0;
     while let Some((m, from)) = lane.udp_recv_from(sock) {
         // Dropped sends are counted in the lane's and the socket's counters.
         let _ = lane.udp_send_to(sock, m, from);
-        did = true;
+        n += 1;
     }
-    if did {
+    if n > 0 {
         lane.flush();
     }
-    did
+    n
+}
+
+type Parts = (Stack, ibpoll::Control, Vec<Lane>);
+
+/// What a run found: the client (if this process ran it), the requests the server
+/// echoed (if it ran it), and each stack's stop report.
+struct Outcome {
+    client: Option<Client>,
+    echoed: Option<u64>,
+    stops: Vec<(&'static str, ibpoll::StopReport)>,
+    gids: Vec<ibpoll::Gid>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     println!(
-        "udp_echo: {}: server {}:{PORT}, client {}, {} requests of {} bytes",
+        "udp_echo: {}: server {}:{PORT}, client {}, {} requests of {} bytes{}",
         args.device.describe(),
         Ipv4Addr::from(SERVER),
         Ipv4Addr::from(CLIENT),
         args.count,
-        args.size
+        args.size,
+        match args.role {
+            Role::Both => "",
+            Role::Server => "; this process: the server",
+            Role::Client => "; this process: the client",
+        }
     );
+    if args.role != Role::Both && args.device == DeviceSpec::Sim {
+        eprintln!(
+            "udp_echo: error: --role server|client needs a device another process can \
+             reach: give --device verbs:NAME[:PORT] (the simulated fabric is in-process)"
+        );
+        return ExitCode::from(common::EXIT_USAGE);
+    }
     let devs = match common::open(&args.device) {
         Ok(d) => d,
         Err(e) => {
@@ -175,78 +230,154 @@ fn main() -> ExitCode {
             return ExitCode::from(common::EXIT_FAILED);
         }
     };
-    let built = |name, ip| builder(&devs, name, ip, &stop).build();
-    let (server, client_stack) = match (built("server", SERVER), built("client", CLIENT)) {
-        (Ok(s), Ok(c)) => (s.split(), c.split()),
+    let built = |name, ip| builder(&devs, name, ip, &stop).build().map(|b| b.split());
+    let server = match args.role {
+        Role::Both | Role::Server => Some(built("server", SERVER)),
+        Role::Client => None,
+    };
+    let client = match args.role {
+        Role::Both | Role::Client => Some(built("client", CLIENT)),
+        Role::Server => None,
+    };
+    let (server, client) = match (server.transpose(), client.transpose()) {
+        (Ok(s), Ok(c)) => (s, c),
         (Err(e), _) | (_, Err(e)) => {
             eprintln!("udp_echo: error: {e}");
             return ExitCode::from(common::EXIT_USAGE);
         }
     };
-    let gids = [server.0.hwaddr().gid(), client_stack.0.hwaddr().gid()];
+    match run(&args, server, client, &stop) {
+        Ok(out) => summary(&args, &out, &devs, signals.received()),
+        Err(e) => {
+            eprintln!("udp_echo: error: {e}");
+            ExitCode::from(common::EXIT_FAILED)
+        }
+    }
+}
+
+/// Drives the stacks this process runs until the client is done (or, server alone,
+/// until `--count` requests were echoed), the time is up or a signal came; stops them.
+fn run(
+    args: &Args,
+    server: Option<Parts>,
+    client: Option<Parts>,
+    stop: &Arc<AtomicBool>,
+) -> Result<Outcome, ibpoll::Error> {
     let deadline = Instant::now() + Duration::from_secs_f64(args.duration.max(0.1));
-    let out = std::thread::scope(|s| {
-        let (_handle, mut control, mut lanes) = server;
-        s.spawn(move || {
+    let alone = client.is_none();
+    let mut gids = Vec::new();
+    let mut handles = Vec::new();
+    let (echoed, client) = std::thread::scope(|s| {
+        let echoed = server.map(|(handle, mut control, mut lanes)| {
+            gids.push(handle.hwaddr().gid());
+            handles.push(("server", handle));
+            s.spawn(move || {
+                let mut lane = lanes.pop().expect("one lane");
+                let sock = lane.udp_bind(0, PORT).expect("the echo port");
+                let mut echoed = 0;
+                let mut ready = false;
+                common::drive(&mut control, &mut lane, |lane| {
+                    if alone && !ready && lane.link_up(0) {
+                        ready = true;
+                        println!(
+                            "udp_echo: server ready on {}:{PORT}",
+                            Ipv4Addr::from(SERVER)
+                        );
+                    }
+                    let n = echo(lane, sock);
+                    echoed += n;
+                    // Alone, the server ends the run: it echoed what was asked (once
+                    // the last echo left: its send completed), or gave up.
+                    if alone
+                        && (echoed >= args.count && common::sent_all(lane)
+                            || Instant::now() > deadline)
+                    {
+                        stop.store(true, Ordering::SeqCst);
+                    }
+                    n > 0
+                });
+                lane.finish();
+                common::wind_down(&mut control, Duration::from_secs(10));
+                echoed
+            })
+        });
+        let client = client.map(|(handle, mut control, mut lanes)| {
+            gids.push(handle.hwaddr().gid());
+            handles.push(("client", handle));
             let mut lane = lanes.pop().expect("one lane");
-            let sock = lane.udp_bind(0, PORT).expect("the echo port");
-            common::drive(&mut control, &mut lane, |lane| echo(lane, sock));
+            let mut c = Client::new(&mut lane, args);
+            common::drive(&mut control, &mut lane, |lane| {
+                let did = c.step(lane);
+                if c.done() || Instant::now() > deadline {
+                    // Every stack of the process stops; their flushes leave every group.
+                    stop.store(true, Ordering::SeqCst);
+                }
+                did
+            });
             lane.finish();
             common::wind_down(&mut control, Duration::from_secs(10));
+            c
         });
-        let (_handle, mut control, mut lanes) = client_stack;
-        let mut lane = lanes.pop().expect("one lane");
-        let mut c = Client::new(&mut lane, &args);
-        common::drive(&mut control, &mut lane, |lane| {
-            let did = c.step(lane);
-            if c.done() || Instant::now() > deadline {
-                // Both stacks stop; their flushes leave every group at the SA.
-                stop.store(true, Ordering::SeqCst);
-            }
-            did
-        });
-        lane.finish();
-        common::wind_down(&mut control, Duration::from_secs(10));
-        c
+        (echoed.map(|t| t.join().expect("the server thread")), client)
     });
-    summary(&args, &out, &devs, &gids, signals.received())
+    let mut stops = Vec::new();
+    for (who, h) in handles {
+        stops.push((who, h.stop()?));
+    }
+    Ok(Outcome {
+        client,
+        echoed,
+        stops,
+        gids,
+    })
 }
 
 /// Prints the summary; the exit code.
-fn summary(
-    args: &Args,
-    out: &Client,
-    devs: &Devices,
-    gids: &[ibpoll::Gid],
-    signal: Option<i32>,
-) -> ExitCode {
-    let h = &out.rtt_ns;
-    println!(
-        "udp_echo summary: sent {}, replies {}, lost {}",
-        out.sent, out.replies, out.lost
-    );
-    if !h.is_empty() {
+fn summary(args: &Args, out: &Outcome, devs: &Devices, signal: Option<i32>) -> ExitCode {
+    let mut failed = false;
+    if let Some(c) = &out.client {
+        let h = &c.rtt_ns;
         println!(
-            "  round trip (µs): min {} p50 {} p99 {} p99.9 {} max {} mean {}",
-            common::us(h.min()),
-            common::us(h.value_at_quantile(0.5)),
-            common::us(h.value_at_quantile(0.99)),
-            common::us(h.value_at_quantile(0.999)),
-            common::us(h.max()),
-            common::us(h.mean() as u64),
+            "udp_echo summary: sent {}, replies {}, lost {}",
+            c.sent, c.replies, c.lost
         );
+        if !h.is_empty() {
+            println!(
+                "  round trip (µs): min {} p50 {} p99 {} p99.9 {} max {} mean {}",
+                common::us(h.min()),
+                common::us(h.value_at_quantile(0.5)),
+                common::us(h.value_at_quantile(0.99)),
+                common::us(h.value_at_quantile(0.999)),
+                common::us(h.max()),
+                common::us(h.mean() as u64),
+            );
+        }
+        if signal.is_none() && (c.replies != args.count || c.lost != 0) {
+            eprintln!(
+                "udp_echo: error: {} of {} requests answered",
+                c.replies, args.count
+            );
+            failed = true;
+        }
     }
-    let left: usize = gids.iter().map(|g| devs.memberships(g)).sum();
-    println!("  SA memberships after stop: {left}");
+    if let Some(n) = out.echoed {
+        println!("  server: echoed {n}");
+        if out.client.is_none() && signal.is_none() && n != args.count {
+            eprintln!(
+                "udp_echo: error: the server echoed {n} of {} requests",
+                args.count
+            );
+            failed = true;
+        }
+    }
+    for (who, r) in &out.stops {
+        failed |= common::stop_check(who, r, signal);
+    }
+    let (line, left) = devs.memberships_line(&out.gids);
+    println!("  {line}");
+    failed |= left;
     if let Some(sig) = signal {
-        println!("udp_echo: stopped by signal {sig}; both stacks left every group");
+        println!("udp_echo: stopped by signal {sig}; every stack left every group");
     }
-    let complete = signal.is_some() || (out.replies == args.count && out.lost == 0);
-    if !complete {
-        eprintln!(
-            "udp_echo: error: {} of {} requests answered",
-            out.replies, args.count
-        );
-    }
-    common::exit_code(!complete || left != 0, signal)
+    common::exit_code(failed, signal)
 }

@@ -1,7 +1,9 @@
 //! The examples, run as a user runs them: `udp_echo` and `mcast_feed` on the embedded
 //! fabric (first line, checks, summary, exit 0), stopped by SIGINT / SIGTERM (summary,
 //! every group left, exit 130 / 143), and refusing an absent verbs device or bad usage
-//! (exit 2).
+//! (exit 2). Their summaries include each stack's stop check (buffers back in the pool,
+//! nothing dropped). On a verbs device, one stack per process (`--role`), they are run
+//! over soft-RoCE by scripts/vm-test.sh.
 
 mod common;
 
@@ -88,6 +90,11 @@ fn udp_echo_answers_every_request_and_leaves_nothing_at_the_sa() {
     assert!(out.contains("sent 2000, replies 2000, lost 0"), "{out}");
     assert!(out.contains("round trip (µs): min "), "{out}");
     assert!(out.contains("SA memberships after stop: 0"), "{out}");
+    for who in ["server", "client"] {
+        let want =
+            format!("{who}: buffers out after stop 0, tx dropped 0, rx dropped 0, send errors 0");
+        assert!(out.contains(&want), "{want}\n{out}");
+    }
 }
 
 #[test]
@@ -120,6 +127,12 @@ fn mcast_feed_delivers_every_groups_sequence_to_every_subscriber() {
     }
     assert!(out.contains("latency (µs) p50 "), "{out}");
     assert!(out.contains("SA memberships after stop: 0"), "{out}");
+    assert!(out.contains("publisher: published 1800/1800"), "{out}");
+    for who in ["publisher", "subscriber 0", "subscriber 1", "subscriber 2"] {
+        let want =
+            format!("{who}: buffers out after stop 0, tx dropped 0, rx dropped 0, send errors 0");
+        assert!(out.contains(&want), "{want}\n{out}");
+    }
 }
 
 #[test]
@@ -170,5 +183,22 @@ fn a_verbs_device_that_is_not_there_and_bad_usage_exit_2() {
         let o = run(name, &["--device", "pci:0"]);
         assert_eq!(o.status.code(), Some(2));
         assert!(text(&o).1.contains("verbs:NAME[:PORT]"), "{:?}", text(&o));
+    }
+    // One stack per process needs a device another process reaches: not the
+    // in-process simulated fabric.
+    for (name, role) in [
+        ("udp_echo", "server"),
+        ("udp_echo", "client"),
+        ("mcast_feed", "publisher"),
+        ("mcast_feed", "subscribers"),
+    ] {
+        let o = run(name, &["--role", role]);
+        let (out, err) = text(&o);
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{name} --role {role}: {out}\n{err}"
+        );
+        assert!(err.contains("--device verbs:NAME[:PORT]"), "{err}");
     }
 }

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ibpoll::dev::Device;
 use ibpoll::{Control, Discard, Lane, Poll, SimFabric, StackBuilder};
 
 pub const EXIT_OK: u8 = 0;
@@ -72,29 +73,29 @@ impl DeviceSpec {
     }
 }
 
-/// The devices the stacks run on: a simulated fabric the example's stacks share.
+/// The devices the stacks run on: a simulated fabric the example's stacks share, or a
+/// port of an RDMA device (every stack of the example on that port, each its own QP and
+/// IPv4 address; on RoCE each address must be configured on the port's netdev).
 pub enum Devices {
     Sim(SimFabric),
+    Verbs { device: Arc<dyn Device>, port: u8 },
 }
 
-/// Opens what `spec` names. A verbs device is looked up through libibverbs (loaded at
-/// run time), so that a missing library or device is named; the verbs driver does not
-/// implement ibpoll's driver contract yet, so even a device that opens ends the run
-/// with that said.
+/// Opens what `spec` names. A verbs device is opened through libibverbs (loaded at run
+/// time) and its port must be Active: a missing library, device or port is named, with
+/// its fix.
 pub fn open(spec: &DeviceSpec) -> Result<Devices, String> {
     match spec {
         DeviceSpec::Sim => Ok(Devices::Sim(
             SimFabric::new(ibpoll::FabricConfig::default()),
         )),
         DeviceSpec::Verbs { name, port } => {
-            let lib = ibpoll_pmd_verbs::Library::load().map_err(|e| e.to_string())?;
-            let ctx =
-                ibpoll_pmd_verbs::Context::open(&lib, Some(name)).map_err(|e| e.to_string())?;
-            ctx.require_active(*port).map_err(|e| e.to_string())?;
-            Err(format!(
-                "device {name} port {port} is up, but ibpoll's verbs driver (pmd/verbs) does \
-                 not implement the Device contract yet: run with --device sim"
-            ))
+            let dev = ibpoll_pmd_verbs::VerbsDevice::open(name).map_err(|e| e.to_string())?;
+            dev.active_port(*port).map_err(|e| e.to_string())?;
+            Ok(Devices::Verbs {
+                device: Arc::new(dev),
+                port: *port,
+            })
         }
     }
 }
@@ -104,16 +105,61 @@ impl Devices {
     pub fn host(&self, builder: StackBuilder, name: &str) -> StackBuilder {
         match self {
             Devices::Sim(f) => builder.name(name).fabric(f, name),
+            Devices::Verbs { device, port } => builder.name(name).device(device.clone(), *port),
         }
     }
 
-    /// Memberships the SA holds for `gid` (the simulated SA; a real one would be asked
-    /// with saquery).
-    pub fn memberships(&self, gid: &ibpoll::Gid) -> usize {
+    /// Memberships the SA holds for `gid`: the simulated SA's count; `None` on a verbs
+    /// port (a RoCE port has no SA; an InfiniBand subnet's SA is asked with saquery).
+    pub fn memberships(&self, gid: &ibpoll::Gid) -> Option<usize> {
         match self {
-            Devices::Sim(f) => f.with_sa(|sa| sa.memberships_of(gid).count()),
+            Devices::Sim(f) => Some(f.with_sa(|sa| sa.memberships_of(gid).count())),
+            Devices::Verbs { .. } => None,
         }
     }
+
+    /// The summary line about the SA memberships of `gids` after the stop, and whether
+    /// any is left.
+    pub fn memberships_line(&self, gids: &[ibpoll::Gid]) -> (String, bool) {
+        let counts: Option<Vec<usize>> = gids.iter().map(|g| self.memberships(g)).collect();
+        match counts {
+            Some(c) => {
+                let left: usize = c.iter().sum();
+                (format!("SA memberships after stop: {left}"), left != 0)
+            }
+            None => (
+                "SA memberships after stop: not checked (a verbs port: RoCE has no SA; on \
+                 InfiniBand ask the SA with saquery)"
+                    .to_owned(),
+                false,
+            ),
+        }
+    }
+}
+
+/// What a stack left behind at its stop, printed as one summary line for `who`: its
+/// buffers still out of the pool, packets it dropped on the way out (every reason, the
+/// control core's included), received packets it dropped, send completions in error
+/// and receives the driver could not post (no buffer). Returns whether anything was
+/// lost: buffers out, drops or send errors (receive-ring shortfalls are counted, not
+/// failures; after a signal, neither are drops).
+pub fn stop_check(who: &str, report: &ibpoll::StopReport, signal: Option<i32>) -> bool {
+    let t = report.total();
+    let tx_dropped = t.tx_dropped() + t.ctrl_dropped();
+    let rx_dropped = t.rx_malformed + t.app_dropped;
+    println!(
+        "  {who}: buffers out after stop {}, tx dropped {tx_dropped}, rx dropped \
+         {rx_dropped}, send errors {}, rx no-buffer {}, flushed {}",
+        report.pool_in_use, t.driver_tx_errors, t.driver_rx_nombuf, report.flushed
+    );
+    // A signal stops the traffic mid-way: what the stop cut off (sends queued, or
+    // pushed once the flush took the link down) is not a loss.
+    let drops = if signal.is_some() {
+        0
+    } else {
+        tx_dropped + rx_dropped
+    };
+    report.pool_in_use != 0 || drops != 0 || t.driver_tx_errors != 0
 }
 
 /// SIGINT and SIGTERM routed to the stacks' stop flag (signal-hook): the first sets it
@@ -187,6 +233,13 @@ pub fn wind_down(control: &mut Control, limit: Duration) -> bool {
         std::thread::yield_now();
     }
     true
+}
+
+/// Whether every send the lane posted completed (what a process that is about to stop
+/// waits for, so that its last packets leave before its QPs go).
+pub fn sent_all(lane: &Lane) -> bool {
+    let s = lane.stats();
+    s.driver_tx_completed >= s.tx_posted
 }
 
 /// Microseconds, for printing.
