@@ -146,7 +146,7 @@ fn ctrl_full(st: &mut LcoreStats, trash: &mut MbufArray, req: Request) -> Option
 
 /// Moves a dropped packet to `trash` (freed at once if it is full); always `None`.
 #[inline]
-fn discard(trash: &mut MbufArray, m: Mbuf) -> Option<Mbuf> {
+pub(crate) fn discard(trash: &mut MbufArray, m: Mbuf) -> Option<Mbuf> {
     if let Err(m) = trash.push(m) {
         drop(m);
     }
