@@ -174,7 +174,10 @@ pub fn flow_hash(ip: &[u8]) -> u32 {
             } else {
                 0
             };
-            let a = mix(mix(mix(mix(0, word(ip, 8)), word(ip, 16)), word(ip, 24)), word(ip, 32));
+            let a = mix(
+                mix(mix(mix(0, word(ip, 8)), word(ip, 16)), word(ip, 24)),
+                word(ip, 32),
+            );
             mix(a, u64::from(next) << 32 | p)
         }
         _ => return 0,
@@ -489,7 +492,10 @@ mod tests {
         }
         let kept = got[0].len() as u64;
         let moved = (got[1].len() + got[2].len()) as u64;
-        assert!(kept > 0 && got[1].len() == 8 && got[2].len() == 8, "{got:?}");
+        assert!(
+            kept > 0 && got[1].len() == 8 && got[2].len() == 8,
+            "{got:?}"
+        );
         assert_eq!(st.fanout_out, moved);
         assert_eq!(st.fanout_in, moved);
         assert_eq!(st.fanout_full, trash.len() as u64);

@@ -87,5 +87,8 @@ pub fn assert_conserved(r: &StopReport) {
         .lcores
         .iter()
         .fold((0, 0), |(o, n), s| (o + s.fanout_out, n + s.fanout_in));
-    assert_eq!(out, inn, "fan-out rings: {out} handed over, {inn} taken out");
+    assert_eq!(
+        out, inn,
+        "fan-out rings: {out} handed over, {inn} taken out"
+    );
 }
