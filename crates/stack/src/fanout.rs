@@ -60,11 +60,13 @@
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use ibpoll_ctrl::RequestSender;
 use ibpoll_mem::{Mbuf, MbufArray};
 use ibpoll_ring::{Consumer, Producer};
 
-use crate::burst::discard;
+use crate::burst::{classify_burst_with, Own};
 use crate::stats::LcoreStats;
+use crate::tx::BURST_MAX;
 
 /// Whether and how a lane hands received packets to the others. Default: off.
 ///
@@ -230,6 +232,9 @@ pub(crate) struct FanOut {
     own: usize,
     /// Per lane, the ring to it (`None` for `own`).
     to: Box<[Option<Producer<Mbuf>>]>,
+    /// Per lane, the packets of the burst being split that go to it: pushed to its
+    /// ring together (one publication per ring and burst).
+    staged: Box<[MbufArray]>,
     links: Box<[Arc<Link>]>,
 }
 
@@ -261,6 +266,9 @@ pub(crate) fn rings(lanes: usize, own: usize, ring_size: usize) -> (FanOut, Vec<
     let out = FanOut {
         own,
         to: to.into_boxed_slice(),
+        staged: (0..lanes)
+            .map(|k| MbufArray::with_capacity(if k == own { 0 } else { BURST_MAX }))
+            .collect(),
         links: links.into_boxed_slice(),
     };
     (out, ins)
@@ -292,41 +300,87 @@ impl FanIn {
     }
 }
 
-/// The receiving lane's fan-out of `pkts[from..]` (IP packets, classified, data at the
-/// IP header): each packet whose flow another lane owns moves to that lane's ring, or,
-/// when the ring is full, to `trash` (freed in bulk by the caller); this lane's share
-/// stays, in order. Counted in `st` (`fanout_out`, `fanout_full`, and out of `app_rx`,
-/// which [`classify_burst`](crate::burst::classify_burst) counted).
+/// The receiving lane's receive burst `pkts[from..]` (just received, data from the
+/// IPoIB header on) classified as [`classify_burst`](crate::burst::classify_burst) does,
+/// and spread in the same pass: each IP packet whose flow another lane owns is staged
+/// for that lane, and each lane's staged packets are pushed to its ring together at the
+/// end (one publication per ring and burst); what a full ring cannot take is freed in
+/// bulk and counted (`fanout_full`). This lane's share stays in `pkts`, in order
+/// (counted `app_rx`); what went to rings is counted `fanout_out`.
 #[inline]
-pub(crate) fn fanout_burst(
+pub(crate) fn classify_fanout_burst(
     pkts: &mut MbufArray,
     from: usize,
-    fan: &mut FanOut,
+    own: Option<Own<'_>>,
+    requests: &mut RequestSender,
     st: &mut LcoreStats,
     trash: &mut MbufArray,
+    fan: &mut FanOut,
 ) {
-    let (own, lanes) = (fan.own, fan.to.len());
-    let (mut out, mut full) = (0u64, 0u64);
-    pkts.filter_map_from(from, |m| {
-        let k = flow_lane(flow_hash(m.data()), lanes);
-        let Some(Some(ring)) = fan.to.get_mut(k).filter(|_| k != own) else {
+    let mut moved = Moved::default();
+    classify_burst_with(pkts, from, own, requests, st, trash, |m| {
+        fan.stage(m, &mut moved)
+    });
+    fan.push_staged(&mut moved);
+    moved.count(st);
+}
+
+impl FanOut {
+    /// One IP packet (data at the IP header): kept (returned) if this lane owns its
+    /// flow, else staged for the lane that does.
+    #[inline]
+    fn stage(&mut self, m: Mbuf, moved: &mut Moved) -> Option<Mbuf> {
+        let k = flow_lane(flow_hash(m.data()), self.to.len());
+        if k == self.own {
             return Some(m);
-        };
-        match ring.push(m) {
-            Ok(()) => {
-                out += 1;
-                None
-            }
-            Err(m) => {
-                full += 1;
-                discard(trash, m)
+        }
+        let stage = &mut self.staged[k];
+        if stage.is_full() {
+            // More than a burst for one lane (a caller's array larger than a burst).
+            moved.push(&mut self.to[k], stage);
+        }
+        // Cannot fail: not full. Kept in the burst if it did, never lost.
+        stage.push(m).err()
+    }
+
+    /// Pushes every lane's staged packets to its ring.
+    #[inline]
+    fn push_staged(&mut self, moved: &mut Moved) {
+        for (ring, stage) in self.to.iter_mut().zip(self.staged.iter_mut()) {
+            if !stage.is_empty() {
+                moved.push(ring, stage);
             }
         }
-    });
-    st.fanout_out += out;
-    st.fanout_full += full;
-    // Counted by classify_burst as this lane's in the same burst: never below zero.
-    st.app_rx = st.app_rx.saturating_sub(out + full);
+    }
+}
+
+/// What a fan-out burst moved: to rings, and freed for want of room.
+#[derive(Debug, Default)]
+struct Moved {
+    out: u64,
+    full: u64,
+}
+
+impl Moved {
+    /// Pushes `stage` to `ring` in one publication; frees what does not fit, in bulk,
+    /// and counts it.
+    #[inline]
+    fn push(&mut self, ring: &mut Option<Producer<Mbuf>>, stage: &mut MbufArray) {
+        let n = stage.len();
+        if let Some(ring) = ring {
+            let mut it = stage.drain_front(n);
+            // `next` runs at most `n` times (push_from's contract): `it` has `n`.
+            let pushed = ring.push_from(n, || it.next().expect("n staged"));
+            self.out += pushed as u64;
+        }
+        self.full += stage.len() as u64;
+        stage.clear();
+    }
+
+    fn count(&self, st: &mut LcoreStats) {
+        st.fanout_out += self.out;
+        st.fanout_full += self.full;
+    }
 }
 
 /// A worker lane's take from its ring: up to `out`'s room, oldest first, appended to
@@ -464,17 +518,22 @@ mod tests {
         a
     }
 
+    /// The fan-out part of `classify_fanout_burst`, over IP packets.
+    fn fanout_burst(pkts: &mut MbufArray, fan: &mut FanOut, st: &mut LcoreStats) {
+        let mut moved = Moved::default();
+        pkts.filter_map_from(0, |m| fan.stage(m, &mut moved));
+        fan.push_staged(&mut moved);
+        moved.count(st);
+        st.app_rx += pkts.len() as u64;
+    }
+
     #[test]
     fn a_burst_splits_by_flow_in_order_and_a_full_ring_is_counted() {
         let pool = pool(256);
         let (mut out, mut ins) = rings(3, 0, 8);
         let mut b = burst(&pool, 32, 16);
-        let mut st = LcoreStats {
-            app_rx: 32,
-            ..LcoreStats::default()
-        };
-        let mut trash = MbufArray::with_capacity(32);
-        fanout_burst(&mut b, 0, &mut out, &mut st, &mut trash);
+        let mut st = LcoreStats::default();
+        fanout_burst(&mut b, &mut out, &mut st);
         let lane_of = |m: &Mbuf| flow_lane(flow_hash(m.data()), 3);
         assert!(b.as_slice().iter().all(|m| lane_of(m) == 0));
         let mut got = vec![Vec::new(); 3];
@@ -498,10 +557,11 @@ mod tests {
         );
         assert_eq!(st.fanout_out, moved);
         assert_eq!(st.fanout_in, moved);
-        assert_eq!(st.fanout_full, trash.len() as u64);
         assert_eq!(kept + moved + st.fanout_full, 32);
-        // classify's app_rx of 32 became lane 0's share, then the workers' takes.
+        // Lane 0's share, then the workers' takes; the full rings' excess was freed.
         assert_eq!(st.app_rx, kept + moved);
+        drop((b, ins));
+        assert_eq!(pool.in_use(), 0);
     }
 
     #[test]
@@ -511,14 +571,13 @@ mod tests {
             let (mut out, mut ins) = rings(2, 0, 32);
             let fan = ins[1].take().unwrap();
             let (mut st0, mut st1) = (LcoreStats::default(), LcoreStats::default());
-            let mut trash = MbufArray::with_capacity(32);
-            fanout_burst(&mut burst(&pool, 16, 16), 0, &mut out, &mut st0, &mut trash);
+            fanout_burst(&mut burst(&pool, 16, 16), &mut out, &mut st0);
             let first = st0.fanout_out;
             assert!(first > 0);
             if consumer_first {
                 fan.finish(&mut st1);
                 // The producer's last iteration after the consumer stopped...
-                fanout_burst(&mut burst(&pool, 16, 16), 0, &mut out, &mut st0, &mut trash);
+                fanout_burst(&mut burst(&pool, 16, 16), &mut out, &mut st0);
                 out.finish(&mut st0);
                 // ... is emptied by the producer, counted on its lane.
                 assert_eq!(st1.fanout_in, first);

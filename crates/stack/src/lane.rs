@@ -27,7 +27,7 @@ use ibpoll_mem::MbufArray;
 
 use crate::app::{App, LcoreCtx};
 use crate::burst::{classify_burst, Own};
-use crate::fanout::{fanin_burst, fanout_burst, FanIn, FanOut};
+use crate::fanout::{classify_fanout_burst, fanin_burst, FanIn, FanOut};
 use crate::lcore::Shared;
 use crate::stats::LcoreCounters;
 use crate::tx::{Tx, BURST_MAX};
@@ -165,16 +165,12 @@ impl Lane {
             qpns: &rx.own_qpns,
         });
         let tx = &mut self.tx;
-        classify_burst(
-            &mut self.burst,
-            0,
-            own,
-            &mut tx.ifaces[i].core.requests,
-            &mut tx.st,
-            &mut tx.trash,
-        );
-        if let Some(fan) = &mut rx.fan_out {
-            fanout_burst(&mut self.burst, 0, fan, &mut tx.st, &mut tx.trash);
+        let (pkts, requests) = (&mut self.burst, &mut tx.ifaces[i].core.requests);
+        match &mut rx.fan_out {
+            None => classify_burst(pkts, 0, own, requests, &mut tx.st, &mut tx.trash),
+            Some(fan) => {
+                classify_fanout_burst(pkts, 0, own, requests, &mut tx.st, &mut tx.trash, fan)
+            }
         }
         self.deliver(i, app);
         true

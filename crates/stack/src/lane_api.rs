@@ -33,7 +33,7 @@ use ibpoll_mem::MbufArray;
 
 use crate::app::{App, LcoreCtx};
 use crate::burst::{classify_burst, Own};
-use crate::fanout::{fanin_burst, fanout_burst};
+use crate::fanout::{classify_fanout_burst, fanin_burst};
 use crate::lane::RxIface;
 use crate::lcore::Shared;
 use crate::stats::LcoreStats;
@@ -354,16 +354,12 @@ fn rx_into(
         lid,
         qpns: &rx.own_qpns,
     });
-    classify_burst(
-        out,
-        start,
-        own,
-        &mut tx.ifaces[i].core.requests,
-        &mut tx.st,
-        &mut tx.trash,
-    );
-    if let Some(fan) = &mut rx.fan_out {
-        fanout_burst(out, start, fan, &mut tx.st, &mut tx.trash);
+    let requests = &mut tx.ifaces[i].core.requests;
+    match &mut rx.fan_out {
+        None => classify_burst(out, start, own, requests, &mut tx.st, &mut tx.trash),
+        Some(fan) => {
+            classify_fanout_burst(out, start, own, requests, &mut tx.st, &mut tx.trash, fan)
+        }
     }
     udp.demux(i, out, start);
     true
