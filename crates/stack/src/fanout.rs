@@ -5,12 +5,15 @@
 //! core attached to lane 0's QP then all arrive at lane 0.
 //!
 //! With [`Fanout::FlowHash`] (see [`StackBuilder::fanout`](crate::StackBuilder::fanout)),
-//! lane 0, after classifying a burst it received on the interface's QP (ARP and IPv6
-//! neighbour discovery already went to the control core, our own looped-back multicast
-//! and malformed packets were dropped), hashes each IP packet's flow ([`flow_hash`]) and
-//! hands it to the lane that owns the hash ([`flow_lane`]) over a bounded
-//! single-producer single-consumer ring (`ibpoll-ring`), one per interface and worker
-//! lane; it keeps its own share without a ring. A worker lane takes its rings' packets
+//! lane 0, while it classifies a burst it received on the interface's QP (ARP and IPv6
+//! neighbour discovery go to the control core, our own looped-back multicast and
+//! malformed packets are dropped, as without fan-out), hashes the flow of each IP
+//! packet that came by unicast or on the broadcast group ([`flow_hash`]) and hands it
+//! to the lane that owns the hash ([`flow_lane`]) over a bounded single-producer
+//! single-consumer ring (`ibpoll-ring`), one per interface and worker lane; it keeps its
+//! own share without a ring. Packets of the other groups stay where they arrived: the
+//! control core attached each group to the QP of the lane that is to receive it (by MGID
+//! hash, or the lane whose UDP socket joined it), lane 0's included. A worker lane takes its rings' packets
 //! in its own loop and gives them to [`App::on_burst`](crate::App::on_burst) as
 //! packets it received itself: the interface in
 //! [`LcoreCtx::iface`](crate::LcoreCtx::iface), the receive metadata (source QPN and
@@ -19,9 +22,8 @@
 //! # Contract
 //!
 //! - **Per-flow order.** A flow's packets arrive in one receive queue and go through one
-//!   ring (or none), so each flow reaches exactly one lane, in order. Packets of groups
-//!   the control core attached to another lane's QP are received there, as without
-//!   fan-out.
+//!   ring (or none), so each flow reaches exactly one lane, in order. A group's packets
+//!   reach the lanes whose QPs it is attached to, as without fan-out.
 //! - **A full ring is a counted drop** (`fanout_full` on the receiving lane, one of the
 //!   drops by reason in telemetry and `ibpoll-ctl stats`); the receiving lane never
 //!   waits for a worker.
@@ -61,8 +63,10 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use ibpoll_ctrl::RequestSender;
-use ibpoll_mem::{Mbuf, MbufArray};
+use ibpoll_mem::{Mbuf, MbufArray, MBUF_F_GRH, MBUF_F_MCAST};
 use ibpoll_ring::{Consumer, Producer};
+use ibpoll_wire::ipoib;
+use ibpoll_wire::Gid;
 
 use crate::burst::{classify_burst_with, Own};
 use crate::stats::LcoreStats;
@@ -90,8 +94,9 @@ pub enum Fanout {
     /// and broadcast).
     #[default]
     Off,
-    /// Lane 0 hands each IP packet it receives on the interface's QP to the lane that
-    /// owns the packet's flow ([`flow_lane`] of [`flow_hash`]) over a ring of
+    /// Lane 0 hands each IP packet it receives on the interface's QP by unicast or on
+    /// the broadcast group to the lane that owns the packet's flow ([`flow_lane`] of
+    /// [`flow_hash`]) over a ring of
     /// `ring_size` packets per interface and worker lane (a power of two, 32..=32768).
     /// Only where the device gives the interface's QP one receive queue: a device that
     /// spreads it over the lanes (RSS) already does this in hardware, and fan-out stays
@@ -236,6 +241,9 @@ pub(crate) struct FanOut {
     /// ring together (one publication per ring and burst).
     staged: Box<[MbufArray]>,
     links: Box<[Arc<Link>]>,
+    /// The interface's broadcast group (from the lane's snapshot, once per iteration):
+    /// its packets are spread like unicast, other groups' are not.
+    pub(crate) broadcast: Option<Gid>,
 }
 
 /// A worker lane's side on one interface: the ring from the receiving lane.
@@ -270,6 +278,7 @@ pub(crate) fn rings(lanes: usize, own: usize, ring_size: usize) -> (FanOut, Vec<
             .map(|k| MbufArray::with_capacity(if k == own { 0 } else { BURST_MAX }))
             .collect(),
         links: links.into_boxed_slice(),
+        broadcast: None,
     };
     (out, ins)
 }
@@ -330,6 +339,10 @@ impl FanOut {
     /// flow, else staged for the lane that does.
     #[inline]
     fn stage(&mut self, m: Mbuf, moved: &mut Moved) -> Option<Mbuf> {
+        if m.meta().flags & MBUF_F_MCAST != 0 && !self.on_broadcast(&m) {
+            // A group the control core attached to this lane's QP: this lane's.
+            return Some(m);
+        }
         let k = flow_lane(flow_hash(m.data()), self.to.len());
         if k == self.own {
             return Some(m);
@@ -341,6 +354,21 @@ impl FanOut {
         }
         // Cannot fail: not full. Kept in the burst if it did, never lost.
         stage.push(m).err()
+    }
+
+    /// Whether multicast packet `m` (IPoIB header stripped) came on the broadcast group:
+    /// the destination GID of the GRH in front of its IPoIB header (the driver
+    /// contract's GRH area) is the broadcast MGID.
+    #[inline]
+    fn on_broadcast(&self, m: &Mbuf) -> bool {
+        let Some(bcast) = &self.broadcast else {
+            return false;
+        };
+        // The GRH's last 16 bytes (its DGID) end where the IPoIB header starts.
+        let end = m.data_offset().wrapping_sub(ipoib::HEADER_LEN);
+        m.meta().flags & MBUF_F_GRH != 0
+            && end >= 16
+            && m.buf().get(end - 16..end) == Some(&bcast.0[..])
     }
 
     /// Pushes every lane's staged packets to its ring.

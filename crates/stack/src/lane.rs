@@ -136,6 +136,9 @@ impl Lane {
             let snap = tx.core.reader.get();
             rx.link_up = snap.link_up;
             rx.mtu = snap.mtu;
+            if let Some(fan) = &mut rx.fan_out {
+                fan.broadcast = snap.broadcast().map(|b| b.mgid);
+            }
             links_up |= u64::from(snap.link_up) << i;
         }
         self.ctx.now = now;

@@ -98,9 +98,10 @@
 //!   hash picks the lane), so multicast-heavy work (market data) spreads over the lanes
 //!   in hardware.
 //!
-//! - optionally ([`StackBuilder::fanout`]), lane 0 spreads what arrives on the
-//!   interface's QP over every lane by flow, through bounded rings (software fan-out,
-//!   DPDK's distributor: see [`fanout`]), where the device has no RSS to do it.
+//! - optionally ([`StackBuilder::fanout`]), lane 0 spreads the unicast and broadcast
+//!   that arrive on the interface's QP over every lane by flow, through bounded rings
+//!   (software fan-out, DPDK's distributor: see [`fanout`]), where the device has no
+//!   RSS to do it.
 //!
 //! By default there is one data lcore per usable CPU and the controller is polled from
 //! data lcore 0 ([`ControlCore::OnDataLcore0`]).

@@ -14,9 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
+use ibpoll::mem::MBUF_F_MCAST;
 use ibpoll::{
-    flow_hash, flow_lane, App, Dest, Fanout, Lane, LcoreCtx, LcoreStats, MbufArray, Stack,
-    StackBuilder, StopReport, Tx,
+    flow_hash, flow_lane, App, Dest, Fanout, GroupAddr, Lane, LcoreCtx, LcoreStats, MbufArray,
+    Stack, StackBuilder, StopReport, Tx,
 };
 use ibpoll_pmd_sim::SimFabric;
 use ibpoll_wire::PKey;
@@ -25,16 +26,23 @@ const A_IP: [u8; 4] = [10, 0, 0, 1];
 const B_IP: [u8; 4] = [10, 0, 0, 2];
 const FLOWS: u16 = 64;
 
+/// A flow: destination address and source port.
+type Flow = ([u8; 4], u16);
+
 /// What one lane's application saw.
 #[derive(Debug, Default)]
 struct LaneLog {
-    /// Per flow (source port): datagrams, and the last sequence number.
-    flows: BTreeMap<u16, (u64, u32)>,
+    /// Per flow: datagrams, and the last sequence number.
+    flows: BTreeMap<Flow, (u64, u32)>,
     received: u64,
     /// Datagrams of a flow that came after a later one of the same flow.
     out_of_order: u64,
-    /// Datagrams whose flow another lane owns (`flow_lane` of `flow_hash`).
+    /// Unicast and broadcast datagrams whose flow another lane owns (`flow_lane` of
+    /// `flow_hash`).
     not_owned: u64,
+    /// Datagrams whose multicast flag disagrees with their destination, or without a
+    /// source QPN.
+    bad_meta: u64,
 }
 
 /// Records each test datagram (UDP to port 9000 from `common::build`) by flow, and
@@ -60,10 +68,16 @@ impl App for Recorder {
             }
             let sport = u16::from_be_bytes([d[20], d[21]]);
             let seq = u32::from_be_bytes([d[32], d[33], d[34], d[35]]);
-            if flow_lane(flow_hash(d), ctx.data_cores) != ctx.lcore {
+            let dst = [d[16], d[17], d[18], d[19]];
+            let group = dst[0] & 0xf0 == 0xe0;
+            if !group && flow_lane(flow_hash(d), ctx.data_cores) != ctx.lcore {
                 log.not_owned += 1;
             }
-            let (count, last) = log.flows.entry(sport).or_insert((0, 0));
+            let mcast = m.meta().flags & MBUF_F_MCAST != 0;
+            if mcast != (group || dst == [255; 4]) || m.meta().src_qpn == 0 {
+                log.bad_meta += 1;
+            }
+            let (count, last) = log.flows.entry((dst, sport)).or_insert((0, 0));
             let late = *count > 0 && seq <= *last;
             *count += 1;
             *last = seq;
@@ -192,9 +206,10 @@ fn assert_spread(o: &Outcome, lanes: usize) {
         assert!(log.received > 0, "lane {k} got nothing: {:?}", o.logs);
         assert_eq!(log.out_of_order, 0, "lane {k}: a flow out of order");
         assert_eq!(log.not_owned, 0, "lane {k}: a flow another lane owns");
+        assert_eq!(log.bad_meta, 0, "lane {k}: receive metadata lost");
         for &flow in log.flows.keys() {
             if let Some(other) = owner.insert(flow, k) {
-                panic!("flow {flow} on lanes {other} and {k}");
+                panic!("flow {flow:?} on lanes {other} and {k}");
             }
         }
         assert_eq!(o.ra.lcores[k].app_rx, log.received, "lane {k}");
@@ -327,6 +342,151 @@ fn a_fanning_out_stack_parks_for_a_pkey_move_and_resumes() {
             "{l:?}"
         );
     }
+}
+
+/// Sends `total` datagrams round-robin over `dests`, 16 flows (source ports) each, at
+/// most 256 in flight towards `peer`.
+struct MixedSender {
+    dests: Vec<([u8; 4], Dest)>,
+    probe: Arc<Probe>,
+    peer: Arc<Probe>,
+    total: u64,
+    next: u64,
+}
+
+impl App for MixedSender {
+    fn on_burst(&mut self, _: &LcoreCtx, rx: &mut MbufArray, _: &mut Tx) {
+        rx.clear();
+    }
+
+    fn poll(&mut self, ctx: &LcoreCtx, tx: &mut Tx) -> bool {
+        if !ctx.link_up {
+            return false;
+        }
+        let n = self.dests.len() as u64;
+        for _ in 0..8 {
+            if self.next >= self.total || self.probe.sent.get() >= self.peer.received.get() + 256 {
+                break;
+            }
+            let (dst, dest) = self.dests[(self.next % n) as usize];
+            // The unicast next hop: one datagram first, the rest once it is resolved.
+            if self.next > 0 && tx.resolve(0, self.dests[0].1).is_none() {
+                return true;
+            }
+            let Some(mut m) = tx.alloc() else { break };
+            let sport = 10_000 + (self.next / n % 16) as u16;
+            build(&mut m, B_IP, dst, sport, self.next as u32);
+            tx.push(0, m, dest);
+            self.probe.sent.inc();
+            self.next += 1;
+        }
+        true
+    }
+}
+
+#[test]
+fn unicast_and_broadcast_spread_and_groups_stay_on_their_lanes() {
+    let _serial = serial();
+    let fabric = fabric();
+    let (pa, pb) = (Arc::new(Probe::default()), Arc::new(Probe::default()));
+    let (builder, logs) = receiver(&fabric, 2, Fanout::flow_hash());
+    let a = start_receiver(builder, &logs, &pa, None);
+    assert!(a.wait_link_up(T).unwrap());
+    let groups: Vec<[u8; 4]> = (1..=8).map(|i| [239, 3, 0, i]).collect();
+    for g in &groups {
+        assert!(a.join_group(GroupAddr::Ipv4(*g)).unwrap());
+    }
+    wait_for("a's joins", T, || {
+        let gs = groups.clone();
+        a.with_controller(move |c| {
+            gs.iter().all(|g| {
+                c.group_phase(GroupAddr::Ipv4(*g)) == Some(ibpoll_ctrl::GroupPhase::Joined)
+            })
+        })
+        .unwrap()
+    });
+    // Each group's lane: the one whose QP the control core attached it to.
+    let (gs, qpn) = (groups.clone(), a.qpn());
+    let on_lane1: Vec<bool> = a
+        .with_controller(move |c| {
+            gs.iter()
+                .map(|g| c.lane_qpn_for(&c.mgid_of(GroupAddr::Ipv4(*g)).unwrap()) != qpn)
+                .collect()
+        })
+        .unwrap();
+    assert!(
+        on_lane1.iter().any(|x| *x) && !on_lane1.iter().all(|x| *x),
+        "{on_lane1:?}"
+    );
+    let mut dests = vec![
+        (A_IP, Dest::NextHop(A_IP)),
+        ([255; 4], Dest::NextHop([255; 4])),
+    ];
+    dests.extend(
+        groups
+            .iter()
+            .map(|g| (*g, Dest::Group(GroupAddr::Ipv4(*g)))),
+    );
+    let total = 3000;
+    let b = {
+        let (probe, peer, dests) = (pb.clone(), pa.clone(), dests.clone());
+        host(&fabric, "b", B_IP, 1)
+            .start(move |_| MixedSender {
+                dests: dests.clone(),
+                probe: probe.clone(),
+                peer: peer.clone(),
+                total,
+                next: 0,
+            })
+            .expect("stack b")
+    };
+    wait_for("every datagram at a", T, || pa.received.get() == total);
+    settle(|| pa.received.get(), Duration::from_millis(100), T);
+    let ra = a.stop().expect("a stops");
+    let rb = b.stop().expect("b stops");
+    assert_conserved(&ra);
+    assert_conserved(&rb);
+    assert_eq!(ra.pool_in_use + rb.pool_in_use, 0, "buffers still out");
+    assert_eq!(pb.sent.get(), total);
+    let logs: Vec<LaneLog> = logs
+        .iter()
+        .map(|l| std::mem::take(&mut *l.lock().unwrap()))
+        .collect();
+    let mut lanes_of: BTreeMap<Flow, Vec<usize>> = BTreeMap::new();
+    for (k, log) in logs.iter().enumerate() {
+        assert_eq!(
+            (log.out_of_order, log.not_owned, log.bad_meta),
+            (0, 0, 0),
+            "lane {k}"
+        );
+        for flow in log.flows.keys() {
+            lanes_of.entry(*flow).or_default().push(k);
+        }
+    }
+    assert_eq!(lanes_of.len(), dests.len() * 16, "every flow arrived");
+    let mut bcast_lanes = [false; 2];
+    for ((dst, sport), lanes) in &lanes_of {
+        assert_eq!(lanes.len(), 1, "flow {dst:?}:{sport} on lanes {lanes:?}");
+        if let Some(i) = groups.iter().position(|g| g == dst) {
+            assert_eq!(
+                lanes[0],
+                usize::from(on_lane1[i]),
+                "group {dst:?} off its lane"
+            );
+        }
+        if *dst == [255; 4] {
+            bcast_lanes[lanes[0]] = true;
+        }
+    }
+    assert_eq!(
+        bcast_lanes,
+        [true, true],
+        "the broadcast's flows spread over both lanes"
+    );
+    // Lane 1 got its groups on its own QP and the rest through the ring.
+    let (s0, s1) = (&ra.lcores[0], &ra.lcores[1]);
+    assert!(s1.rx_packets > 0 && s1.fanout_in > 0, "{s1:?}");
+    assert_eq!(s0.fanout_out, s1.fanout_in);
 }
 
 /// Polls `lanes` and `control` on this thread until `cond`.

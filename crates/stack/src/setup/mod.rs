@@ -410,8 +410,9 @@ impl StackBuilder {
 
     /// Software fan-out of each interface's received traffic over the data lanes
     /// (default [`Fanout::Off`]): with [`Fanout::flow_hash`], lane 0, which receives the
-    /// interface's unicast and broadcast on the interface's QP, spreads the IP packets
+    /// interface's unicast and broadcast on the interface's QP, spreads those IP packets
     /// by flow over every lane through bounded rings (the contract: [`crate::fanout`]).
+    /// Other groups stay on the lanes the control core attached them to.
     /// Only where the device gives the interface's QP one receive queue (no RSS) and
     /// with more than one data lane.
     ///
