@@ -448,6 +448,22 @@ fn unicast_and_broadcast_spread_and_groups_stay_on_their_lanes() {
     assert_conserved(&rb);
     assert_eq!(ra.pool_in_use + rb.pool_in_use, 0, "buffers still out");
     assert_eq!(pb.sent.get(), total);
+    assert_placed(&logs, &groups, &on_lane1, dests.len());
+    // Lane 1 got its groups on its own QP and the rest through the ring.
+    let (s0, s1) = (&ra.lcores[0], &ra.lcores[1]);
+    assert!(s1.rx_packets > 0 && s1.fanout_in > 0, "{s1:?}");
+    assert_eq!(s0.fanout_out, s1.fanout_in);
+}
+
+/// Every flow of `n_dests` destinations (16 each) on exactly one lane: a group's on the
+/// lane its QP is attached to (`on_lane1`), the broadcast's spread over both lanes, all
+/// in order with their metadata.
+fn assert_placed(
+    logs: &[Arc<Mutex<LaneLog>>],
+    groups: &[[u8; 4]],
+    on_lane1: &[bool],
+    n_dests: usize,
+) {
     let logs: Vec<LaneLog> = logs
         .iter()
         .map(|l| std::mem::take(&mut *l.lock().unwrap()))
@@ -463,7 +479,7 @@ fn unicast_and_broadcast_spread_and_groups_stay_on_their_lanes() {
             lanes_of.entry(*flow).or_default().push(k);
         }
     }
-    assert_eq!(lanes_of.len(), dests.len() * 16, "every flow arrived");
+    assert_eq!(lanes_of.len(), n_dests * 16, "every flow arrived");
     let mut bcast_lanes = [false; 2];
     for ((dst, sport), lanes) in &lanes_of {
         assert_eq!(lanes.len(), 1, "flow {dst:?}:{sport} on lanes {lanes:?}");
@@ -483,10 +499,6 @@ fn unicast_and_broadcast_spread_and_groups_stay_on_their_lanes() {
         [true, true],
         "the broadcast's flows spread over both lanes"
     );
-    // Lane 1 got its groups on its own QP and the rest through the ring.
-    let (s0, s1) = (&ra.lcores[0], &ra.lcores[1]);
-    assert!(s1.rx_packets > 0 && s1.fanout_in > 0, "{s1:?}");
-    assert_eq!(s0.fanout_out, s1.fanout_in);
 }
 
 /// Polls `lanes` and `control` on this thread until `cond`.
@@ -590,4 +602,30 @@ fn check_lanes(s0: &LcoreStats, s1: &LcoreStats) {
     // after lane 1 stopped.
     assert!(s0.fanout_in > 0, "{s0:?}");
     assert!(s0.stop_dropped_rx >= s0.fanout_in, "{s0:?}");
+}
+
+#[test]
+fn a_fanout_ring_size_out_of_range_is_refused_by_name() {
+    let fabric = fabric();
+    let cpu = core_affinity::get_core_ids().map_or(0, |v| v[0].id);
+    for n in [0, 16, 100, 65_536] {
+        let e = Stack::builder()
+            .fabric(&fabric, "x")
+            .data_cores(2)
+            .cpus(vec![cpu; 2])
+            .fanout(Fanout::FlowHash { ring_size: n })
+            .build()
+            .err()
+            .expect("refused");
+        assert!(
+            matches!(
+                e,
+                ibpoll::Error::BadConfig {
+                    field: "fanout.ring_size",
+                    ..
+                }
+            ),
+            "{n}: {e}"
+        );
+    }
 }
