@@ -615,8 +615,7 @@ fn a_fanout_ring_size_out_of_range_is_refused_by_name() {
             .cpus(vec![cpu; 2])
             .fanout(Fanout::FlowHash { ring_size: n })
             .build()
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         assert!(
             matches!(
                 e,
