@@ -2,10 +2,12 @@
 //! queue per QPN, no RSS): a receiver with 2 or 3 data lanes and `Fanout::FlowHash`
 //! gets unicast from many flows on lane 0's QP, and every lane's application sees a
 //! share: each flow on exactly the lane that owns its hash, in order, every packet
-//! accounted for, every buffer home. A slow worker's full ring is a counted drop;
-//! without fan-out lane 0 keeps everything; a P_Key index move parks and resumes a
-//! fanning-out stack; lanes driven by the application fan out too, and the ring of a
-//! worker that stopped first is emptied by the receiving lane.
+//! accounted for, every buffer home. The broadcast group's flows spread too, while
+//! other groups stay on the lanes their QPs are attached to. A slow worker's full ring
+//! is a counted drop; without fan-out lane 0 keeps everything, and with RSS the device
+//! spreads and fan-out stays off; a P_Key index move parks and resumes a fanning-out
+//! stack; lanes driven by the application fan out too, and the ring of a worker that
+//! stopped first is emptied by the receiving lane.
 
 mod common;
 
@@ -155,8 +157,12 @@ struct Outcome {
 /// `a` with `lanes` lanes and `fanout` receives `n` datagrams of `FLOWS` flows from
 /// `b`; both stop; conservation and the buffers are checked.
 fn run(lanes: usize, fanout: Fanout, n: u64) -> Outcome {
+    run_on(fabric(), lanes, fanout, n)
+}
+
+/// [`run`] on `fabric`.
+fn run_on(fabric: SimFabric, lanes: usize, fanout: Fanout, n: u64) -> Outcome {
     let _serial = serial();
-    let fabric = fabric();
     let (pa, pb) = (Arc::new(Probe::default()), Arc::new(Probe::default()));
     let (builder, logs) = receiver(&fabric, lanes, fanout);
     let a = start_receiver(builder, &logs, &pa, None);
@@ -253,6 +259,28 @@ fn without_fanout_lane_0_keeps_the_unicast() {
             (0, 0, 0),
             "{s:?}"
         );
+    }
+}
+
+/// Where the device spreads the interface's QP over the lanes itself (RSS, an opt-in
+/// capability of the simulated fabric), fan-out stays off: the lanes share the flows
+/// through their own receive queues.
+#[test]
+fn with_rss_the_device_spreads_and_fanout_stays_off() {
+    let rss = SimFabric::new(ibpoll_pmd_sim::FabricConfig::default().with_rss(2));
+    let o = run_on(rss, 2, Fanout::flow_hash(), 2000);
+    assert_eq!(o.received, o.sent);
+    for (k, s) in o.ra.lcores.iter().enumerate() {
+        assert!(
+            s.rx_packets > 0 && o.logs[k].received > 0,
+            "lane {k}: {s:?}"
+        );
+        assert_eq!(
+            (s.fanout_out, s.fanout_in, s.fanout_full),
+            (0, 0, 0),
+            "{s:?}"
+        );
+        assert_eq!(o.logs[k].out_of_order, 0);
     }
 }
 
