@@ -4,6 +4,8 @@
 //!   the `rejoin` binary and the `snapshot` criterion benchmark.
 //! * [`datapath`]: a data lcore's classify + resolve against a real snapshot, used by the
 //!   `datapath` criterion benchmark and the `datapath-ir` binary.
+//! * [`fanout`]: the receiving lane's cost per packet with software fan-out and without,
+//!   used by the `fanout-ir` binary.
 //! * [`loadavg`]: the machine load, printed with every figure so that numbers taken on a
 //!   shared machine can be judged.
 //! * [`report`] and [`plot`]: `bench-report`, the aggregation of `scripts/bench.sh`'s
@@ -13,6 +15,7 @@
 
 pub mod ctrl_host;
 pub mod datapath;
+pub mod fanout;
 pub mod plot;
 pub mod report;
 pub mod soak;

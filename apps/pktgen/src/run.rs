@@ -354,6 +354,7 @@ pub fn stack_drops(
         ("tx_full", s.tx_full),
         ("stop_dropped_tx", s.stop_dropped_tx),
         ("rx_malformed", s.rx_malformed),
+        ("fanout_full", s.fanout_full),
         ("stop_dropped_rx", s.stop_dropped_rx),
         ("app_dropped", if app_dropped { s.app_dropped } else { 0 }),
     ];

@@ -76,7 +76,7 @@ pub struct Ledger {
 }
 
 /// The lanes' drops by reason.
-fn lane_drops(s: &LcoreStats) -> [(&'static str, u64); 11] {
+fn lane_drops(s: &LcoreStats) -> [(&'static str, u64); 12] {
     [
         ("tx_link_down", s.tx_link_down),
         ("tx_too_long", s.tx_too_long),
@@ -88,6 +88,7 @@ fn lane_drops(s: &LcoreStats) -> [(&'static str, u64); 11] {
         ("rx_malformed", s.rx_malformed),
         ("rx_unknown_ethertype", s.rx_unknown_ethertype),
         ("rx_ctrl_full", s.rx_ctrl_full),
+        ("fanout_full", s.fanout_full),
         ("stop_dropped_rx", s.stop_dropped_rx),
     ]
 }
@@ -109,7 +110,7 @@ fn signed(x: u64) -> i64 {
 
 /// The lanes' receive drops (looped-back copies are not losses and not included).
 fn lane_rx_drops(s: &LcoreStats) -> u64 {
-    s.rx_malformed + s.rx_unknown_ethertype + s.rx_ctrl_full + s.stop_dropped_rx
+    s.rx_malformed + s.rx_unknown_ethertype + s.rx_ctrl_full + s.fanout_full + s.stop_dropped_rx
 }
 
 impl Ledger {
@@ -130,8 +131,8 @@ impl Ledger {
             r[2] += signed(ctrl_in) - signed(c.tx_sent + c.dropped() + h.ctrl_queued);
             posted += s.tx_posted + c.tx_sent;
             rx_total += s.rx_packets + s.driver_rx_flushed;
-            r[5] += signed(s.rx_packets)
-                - signed(s.rx_loopback + s.rx_arp + s.app_rx + lane_rx_drops(s));
+            r[5] += signed(s.rx_packets + s.fanout_in)
+                - signed(s.rx_loopback + s.rx_arp + s.app_rx + s.fanout_out + lane_rx_drops(s));
             r[6] += signed(s.app_rx) - signed(h.app.received);
             l.sent += h.app.sent;
             l.received += h.app.received;

@@ -91,6 +91,22 @@ pub fn classify_burst(
     st: &mut LcoreStats,
     trash: &mut MbufArray,
 ) {
+    classify_burst_with(pkts, from, own, requests, st, trash, Some);
+}
+
+/// [`classify_burst`], with each IP packet (IPoIB header stripped) passed through `ip`,
+/// which keeps it (returns it) or takes it over (`None`: the software fan-out hands it
+/// to another lane); `app_rx` counts what is kept. One pass over the burst.
+#[inline]
+pub(crate) fn classify_burst_with(
+    pkts: &mut MbufArray,
+    from: usize,
+    own: Option<Own<'_>>,
+    requests: &mut RequestSender,
+    st: &mut LcoreStats,
+    trash: &mut MbufArray,
+    mut ip: impl FnMut(Mbuf) -> Option<Mbuf>,
+) {
     let n = pkts.len() - from;
     st.rx_packets += n as u64;
     let mut bytes = 0u64;
@@ -104,8 +120,9 @@ pub fn classify_burst(
             Class::Ip => {
                 // Cannot fail: classify checked the length.
                 m.adj(ipoib::HEADER_LEN);
-                st.app_rx += 1;
-                Some(m)
+                let kept = ip(m);
+                st.app_rx += u64::from(kept.is_some());
+                kept
             }
             Class::Arp => match requests.send(Request::Arp { mbuf: m }) {
                 Ok(()) => {

@@ -7,7 +7,10 @@
 //!    interface's queues and say so), report a quiescent point unless the TX table still
 //!    holds packets resolved against the current snapshot, and read the link state;
 //! 2. per interface: one receive burst from its queues (up to [`BURST_MAX`]), classified
-//!    in place ([`classify_burst`]) and handed to the application;
+//!    in place ([`classify_burst`]), spread by flow over the lanes when the stack fans
+//!    out ([`Fanout`](crate::Fanout): lane 0 keeps its share) and handed to the
+//!    application; then, on a worker lane of a fanning-out stack, one burst from its
+//!    fan-out ring, to the application too;
 //! 3. the application's generator hook;
 //! 4. per interface: flush the TX table (one `tx_burst`), publish the send progress;
 //! 5. free the iteration's drops in bulk and publish the iteration's counters (one store
@@ -24,6 +27,7 @@ use ibpoll_mem::MbufArray;
 
 use crate::app::{App, LcoreCtx};
 use crate::burst::{classify_burst, Own};
+use crate::fanout::{classify_fanout_burst, fanin_burst, FanIn, FanOut};
 use crate::lcore::Shared;
 use crate::stats::LcoreCounters;
 use crate::tx::{Tx, BURST_MAX};
@@ -46,6 +50,11 @@ pub(crate) struct RxIface {
     pub(crate) parked: bool,
     pub(crate) link_up: bool,
     pub(crate) mtu: usize,
+    /// Fan-out on the lane that receives the interface's traffic: a ring to each other
+    /// lane.
+    pub(crate) fan_out: Option<FanOut>,
+    /// Fan-out on a worker lane: the ring from the receiving lane (taken at stop).
+    pub(crate) fan_in: Option<FanIn>,
 }
 
 impl RxIface {
@@ -57,6 +66,8 @@ impl RxIface {
             parked: false,
             link_up: false,
             mtu: 0,
+            fan_out: None,
+            fan_in: None,
         }
     }
 }
@@ -125,6 +136,9 @@ impl Lane {
             let snap = tx.core.reader.get();
             rx.link_up = snap.link_up;
             rx.mtu = snap.mtu;
+            if let Some(fan) = &mut rx.fan_out {
+                fan.broadcast = snap.broadcast().map(|b| b.mgid);
+            }
             links_up |= u64::from(snap.link_up) << i;
         }
         self.ctx.now = now;
@@ -154,26 +168,52 @@ impl Lane {
             qpns: &rx.own_qpns,
         });
         let tx = &mut self.tx;
-        classify_burst(
-            &mut self.burst,
-            0,
-            own,
-            &mut tx.ifaces[i].core.requests,
-            &mut tx.st,
-            &mut tx.trash,
-        );
-        if !self.burst.is_empty() {
-            self.ctx.iface = i;
-            self.ctx.link_up = rx.link_up;
-            self.ctx.mtu = rx.mtu;
-            app.on_burst(&self.ctx, &mut self.burst, &mut self.tx);
-            let left = self.burst.len();
-            if left > 0 {
-                self.tx.st.app_dropped += left as u64;
-                self.burst.clear();
+        let (pkts, requests) = (&mut self.burst, &mut tx.ifaces[i].core.requests);
+        match &mut rx.fan_out {
+            None => classify_burst(pkts, 0, own, requests, &mut tx.st, &mut tx.trash),
+            Some(fan) => {
+                classify_fanout_burst(pkts, 0, own, requests, &mut tx.st, &mut tx.trash, fan)
             }
         }
+        self.deliver(i, app);
         true
+    }
+
+    /// Step 2 on a worker lane of a fanning-out stack, for interface `i`: one burst from
+    /// the receiving lane's ring, to the application.
+    #[inline]
+    fn fanin_stage<A: App>(&mut self, i: usize, app: &mut A) -> bool {
+        let rx = &mut self.rx[i];
+        let Some(fan) = rx.fan_in.as_mut() else {
+            return false;
+        };
+        if rx.parked {
+            return false;
+        }
+        if fanin_burst(fan, &mut self.burst, &mut self.tx.st) == 0 {
+            return false;
+        }
+        self.deliver(i, app);
+        true
+    }
+
+    /// Hands the burst (received on interface `i`) to the application, and frees and
+    /// counts what it left.
+    #[inline]
+    fn deliver<A: App>(&mut self, i: usize, app: &mut A) {
+        if self.burst.is_empty() {
+            return;
+        }
+        let rx = &self.rx[i];
+        self.ctx.iface = i;
+        self.ctx.link_up = rx.link_up;
+        self.ctx.mtu = rx.mtu;
+        app.on_burst(&self.ctx, &mut self.burst, &mut self.tx);
+        let left = self.burst.len();
+        if left > 0 {
+            self.tx.st.app_dropped += left as u64;
+            self.burst.clear();
+        }
     }
 
     /// Steps 4 and 5.
@@ -196,6 +236,7 @@ impl Lane {
         let mut worked = false;
         for i in 0..self.rx.len() {
             worked |= self.rx_stage(i, app);
+            worked |= self.fanin_stage(i, app);
         }
         self.ctx.iface = 0;
         self.ctx.link_up = self.rx.first().is_some_and(|r| r.link_up);
@@ -217,8 +258,9 @@ impl Lane {
         nest(&mut self.tx.ifaces, f);
     }
 
-    /// At stop: frees what is queued, drains the receive queues (bounded) and says to
-    /// the control core that this lane's queues are out of use for good.
+    /// At stop: frees what is queued, drains the receive queues (bounded) and the
+    /// fan-out rings (see [`crate::fanout`]'s stop), and says to the control core that
+    /// this lane's queues are out of use for good.
     pub(crate) fn drain(&mut self) {
         self.ext.finished = true;
         const STOP_DRAIN_BURSTS: usize = 4096;
@@ -240,6 +282,14 @@ impl Lane {
                     self.tx.st.stop_dropped_rx += n as u64;
                     self.burst.clear();
                 }
+            }
+        }
+        for rx in &mut self.rx {
+            if let Some(fan) = rx.fan_in.take() {
+                fan.finish(&mut self.tx.st);
+            }
+            if let Some(fan) = &mut rx.fan_out {
+                fan.finish(&mut self.tx.st);
             }
         }
         for ifc in &mut self.tx.ifaces {

@@ -33,6 +33,7 @@ use ibpoll_mem::MbufArray;
 
 use crate::app::{App, LcoreCtx};
 use crate::burst::{classify_burst, Own};
+use crate::fanout::{classify_fanout_burst, fanin_burst};
 use crate::lane::RxIface;
 use crate::lcore::Shared;
 use crate::stats::LcoreStats;
@@ -155,16 +156,23 @@ impl Lane {
         } = self;
         for (i, r) in rx.iter_mut().enumerate() {
             let burst = &mut ext.burst;
-            worked |= rx_into(i, r, shared, tx, &mut ext.udp, burst);
-            if !burst.is_empty() {
-                ctx.iface = i;
-                ctx.link_up = r.link_up;
-                ctx.mtu = r.mtu;
-                app.on_burst(ctx, burst, tx);
-                let left = burst.len();
-                if left > 0 {
-                    tx.st.app_dropped += left as u64;
-                    burst.clear();
+            // The queues' burst, then (a worker of a fanning-out stack) the ring's.
+            for from_ring in [false, true] {
+                worked |= if from_ring {
+                    fanin_into(i, r, tx, &mut ext.udp, burst)
+                } else {
+                    rx_into(i, r, shared, tx, &mut ext.udp, burst)
+                };
+                if !burst.is_empty() {
+                    ctx.iface = i;
+                    ctx.link_up = r.link_up;
+                    ctx.mtu = r.mtu;
+                    app.on_burst(ctx, burst, tx);
+                    let left = burst.len();
+                    if left > 0 {
+                        tx.st.app_dropped += left as u64;
+                        burst.clear();
+                    }
                 }
             }
         }
@@ -193,6 +201,11 @@ impl Lane {
     /// core), UDP datagrams for this lane's bound sockets moved to their queues, and the
     /// other IP packets appended to `out`, data window at the IP header. Returns how many
     /// were appended. Nothing is received while the interface is parked.
+    ///
+    /// With [`Fanout`](crate::Fanout) on, the receiving lane (0) keeps only the flows it
+    /// owns and hands the others over; a worker lane takes what was handed to it first
+    /// (its ring), then receives on its own queues into the room left. A lane's UDP
+    /// sockets then see the flows that lane owns (and the groups on its own QP).
     ///
     /// ```no_run
     /// use ibpoll::{Dest, FabricConfig, MbufArray, SimFabric, Stack};
@@ -231,6 +244,7 @@ impl Lane {
             ..
         } = self;
         if let Some(r) = rx.get_mut(iface) {
+            fanin_into(iface, r, tx, &mut ext.udp, out);
             rx_into(iface, r, shared, tx, &mut ext.udp, out);
         }
         out.len() - before
@@ -340,14 +354,38 @@ fn rx_into(
         lid,
         qpns: &rx.own_qpns,
     });
-    classify_burst(
-        out,
-        start,
-        own,
-        &mut tx.ifaces[i].core.requests,
-        &mut tx.st,
-        &mut tx.trash,
-    );
+    let requests = &mut tx.ifaces[i].core.requests;
+    match &mut rx.fan_out {
+        None => classify_burst(out, start, own, requests, &mut tx.st, &mut tx.trash),
+        Some(fan) => {
+            classify_fanout_burst(out, start, own, requests, &mut tx.st, &mut tx.trash, fan)
+        }
+    }
+    udp.demux(i, out, start);
+    true
+}
+
+/// On a worker lane of a fanning-out stack: takes what the receiving lane handed over
+/// on interface `i` into `out` (as it has room); UDP datagrams for bound sockets go to
+/// their queues. Mirrors the fan-in stage of [`Lane::iteration`]. Whether anything came.
+#[inline]
+fn fanin_into(
+    i: usize,
+    rx: &mut RxIface,
+    tx: &mut Tx,
+    udp: &mut UdpTable,
+    out: &mut MbufArray,
+) -> bool {
+    let Some(fan) = rx.fan_in.as_mut() else {
+        return false;
+    };
+    if rx.parked {
+        return false;
+    }
+    let start = out.len();
+    if fanin_burst(fan, out, &mut tx.st) == 0 {
+        return false;
+    }
     udp.demux(i, out, start);
     true
 }

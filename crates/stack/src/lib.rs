@@ -98,6 +98,11 @@
 //!   hash picks the lane), so multicast-heavy work (market data) spreads over the lanes
 //!   in hardware.
 //!
+//! - optionally ([`StackBuilder::fanout`]), lane 0 spreads the unicast and broadcast
+//!   that arrive on the interface's QP over every lane by flow, through bounded rings
+//!   (software fan-out, DPDK's distributor: see [`fanout`]), where the device has no
+//!   RSS to do it.
+//!
 //! By default there is one data lcore per usable CPU and the controller is polled from
 //! data lcore 0 ([`ControlCore::OnDataLcore0`]).
 //!
@@ -159,6 +164,7 @@ mod app;
 pub mod burst;
 mod control;
 mod error;
+pub mod fanout;
 mod lane;
 mod lane_api;
 mod lcore;
@@ -175,6 +181,7 @@ pub mod udp;
 pub use app::{App, Discard, LcoreCtx};
 pub use control::{Control, ControlReport, StackParts};
 pub use error::Error;
+pub use fanout::{flow_hash, flow_lane, Fanout};
 pub use lane::Lane;
 pub use lcore::{IdlePolicy, COMMANDS_PER_ITERATION};
 pub use setup::{ControlCore, IfaceConfig, StackBuilder, IFACES_MAX};

@@ -18,10 +18,13 @@ macro_rules! lcore_counters {
         ///
         /// Conservation, per lcore once it has stopped:
         ///
-        /// * receive: `rx_packets` is the sum of `rx_loopback`, `rx_malformed`,
-        ///   `rx_unknown_ethertype`, `rx_arp`, `rx_nd`, `rx_ctrl_full`, `app_rx` and
-        ///   `stop_dropped_rx`, and every packet handed to the application (`app_rx`)
-        ///   was consumed by it or counted in `app_dropped`;
+        /// * receive: `rx_packets + fanout_in` is the sum of `rx_loopback`,
+        ///   `rx_malformed`, `rx_unknown_ethertype`, `rx_arp`, `rx_nd`, `rx_ctrl_full`,
+        ///   `app_rx`, `stop_dropped_rx`, `fanout_out` and `fanout_full` (the `fanout_*`
+        ///   counters are zero without [`Fanout`](crate::Fanout); with it, `fanout_out`
+        ///   summed over the lanes equals `fanout_in` summed), and every packet handed
+        ///   to the application (`app_rx`) was consumed by it or counted in
+        ///   `app_dropped`;
         /// * send: `app_tx` is the sum of `tx_posted`, `to_ctrl_resolve`,
         ///   `to_ctrl_mcast`, `tx_link_down`, `tx_too_long`, `tx_malformed`,
         ///   `tx_no_iface`, `tx_ctrl_full`, `tx_full` and `stop_dropped_tx`, where
@@ -140,6 +143,15 @@ lcore_counters! {
     rx_ctrl_full,
     /// IPv4/IPv6 packets handed to the application.
     app_rx,
+    /// Packets this lane received and handed to another lane's fan-out ring (see
+    /// [`Fanout`](crate::Fanout)); not in its `app_rx`.
+    fanout_out,
+    /// Packets dropped because the fan-out ring to the lane that owns their flow was
+    /// full.
+    fanout_full,
+    /// Packets this lane took from its fan-out rings: handed to its application (counted
+    /// in `app_rx` too), or freed at stop (counted in `stop_dropped_rx` too).
+    fanout_in,
     /// Packets the application left in its receive burst (freed by the stack).
     app_dropped,
     /// Packets the application pushed for transmission.
@@ -203,6 +215,7 @@ impl LcoreStats {
             + self.rx_malformed
             + self.rx_unknown_ethertype
             + self.rx_ctrl_full
+            + self.fanout_full
             + self.stop_dropped_rx
     }
 

@@ -53,7 +53,7 @@ pub fn wait_for_every(
 pub fn assert_conserved(r: &StopReport) {
     for (i, s) in r.lcores.iter().enumerate() {
         assert_eq!(
-            s.rx_packets,
+            s.rx_packets + s.fanout_in,
             s.rx_loopback
                 + s.rx_malformed
                 + s.rx_unknown_ethertype
@@ -61,7 +61,9 @@ pub fn assert_conserved(r: &StopReport) {
                 + s.rx_nd
                 + s.rx_ctrl_full
                 + s.app_rx
-                + s.stop_dropped_rx,
+                + s.stop_dropped_rx
+                + s.fanout_out
+                + s.fanout_full,
             "lcore {i}: receive counters do not add up: {s:?}"
         );
         assert_eq!(
@@ -79,4 +81,14 @@ pub fn assert_conserved(r: &StopReport) {
             "lcore {i}: send counters do not add up: {s:?}"
         );
     }
+    // Software fan-out: every packet one lane handed to another's ring was taken out
+    // of it (to the application, or freed at stop).
+    let (out, inn) = r
+        .lcores
+        .iter()
+        .fold((0, 0), |(o, n), s| (o + s.fanout_out, n + s.fanout_in));
+    assert_eq!(
+        out, inn,
+        "fan-out rings: {out} handed over, {inn} taken out"
+    );
 }

@@ -171,18 +171,7 @@ pub(super) fn build(b: &StackBuilder, plan: &Plan) -> Result<Built, Error> {
             iface: i,
             pending_move: None,
         });
-        let mut lanes = q.lanes;
-        // The interface QP's receive queues beyond the first (RSS), one per other lane.
-        let first = 1.min(lanes[0].rx.len());
-        let spread: Vec<_> = lanes[0].rx.drain(first..).collect();
-        let mut spread = spread.into_iter();
-        for (k, ((parts, mut qp), core)) in lane_parts.iter_mut().zip(lanes).zip(cores).enumerate()
-        {
-            if k > 0 {
-                qp.rx.extend(spread.next());
-            }
-            parts.push(lane_iface(qp, core, own_qpns.clone()));
-        }
+        add_iface(&mut lane_parts, q.lanes, cores, &own_qpns, plan.fanout_ring);
     }
     let (lanes, counters) = lanes(plan, lane_parts, &pool, &shared);
     Ok(Built {
@@ -271,6 +260,50 @@ fn create_qps(
         ctl,
         hw_blocks_loopback: caps.block_self_mcast_lb,
     })
+}
+
+/// The next interface's share of every lane (`parts[k]`): lane `k`'s QP and data core,
+/// the interface QP's receive queues beyond the first (RSS) one per other lane, and the
+/// fan-out rings when asked for.
+fn add_iface(
+    parts: &mut [Vec<(RxIface, TxIface)>],
+    mut lanes: Vec<UdQp>,
+    cores: Vec<DataCore>,
+    own_qpns: &[u32],
+    fanout_ring: Option<usize>,
+) {
+    let i = parts[0].len();
+    let first = 1.min(lanes[0].rx.len());
+    let spread: Vec<_> = lanes[0].rx.drain(first..).collect();
+    let rss = !spread.is_empty();
+    let mut spread = spread.into_iter();
+    for (k, ((parts, mut qp), core)) in parts.iter_mut().zip(lanes).zip(cores).enumerate() {
+        if k > 0 {
+            qp.rx.extend(spread.next());
+        }
+        parts.push(lane_iface(qp, core, own_qpns.into()));
+    }
+    if let Some(ring) = fanout_ring {
+        fanout_iface(parts, i, ring, rss);
+    }
+}
+
+/// Interface `i`'s fan-out rings, from lane 0 (whose QP is the interface's) to every
+/// other lane; none where the device spreads the interface's QP itself (RSS).
+fn fanout_iface(parts: &mut [Vec<(RxIface, TxIface)>], i: usize, ring: usize, rss: bool) {
+    if rss {
+        tracing::info!(
+            iface = i,
+            "ibpoll: the device spreads the interface's traffic over the lanes (RSS); \
+             software fan-out stays off for it"
+        );
+        return;
+    }
+    let (out, ins) = crate::fanout::rings(parts.len(), 0, ring);
+    for (lane, fan_in) in parts.iter_mut().zip(ins) {
+        lane[i].0.fan_in = fan_in;
+    }
+    parts[0][i].0.fan_out = Some(out);
 }
 
 /// One lane's share of one interface.

@@ -16,6 +16,8 @@ pub(super) struct Plan {
     pub(super) cpus: Vec<usize>,
     pub(super) ifaces: Vec<IfaceConfig>,
     pub(super) pool: MempoolConfig,
+    /// The fan-out rings' size, when the stack fans out (and has several lanes).
+    pub(super) fanout_ring: Option<usize>,
 }
 
 impl Plan {
@@ -28,13 +30,15 @@ impl Plan {
         check_data_cores(data_cores)?;
         let cpus = cpus(b, &usable, data_cores, dedicated)?;
         let ifaces = ifaces(b)?;
-        let pool = pool(b, ifaces.len(), data_cores)?;
+        let fanout_ring = fanout_ring(b, data_cores)?;
+        let pool = pool(b, ifaces.len(), data_cores, fanout_ring)?;
         Ok(Plan {
             data_cores,
             dedicated,
             cpus,
             ifaces,
             pool,
+            fanout_ring,
         })
     }
 }
@@ -157,6 +161,22 @@ fn ifaces(b: &StackBuilder) -> Result<Vec<IfaceConfig>, Error> {
     Ok(ifaces)
 }
 
+/// The fan-out rings' size: a power of two, 32..=32768; `None` when off or with one
+/// lane.
+fn fanout_ring(b: &StackBuilder, data_cores: usize) -> Result<Option<usize>, Error> {
+    let Some(n) = b.fanout.ring_size() else {
+        return Ok(None);
+    };
+    if !(32..=32768).contains(&n) || !n.is_power_of_two() {
+        return Err(bad(
+            "fanout.ring_size",
+            u64::from(n),
+            "a fan-out ring holds a power of two of packets, 32..=32768 (default 1024)",
+        ));
+    }
+    Ok((data_cores > 1).then_some(n as usize))
+}
+
 /// Buffers the stack needs at least: every lane's receive ring on every interface and
 /// its bursts and TX table, and the control core's send backlog.
 pub(super) fn buffers_needed(b: &StackBuilder, n_ifaces: usize, data_cores: usize) -> u64 {
@@ -166,11 +186,20 @@ pub(super) fn buffers_needed(b: &StackBuilder, n_ifaces: usize, data_cores: usiz
 
 /// The pool's configuration: absurd sizes are refused by the pool's own checks,
 /// too-small ones here.
-fn pool(b: &StackBuilder, n_ifaces: usize, data_cores: usize) -> Result<MempoolConfig, Error> {
+fn pool(
+    b: &StackBuilder,
+    n_ifaces: usize,
+    data_cores: usize,
+    fanout_ring: Option<usize>,
+) -> Result<MempoolConfig, Error> {
     let needed = buffers_needed(b, n_ifaces, data_cores);
-    let n_bufs = b
-        .pool_size
-        .unwrap_or_else(|| (2 * needed).clamp(8192, u64::from(ibpoll_mem::N_BUFS_MAX)) as u32);
+    // What full fan-out rings hold (one per interface and worker lane): the default
+    // pool has room for them besides, so that full rings do not starve the receive
+    // queues' refills.
+    let rings = fanout_ring.map_or(0, |n| (n_ifaces * (data_cores - 1) * n) as u64);
+    let n_bufs = b.pool_size.unwrap_or_else(|| {
+        (2 * needed + rings).clamp(8192, u64::from(ibpoll_mem::N_BUFS_MAX)) as u32
+    });
     let cfg = MempoolConfig {
         name: format!("{}-pool", b.name),
         n_bufs,

@@ -20,6 +20,7 @@ use ibpoll_wire::{IbMtu, PKey};
 
 use crate::app::App;
 use crate::control::StackParts;
+use crate::fanout::Fanout;
 use crate::lcore::IdlePolicy;
 use crate::stack::Stack;
 use crate::Error;
@@ -137,6 +138,7 @@ pub struct StackBuilder {
     pub(crate) stop_timeout: Duration,
     pub(crate) stop_flag: Option<Arc<std::sync::atomic::AtomicBool>>,
     pub(crate) telemetry: bool,
+    pub(crate) fanout: Fanout,
 }
 
 impl Default for StackBuilder {
@@ -166,6 +168,7 @@ impl Default for StackBuilder {
             stop_timeout: Duration::from_secs(70),
             stop_flag: None,
             telemetry: false,
+            fanout: Fanout::Off,
         }
     }
 }
@@ -274,7 +277,8 @@ impl StackBuilder {
         self
     }
 
-    /// Buffers in the pool. Default: enough for every receive ring twice over.
+    /// Buffers in the pool. Default: enough for every receive ring twice over (and for
+    /// the [`fanout`](Self::fanout) rings, when on).
     pub fn pool_size(mut self, n_bufs: u32) -> Self {
         self.pool_size = Some(n_bufs);
         self
@@ -401,6 +405,34 @@ impl StackBuilder {
     /// a warning; the stack runs without it.
     pub fn telemetry(mut self, on: bool) -> Self {
         self.telemetry = on;
+        self
+    }
+
+    /// Software fan-out of each interface's received traffic over the data lanes
+    /// (default [`Fanout::Off`]): with [`Fanout::flow_hash`], lane 0, which receives the
+    /// interface's unicast and broadcast on the interface's QP, spreads those IP packets
+    /// by flow over every lane through bounded rings (the contract: [`crate::fanout`]).
+    /// Other groups stay on the lanes the control core attached them to.
+    /// Only where the device gives the interface's QP one receive queue (no RSS) and
+    /// with more than one data lane.
+    ///
+    /// ```no_run
+    /// use ibpoll::{Fanout, FabricConfig, SimFabric, Stack};
+    /// let fabric = SimFabric::new(FabricConfig::default());
+    /// let stack = Stack::builder()
+    ///     .fabric(&fabric, "a")
+    ///     .ipv4([10, 0, 0, 1])
+    ///     .data_cores(3)
+    ///     .fanout(Fanout::FlowHash { ring_size: 4096 })
+    ///     .start(|_lane| ibpoll::Discard)?;
+    /// // Every lane's application gets a share of the flows.
+    /// let lanes = stack.all_stats();
+    /// # let _ = lanes;
+    /// stack.stop()?;
+    /// # Ok::<(), ibpoll::Error>(())
+    /// ```
+    pub fn fanout(mut self, fanout: Fanout) -> Self {
+        self.fanout = fanout;
         self
     }
 

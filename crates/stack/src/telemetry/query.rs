@@ -20,10 +20,11 @@ use crate::stats::{LcoreCounterSet, LcoreStats};
 /// The lcore counters that count packets lost, by reason. Not included: `rx_loopback`
 /// (the HCA's copy of our own multicast, dropped by design), `driver_rx_nombuf` (a
 /// buffer not reposted; what it costs shows up as the fabric's drops).
-pub(crate) const LCORE_DROPS: [&str; 13] = [
+pub(crate) const LCORE_DROPS: [&str; 14] = [
     "rx_malformed",
     "rx_unknown_ethertype",
     "rx_ctrl_full",
+    "fanout_full",
     "app_dropped",
     "tx_link_down",
     "tx_too_long",
