@@ -47,6 +47,7 @@
 
 pub mod cli;
 mod error;
+mod family;
 mod fwd;
 mod fwd6;
 mod lpm;
@@ -59,15 +60,16 @@ mod route6;
 pub mod traffic;
 
 pub use error::Error;
+pub use family::Family;
 pub use fwd::{
     checksum_adjust, decrement_ttl, ipv4_checksum, Forwarder, FwdCounters, FwdStats, Verdict,
 };
 pub use lpm::{lookup_linear, RouteTable, ROUTES_MAX};
-pub use mroute::{MRoute, MrouteTable, MCAST_GROUPS_MAX, MROUTES_MAX};
+pub use mroute::{IpMRoute, MRoute, MrouteTable, MCAST_GROUPS_MAX, MROUTES_MAX};
 pub use mroute6::{MRoute6, MrouteTable6};
 pub use node::{build_forwarder_stack, start_forwarder, start_on, FwdConfig, FwdNode, FwdReport};
 pub use route::{
-    mask, parse_ipv4, parse_route_file, parse_routes, read_route_file, read_routes_file, NextHop,
-    Route, RouteFile,
+    mask, parse_ipv4, parse_route_file, parse_routes, read_route_file, read_routes_file, IpNextHop,
+    IpRoute, NextHop, Route, RouteFile,
 };
 pub use route6::{is_ipv6_route, lookup6_linear, mask6, parse_ipv6, NextHop6, Route6, RouteTable6};

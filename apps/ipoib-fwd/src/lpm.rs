@@ -158,15 +158,7 @@ impl RouteTable {
 /// The reference: a linear scan for the longest matching prefix (the later route wins
 /// a tie). For tests and for checking a table.
 pub fn lookup_linear(routes: &[Route], dst: [u8; 4]) -> Option<NextHop> {
-    let mut best: Option<&Route> = None;
-    for r in routes {
-        let r_norm = Route::new(r.prefix, r.prefix_len, r.via, r.iface);
-        if r_norm.contains(dst) && best.is_none_or(|b| r.prefix_len.min(32) >= b.prefix_len.min(32))
-        {
-            best = Some(r);
-        }
-    }
-    best.map(Route::next_hop)
+    crate::route::lookup_linear_in(routes, dst)
 }
 
 #[cfg(test)]

@@ -12,7 +12,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::route::{mask, parse_ipv4};
+use crate::family::{parse_len, Family};
+use crate::route::mask;
 use crate::Error;
 
 /// Multicast routes one forwarder holds at most.
@@ -22,13 +23,15 @@ pub const MROUTES_MAX: usize = 64;
 /// egress interface, both well within a controller's group table (1024).
 pub const MCAST_GROUPS_MAX: usize = 256;
 
-/// One static multicast route: IPv4 groups in `group/prefix_len` that arrive on
+/// One static multicast route of address family `A` ([`MRoute`] for IPv4,
+/// [`MRoute6`](crate::MRoute6) for IPv6): groups in `group/prefix_len` that arrive on
 /// interface `from` are sent on interface `to` (never back out `from`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct MRoute {
+pub struct IpMRoute<A> {
     /// The first group of the prefix (host bits cleared).
-    pub group: [u8; 4],
-    /// Prefix length; the route covers `2^(32 - prefix_len)` groups.
+    pub group: A,
+    /// Prefix length; the route covers `2^(32 - prefix_len)` IPv4 groups or
+    /// `2^(128 - prefix_len)` IPv6 groups.
     pub prefix_len: u8,
     /// The ingress interface: the forwarder subscribes to the groups there.
     pub from: usize,
@@ -36,68 +39,70 @@ pub struct MRoute {
     pub to: usize,
 }
 
-impl MRoute {
-    /// A multicast route; host bits of `group` are cleared, `prefix_len` above 32 is
-    /// clamped (the parser refuses it).
-    pub fn new(group: [u8; 4], prefix_len: u8, from: usize, to: usize) -> MRoute {
-        let prefix_len = prefix_len.min(32);
-        MRoute {
-            group: (u32::from_be_bytes(group) & mask(prefix_len)).to_be_bytes(),
+/// One static IPv4 multicast route.
+pub type MRoute = IpMRoute<[u8; 4]>;
+
+impl<A: Family> IpMRoute<A> {
+    /// A multicast route; host bits of `group` are cleared, `prefix_len` above the
+    /// family's longest (32, 128) is clamped (the parser refuses it).
+    pub fn new(group: A, prefix_len: u8, from: usize, to: usize) -> IpMRoute<A> {
+        let prefix_len = prefix_len.min(A::LEN_MAX);
+        IpMRoute {
+            group: group.network(prefix_len),
             prefix_len,
             from,
             to,
         }
     }
 
-    /// Groups the route covers.
+    /// Groups the route covers (saturating at `u64::MAX`).
     pub fn groups(&self) -> u64 {
-        1u64 << (32 - u32::from(self.prefix_len))
+        let host_bits = u32::from(A::LEN_MAX - self.prefix_len.min(A::LEN_MAX));
+        if host_bits >= 64 {
+            u64::MAX
+        } else {
+            1u64 << host_bits
+        }
     }
 
     /// Whether group `g` is in the route's prefix.
     #[inline]
-    pub fn contains(&self, g: [u8; 4]) -> bool {
-        u32::from_be_bytes(g) & mask(self.prefix_len) == u32::from_be_bytes(self.group)
+    pub fn contains(&self, g: A) -> bool {
+        g.to_bits() & A::mask(self.prefix_len) == self.group.to_bits()
     }
 
     /// Why the route cannot be used by itself (before interfaces are known), if so.
     fn check(&self) -> Result<(), &'static str> {
-        let g = u32::from_be_bytes(self.group);
-        if self.prefix_len < 4 || g >> 28 != 0xe {
-            return Err("the prefix must lie within 224.0.0.0/4 (IPv4 multicast)");
-        }
-        // 224.0.0.0/24 is link-local (RFC 5771): never forwarded.
-        let m = mask(self.prefix_len.min(24));
-        if g & m == 0xe000_0000 & m {
-            return Err("224.0.0.0/24 is link-local (RFC 5771) and never forwarded");
-        }
+        A::check_group(self.group, self.prefix_len)?;
         if self.from == self.to {
             return Err("from= and to= are the same interface (no forwarding back out the ingress interface)");
         }
         if self.groups() > MCAST_GROUPS_MAX as u64 {
-            return Err("the prefix covers more groups than a forwarder subscribes to (at most 256: /24 or longer)");
+            return Err(A::TOO_MANY_GROUPS);
         }
         Ok(())
     }
 }
 
-impl fmt::Display for MRoute {
+impl<A: Family> fmt::Display for IpMRoute<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let p = self.group;
         write!(
             f,
-            "{}.{}.{}.{}/{},from={},to={}",
-            p[0], p[1], p[2], p[3], self.prefix_len, self.from, self.to
+            "{}/{},from={},to={}",
+            self.group.into(),
+            self.prefix_len,
+            self.from,
+            self.to
         )
     }
 }
 
-impl FromStr for MRoute {
+impl<A: Family> FromStr for IpMRoute<A> {
     type Err = Error;
 
-    /// `GROUP[/LEN],from=N,to=M` (no `/LEN`: one group, /32), e.g.
-    /// `239.1.0.0/24,from=0,to=1`.
-    fn from_str(s: &str) -> Result<MRoute, Error> {
+    /// `GROUP[/LEN],from=N,to=M` (no `/LEN`: one group, /32 or /128), e.g.
+    /// `239.1.0.0/24,from=0,to=1` or `ff05::1:0/120,from=0,to=1`.
+    fn from_str(s: &str) -> Result<IpMRoute<A>, Error> {
         let bad = |why| Error::BadMroute {
             mroute: crate::error::clip(s),
             why,
@@ -108,16 +113,10 @@ impl FromStr for MRoute {
             .filter(|p| !p.is_empty())
             .ok_or(bad("empty multicast route"))?;
         let (addr, len) = match net.split_once('/') {
-            Some((a, l)) => (
-                a,
-                l.parse::<u8>()
-                    .ok()
-                    .filter(|l| *l <= 32)
-                    .ok_or(bad("the prefix length must be 0..=32"))?,
-            ),
-            None => (net, 32),
+            Some((a, l)) => (a, parse_len::<A>(l).ok_or(bad(A::BAD_LEN))?),
+            None => (net, A::LEN_MAX),
         };
-        let group = parse_ipv4(addr).ok_or(bad("the group is not an IPv4 address"))?;
+        let group = A::parse(addr).ok_or(bad(A::NOT_GROUP))?;
         let (mut from, mut to) = (None, None);
         for p in parts {
             let (k, v) = p
@@ -140,10 +139,53 @@ impl FromStr for MRoute {
         let from = from.ok_or(bad("missing from=N (the ingress interface)"))?;
         let to = to.ok_or(bad("missing to=N (the egress interface)"))?;
         // Host bits are cleared, as for unicast routes.
-        let r = MRoute::new(group, len, from, to);
+        let r = IpMRoute::new(group, len, from, to);
         r.check().map_err(bad)?;
         Ok(r)
     }
+}
+
+/// What a multicast route table of either family refuses before it expands the routes:
+/// more than [`MROUTES_MAX`] routes, a route refused by itself (outside the family's
+/// multicast range or scope, from = to, too many groups), one naming a missing
+/// interface, and two routes with the same prefix and ingress interface (a received
+/// buffer leaves by one interface: zero copy).
+pub(crate) fn check_mroutes<A: Family>(routes: &[IpMRoute<A>], ifaces: usize) -> Result<(), Error> {
+    if routes.len() > MROUTES_MAX {
+        return Err(Error::BadConfig {
+            field: "mroutes",
+            fix: format!(
+                "{} {}; at most {MROUTES_MAX}",
+                routes.len(),
+                A::MROUTES_NOUN
+            ),
+        });
+    }
+    for (i, r) in routes.iter().enumerate() {
+        r.check().map_err(|why| Error::BadMroute {
+            mroute: r.to_string(),
+            why,
+        })?;
+        for iface in [r.from, r.to] {
+            if iface >= ifaces {
+                return Err(Error::NoSuchIface {
+                    route: r.to_string(),
+                    iface,
+                    ifaces,
+                });
+            }
+        }
+        if routes[..i]
+            .iter()
+            .any(|o| o.from == r.from && o.group == r.group && o.prefix_len == r.prefix_len)
+        {
+            return Err(Error::BadMroute {
+                mroute: r.to_string(),
+                why: "another multicast route has the same prefix and from= (a packet leaves by one interface)",
+            });
+        }
+    }
+    Ok(())
 }
 
 /// One entry of the lookup table.
@@ -172,36 +214,7 @@ impl MrouteTable {
     /// more than [`MCAST_GROUPS_MAX`] groups in all. Of nested prefixes with the same
     /// ingress interface the longest wins.
     pub fn new(routes: &[MRoute], ifaces: usize) -> Result<MrouteTable, Error> {
-        if routes.len() > MROUTES_MAX {
-            return Err(Error::BadConfig {
-                field: "mroutes",
-                fix: format!("{} multicast routes; at most {MROUTES_MAX}", routes.len()),
-            });
-        }
-        for (i, r) in routes.iter().enumerate() {
-            r.check().map_err(|why| Error::BadMroute {
-                mroute: r.to_string(),
-                why,
-            })?;
-            for iface in [r.from, r.to] {
-                if iface >= ifaces {
-                    return Err(Error::NoSuchIface {
-                        route: r.to_string(),
-                        iface,
-                        ifaces,
-                    });
-                }
-            }
-            if routes[..i]
-                .iter()
-                .any(|o| o.from == r.from && o.group == r.group && o.prefix_len == r.prefix_len)
-            {
-                return Err(Error::BadMroute {
-                    mroute: r.to_string(),
-                    why: "another multicast route has the same prefix and from= (a packet leaves by one interface)",
-                });
-            }
-        }
+        check_mroutes(routes, ifaces)?;
         // The groups to subscribe to: every (ingress, group) once.
         let mut subscriptions: Vec<(usize, [u8; 4])> = Vec::new();
         let total: u64 = routes.iter().map(MRoute::groups).sum();

@@ -10,137 +10,12 @@
 //! group: a lookup is one exact-match hash lookup.
 
 use std::collections::HashMap;
-use std::fmt;
-use std::str::FromStr;
 
-use crate::mroute::MCAST_GROUPS_MAX;
-use crate::route6::{mask6, parse_ipv6};
+use crate::mroute::{check_mroutes, IpMRoute, MCAST_GROUPS_MAX};
 use crate::Error;
 
-/// One static IPv6 multicast route: groups in `group/prefix_len` that arrive on
-/// interface `from` are sent on interface `to`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct MRoute6 {
-    /// The first group of the prefix (host bits cleared).
-    pub group: [u8; 16],
-    /// Prefix length; the route covers `2^(128 - prefix_len)` groups.
-    pub prefix_len: u8,
-    /// The ingress interface: the forwarder subscribes to the groups there.
-    pub from: usize,
-    /// The egress interface: the forwarder sends to the groups there.
-    pub to: usize,
-}
-
-impl MRoute6 {
-    /// A route; host bits of `group` are cleared, `prefix_len` above 128 is clamped.
-    pub fn new(group: [u8; 16], prefix_len: u8, from: usize, to: usize) -> MRoute6 {
-        let prefix_len = prefix_len.min(128);
-        MRoute6 {
-            group: (u128::from_be_bytes(group) & mask6(prefix_len)).to_be_bytes(),
-            prefix_len,
-            from,
-            to,
-        }
-    }
-
-    /// Groups the route covers (saturating at `u64::MAX`).
-    pub fn groups(&self) -> u64 {
-        let host_bits = 128 - u32::from(self.prefix_len);
-        if host_bits >= 64 {
-            u64::MAX
-        } else {
-            1u64 << host_bits
-        }
-    }
-
-    /// Whether group `g` is in the route's prefix.
-    pub fn contains(&self, g: [u8; 16]) -> bool {
-        u128::from_be_bytes(g) & mask6(self.prefix_len) == u128::from_be_bytes(self.group)
-    }
-
-    /// Why the route cannot be used by itself, if so.
-    fn check(&self) -> Result<(), &'static str> {
-        if self.prefix_len < 8 || self.group[0] != 0xff {
-            return Err("the prefix must lie within ff00::/8 (IPv6 multicast)");
-        }
-        if self.prefix_len < 16 || self.group[1] & 0x0f <= 2 {
-            return Err(
-                "interface-local and link-local groups (scope 1 and 2, e.g. ff02::/16) are never forwarded",
-            );
-        }
-        if self.from == self.to {
-            return Err("from= and to= are the same interface (no forwarding back out the ingress interface)");
-        }
-        if self.groups() > MCAST_GROUPS_MAX as u64 {
-            return Err("the prefix covers more groups than a forwarder subscribes to (at most 256: /120 or longer)");
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Display for MRoute6 {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let g = std::net::Ipv6Addr::from(self.group);
-        write!(
-            f,
-            "{g}/{},from={},to={}",
-            self.prefix_len, self.from, self.to
-        )
-    }
-}
-
-impl FromStr for MRoute6 {
-    type Err = Error;
-
-    /// `GROUP[/LEN],from=N,to=M` (no `/LEN`: one group, /128), e.g.
-    /// `ff05::1:0/120,from=0,to=1`.
-    fn from_str(s: &str) -> Result<MRoute6, Error> {
-        let bad = |why| Error::BadMroute {
-            mroute: crate::error::clip(s),
-            why,
-        };
-        let mut parts = s.trim().split(',').map(str::trim);
-        let net = parts
-            .next()
-            .filter(|p| !p.is_empty())
-            .ok_or(bad("empty multicast route"))?;
-        let (addr, len) = match net.split_once('/') {
-            Some((a, l)) => (
-                a,
-                l.parse::<u8>()
-                    .ok()
-                    .filter(|l| *l <= 128)
-                    .ok_or(bad("the prefix length must be 0..=128"))?,
-            ),
-            None => (net, 128),
-        };
-        let group = parse_ipv6(addr).ok_or(bad("the group is not an IPv6 address"))?;
-        let (mut from, mut to) = (None, None);
-        for p in parts {
-            let (k, v) = p
-                .split_once('=')
-                .ok_or(bad("options are key=value (from=, to=)"))?;
-            let slot = match k.trim() {
-                "from" => &mut from,
-                "to" => &mut to,
-                _ => return Err(bad("unknown option (only from= and to=)")),
-            };
-            if slot.is_some() {
-                return Err(bad("an option is given twice"));
-            }
-            *slot = Some(
-                v.trim()
-                    .parse::<usize>()
-                    .map_err(|_| bad("from= and to= take an interface number"))?,
-            );
-        }
-        let from = from.ok_or(bad("missing from=N (the ingress interface)"))?;
-        let to = to.ok_or(bad("missing to=N (the egress interface)"))?;
-        let r = MRoute6::new(group, len, from, to);
-        r.check().map_err(bad)?;
-        Ok(r)
-    }
-}
+/// One static IPv6 multicast route (see [`IpMRoute`]).
+pub type MRoute6 = IpMRoute<[u8; 16]>;
 
 /// The IPv6 multicast routes of a forwarder, checked and expanded: every covered group
 /// of every ingress interface maps to its egress interface (the longest prefix wins).
@@ -155,40 +30,7 @@ impl MrouteTable6 {
     /// Builds the table for a forwarder with `ifaces` interfaces; refused as
     /// [`MrouteTable::new`](crate::MrouteTable::new) refuses IPv4 routes.
     pub fn new(routes: &[MRoute6], ifaces: usize) -> Result<MrouteTable6, Error> {
-        if routes.len() > crate::MROUTES_MAX {
-            return Err(Error::BadConfig {
-                field: "mroutes",
-                fix: format!(
-                    "{} IPv6 multicast routes; at most {}",
-                    routes.len(),
-                    crate::MROUTES_MAX
-                ),
-            });
-        }
-        for (i, r) in routes.iter().enumerate() {
-            r.check().map_err(|why| Error::BadMroute {
-                mroute: r.to_string(),
-                why,
-            })?;
-            for iface in [r.from, r.to] {
-                if iface >= ifaces {
-                    return Err(Error::NoSuchIface {
-                        route: r.to_string(),
-                        iface,
-                        ifaces,
-                    });
-                }
-            }
-            if routes[..i]
-                .iter()
-                .any(|o| o.from == r.from && o.group == r.group && o.prefix_len == r.prefix_len)
-            {
-                return Err(Error::BadMroute {
-                    mroute: r.to_string(),
-                    why: "another multicast route has the same prefix and from= (a packet leaves by one interface)",
-                });
-            }
-        }
+        check_mroutes(routes, ifaces)?;
         let mut t = MrouteTable6 {
             routes: routes.to_vec(),
             ..MrouteTable6::default()
@@ -249,6 +91,7 @@ impl MrouteTable6 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::route6::parse_ipv6;
 
     fn a(s: &str) -> [u8; 16] {
         parse_ipv6(s).unwrap()

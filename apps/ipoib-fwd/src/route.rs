@@ -4,36 +4,45 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
+use crate::family::{parse_len, Family};
 use crate::Error;
 
-/// One IPv4 route: packets to `prefix/prefix_len` leave by interface `iface`, to the
-/// gateway `via` or, for a connected route (`via` = `None`), to their destination
-/// itself.
+/// One route of address family `A` ([`Route`] for IPv4, [`Route6`](crate::Route6) for
+/// IPv6): packets to `prefix/prefix_len` leave by interface `iface`, to the gateway
+/// `via` or, for a connected route (`via` = `None`), to their destination itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Route {
-    /// The network (host bits are cleared by [`Route::new`] and the parser).
-    pub prefix: [u8; 4],
-    /// Prefix length, 0..=32.
+pub struct IpRoute<A> {
+    /// The network (host bits are cleared by [`IpRoute::new`] and the parser).
+    pub prefix: A,
+    /// Prefix length, 0..=32 (IPv4) or 0..=128 (IPv6).
     pub prefix_len: u8,
-    /// The gateway, on the outgoing interface's subnet; `None`: directly connected.
-    pub via: Option<[u8; 4]>,
+    /// The gateway, on the outgoing interface's subnet (resolved there by ARP or
+    /// neighbour discovery); `None`: directly connected.
+    pub via: Option<A>,
     /// The outgoing interface (index in [`FwdConfig::ifaces`](crate::FwdConfig::ifaces)).
     pub iface: usize,
 }
 
+/// One IPv4 route.
+pub type Route = IpRoute<[u8; 4]>;
+
 /// Where a lookup sends a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct NextHop {
+pub struct IpNextHop<A> {
     /// The outgoing interface.
     pub iface: usize,
     /// The gateway; `None`: the destination itself is the next hop.
-    pub via: Option<[u8; 4]>,
+    pub via: Option<A>,
 }
 
-impl NextHop {
-    /// The IPv4 address to resolve (ARP) on the outgoing interface for `dst`.
+/// Where an IPv4 lookup sends a packet.
+pub type NextHop = IpNextHop<[u8; 4]>;
+
+impl<A: Family> IpNextHop<A> {
+    /// The address to resolve (ARP, neighbour discovery) on the outgoing interface for
+    /// `dst`.
     #[inline]
-    pub fn next_hop(&self, dst: [u8; 4]) -> [u8; 4] {
+    pub fn next_hop(&self, dst: A) -> A {
         self.via.unwrap_or(dst)
     }
 }
@@ -48,13 +57,13 @@ pub fn mask(prefix_len: u8) -> u32 {
     }
 }
 
-impl Route {
-    /// A route; the prefix's host bits are cleared. `prefix_len` above 32 is clamped to
-    /// 32 (the parser refuses it).
-    pub fn new(prefix: [u8; 4], prefix_len: u8, via: Option<[u8; 4]>, iface: usize) -> Route {
-        let prefix_len = prefix_len.min(32);
-        Route {
-            prefix: (u32::from_be_bytes(prefix) & mask(prefix_len)).to_be_bytes(),
+impl<A: Family> IpRoute<A> {
+    /// A route; the prefix's host bits are cleared. `prefix_len` above the family's
+    /// longest (32, 128) is clamped to it (the parser refuses it).
+    pub fn new(prefix: A, prefix_len: u8, via: Option<A>, iface: usize) -> IpRoute<A> {
+        let prefix_len = prefix_len.min(A::LEN_MAX);
+        IpRoute {
+            prefix: prefix.network(prefix_len),
             prefix_len,
             via,
             iface,
@@ -62,32 +71,30 @@ impl Route {
     }
 
     /// The connected route of an interface with address `addr/prefix_len`.
-    pub fn connected(iface: usize, addr: [u8; 4], prefix_len: u8) -> Route {
-        Route::new(addr, prefix_len, None, iface)
+    pub fn connected(iface: usize, addr: A, prefix_len: u8) -> IpRoute<A> {
+        IpRoute::new(addr, prefix_len, None, iface)
     }
 
     /// Whether `dst` is in this route's prefix.
     #[inline]
-    pub fn contains(&self, dst: [u8; 4]) -> bool {
-        let m = mask(self.prefix_len);
-        u32::from_be_bytes(dst) & m == u32::from_be_bytes(self.prefix)
+    pub fn contains(&self, dst: A) -> bool {
+        dst.to_bits() & A::mask(self.prefix_len) == self.prefix.to_bits()
     }
 
     /// Where this route sends packets.
-    pub fn next_hop(&self) -> NextHop {
-        NextHop {
+    pub fn next_hop(&self) -> IpNextHop<A> {
+        IpNextHop {
             iface: self.iface,
             via: self.via,
         }
     }
 }
 
-impl fmt::Display for Route {
+impl<A: Family> fmt::Display for IpRoute<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let p = self.prefix;
-        write!(f, "{}.{}.{}.{}/{}", p[0], p[1], p[2], p[3], self.prefix_len)?;
+        write!(f, "{}/{}", self.prefix.into(), self.prefix_len)?;
         if let Some(v) = self.via {
-            write!(f, ",via={}.{}.{}.{}", v[0], v[1], v[2], v[3])?;
+            write!(f, ",via={}", v.into())?;
         }
         write!(f, ",if={}", self.iface)
     }
@@ -95,85 +102,101 @@ impl fmt::Display for Route {
 
 /// Parses a dotted-quad IPv4 address.
 pub fn parse_ipv4(s: &str) -> Option<[u8; 4]> {
-    s.parse::<std::net::Ipv4Addr>().ok().map(|a| a.octets())
+    <[u8; 4]>::parse(s)
 }
 
-impl FromStr for Route {
+impl<A: Family> FromStr for IpRoute<A> {
     type Err = Error;
 
-    /// `PREFIX/LEN[,via=IPV4],if=N` (`default` for `0.0.0.0/0`), e.g.
-    /// `10.2.0.0/16,via=10.2.0.1,if=1`. Host bits in the prefix are cleared.
-    fn from_str(s: &str) -> Result<Route, Error> {
-        let bad = |why| Error::BadRoute {
-            route: crate::error::clip(s),
-            why,
-        };
+    /// `PREFIX/LEN[,via=ADDR],if=N`, e.g. `10.2.0.0/16,via=10.2.0.1,if=1` or
+    /// `fd00:3::/64,via=fd00:2::9,if=1` (`default` for IPv4's `0.0.0.0/0`; IPv6 writes
+    /// `::/0`). Host bits in the prefix are cleared; an IPv6 gateway must be unicast.
+    fn from_str(s: &str) -> Result<IpRoute<A>, Error> {
+        let bad = |why| A::bad_route(crate::error::clip(s), why);
         let mut parts = s.trim().split(',').map(str::trim);
         let net = parts
             .next()
             .filter(|p| !p.is_empty())
             .ok_or(bad("empty route"))?;
-        let (prefix, prefix_len) = if net == "default" {
-            ([0; 4], 0)
-        } else {
-            let (addr, len) = net
-                .split_once('/')
-                .ok_or(bad("the prefix needs a length (PREFIX/LEN)"))?;
-            let addr = parse_ipv4(addr).ok_or(bad("the prefix is not an IPv4 address"))?;
-            let len: u8 = len
-                .parse()
-                .ok()
-                .filter(|l| *l <= 32)
-                .ok_or(bad("the prefix length must be 0..=32"))?;
-            (addr, len)
+        let (prefix, prefix_len) = match A::DEFAULT {
+            Some(any) if net == "default" => (any, 0),
+            _ => {
+                let (addr, len) = net
+                    .split_once('/')
+                    .ok_or(bad("the prefix needs a length (PREFIX/LEN)"))?;
+                let addr = A::parse(addr).ok_or(bad(A::NOT_PREFIX))?;
+                (addr, parse_len::<A>(len).ok_or(bad(A::BAD_LEN))?)
+            }
         };
-        let mut via = None;
-        let mut iface = None;
+        let (mut via, mut iface) = (None, None);
         for p in parts {
             let (k, v) = p
                 .split_once('=')
                 .ok_or(bad("options are key=value (via=, if=)"))?;
             match k.trim() {
-                "via" => {
-                    if via.is_some() {
-                        return Err(bad("via= given twice"));
-                    }
-                    via = Some(parse_ipv4(v.trim()).ok_or(bad("via= is not an IPv4 address"))?);
-                }
+                "via" if via.is_some() => return Err(bad("via= given twice")),
+                "via" => via = Some(A::parse(v.trim()).ok_or(bad(A::NOT_VIA))?),
+                "if" if iface.is_some() => return Err(bad("if= given twice")),
                 "if" => {
-                    if iface.is_some() {
-                        return Err(bad("if= given twice"));
-                    }
                     iface = Some(
                         v.trim()
                             .parse::<usize>()
                             .map_err(|_| bad("if= is not an interface number"))?,
-                    );
+                    )
                 }
                 _ => return Err(bad("unknown option (only via= and if=)")),
             }
         }
+        if let Some(v) = via {
+            A::check_gateway(v).map_err(bad)?;
+        }
         let iface = iface.ok_or(bad("missing if=N (the outgoing interface)"))?;
-        Ok(Route::new(prefix, prefix_len, via, iface))
+        Ok(IpRoute::new(prefix, prefix_len, via, iface))
     }
+}
+
+/// The reference: a linear scan for the longest matching prefix (the later route wins
+/// a tie). For tests and for checking a table.
+pub(crate) fn lookup_linear_in<A: Family>(routes: &[IpRoute<A>], dst: A) -> Option<IpNextHop<A>> {
+    let mut best: Option<&IpRoute<A>> = None;
+    for r in routes {
+        let n = IpRoute::new(r.prefix, r.prefix_len, r.via, r.iface);
+        if n.contains(dst) && best.is_none_or(|b| n.prefix_len >= b.prefix_len.min(A::LEN_MAX)) {
+            best = Some(r);
+        }
+    }
+    best.map(IpRoute::next_hop)
+}
+
+/// Calls `add` with each line of a route file's text, comments (`#`) cut and blank lines
+/// skipped; an error names the file (`path`) and the line.
+fn for_each_line(
+    text: &str,
+    path: &Path,
+    mut add: impl FnMut(&str) -> Result<(), Error>,
+) -> Result<(), Error> {
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        add(line).map_err(|e| Error::RouteFileLine {
+            path: path.to_owned(),
+            line: i + 1,
+            source: Box::new(e),
+        })?;
+    }
+    Ok(())
 }
 
 /// Parses a route file's text: one route per line (`--route` syntax); blank lines and
 /// `#` comments are skipped. `path` names the file in errors.
 pub fn parse_routes(text: &str, path: &Path) -> Result<Vec<Route>, Error> {
     let mut routes = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
-            continue;
-        }
-        let r = line.parse::<Route>().map_err(|e| Error::RouteFileLine {
-            path: path.to_owned(),
-            line: i + 1,
-            source: Box::new(e),
-        })?;
-        routes.push(r);
-    }
+    for_each_line(text, path, |line| {
+        routes.push(line.parse::<Route>()?);
+        Ok(())
+    })?;
     Ok(routes)
 }
 
@@ -218,17 +241,7 @@ impl RouteFile {
 /// `path` names the file in errors.
 pub fn parse_route_file(text: &str, path: &Path) -> Result<RouteFile, Error> {
     let mut file = RouteFile::default();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
-            continue;
-        }
-        file.add_line(line).map_err(|e| Error::RouteFileLine {
-            path: path.to_owned(),
-            line: i + 1,
-            source: Box::new(e),
-        })?;
-    }
+    for_each_line(text, path, |line| file.add_line(line))?;
     Ok(file)
 }
 

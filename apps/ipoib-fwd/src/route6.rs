@@ -10,41 +10,17 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::str::FromStr;
 
+use crate::family::Family;
+use crate::route::{IpNextHop, IpRoute};
 use crate::Error;
 
-/// One IPv6 route: packets to `prefix/prefix_len` leave by interface `iface`, to the
-/// gateway `via` or, for a connected route (`via` = `None`), to their destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Route6 {
-    /// The network (host bits are cleared by [`Route6::new`] and the parser).
-    pub prefix: [u8; 16],
-    /// Prefix length, 0..=128.
-    pub prefix_len: u8,
-    /// The gateway, resolved by neighbour discovery on the outgoing interface; `None`:
-    /// directly connected.
-    pub via: Option<[u8; 16]>,
-    /// The outgoing interface (index in [`FwdConfig::ifaces`](crate::FwdConfig::ifaces)).
-    pub iface: usize,
-}
+/// One IPv6 route (see [`IpRoute`]): the gateway is resolved by neighbour discovery on
+/// the outgoing interface.
+pub type Route6 = IpRoute<[u8; 16]>;
 
 /// Where an IPv6 lookup sends a packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct NextHop6 {
-    /// The outgoing interface.
-    pub iface: usize,
-    /// The gateway; `None`: the destination itself is the next hop.
-    pub via: Option<[u8; 16]>,
-}
-
-impl NextHop6 {
-    /// The IPv6 address to resolve on the outgoing interface for `dst`.
-    #[inline]
-    pub fn next_hop(&self, dst: [u8; 16]) -> [u8; 16] {
-        self.via.unwrap_or(dst)
-    }
-}
+pub type NextHop6 = IpNextHop<[u8; 16]>;
 
 /// The netmask of an IPv6 prefix length (0..=128).
 #[inline]
@@ -60,7 +36,7 @@ pub const fn mask6(prefix_len: u8) -> u128 {
 
 /// Parses an IPv6 address (any textual form of RFC 4291 section 2.2).
 pub fn parse_ipv6(s: &str) -> Option<[u8; 16]> {
-    s.parse::<std::net::Ipv6Addr>().ok().map(|a| a.octets())
+    <[u8; 16]>::parse(s)
 }
 
 /// Whether `a` is link-local unicast (`fe80::/10`): on-link on every interface, never
@@ -69,107 +45,10 @@ pub const fn is_link_local(a: &[u8; 16]) -> bool {
     a[0] == 0xfe && a[1] & 0xc0 == 0x80
 }
 
-impl Route6 {
-    /// A route; the prefix's host bits are cleared, `prefix_len` above 128 is clamped
-    /// (the parser refuses it).
-    pub fn new(prefix: [u8; 16], prefix_len: u8, via: Option<[u8; 16]>, iface: usize) -> Route6 {
-        let prefix_len = prefix_len.min(128);
-        Route6 {
-            prefix: (u128::from_be_bytes(prefix) & mask6(prefix_len)).to_be_bytes(),
-            prefix_len,
-            via,
-            iface,
-        }
-    }
-
-    /// The connected route of an interface with address `addr/prefix_len`.
-    pub fn connected(iface: usize, addr: [u8; 16], prefix_len: u8) -> Route6 {
-        Route6::new(addr, prefix_len, None, iface)
-    }
-
-    /// Whether `dst` is in this route's prefix.
-    #[inline]
-    pub fn contains(&self, dst: [u8; 16]) -> bool {
-        u128::from_be_bytes(dst) & mask6(self.prefix_len) == u128::from_be_bytes(self.prefix)
-    }
-
-    /// Where this route sends packets.
-    pub fn next_hop(&self) -> NextHop6 {
-        NextHop6 {
-            iface: self.iface,
-            via: self.via,
-        }
-    }
-}
-
-impl fmt::Display for Route6 {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let p = std::net::Ipv6Addr::from(self.prefix);
-        write!(f, "{p}/{}", self.prefix_len)?;
-        if let Some(v) = self.via {
-            write!(f, ",via={}", std::net::Ipv6Addr::from(v))?;
-        }
-        write!(f, ",if={}", self.iface)
-    }
-}
-
 /// Whether a route as written (`--route`, a route-file line) is an IPv6 one: its prefix
 /// has a colon.
 pub fn is_ipv6_route(s: &str) -> bool {
     s.split(',').next().is_some_and(|net| net.contains(':'))
-}
-
-impl FromStr for Route6 {
-    type Err = Error;
-
-    /// `PREFIX/LEN[,via=IPV6],if=N`, e.g. `fd00:3::/64,via=fd00:2::9,if=1` (`::/0` is
-    /// the default route). Host bits in the prefix are cleared.
-    fn from_str(s: &str) -> Result<Route6, Error> {
-        let bad = |why| Error::BadRoute6 {
-            route: crate::error::clip(s),
-            why,
-        };
-        let mut parts = s.trim().split(',').map(str::trim);
-        let net = parts
-            .next()
-            .filter(|p| !p.is_empty())
-            .ok_or(bad("empty route"))?;
-        let (addr, len) = net
-            .split_once('/')
-            .ok_or(bad("the prefix needs a length (PREFIX/LEN)"))?;
-        let prefix = parse_ipv6(addr).ok_or(bad("the prefix is not an IPv6 address"))?;
-        let prefix_len: u8 = len
-            .parse()
-            .ok()
-            .filter(|l| *l <= 128)
-            .ok_or(bad("the prefix length must be 0..=128"))?;
-        let (mut via, mut iface) = (None, None);
-        for p in parts {
-            let (k, v) = p
-                .split_once('=')
-                .ok_or(bad("options are key=value (via=, if=)"))?;
-            match k.trim() {
-                "via" if via.is_some() => return Err(bad("via= given twice")),
-                "via" => {
-                    via = Some(parse_ipv6(v.trim()).ok_or(bad("via= is not an IPv6 address"))?)
-                }
-                "if" if iface.is_some() => return Err(bad("if= given twice")),
-                "if" => {
-                    iface = Some(
-                        v.trim()
-                            .parse::<usize>()
-                            .map_err(|_| bad("if= is not an interface number"))?,
-                    )
-                }
-                _ => return Err(bad("unknown option (only via= and if=)")),
-            }
-        }
-        if via.is_some_and(|v| v[0] == 0xff || v == [0; 16]) {
-            return Err(bad("via= must be a unicast address"));
-        }
-        let iface = iface.ok_or(bad("missing if=N (the outgoing interface)"))?;
-        Ok(Route6::new(prefix, prefix_len, via, iface))
-    }
 }
 
 /// An IPv6 longest-prefix-match table (see the module docs). Immutable once built; share
@@ -252,14 +131,7 @@ impl RouteTable6 {
 /// The reference: a linear scan for the longest matching prefix (the later route wins
 /// a tie). For tests and for checking a table.
 pub fn lookup6_linear(routes: &[Route6], dst: [u8; 16]) -> Option<NextHop6> {
-    let mut best: Option<&Route6> = None;
-    for r in routes {
-        let n = Route6::new(r.prefix, r.prefix_len, r.via, r.iface);
-        if n.contains(dst) && best.is_none_or(|b| n.prefix_len >= b.prefix_len.min(128)) {
-            best = Some(r);
-        }
-    }
-    best.map(Route6::next_hop)
+    crate::route::lookup_linear_in(routes, dst)
 }
 
 #[cfg(test)]

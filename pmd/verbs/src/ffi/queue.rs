@@ -138,6 +138,37 @@ fn match_front(ring: &mut VecDeque<u64>, w: &Wc, qpn: u32, c: &mut QpCounters) -
     }
 }
 
+/// How many work requests of the list of `n` at `base` a post call took: all of them
+/// when it returned 0; else those before `bad`, the one it stopped at (verbs.h), and
+/// the failure is counted.
+///
+/// # Safety
+/// When `rc` is not 0, `bad` must point into the list.
+unsafe fn posted_of<T>(rc: i32, base: *mut T, bad: *mut T, n: usize, c: &mut QpCounters) -> usize {
+    if rc == 0 {
+        return n;
+    }
+    c.post_errors += 1;
+    // SAFETY: `bad` points into the list that starts at `base` (the caller's contract).
+    unsafe { bad.offset_from(base) }.clamp(0, n as isize) as usize
+}
+
+/// After a QP was reset: what its CQ still holds, polled by `poll` in bursts of 32
+/// until a burst comes back short. In RESET nothing new completes, so the CQ holds at
+/// most the ring's worth (`cap`): at most `cap / 32 + 1` bursts are polled.
+fn drain_cq(cap: usize, mut poll: impl FnMut(&mut [Wc]) -> usize) -> Vec<Wc> {
+    let mut done = Vec::new();
+    let mut wc = [Wc::default(); 32];
+    for _ in 0..=cap.div_ceil(wc.len()) {
+        let n = poll(&mut wc);
+        done.extend_from_slice(&wc[..n]);
+        if n < wc.len() {
+            break;
+        }
+    }
+    done
+}
+
 /// The receive queue of a UD QP, owned by one thread: posts buffers and polls their
 /// completions in bursts, keeping the ring of what is posted.
 pub struct RecvQueue {
@@ -246,13 +277,8 @@ impl RecvQueue {
         // SAFETY: the QP is live and its provider's post_recv was checked at creation;
         // the list is well formed; the buffers are valid per the caller.
         let rc = unsafe { ((*(*qp).context).ops.post_recv.unwrap_unchecked())(qp, base, &mut bad) };
-        let posted = if rc == 0 {
-            n
-        } else {
-            self.counters.post_errors += 1;
-            // SAFETY: on failure `bad` points into the list we passed (verbs.h).
-            unsafe { bad.offset_from(base) }.clamp(0, n as isize) as usize
-        };
+        // SAFETY: on failure `bad` points into the list we passed (verbs.h).
+        let posted = unsafe { posted_of(rc, base, bad, n, &mut self.counters) };
         for i in 0..posted {
             self.ring.push_back(self.wr_scratch[i].wr_id);
         }
@@ -294,16 +320,7 @@ impl RecvQueue {
     /// reset), then the ids the reset discarded, in posting order. The ring is empty
     /// afterwards.
     pub fn drain(&mut self) -> (Vec<Wc>, Vec<u64>) {
-        let mut done = Vec::new();
-        let mut wc = [Wc::default(); 32];
-        // In RESET nothing new completes: the CQ holds at most the ring's worth.
-        for _ in 0..=self.cap.div_ceil(wc.len()) {
-            let n = self.poll_burst(&mut wc);
-            done.extend_from_slice(&wc[..n]);
-            if n < wc.len() {
-                break;
-            }
-        }
+        let done = drain_cq(self.cap, |wc| self.poll_burst(wc));
         (done, self.ring.drain(..).collect())
     }
 
@@ -463,13 +480,8 @@ impl SendQueue {
         // SAFETY: the QP is live and its provider's post_send was checked at creation;
         // the list is well formed; buffers and AHs are valid per the caller.
         let rc = unsafe { ((*(*qp).context).ops.post_send.unwrap_unchecked())(qp, base, &mut bad) };
-        let posted = if rc == 0 {
-            n
-        } else {
-            self.counters.post_errors += 1;
-            // SAFETY: on failure `bad` points into the list we passed (verbs.h).
-            unsafe { bad.offset_from(base) }.clamp(0, n as isize) as usize
-        };
+        // SAFETY: on failure `bad` points into the list we passed (verbs.h).
+        let posted = unsafe { posted_of(rc, base, bad, n, &mut self.counters) };
         for i in 0..posted {
             self.ring.push_back(self.wr_scratch[i].wr_id);
         }
@@ -535,15 +547,7 @@ impl SendQueue {
     /// reset discarded (counted as completed: they never will), in posting order,
     /// [`UNPOSTED`] ones left out. The ring is empty afterwards.
     pub fn drain(&mut self) -> (Vec<Wc>, Vec<u64>) {
-        let mut done = Vec::new();
-        let mut wc = [Wc::default(); 32];
-        for _ in 0..=self.cap.div_ceil(wc.len()) {
-            let n = self.poll_burst(&mut wc);
-            done.extend_from_slice(&wc[..n]);
-            if n < wc.len() {
-                break;
-            }
-        }
+        let done = drain_cq(self.cap, |wc| self.poll_burst(wc));
         self.completed += self.ring.len() as u64;
         let rest = self.ring.drain(..).filter(|&id| id != UNPOSTED).collect();
         (done, rest)
