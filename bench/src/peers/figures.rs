@@ -304,6 +304,12 @@ pub fn markdown(groups: &BTreeMap<Key, Group>, fwd_ir: &Value) -> String {
             b.median / 1e3
         );
     }
+    if let Some(why) = fwd_ir["unavailable"].as_str() {
+        let _ = writeln!(
+            s,
+            "\nipoib-fwd's forwarder, instructions per packet: not measured ({why})."
+        );
+    }
     let f = &fwd_ir["forwarder_ir_per_packet"];
     if f.is_object() {
         s.push_str("\nipoib-fwd's forwarding lcore over the replay PMD, instructions per forwarded packet (scripts/fwd-ir.sh: callgrind, marginal over two durations):\n\n| burst | lcore | replay NIC | controller | forwarder (stack + ipoib-fwd) |\n| ---: | ---: | ---: | ---: | ---: |\n");
@@ -394,6 +400,14 @@ mod tests {
             json!({"1": 900.5, "8": null, "32": 400.0})
         );
         assert_eq!(forwarder_ir(&Value::Null), Value::Null);
+        let failed = json!({"unavailable": "fwd-ir.sh: burst 8: no more packets"});
+        assert_eq!(forwarder_ir(&failed), Value::Null);
+        let md = markdown(&BTreeMap::new(), &failed);
+        assert!(
+            md.contains("not measured (fwd-ir.sh: burst 8: no more packets)"),
+            "{md}"
+        );
+        assert!(targets(&BTreeMap::new(), &failed)[0].measured.is_none());
         let t = targets(&BTreeMap::new(), &v);
         assert_eq!(t[0].measured, Some(400.0));
         assert_eq!(t[0].met(), Some(false));
