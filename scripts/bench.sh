@@ -179,6 +179,15 @@ dpdk_version=""
 l3fwd_bin=""; l3fwd_why=""
 testpmd_bin=""; testpmd_why=""
 l3fwd_cmd=""; testpmd_cmd=""
+# DPDK's memory: 2 MiB hugepages like ibpoll's pools (which prefer them) when enough
+# are free, through --in-memory (memfd, no hugetlbfs mount needed); else 4 KiB pages
+# (--no-huge), said so, since that slows DPDK down (about 2.4x for l3fwd here).
+dpdk_mem_mb=128
+dpdk_eal_mem=""; dpdk_memory=""
+# ipoib-fwd's lcore is pinned to the CPU of the DPDK programs' forwarding lcore
+# (--cpus, like their -l), its other threads left free like DPDK's control threads:
+# neither side can move away from a busy CPU that the other is pinned to.
+fwd_cpu=$(( $(nproc) > 1 ? 1 : 0 ))
 
 # find_dpdk: the two DPDK programs, or why not. l3fwd is built (once, into
 # target/dpdk-peers) from DPDK's example sources with its request for RX checksum
@@ -217,14 +226,25 @@ find_dpdk() {
             l3fwd_bin="$b"
         fi
     fi
+    local hp_free hp_kib
+    hp_free=$(awk '/^HugePages_Free:/ {print $2}' /proc/meminfo)
+    hp_kib=$(awk '/^Hugepagesize:/ {print $2}' /proc/meminfo)
+    if [ "${hp_free:-0}" -gt 0 ] && [ $(( hp_free * ${hp_kib:-0} )) -ge $(( dpdk_mem_mb * 1024 )) ]; then
+        dpdk_eal_mem="--in-memory -m $dpdk_mem_mb"
+        dpdk_memory="hugepages ($hp_free free of ${hp_kib} KiB at the start; --in-memory -m $dpdk_mem_mb), as ibpoll's pools"
+    else
+        dpdk_eal_mem="--no-huge -m 1024"
+        dpdk_memory="4 KiB pages (--no-huge): fewer than $dpdk_mem_mb MiB of free hugepages; ibpoll's pools prefer hugepages, so the ratios against DPDK favour ibpoll"
+        say "DPDK on 4 KiB pages: $dpdk_memory"
+    fi
     [ -n "$l3fwd_why" ] && say "no DPDK l3fwd: $l3fwd_why"
     [ -n "$testpmd_why" ] && say "no DPDK testpmd: $testpmd_why"
     if [ -n "$l3fwd_bin" ]; then
         "$bin/dpdk-peer" pcap --dir "$tmp" --size 64 --flows "$peer_flows" >> "$log"
-        l3fwd_cmd="$l3fwd_bin -l 1 --no-huge -m 1024 --no-pci --file-prefix PREFIX --vdev net_pcap0,rx_pcap=in0.pcap,infinite_rx=1 --vdev net_pcap1,rx_pcap=in1.pcap,infinite_rx=1 -- -p 0x3 --config=(0,0,1),(1,0,1) --lookup lpm --parse-ptype"
+        l3fwd_cmd="$l3fwd_bin -l $fwd_cpu $dpdk_eal_mem --no-pci --file-prefix PREFIX --vdev net_pcap0,rx_pcap=in0.pcap,infinite_rx=1 --vdev net_pcap1,rx_pcap=in1.pcap,infinite_rx=1 -- -p 0x3 --config=(0,0,1),(1,0,1) --lookup lpm --parse-ptype"
     fi
     if [ -n "$testpmd_bin" ]; then
-        testpmd_cmd="$testpmd_bin -l 0,1 --no-huge -m 1024 --no-pci --file-prefix PREFIX --vdev net_null0 --vdev net_null1 -- --forward-mode=io --stats-period=1 --auto-start --total-num-mbufs=16384"
+        testpmd_cmd="$testpmd_bin -l 0,$fwd_cpu $dpdk_eal_mem --no-pci --file-prefix PREFIX --vdev net_null0 --vdev net_null1 -- --forward-mode=io --stats-period=1 --auto-start --total-num-mbufs=16384"
     fi
     return 0
 }
@@ -272,7 +292,7 @@ run_peers() {
         unavailable dpdk l3fwd 64 32 "$rep" "$l3fwd_why"
     fi
     o="$tmp/ipoib_fwd_replay_r$rep.out"
-    run_to "$o" "$bin/ipoib-fwd" --pmd replay --cores 1 --size 64 --flows "$peer_flows" \
+    run_to "$o" "$bin/ipoib-fwd" --pmd replay --cores 1 --cpus "$fwd_cpu" --size 64 --flows "$peer_flows" \
         --burst 32 --duration "$peer_duration" --json -
     record ipoib-fwd replay_1lcore 64 32 "$rep" "$o"
     if [ -n "$testpmd_bin" ]; then
@@ -400,7 +420,7 @@ finished=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 elapsed=$(($(date +%s) - t0))
 rustc_v=$(rustc --version)
 cat > "$tmp/meta.json" <<EOF
-{"mode":"$([ "$quick" = 1 ] && echo quick || echo full)","quick":$([ "$quick" = 1 ] && echo true || echo false),"repetitions":$reps,"loadavg_at_start":"$load_start","cpus":$(nproc),"peers":$([ "$peers" = 1 ] && echo true || echo false),"peer_duration_s":$peer_duration,"peer_warmup_s":$peer_warmup,"peer_flows":$peer_flows,"dpdk_version":$(json_str "$dpdk_version"),"dpdk_l3fwd_command":$(json_str "$l3fwd_cmd"),"dpdk_l3fwd_unavailable":$(json_str "$l3fwd_why"),"dpdk_testpmd_command":$(json_str "$testpmd_cmd"),"dpdk_testpmd_unavailable":$(json_str "$testpmd_why"),"fwd_ir_durations_s":[${fwd_ir_durations// /,}],"throughput_duration_s":$duration,"pingpong_duration_s":$pp_duration,"callgrind_count":$cg_count,"callgrind_counts":[$cg_count,$((2 * cg_count))],"callgrind_rate_pps":$cg_rate,"callgrind_idle_sleep_us":$cg_idle_sleep_us,"callgrind_duration_limit_s":$cg_limit,"started_at":"$started","finished_at":"$finished","elapsed_s":$elapsed,"rustc":"$rustc_v","perf_instructions_supported":$perf_ok,"callgrind":$cg_ok,"snapshot_read_source":"$snapshot_src","loadavg_at_end":"$(cut -d' ' -f1-3 /proc/loadavg)","instructions_method":"callgrind (--separate-threads) of pktgen --cores 1 --size 64 --burst 32 --mcast-groups 0 --rate $cg_rate --idle-sleep-us $cg_idle_sleep_us, twice per topology: --count $cg_count and --count $((2 * cg_count)) run packets. Marginal Ir per packet per thread role = (Ir(2N) - Ir(N)) / (packets(2N) - packets(N)), set-up and shutdown cancelling out: generator (TX and the simulated fabric) per packet sent, forwarder core and sink (RX) per packet received at the sink. The rate keeps the forwarder from being overrun under valgrind (at full rate most packets die in its receive queue); idle lcores sleep $cg_idle_sleep_us us per idle iteration instead of spinning, so that the run's spare time is not counted as idle polls; the idle wake-ups and the controller's polls still in the figures are shown as loop iterations per packet. The forwarder core's Ir is split by inclusive call costs (calls= lines of the callgrind files) into the simulated NIC (SimRxQueue::rx_burst and SimTxQueue::tx_burst, outside the controller), the controller (CtlHost::poll, its own sends included) and the rest (the stack and ipoib-fwd); 'excluding the simulated NIC' leaves out the NIC part, which a real HCA does in hardware. Single-run figures (set-up and shutdown included) are reported too"}
+{"mode":"$([ "$quick" = 1 ] && echo quick || echo full)","quick":$([ "$quick" = 1 ] && echo true || echo false),"repetitions":$reps,"loadavg_at_start":"$load_start","cpus":$(nproc),"peers":$([ "$peers" = 1 ] && echo true || echo false),"peer_duration_s":$peer_duration,"peer_warmup_s":$peer_warmup,"peer_flows":$peer_flows,"dpdk_version":$(json_str "$dpdk_version"),"dpdk_memory":$(json_str "$dpdk_memory"),"ipoib_fwd_cpus":"$fwd_cpu","dpdk_l3fwd_command":$(json_str "$l3fwd_cmd"),"dpdk_l3fwd_unavailable":$(json_str "$l3fwd_why"),"dpdk_testpmd_command":$(json_str "$testpmd_cmd"),"dpdk_testpmd_unavailable":$(json_str "$testpmd_why"),"fwd_ir_durations_s":[${fwd_ir_durations// /,}],"throughput_duration_s":$duration,"pingpong_duration_s":$pp_duration,"callgrind_count":$cg_count,"callgrind_counts":[$cg_count,$((2 * cg_count))],"callgrind_rate_pps":$cg_rate,"callgrind_idle_sleep_us":$cg_idle_sleep_us,"callgrind_duration_limit_s":$cg_limit,"started_at":"$started","finished_at":"$finished","elapsed_s":$elapsed,"rustc":"$rustc_v","perf_instructions_supported":$perf_ok,"callgrind":$cg_ok,"snapshot_read_source":"$snapshot_src","loadavg_at_end":"$(cut -d' ' -f1-3 /proc/loadavg)","instructions_method":"callgrind (--separate-threads) of pktgen --cores 1 --size 64 --burst 32 --mcast-groups 0 --rate $cg_rate --idle-sleep-us $cg_idle_sleep_us, twice per topology: --count $cg_count and --count $((2 * cg_count)) run packets. Marginal Ir per packet per thread role = (Ir(2N) - Ir(N)) / (packets(2N) - packets(N)), set-up and shutdown cancelling out: generator (TX and the simulated fabric) per packet sent, forwarder core and sink (RX) per packet received at the sink. The rate keeps the forwarder from being overrun under valgrind (at full rate most packets die in its receive queue); idle lcores sleep $cg_idle_sleep_us us per idle iteration instead of spinning, so that the run's spare time is not counted as idle polls; the idle wake-ups and the controller's polls still in the figures are shown as loop iterations per packet. The forwarder core's Ir is split by inclusive call costs (calls= lines of the callgrind files) into the simulated NIC (SimRxQueue::rx_burst and SimTxQueue::tx_burst, outside the controller), the controller (CtlHost::poll, its own sends included) and the rest (the stack and ipoib-fwd); 'excluding the simulated NIC' leaves out the NIC part, which a real HCA does in hardware. Single-run figures (set-up and shutdown included) are reported too"}
 EOF
 
 say "aggregating"

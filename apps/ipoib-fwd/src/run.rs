@@ -58,7 +58,8 @@ pub(crate) fn forwarder_config(
         routes: cfg.routes.clone(),
         mroutes: cfg.mroutes.clone(),
         data_cores: cfg.cores,
-        pin: false,
+        pin: cfg.cpus.is_some(),
+        cpus: cfg.cpus.clone(),
         idle: IdlePolicy::Yield { after: 16 },
         ..FwdConfig::default()
     };
