@@ -7,8 +7,8 @@
 # Writes bench/results/latest.json, summary.md, throughput.svg and latency_cdf.svg (see
 # bench/README.md).
 #
-#   scripts/bench.sh            3 repetitions of everything (about 9 minutes)
-#   scripts/bench.sh --quick    1 repetition, shorter runs (about 3 minutes)
+#   scripts/bench.sh            3 repetitions of everything (6 to 9 minutes)
+#   scripts/bench.sh --quick    1 repetition, shorter runs (about 1.5 minutes)
 #
 # Options: --reps N, --duration S (seconds per throughput run), --out DIR (default
 # bench/results), --keep (keep the raw runs directory and say where it is), --no-peers
