@@ -10,12 +10,15 @@
 //!   shared machine can be judged.
 //! * [`report`] and [`plot`]: `bench-report`, the aggregation of `scripts/bench.sh`'s
 //!   runs into `bench/results/latest.json` and its SVG plots.
+//! * [`peers`]: DPDK measured in the same run (`dpdk-peer`: l3fwd's captures, rates from
+//!   DPDK's telemetry socket) and the figures that stand beside it.
 //! * [`soak`]: `ibpoll-soak` (`scripts/soak.sh`), stacks under traffic and continuous
 //!   churn for minutes, checked for growth and for packets lost without a counter.
 
 pub mod ctrl_host;
 pub mod datapath;
 pub mod fanout;
+pub mod peers;
 pub mod plot;
 pub mod report;
 pub mod soak;

@@ -2,7 +2,9 @@
 //! `<text>` elements, so no font is loaded):
 //!
 //! * throughput against packet size: pktgen direct and fwd against kernel mmsg, one line
-//!   per burst, the median with a min-max bar;
+//!   per burst, the median with a min-max bar; beside them at 64 bytes, the same run's
+//!   DPDK peers (l3fwd, testpmd io), ipoib-fwd on one lcore over the replay PMD and
+//!   pktgen direct over the ring PMD, one marker each;
 //! * the ping-pong latency CDF: the kernel's full CDF (median per percentile over the
 //!   repetitions) against what pktgen reports (its CDF, or p50 / p99 / p99.9 / max).
 
@@ -10,6 +12,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
+use crate::peers::figures as peers;
 use crate::report::{pktgen_cdf, Report, ReportError};
 
 fn err(path: &Path) -> impl Fn(String) -> ReportError + '_ {
@@ -51,6 +54,10 @@ fn colour(case: &str) -> RGBColor {
     match case {
         "direct" | "pingpong_direct" => RGBColor(0x1f, 0x77, 0xb4),
         "fwd" | "pingpong_fwd" => RGBColor(0x2c, 0xa0, 0x2c),
+        "direct_ring" | "pingpong_direct_ring" => RGBColor(0x17, 0xbe, 0xcf),
+        "replay_1lcore" => RGBColor(0x94, 0x67, 0xbd),
+        "l3fwd" => RGBColor(0xff, 0x7f, 0x0e),
+        "testpmd_io" => RGBColor(0x8c, 0x56, 0x4b),
         _ => RGBColor(0xd6, 0x27, 0x28),
     }
 }
@@ -92,8 +99,26 @@ fn throughput_lines(r: &Report) -> Vec<(String, &'static str, u64, Line)> {
             }
         }
     }
+    // The same run's peers and single-lcore figures: one point each (64 bytes).
+    for c in peers::THROUGHPUT {
+        let Some(g) = peers::group(&r.groups, c) else {
+            continue;
+        };
+        if let Some(s) = g.stat("rx_pps") {
+            lines.push((
+                format!("{}, burst {}", c.label, g.key.burst),
+                c.case,
+                PEER_WIDTH,
+                vec![(g.key.size as f64, s.median / 1e6, s.min / 1e6, s.max / 1e6)],
+            ));
+        }
+    }
     lines
 }
+
+/// The "burst" given to the peers' points: drawn with the widest stroke and the
+/// largest markers.
+const PEER_WIDTH: u64 = 64;
 
 /// Throughput (received packets per second) against packet size, log-log.
 pub fn throughput(r: &Report, path: &Path) -> Result<(), ReportError> {
@@ -111,20 +136,20 @@ pub fn throughput(r: &Report, path: &Path) -> Result<(), ReportError> {
     if lines.is_empty() {
         (x_lo, x_hi, y_lo, y_hi) = (64.0, 2048.0, 0.01, 10.0);
     }
-    let root = SVGBackend::new(path, (960, 640)).into_drawing_area();
+    let root = SVGBackend::new(path, (960, 720)).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            "Throughput against packet size (received packets/s, median, min-max bars)",
-            ("sans-serif", 20),
+            "Throughput against packet size (received packets/s, median, min-max bars; DPDK peers of the same run at 64 B)",
+            ("sans-serif", 18),
         )
         .margin(20)
         .x_label_area_size(50)
         .y_label_area_size(70)
         .build_cartesian_2d(
             ((x_lo * 0.8)..(x_hi * 1.25)).log_scale(),
-            // Room below the data for the legend (lower left).
-            ((y_lo * 0.12)..(y_hi * 2.0)).log_scale(),
+            // Room above the data for the legend (upper right).
+            ((y_lo * 0.5)..(y_hi * 40.0)).log_scale(),
         )
         .map_err(|x| e(x.to_string()))?;
     chart
@@ -142,7 +167,8 @@ pub fn throughput(r: &Report, path: &Path) -> Result<(), ReportError> {
         let width = match burst {
             0..=1 => 1,
             2..=8 => 2,
-            _ => 3,
+            9..=32 => 3,
+            _ => 4,
         };
         chart
             .draw_series(
@@ -163,7 +189,7 @@ pub fn throughput(r: &Report, path: &Path) -> Result<(), ReportError> {
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerLeft)
+        .position(SeriesLabelPosition::UpperRight)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()

@@ -32,6 +32,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Map, Value};
 
+use crate::peers::figures as peers;
+
 /// A report could not be made.
 #[derive(Debug)]
 pub enum ReportError {
@@ -974,6 +976,30 @@ pub fn machine() -> Value {
         .lines()
         .filter(|l| l.starts_with("processor"))
         .count();
+    // Physical cores: distinct (physical id, core id) pairs; the logical CPUs where
+    // cpuinfo does not say (some VMs).
+    let mut pairs = std::collections::BTreeSet::new();
+    let (mut phys, mut core) = (None, None);
+    for l in cpuinfo.lines() {
+        match l.split_once(':').map(|(k, v)| (k.trim(), v.trim())) {
+            Some(("physical id", v)) => phys = Some(v.to_string()),
+            Some(("core id", v)) => core = Some(v.to_string()),
+            _ if l.trim().is_empty() => {
+                if let (Some(p), Some(c)) = (phys.take(), core.take()) {
+                    pairs.insert((p, c));
+                }
+            }
+            _ => {}
+        }
+    }
+    if let (Some(p), Some(c)) = (phys, core) {
+        pairs.insert((p, c));
+    }
+    let cores = if pairs.is_empty() {
+        logical
+    } else {
+        pairs.len()
+    };
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let mem = |name: &str| {
         meminfo.lines().find_map(|l| {
@@ -988,6 +1014,7 @@ pub fn machine() -> Value {
         "cpu_model": field("model name"),
         "virtual_machine": field("flags").map(|f| f.split_whitespace().any(|x| x == "hypervisor")),
         "cpus_online": logical,
+        "cores": cores,
         "cpus_usable": std::thread::available_parallelism().map(|n| n.get()).ok(),
         "threads_per_core": match (field("siblings"), field("cpu cores")) {
             (Some(s), Some(c)) => s.parse::<f64>().ok().zip(c.parse::<f64>().ok()).map(|(s, c)| s / c),
@@ -1264,6 +1291,8 @@ pub struct Report {
     /// Classify + resolve per packet ([`datapath`]).
     pub datapath: Value,
     pub targets: Vec<Target>,
+    /// `scripts/fwd-ir.sh`'s figures (`fwd_ir.json`), or null.
+    pub fwd_ir: Value,
     /// Kernel ping-pong CDF (per-percentile median over the repetitions).
     pub kernel_cdf: Vec<(f64, f64)>,
     pub meta: Value,
@@ -1313,7 +1342,13 @@ pub fn build(dir: &Path, criterion: Option<&Path>) -> Result<Report, ReportError
         }
     }
     let kernel_cdf = median_cdf(&cdfs);
-    let targets = targets(&groups, &ratios, &instructions, &snapshot);
+    let fwd_ir = peers::read_fwd_ir(dir).map_err(|msg| ReportError::Input {
+        path: dir.join("fwd_ir.json"),
+        line: 1,
+        msg,
+    })?;
+    let mut targets = targets(&groups, &ratios, &instructions, &snapshot);
+    targets.extend(peers::targets(&groups, &fwd_ir));
     Ok(Report {
         groups,
         ratios,
@@ -1321,6 +1356,7 @@ pub fn build(dir: &Path, criterion: Option<&Path>) -> Result<Report, ReportError
         snapshot,
         datapath,
         targets,
+        fwd_ir,
         kernel_cdf,
         meta,
     })
@@ -1348,7 +1384,7 @@ impl Report {
                 })
             })
             .collect();
-        let ratios: Vec<Value> = self
+        let vs_kernel: Vec<Value> = self
             .ratios
             .iter()
             .map(|r| {
@@ -1373,8 +1409,11 @@ impl Report {
                     "sa_in_flight_peak": g.stat("sa_in_flight_peak").map(Stat::to_json),
                 })
             });
+        let mut ratios = Map::new();
+        ratios.insert(String::from("vs_kernel"), Value::Array(vs_kernel));
+        peers::add_ratios(&self.groups, &mut ratios);
         json!({
-            "schema": 1,
+            "schema": 2,
             "generated_at": utc_text(std::time::SystemTime::now()),
             "run": self.meta,
             "machine": machine(),
@@ -1383,9 +1422,17 @@ impl Report {
                 "figures are {median, min, max, n} over the repetitions; ratios are ibpoll/kernel per repetition (each pair ran back to back), then median/min/max",
                 "kernel mmsg ran with --batch equal to pktgen's --burst",
                 "latency ratios below 1 mean ibpoll is faster",
+                "schema 2: `ratios` is an object: `vs_kernel` holds schema 1's array of ibpoll/kernel ratios; the ratios against the DPDK peers of the same run are numbers (medians of the per-repetition ratios) under their names, with {median, min, max, n} under `vs_peers`",
+                "peers, ipoib_fwd_1lcore and direct_ring: rx_pps and tx_pps are medians over the repetitions (null when the program could not run; `unavailable` says why)",
             ],
             "results": results,
             "ratios": ratios,
+            "peers": peers::peers_json(&self.groups),
+            "ipoib_fwd_1lcore": peers::entry(&self.groups, peers::IPOIB_FWD),
+            "direct_ring": peers::entry(&self.groups, peers::DIRECT_RING),
+            "pingpong_ring": peers::pingpong_json(&self.groups),
+            "forwarder_ir_per_packet": peers::forwarder_ir(&self.fwd_ir),
+            "forwarder_ir_detail": self.fwd_ir,
             "instructions_per_packet": self.instructions,
             "rejoin": rejoin,
             "snapshot_read": self.snapshot,
@@ -1436,19 +1483,22 @@ impl Report {
         let meta = &self.meta;
         let _ = writeln!(
             s,
-            "Run: {} mode, {} repetition(s), {} to {}; machine: `{}`{}, {} CPUs, kernel `{}`, hugepages {} x {} KiB ({} free), {}; load average at the end {}.\n",
+            "Run: {} mode{}, {} repetition(s), {} to {}; machine: `{}`{}, {} CPUs ({} cores), kernel `{}`, hugepages {} x {} KiB ({} free), {}; load average at the start {}, at the end {}.\n",
             meta["mode"].as_str().unwrap_or("?"),
+            if meta["quick"] == true { " (--quick)" } else { "" },
             meta["repetitions"],
             meta["started_at"].as_str().unwrap_or("?"),
             meta["finished_at"].as_str().unwrap_or("?"),
             m["cpu_model"].as_str().unwrap_or("?"),
             if m["virtual_machine"] == true { " (virtual machine)" } else { "" },
             m["cpus_online"],
+            m["cores"],
             m["kernel"].as_str().unwrap_or("?"),
             m["hugepages"]["total"],
             m["hugepages"]["size_kib"],
             m["hugepages"]["free"],
             meta["rustc"].as_str().unwrap_or("?"),
+            meta["loadavg_at_start"].as_str().unwrap_or("?"),
             meta["loadavg_at_end"].as_str().unwrap_or("?"),
         );
         let stat = |b: &str, c: &str, size: u64, burst: u64, metric: &str| {
@@ -1502,6 +1552,7 @@ impl Report {
         for (b, c, label) in [
             ("pktgen", "pingpong_direct", "ibpoll direct"),
             ("pktgen", "pingpong_fwd", "ibpoll fwd"),
+            ("pktgen", "pingpong_direct_ring", "ibpoll direct, ring PMD"),
             ("kernel", "pingpong", "kernel UDP"),
         ] {
             let l = |p: &str| fmt_us(stat(b, c, 64, 1, &format!("latency_ns.{p}")));
@@ -1592,7 +1643,8 @@ impl Report {
                 );
             }
         }
-        s.push_str("\nTargets (DESIGN.md):\n\n| target | measured | met |\n| --- | ---: | --- |\n");
+        s.push_str(&peers::markdown(&self.groups, &self.fwd_ir));
+        s.push_str("\nTargets (DESIGN.md, issue 9):\n\n| target | measured | met |\n| --- | ---: | --- |\n");
         for t in &self.targets {
             let met = match t.met() {
                 Some(true) => "yes",

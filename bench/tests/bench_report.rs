@@ -1,9 +1,10 @@
 //! Runs `bench-report` on a small fixture (tests/fixtures/report: three repetitions of
 //! a direct run against kernel mmsg, two ping-pong pairs, three rejoins, one callgrind
-//! run of the forwarder, criterion estimates) and checks the aggregation: medians (odd
-//! and even counts), min and max, per-repetition ratios, drops summed over reasons,
-//! instructions per packet and target status. No speed is asserted: the numbers are
-//! made up.
+//! run of the forwarder, criterion estimates, three repetitions of the DPDK peers with
+//! testpmd unavailable, and scripts/fwd-ir.sh's JSON) and checks the aggregation:
+//! medians (odd and even counts), min and max, per-repetition ratios, drops summed over
+//! reasons, instructions per packet, the peers' fields and target status. No speed is
+//! asserted: the numbers are made up.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -55,9 +56,9 @@ fn result<'a>(latest: &'a Value, bench: &str, case: &str, size: u64, burst: u64)
 }
 
 fn ratio<'a>(latest: &'a Value, case: &str, metric: &str) -> &'a Value {
-    &latest["ratios"]
+    &latest["ratios"]["vs_kernel"]
         .as_array()
-        .expect("ratios")
+        .expect("ratios.vs_kernel")
         .iter()
         .find(|r| r["ibpoll"]["case"] == case && r["metric"] == metric)
         .unwrap_or_else(|| panic!("no ratio {case} {metric}"))["ratio"]
@@ -197,6 +198,52 @@ fn aggregates_the_fixture() {
         (Some(64.0), &Value::Bool(true))
     );
 
+    // The peers, paired by repetition: ipoib-fwd / l3fwd = 8/20, 8/10, 4/16 = 0.4,
+    // 0.8, 0.25 (the ratio of the medians, 8/16, would be 0.5).
+    let num = |v: &Value| v.as_f64().unwrap_or_else(|| panic!("a number, not {v}"));
+    assert_eq!(latest["schema"], 2);
+    assert_eq!(num(&latest["peers"]["dpdk_l3fwd"]["rx_pps"]), 16.0);
+    assert_eq!(
+        stat(&latest["peers"]["dpdk_l3fwd"]["rx_pps_stat"]),
+        (16.0, 10.0, 20.0, 3)
+    );
+    assert_eq!(latest["peers"]["dpdk_testpmd_io"]["rx_pps"], Value::Null);
+    assert!(latest["peers"]["dpdk_testpmd_io"]["unavailable"]
+        .as_str()
+        .is_some_and(|s| s.contains("dpdk-testpmd is not installed")));
+    assert_eq!(num(&latest["ipoib_fwd_1lcore"]["rx_pps"]), 8.0);
+    assert_eq!(num(&latest["ratios"]["ipoib_fwd_vs_dpdk_l3fwd"]), 0.4);
+    assert_eq!(
+        stat(&latest["ratios"]["vs_peers"]["ipoib_fwd_vs_dpdk_l3fwd"]),
+        (0.4, 0.25, 0.8, 3)
+    );
+    assert_eq!(
+        latest["ratios"]["ipoib_fwd_vs_dpdk_testpmd_io"],
+        Value::Null
+    );
+    assert_eq!(num(&latest["direct_ring"]["rx_pps"]), 4.0);
+    assert_eq!(
+        latest["forwarder_ir_per_packet"],
+        serde_json::json!({"1": 900.0, "8": 450.0, "32": 400.0})
+    );
+    assert_eq!(latest["run"]["quick"], false);
+    assert_eq!(latest["run"]["loadavg_at_start"], "0.50 0.40 0.30");
+    assert!(latest["machine"]["cores"].as_u64().is_some_and(|c| c >= 1));
+    let t = target(&latest, "ipoib-fwd on one lcore >= 0.5x");
+    assert_eq!(
+        (t["measured"].as_f64(), &t["met"]),
+        (Some(0.4), &Value::Bool(false))
+    );
+    let t = target(&latest, "ipoib-fwd forwarder <= 150");
+    assert_eq!(
+        (t["measured"].as_f64(), &t["met"]),
+        (Some(400.0), &Value::Bool(false))
+    );
+    let t = target(&latest, "direct over the ring PMD");
+    assert_eq!(t["measured"].as_f64(), Some(4.0));
+    let t = target(&latest, "ping-pong over the ring PMD");
+    assert_eq!((&t["measured"], &t["met"]), (&Value::Null, &Value::Null));
+
     // Both plots, with their text as <text> elements.
     for svg in ["throughput.svg", "latency_cdf.svg"] {
         let s = std::fs::read_to_string(out.join(svg)).expect(svg);
@@ -213,6 +260,16 @@ fn aggregates_the_fixture() {
     assert!(
         md.contains("| ping-pong p50 <= 1 us | 900 ns | yes |"),
         "{md}"
+    );
+    assert!(
+        md.contains("| ipoib_fwd_vs_dpdk_l3fwd: replay_1lcore / l3fwd | 0.400x (0.250-0.800) |"),
+        "{md}"
+    );
+    assert!(md.contains("| 32 | 550 | 120 | 30 | 400 |"), "{md}");
+    let svg = std::fs::read_to_string(out.join("throughput.svg")).expect("svg");
+    assert!(
+        svg.contains("DPDK l3fwd") && !svg.contains("DPDK testpmd"),
+        "the peers that ran"
     );
     let _ = std::fs::remove_dir_all(&out);
 }

@@ -88,6 +88,11 @@ struct Args {
     #[arg(long, default_value_t = 1, allow_hyphen_values = true)]
     cores: usize,
 
+    /// Pin the forwarder's data lcores to these CPUs, one per --cores, in order
+    /// (comma-separated, e.g. 1 or 0,1; like DPDK's -l). Default: unpinned.
+    #[arg(long, value_name = "LIST", allow_hyphen_values = true)]
+    cpus: Option<String>,
+
     /// Add a route, PREFIX/LEN[,via=IPV4],if=N or PREFIX/LEN[,via=IPV6],if=N
     /// (repeatable).
     #[arg(long, value_name = "ROUTE", allow_hyphen_values = true)]
@@ -166,6 +171,8 @@ pub struct Config {
     pub pmd: Pmd,
     pub duration: Duration,
     pub cores: usize,
+    /// The CPUs the data lcores are pinned to; `None`: unpinned.
+    pub cpus: Option<Vec<usize>>,
     pub routes: Vec<Route>,
     pub mroutes: Vec<MRoute>,
     pub routes6: Vec<Route6>,
@@ -190,10 +197,52 @@ fn usable_cpus() -> usize {
     core_affinity::get_core_ids().map_or(1, |v| v.len()).max(1)
 }
 
+/// `--cpus LIST`: one CPU per data lcore, each one this process may run on, no CPU
+/// twice.
+fn check_cpus(list: &str, cores: usize) -> Result<Vec<usize>, BadFlag> {
+    let usable: Vec<usize> = core_affinity::get_core_ids()
+        .map(|v| v.into_iter().map(|c| c.id).collect())
+        .unwrap_or_default();
+    let mut cpus = Vec::new();
+    for w in list.split(',') {
+        let cpu: usize = w.trim().parse().map_err(|_| {
+            bad(
+                "--cpus",
+                format!("{w:?} is not a CPU number: give a comma-separated list, e.g. 1 or 0,1"),
+            )
+        })?;
+        if !usable.is_empty() && !usable.contains(&cpu) {
+            return Err(bad(
+                "--cpus",
+                format!("CPU {cpu} is not one this process may run on ({usable:?})"),
+            ));
+        }
+        if cpus.contains(&cpu) {
+            return Err(bad("--cpus", format!("CPU {cpu} is given twice")));
+        }
+        cpus.push(cpu);
+    }
+    if cpus.len() != cores {
+        return Err(bad(
+            "--cpus",
+            format!(
+                "{} CPU(s) for {cores} data lcore(s) (--cores): give one per lcore",
+                cpus.len()
+            ),
+        ));
+    }
+    Ok(cpus)
+}
+
 impl Args {
     fn check(self) -> Result<Config, BadFlag> {
         let duration = limits::duration("--duration", self.duration)?;
         let cores = limits::cores("--cores", self.cores, usable_cpus())?;
+        let cpus = self
+            .cpus
+            .as_deref()
+            .map(|l| check_cpus(l, cores))
+            .transpose()?;
         let mut rf = RouteFile::default();
         for r in &self.route {
             let e = |e| bad("--route", cli::describe(&e));
@@ -280,6 +329,7 @@ impl Args {
             pmd: self.pmd,
             duration,
             cores,
+            cpus,
             routes,
             mroutes,
             routes6,

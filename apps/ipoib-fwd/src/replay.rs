@@ -312,6 +312,7 @@ fn run(
         "flows": cfg.flows,
         "burst": cfg.burst,
         "cores": cfg.cores,
+        "cpus": cfg.cpus,
         "dst": ip(cfg.dst).to_string(),
         "duration_s": w.elapsed.as_secs_f64(),
         "rx_packets": w.replayed,

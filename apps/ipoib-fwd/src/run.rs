@@ -60,7 +60,8 @@ pub(crate) fn forwarder_config(
         routes6: cfg.routes6.clone(),
         mroutes6: cfg.mroutes6.clone(),
         data_cores: cfg.cores,
-        pin: false,
+        pin: cfg.cpus.is_some(),
+        cpus: cfg.cpus.clone(),
         idle: IdlePolicy::Yield { after: 16 },
         ..FwdConfig::default()
     };

@@ -49,6 +49,21 @@ fn bad_flags_are_refused_with_a_clear_error() {
     );
     refused(&["--cores", "0"], "--cores: 0 CPUs");
     refused(&["--cores", "4096"], "--cores: 4096 asked for");
+    refused(&["--cpus", "x"], "--cpus: \"x\" is not a CPU number");
+    refused(
+        &["--cpus", "4095"],
+        "--cpus: CPU 4095 is not one this process may run on",
+    );
+    refused(
+        &["--cpus", "0,0", "--cores", "1"],
+        "--cpus: CPU 0 is given twice",
+    );
+    refused(
+        &[
+            "--cpus", "0", "--pmd", "replay", "--cores", "1", "--cpus", "0",
+        ],
+        "cannot be used multiple times",
+    );
     refused(&["--size", "10"], "--size: 10 bytes");
     refused(&["--size", "9000"], "give 36 to 2044");
     refused(&["--rate", "fast"], "--rate: \"fast\" is neither");
@@ -244,7 +259,7 @@ fn replay_flags_are_refused_where_they_do_not_apply() {
 }
 
 #[test]
-fn a_short_replay_run_forwards_on_one_lcore_and_conserves() {
+fn a_short_replay_run_forwards_on_one_pinned_lcore_and_conserves() {
     let json =
         std::env::temp_dir().join(format!("ipoib-fwd-test-{}-replay.json", std::process::id()));
     let o = run(&[
@@ -252,6 +267,8 @@ fn a_short_replay_run_forwards_on_one_lcore_and_conserves() {
         "replay",
         "--cores",
         "1",
+        "--cpus",
+        "0",
         "--duration",
         "0.5",
         "--json",
@@ -267,6 +284,7 @@ fn a_short_replay_run_forwards_on_one_lcore_and_conserves() {
     let n = |k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} in {v}"));
     assert_eq!(v["pmd"], "replay");
     assert_eq!(v["cores"], 1);
+    assert_eq!(v["cpus"], serde_json::json!([0]), "pinned as --cpus said");
     assert!(n("rx_pps") > 0.0 && n("tx_pps") > 0.0, "{v}");
     assert!(n("rx_packets") > 0.0, "{v}");
     // rx_pps and tx_pps are the window's counts over its duration.
