@@ -65,10 +65,10 @@ fd00:0:0:2::fe -> fd00:0:0:2::1 (fwd), groups ff05::1:1 ..., next hops resolved 
 neighbour discovery, UDP checksums checked at the sink.
 
 Exit status: 0 the run worked; 1 it failed (conservation broken, a membership left at
-the SA, an output not written: a full or closed standard output, the --json file, the
-capture); 2 a refused flag; 130 / 143 the run was stopped by SIGINT / SIGTERM (the
-traffic stops, every group is left, the summary and the JSON are written; a second
-signal exits at once). Logs: RUST_LOG (default warn), on standard error.";
+the SA, a buffer not back in its pool, an output not written: a full or closed standard
+output, the --json file, the capture); 2 a refused flag; 130 / 143 the run was stopped
+by SIGINT / SIGTERM (the traffic stops, every group is left, the summary and the JSON
+are written; a second signal exits at once). Logs: RUST_LOG (default warn), on standard error.";
 
 /// pktgen: traffic generator, sink and latency meter for ibpoll on the embedded
 /// simulated InfiniBand fabric.

@@ -159,6 +159,13 @@ fn verdict(report: &Report) -> bool {
         ));
         failed = true;
     }
+    if report.pool_in_use != 0 {
+        note(&format!(
+            "pktgen: error: {} buffers are still out of the pools after every node stopped",
+            report.pool_in_use
+        ));
+        failed = true;
+    }
     if let Some(e) = report.capture.as_ref().and_then(|c| c.error.as_ref()) {
         note(&format!("pktgen: error: --pcap: {e}"));
         failed = true;
