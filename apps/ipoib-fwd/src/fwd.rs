@@ -162,9 +162,9 @@ pub struct Forwarder {
     mroutes: Arc<MrouteTable>,
     /// Bit `i` set: interface `i` has multicast routes.
     mcast_ifaces: u64,
-    /// The forwarder's own addresses (host order), one per interface with an address.
+    /// The forwarder's own addresses (host order), one per interface with an address;
+    /// the unused slots hold 0 (0.0.0.0, never forwarded).
     local: [u32; IFACES_MAX],
-    n_local: usize,
     counters: Arc<FwdCounters>,
     /// IPv6 routes (empty: every IPv6 packet is `no_route`).
     pub(crate) table6: Arc<RouteTable6>,
@@ -182,7 +182,6 @@ impl Forwarder {
     /// lcore: they are single-writer).
     pub fn new(table: Arc<RouteTable>, local: &[[u8; 4]], counters: Arc<FwdCounters>) -> Forwarder {
         let mut l = [0u32; IFACES_MAX];
-        let n_local = local.len().min(IFACES_MAX);
         for (d, s) in l.iter_mut().zip(local) {
             *d = u32::from_be_bytes(*s);
         }
@@ -191,7 +190,6 @@ impl Forwarder {
             mroutes: Arc::default(),
             mcast_ifaces: 0,
             local: l,
-            n_local,
             counters,
             table6: Arc::default(),
             local6: [[0; 16]; IFACES_MAX],
@@ -270,26 +268,34 @@ impl Forwarder {
                 return Verdict::Drop;
             }
         }
-        let hlen = usize::from(ip[0] & 0x0f) * 4;
-        let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-        if hlen < 20 || total < hlen || total > ip.len() {
+        let len = ip.len();
+        // Cannot fail: at least 20 bytes, checked above.
+        let Some(h) = ip.first_chunk_mut::<20>() else {
+            c.malformed += 1;
+            return Verdict::Drop;
+        };
+        let hlen = usize::from(h[0] & 0x0f) * 4;
+        let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
+        if hlen < 20 || total < hlen || total > len {
             c.malformed += 1;
             return Verdict::Drop;
         }
-        let dst = [ip[16], ip[17], ip[18], ip[19]];
+        let dst = [h[16], h[17], h[18], h[19]];
         let d = u32::from_be_bytes(dst);
         if d >> 28 == 0xe && from < 64 && self.mcast_ifaces & (1 << from) != 0 {
-            return self.route_group(from, d, ip, c);
+            return self.route_group(from, d, h, c);
         }
         if d >> 28 == 0xe || d == u32::MAX || d >> 24 == 0 {
             c.not_unicast += 1;
             return Verdict::Drop;
         }
-        if self.local[..self.n_local].contains(&d) {
+        // Every slot, unused ones included: those hold 0.0.0.0, which `d` is not (0/8
+        // is refused above); a fixed-length compare has no loop.
+        if self.local.contains(&d) {
             c.to_local += 1;
             return Verdict::Drop;
         }
-        if ip[8] <= 1 {
+        if h[8] <= 1 {
             c.ttl_expired += 1;
             return Verdict::Drop;
         }
@@ -297,7 +303,7 @@ impl Forwarder {
             c.no_route += 1;
             return Verdict::Drop;
         };
-        decrement_ttl(ip);
+        decrement_ttl(h);
         Verdict::Forward {
             iface: hop.iface,
             next_hop: hop.next_hop(dst),

@@ -325,7 +325,7 @@ impl Tx {
         ifc.lookup_in(dest)
     }
 
-    #[inline]
+    #[inline(always)]
     fn enqueue(&mut self, iface: usize, m: Mbuf, dst: TxDst) -> bool {
         let ifc = &mut self.ifaces[iface];
         if ifc.pkts.is_full() {
