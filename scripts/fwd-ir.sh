@@ -52,7 +52,7 @@ tmp=$(mktemp -d /tmp/fwd-ir.XXXXXX)
 inclusive() {
     (cd "$tmp" && callgrind_annotate --inclusive=yes --threshold=100 "$1" 2>/dev/null) |
         grep -F -- "$2" | grep -F '[/' | head -n 1 |
-        awk '{gsub(",", "", $1); print $1 + 0} END {if (NR == 0) print 0}' | head -n 1
+        awk '{gsub(",", "", $1); printf "%.0f\n", $1} END {if (NR == 0) print 0}' | head -n 1
 }
 
 # run B D: "forwarded lcore_ir nic_ir controller_ir" of one callgrind run.

@@ -10,8 +10,8 @@
 
 use std::sync::Arc;
 
-use ibpoll::{App, Dest, GroupAddr, LcoreCtx, Tx, IFACES_MAX};
-use ibpoll_mem::MbufArray;
+use ibpoll::{App, Dest, GroupAddr, LcoreCtx, NhId, Tx, IFACES_MAX};
+use ibpoll_mem::{Mbuf, MbufArray};
 
 use crate::lpm::RouteTable;
 use crate::mroute::MrouteTable;
@@ -104,13 +104,16 @@ pub fn ipv4_checksum(header: &[u8]) -> u16 {
 
 /// Decrements the TTL of the IPv4 header at the start of `ip` (at least 20 bytes) and
 /// updates its checksum incrementally (RFC 1624); the TTL must be at least 1.
-#[inline]
+#[inline(always)]
 pub fn decrement_ttl(ip: &mut [u8]) {
-    let old = u16::from_be_bytes([ip[8], ip[9]]);
-    ip[8] -= 1;
-    let new = u16::from_be_bytes([ip[8], ip[9]]);
-    let hc = u16::from_be_bytes([ip[10], ip[11]]);
-    ip[10..12].copy_from_slice(&checksum_adjust(hc, old, new).to_be_bytes());
+    let Some(w) = ip.get_mut(8..12) else {
+        return;
+    };
+    let old = u16::from_be_bytes([w[0], w[1]]);
+    let new = old - 0x100;
+    let hc = u16::from_be_bytes([w[2], w[3]]);
+    w[0] -= 1;
+    w[2..4].copy_from_slice(&checksum_adjust(hc, old, new).to_be_bytes());
 }
 
 /// What the forwarder decided for one packet.
@@ -159,9 +162,9 @@ pub struct Forwarder {
     mroutes: Arc<MrouteTable>,
     /// Bit `i` set: interface `i` has multicast routes.
     mcast_ifaces: u64,
-    /// The forwarder's own addresses (host order), one per interface with an address.
+    /// The forwarder's own addresses (host order), one per interface with an address;
+    /// the unused slots hold 0 (0.0.0.0, never forwarded).
     local: [u32; IFACES_MAX],
-    n_local: usize,
     counters: Arc<FwdCounters>,
     /// IPv6 routes (empty: every IPv6 packet is `no_route`).
     pub(crate) table6: Arc<RouteTable6>,
@@ -179,7 +182,6 @@ impl Forwarder {
     /// lcore: they are single-writer).
     pub fn new(table: Arc<RouteTable>, local: &[[u8; 4]], counters: Arc<FwdCounters>) -> Forwarder {
         let mut l = [0u32; IFACES_MAX];
-        let n_local = local.len().min(IFACES_MAX);
         for (d, s) in l.iter_mut().zip(local) {
             *d = u32::from_be_bytes(*s);
         }
@@ -188,7 +190,6 @@ impl Forwarder {
             mroutes: Arc::default(),
             mcast_ifaces: 0,
             local: l,
-            n_local,
             counters,
             table6: Arc::default(),
             local6: [[0; 16]; IFACES_MAX],
@@ -255,7 +256,7 @@ impl Forwarder {
 
     /// [`route_from`](Self::route_from), counting into a per-burst tally `c` that the
     /// caller publishes once per burst.
-    #[inline]
+    #[inline(always)]
     pub fn route_counted(&self, from: usize, ip: &mut [u8], c: &mut FwdStats) -> Verdict {
         c.rx += 1;
         // RFC 1812 5.2.2: length, version, IHL, total length.
@@ -267,26 +268,34 @@ impl Forwarder {
                 return Verdict::Drop;
             }
         }
-        let hlen = usize::from(ip[0] & 0x0f) * 4;
-        let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-        if hlen < 20 || total < hlen || total > ip.len() {
+        let len = ip.len();
+        // Cannot fail: at least 20 bytes, checked above.
+        let Some(h) = ip.first_chunk_mut::<20>() else {
+            c.malformed += 1;
+            return Verdict::Drop;
+        };
+        let hlen = usize::from(h[0] & 0x0f) * 4;
+        let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
+        if hlen < 20 || total < hlen || total > len {
             c.malformed += 1;
             return Verdict::Drop;
         }
-        let dst = [ip[16], ip[17], ip[18], ip[19]];
+        let dst = [h[16], h[17], h[18], h[19]];
         let d = u32::from_be_bytes(dst);
         if d >> 28 == 0xe && from < 64 && self.mcast_ifaces & (1 << from) != 0 {
-            return self.route_group(from, d, ip, c);
+            return self.route_group(from, d, h, c);
         }
         if d >> 28 == 0xe || d == u32::MAX || d >> 24 == 0 {
             c.not_unicast += 1;
             return Verdict::Drop;
         }
-        if self.local[..self.n_local].contains(&d) {
+        // Every slot, unused ones included: those hold 0.0.0.0, which `d` is not (0/8
+        // is refused above); a fixed-length compare has no loop.
+        if self.local.contains(&d) {
             c.to_local += 1;
             return Verdict::Drop;
         }
-        if ip[8] <= 1 {
+        if h[8] <= 1 {
             c.ttl_expired += 1;
             return Verdict::Drop;
         }
@@ -294,7 +303,7 @@ impl Forwarder {
             c.no_route += 1;
             return Verdict::Drop;
         };
-        decrement_ttl(ip);
+        decrement_ttl(h);
         Verdict::Forward {
             iface: hop.iface,
             next_hop: hop.next_hop(dst),
@@ -328,13 +337,19 @@ impl App for Forwarder {
     #[inline]
     fn on_burst(&mut self, ctx: &LcoreCtx, rx: &mut MbufArray, tx: &mut Tx) {
         let mut st = FwdStats::default();
+        // The last IPv4 next hop resolved in this burst: a burst's packets mostly share
+        // one (interface, next hop), resolved once and pushed by id.
+        let mut last: Option<(usize, [u8; 4], NhId)> = None;
         // In arrival order; the dropped ones stay for the stack to free in bulk (and
         // count as `app_dropped`).
         rx.filter_map_from(0, |mut m| {
             let (iface, dest, group) = match self.route_counted(ctx.iface, m.data_mut(), &mut st) {
                 // The buffer it came in, zero copy: the stack rewrites the IPoIB header
                 // in its headroom.
-                Verdict::Forward { iface, next_hop } => (iface, Dest::NextHop(next_hop), 0),
+                Verdict::Forward { iface, next_hop } => {
+                    st.count_push(0, push_v4(tx, &mut last, iface, next_hop, m));
+                    return None;
+                }
                 // Zero copy as for unicast; the egress interface's control plane holds
                 // the first packets while it makes the send-only join.
                 Verdict::ForwardGroup { iface, group } => {
@@ -346,15 +361,55 @@ impl App for Forwarder {
                 }
                 Verdict::Drop => return Some(m),
             };
-            if tx.push(iface, m, dest) {
-                st.forwarded += 1;
-                st.mcast_forwarded += group;
-            } else {
-                st.tx_refused += 1;
-            }
+            st.count_push(group, tx.push(iface, m, dest));
             None
         });
         self.counters.publish(&mut st);
+    }
+}
+
+impl FwdStats {
+    /// Counts one push's outcome (`group`: 1 for a multicast packet).
+    #[inline]
+    fn count_push(&mut self, group: u64, queued: bool) {
+        if queued {
+            self.forwarded += 1;
+            self.mcast_forwarded += group;
+        } else {
+            self.tx_refused += 1;
+        }
+    }
+}
+
+/// Pushes an IPv4 packet on `iface` to `next_hop` by next-hop id, resolving the id only
+/// when `last` (this burst's last resolved next hop) is another one; as `tx.push` in
+/// every case: a next hop the snapshot does not have (or no longer has) goes through
+/// `tx.push`, which hands it to the control core.
+#[inline]
+fn push_v4(
+    tx: &mut Tx,
+    last: &mut Option<(usize, [u8; 4], NhId)>,
+    iface: usize,
+    next_hop: [u8; 4],
+    m: Mbuf,
+) -> bool {
+    let id = match *last {
+        Some((i, h, id)) if i == iface && h == next_hop => Some(id),
+        _ => {
+            let id = tx.resolve(iface, Dest::NextHop(next_hop));
+            *last = id.map(|id| (iface, next_hop, id));
+            id
+        }
+    };
+    let Some(id) = id else {
+        return tx.push(iface, m, Dest::NextHop(next_hop));
+    };
+    match tx.push_nh(iface, m, id) {
+        Ok(queued) => queued,
+        Err(m) => {
+            *last = None;
+            tx.push(iface, m, Dest::NextHop(next_hop))
+        }
     }
 }
 

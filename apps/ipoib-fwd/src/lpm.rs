@@ -119,7 +119,7 @@ impl RouteTable {
     }
 
     /// [`lookup`](Self::lookup) with the address as a host-order integer.
-    #[inline]
+    #[inline(always)]
     pub fn lookup_u32(&self, dst: u32) -> Option<NextHop> {
         let mut e = self.tbl16[(dst >> 16) as usize];
         if e & EXT != 0 {

@@ -251,26 +251,42 @@ impl MbufArray {
     /// some packets elsewhere (a control ring) and keeps the rest, one pass, no copy;
     /// the data of the buffer a few places ahead is prefetched.
     pub fn filter_map_from(&mut self, from: usize, mut f: impl FnMut(Mbuf) -> Option<Mbuf>) {
-        let len = self.len;
+        let len = self.len.min(self.m.len());
         let start = from.min(len);
         let mut w = start;
         // Shrink first: a panic in `f` leaks the buffers after the one it held rather
         // than letting them be freed twice.
         self.len = w;
         for r in start..len {
-            if r + PREFETCH_AHEAD < len {
-                // SAFETY: `r + PREFETCH_AHEAD < len`: a slot not yet moved out, still
-                // initialised; only its header is read (l3fwd's PREFETCH_OFFSET).
-                unsafe { self.m[r + PREFETCH_AHEAD].assume_init_ref() }.prefetch();
-            }
-            // SAFETY: `r < len`: initialised, and moved out exactly once, here; slot
-            // `w <= r` was moved out already (or is `r` itself), so writing it is sound.
-            let m = unsafe { self.m[r].assume_init_read() };
-            if let Some(m) = f(m) {
-                self.m[w].write(m);
-                w += 1;
-                self.len = w;
-            }
+            // The buffer a few places ahead (l3fwd's PREFETCH_OFFSET), the last one near
+            // the end: no branch.
+            let p = (r + PREFETCH_AHEAD).min(len - 1);
+            // SAFETY: `r <= p < len <= self.m.len()`: a slot not yet moved out, still
+            // initialised; only its header is read.
+            unsafe { self.m.get_unchecked(p).assume_init_ref() }.prefetch();
+            self.filter_map_one(r, &mut w, &mut f);
+        }
+    }
+
+    /// One step of [`filter_map_from`](Self::filter_map_from): slot `r` (`< len`, still
+    /// initialised) through `f`, kept at slot `*w` (`<= r`, already moved out).
+    #[inline(always)]
+    fn filter_map_one(
+        &mut self,
+        r: usize,
+        w: &mut usize,
+        f: &mut impl FnMut(Mbuf) -> Option<Mbuf>,
+    ) {
+        debug_assert!(*w <= r && r < self.m.len());
+        // SAFETY: `r` is below the array's length before the pass (the caller's loop
+        // bound, at most `self.m.len()`): initialised, and moved out exactly once, here.
+        let m = unsafe { self.m.get_unchecked(r).assume_init_read() };
+        if let Some(m) = f(m) {
+            // SAFETY: `*w <= r < self.m.len()`; slot `*w` was moved out already (or is
+            // `r` itself), so writing it is sound.
+            unsafe { self.m.get_unchecked_mut(*w) }.write(m);
+            *w += 1;
+            self.len = *w;
         }
     }
 

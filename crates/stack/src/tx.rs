@@ -229,7 +229,10 @@ fn prepare(m: &mut Mbuf, snap: &Snapshot) -> Result<(), Unfit> {
         return Err(Unfit::TooLong);
     }
     let h = m.prepend(ipoib::HEADER_LEN).ok_or(Unfit::Malformed)?;
-    ipoib::Repr { ethertype }.emit(&mut ipoib::Packet::new_unchecked(h));
+    // What `ipoib::Repr::emit` writes (ethertype, then the reserved field, zero), in
+    // one store.
+    let [hi, lo] = ethertype.0.to_be_bytes();
+    h.copy_from_slice(&[hi, lo, 0, 0]);
     Ok(())
 }
 
@@ -322,7 +325,7 @@ impl Tx {
         ifc.lookup_in(dest)
     }
 
-    #[inline]
+    #[inline(always)]
     fn enqueue(&mut self, iface: usize, m: Mbuf, dst: TxDst) -> bool {
         let ifc = &mut self.ifaces[iface];
         if ifc.pkts.is_full() {
@@ -331,9 +334,15 @@ impl Tx {
                 return self.refuse_full(m);
             }
         }
-        ifc.dst[ifc.pkts.len()] = dst;
-        // Cannot fail: not full, checked above.
-        let _ = ifc.pkts.push(m);
+        let Some(slot) = ifc.dst.get_mut(ifc.pkts.len()) else {
+            // Unreachable: `dst` has the table's capacity and the table is not full.
+            return self.refuse_full(m);
+        };
+        *slot = dst;
+        if let Err(m) = ifc.pkts.push(m) {
+            // Unreachable: not full, checked above.
+            return self.refuse_full(m);
+        }
         if ifc.pkts.len() >= BURST_MAX {
             ifc.flush(&mut self.st);
         }
