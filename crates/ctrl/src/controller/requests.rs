@@ -19,24 +19,14 @@ impl Controller {
                 self.stats.requests += 1;
                 match req {
                     Request::Mcast { group, mbuf } => {
-                        let before = self.mcast_drops();
-                        self.mcast_request(group, mbuf, now);
-                        let dropped = self.mcast_drops() - before;
-                        self.rings[i].drops.mcast.add(dropped);
+                        self.counted(i, |c| c.mcast_request(group, mbuf, now))
                     }
                     Request::Resolve { next_hop, mbuf } => {
-                        let before = self.resolve_drops();
-                        self.resolve_request(next_hop.into(), mbuf, now);
-                        let dropped = self.resolve_drops() - before;
-                        self.rings[i].drops.resolve.add(dropped);
+                        self.counted(i, |c| c.resolve_request(next_hop.into(), mbuf, now))
                     }
+                    // An IPv6 group goes the multicast way; its drops count as such.
                     Request::Resolve6 { next_hop, mbuf } => {
-                        // An IPv6 group goes the multicast way.
-                        let before = (self.resolve_drops(), self.mcast_drops());
-                        self.resolve6_request(next_hop, mbuf, now);
-                        let drops = &self.rings[i].drops;
-                        drops.resolve.add(self.resolve_drops() - before.0);
-                        drops.mcast.add(self.mcast_drops() - before.1);
+                        self.counted(i, |c| c.resolve6_request(next_hop, mbuf, now))
                     }
                     Request::Arp { mbuf } => self.arp_input(mbuf, now),
                     Request::Nd { mbuf } => self.nd_input(mbuf, now),
@@ -52,6 +42,16 @@ impl Controller {
     fn mcast_drops(&self) -> u64 {
         let s = &self.stats;
         s.mcast_queue_full + s.mcast_table_full + s.mcast_bad_group
+    }
+
+    /// Handles a packet request of data core `i` and adds the drops it caused on
+    /// arrival to that core's request counters.
+    fn counted(&mut self, i: usize, handle: impl FnOnce(&mut Self)) {
+        let before = (self.resolve_drops(), self.mcast_drops());
+        handle(self);
+        let drops = &self.rings[i].drops;
+        drops.resolve.add(self.resolve_drops() - before.0);
+        drops.mcast.add(self.mcast_drops() - before.1);
     }
 
     /// The counters of a next-hop packet request's drops on arrival.
